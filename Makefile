@@ -1,0 +1,30 @@
+# Two set-up commands (see README): `make quickstart` and `make test`. Each makes .venv itself.
+VENV ?= .venv
+PYTHON ?= python3
+# torch first, so pip never fetches a multi-GB CUDA build on a CPU machine; on a GPU machine
+# use e.g. `make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"`.
+TORCH ?= torch==2.13.0
+BIN = $(VENV)/bin
+
+.PHONY: install quickstart test lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+quickstart: install
+	$(BIN)/mmi-ray train configs/tiny_builtin.yaml
+
+lint: install
+	$(BIN)/ruff check mmi_ray tests analysis benchmarks
+
+test: install lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs results

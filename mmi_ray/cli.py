@@ -1,0 +1,110 @@
+"""The ``mmi-ray`` command line: ``train``, ``data`` (and more as the project grows).
+
+Errors in user input print as one line each (file and key named) with exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import MmiError
+
+
+def cmd_train(args) -> int:
+    from .config import check_paths, load_config
+    from .data import load_splits
+    from .model import build_tokenizer
+    from .train import run_training
+
+    cfg = load_config(args.config, args.overrides)
+    check_paths(cfg, args.config)
+    # fail on bad data or model names here, before any Ray work starts
+    load_splits(cfg.data)
+    build_tokenizer(cfg.model)
+    summary = run_training(cfg, source=args.config, verbose=not args.quiet)
+    f = summary["final"]
+    print(f"[mmi-ray] done: {summary['run_dir']}")
+    print(f"[mmi-ray] final step {f['step']}: val_accuracy {100 * f['val_accuracy']:.2f}% "
+          f"(best {100 * summary['best_val_accuracy']:.2f}% at step {summary['best_step']})")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from pathlib import Path
+
+    from .data.dss import DSS_DATASETS, available_splits, load_dss_split
+    from .errors import DataError
+    from .metrics import label_correct
+
+    root = Path(args.data_dir).expanduser() / args.name
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found (--data-dir must hold the DSS '{args.name}' folder)")
+    have = available_splits(args.name, args.data_dir)
+    if not have:
+        raise DataError(f"{root}: no {args.name}_{{train,valid,test}}.json files")
+    print(f"{args.name}: {root}")
+    print(f"{'split':<7} {'rows':>7} {'unparsed':>9} {'teacher acc':>12}")
+    for split in have:
+        sp = load_dss_split(args.name, args.data_dir, split)
+        acc = sum(label_correct(e.teacher_label, e.label, e.kind) for e in sp.examples) / len(sp)
+        print(f"{split:<7} {len(sp):>7} {sp.unparsed:>9} {100 * acc:>11.2f}%")
+    if "valid" not in DSS_DATASETS[args.name].splits:
+        print("note: no validation split; training carves data.valid_fraction of train off with data.split_seed")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmi-ray", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="one training run as a Ray Train TorchTrainer")
+    t.add_argument("config", help="training config YAML (see configs/)")
+    t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. loss.mi_weight=0.2")
+    t.add_argument("--quiet", action="store_true", help="no per-evaluation lines")
+    t.set_defaults(fn=cmd_train)
+
+    d = sub.add_parser("data", help="load a DSS dataset and report rows, parse failures, teacher accuracy")
+    d.add_argument("name", choices=["cqa", "svamp", "esnli", "anli1"])
+    d.add_argument("--data-dir", required=True, help="the DSS datasets/ folder")
+    d.set_defaults(fn=cmd_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    try:
+        return args.fn(args)
+    except MmiError as e:
+        for line in str(e).splitlines():
+            print(f"mmi-ray: error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mmi-ray: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # Ray wraps worker errors; show the cause in one line
+        root = _root_cause(e)
+        if isinstance(root, MmiError) or type(root).__name__ == "NonFiniteLossError":
+            print(f"mmi-ray: error: {root}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    seen = set()
+    while id(e) not in seen:
+        seen.add(id(e))
+        nxt = e.__cause__ or getattr(e, "cause", None)
+        if nxt is None and hasattr(e, "worker_failures"):
+            failures = list(e.worker_failures.values())
+            nxt = failures[0] if failures else None
+        if nxt is None:
+            break
+        e = nxt
+    return e
+
+
+if __name__ == "__main__":
+    sys.exit(main())

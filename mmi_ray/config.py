@@ -1,0 +1,308 @@
+"""Typed training config: YAML + dotted ``key=value`` overrides -> validated ``Config``.
+
+Every value is checked once, up front, before any Ray work starts; errors name the file and the
+key to change (``configs/x.yaml: loss.mi_weight: must be >= 0 (got -1)``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+DATASETS = ("builtin", "cqa", "svamp", "esnli", "anli1")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    name: str = "tiny"
+    """Student: ``tiny`` (random small T5, byte tokenizer, no files), a hub name such as
+    ``google/t5-v1_1-base``, or a local checkpoint directory."""
+    tokenizer: str | None = None
+    """Tokenizer name or path; None uses ``name`` (``tiny`` uses ByT5's byte tokenizer)."""
+    d_model: int = Field(128, ge=8)
+    """tiny preset: hidden width."""
+    num_layers: int = Field(2, ge=1)
+    """tiny preset: encoder layers (and as many decoder layers)."""
+    num_heads: int = Field(4, ge=1)
+    """tiny preset: attention heads; d_model must divide by it."""
+    d_ff: int = Field(256, ge=8)
+    """tiny preset: feed-forward width (gated-gelu, as T5 v1.1)."""
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    """Dropout rate of the student (tiny preset; hub models keep their own unless set here)."""
+    abs_positions: bool = True
+    """tiny preset: add learned absolute position embeddings to the encoder input. Stock T5 has only
+    relative position bias, and a tiny one from scratch cannot learn which digit sits where."""
+    max_source_length: int = Field(512, ge=8)
+    """Input tokens kept (prefix included); longer inputs are truncated."""
+    max_target_length: int = Field(256, ge=4)
+    """Rationale and label tokens kept; longer targets are truncated."""
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.name == "tiny" and self.d_model % self.num_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+        return self
+
+
+class BuiltinDataConfig(_Section):
+    num_train: int = Field(4000, ge=1)
+    """Generated training examples."""
+    num_valid: int = Field(300, ge=1)
+    """Generated validation examples (model selection)."""
+    num_test: int = Field(300, ge=1)
+    """Generated test examples (final report only)."""
+    teacher_error_rate: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of training rationales in which the simulated teacher makes a slip (its label follows it)."""
+    tasks: list[Literal["arith", "choice", "nli"]] = ["arith", "choice", "nli"]
+    """Task families mixed in: SVAMP-like arithmetic, CQA-like choice, NLI-like class label."""
+    seed: int = 0
+    """Seed of the generator (the data itself); the training seed is ``train.seed``."""
+
+
+class DataConfig(_Section):
+    dataset: Literal["builtin", "cqa", "svamp", "esnli", "anli1"] = "builtin"
+    """Which dataset: the generated offline task or one of the four DSS datasets."""
+    source: Literal["local", "hub"] = "local"
+    """DSS data from ``data_dir`` (the released layout) or from the hub with ``datasets`` (online)."""
+    data_dir: str | None = None
+    """Folder holding ``NAME/NAME_{split}.json`` and ``NAME/llm/`` (the DSS ``datasets/`` folder)."""
+    label_type: Literal["gold", "teacher"] = "gold"
+    """Train on gold labels or on the teacher's parsed labels (evaluation always uses gold)."""
+    valid_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    """Share of train carved off as validation when the dataset has no validation split."""
+    split_seed: int = 0
+    """Seed of that carve-off, kept apart from the training seed."""
+    max_train_examples: int | None = Field(None, ge=1)
+    """Use only the first N training examples (after the carve-off); None uses all."""
+    max_eval_examples: int | None = Field(None, ge=1)
+    """Evaluate on the first N validation examples; None uses all."""
+    builtin: BuiltinDataConfig = BuiltinDataConfig()
+    """Settings of the generated offline task."""
+
+    @model_validator(mode="after")
+    def _dir_needed(self):
+        if self.dataset != "builtin" and self.source == "local" and not self.data_dir:
+            raise ValueError(f"data_dir is required for dataset '{self.dataset}' with source 'local'")
+        return self
+
+
+MI_ESTIMATOR_NAMES = ("maxpool", "maxpool_masked", "infonce", "nwj")
+
+
+class LossConfig(_Section):
+    label_weight: float = Field(0.5, ge=0.0)
+    """alpha: weight of the label cross-entropy."""
+    rationale_weight: float = Field(0.5, ge=0.0)
+    """Weight of the rationale cross-entropy; 0 with mi_weight 0 is label-only fine-tuning."""
+    mi_weight: float = Field(0.1, ge=0.0)
+    """beta: weight of the mutual-information term; 0 gives plain distilling step-by-step."""
+    mi_estimator: Literal["maxpool", "maxpool_masked", "infonce", "nwj"] = "maxpool"
+    """MI estimator: ``maxpool`` (the released formulation), ``maxpool_masked`` (corrected),
+    ``infonce`` or ``nwj`` (learned critics)."""
+    critic_size: int = Field(128, ge=1)
+    """Hidden width of the learned critic's MLP (learned estimators only)."""
+    detach_label: bool = True
+    """Learned critics: stop the MI gradient into the label pass, as the released code does."""
+
+    @model_validator(mode="after")
+    def _some_weight(self):
+        if self.label_weight == 0 and self.rationale_weight == 0 and self.mi_weight == 0:
+            raise ValueError("at least one of label_weight, rationale_weight, mi_weight must be > 0")
+        return self
+
+
+class OptimConfig(_Section):
+    lr: float = Field(5e-5, gt=0.0, le=1.0)
+    """Peak AdamW learning rate; linear decay to 0 at train.max_steps."""
+    weight_decay: float = Field(0.0, ge=0.0)
+    """AdamW weight decay."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warm-up steps before the decay."""
+    max_grad_norm: float = Field(1.0, ge=0.0)
+    """Gradient clipping norm; 0 disables clipping."""
+
+
+class TrainConfig(_Section):
+    max_steps: int = Field(1000, ge=1)
+    """Optimizer steps."""
+    batch_size: int = Field(32, ge=1)
+    """Examples per worker per micro-batch (each example gives a label and a rationale pass)."""
+    grad_accum_steps: int = Field(1, ge=1)
+    """Micro-batches accumulated per optimizer step."""
+    eval_every: int = Field(250, ge=1)
+    """Validate (and checkpoint) every N optimizer steps, and at the last step."""
+    log_every: int = Field(50, ge=1)
+    """Average the loss terms over N steps for the training metrics."""
+    eval_batch_size: int = Field(64, ge=1)
+    """Examples per generation batch during validation."""
+    max_new_tokens: int = Field(64, ge=1)
+    """Greedy decoding limit for label predictions."""
+    keep_checkpoints: int = Field(2, ge=1)
+    """Checkpoints kept per run (the newest)."""
+    seed: int = 0
+    """Training seed: model init, data order, dropout. The data split has its own seed."""
+    bucket_by_length: bool = True
+    """Group examples of similar input and rationale length into batches (less padding)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """``auto`` uses bf16 autocast on GPU and fp32 on CPU."""
+
+    @property
+    def examples_per_worker_step(self) -> int:
+        return self.batch_size * self.grad_accum_steps
+
+
+class ScalingConfig(_Section):
+    num_workers: int = Field(1, ge=0)
+    """Ray Train workers (data parallel). 0 runs the loop in the driver process (Ray's local mode)."""
+    use_gpu: bool = False
+    """One GPU per worker, NCCL backend; False uses CPUs with gloo."""
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    """CPUs reserved per worker (fractions allowed)."""
+    torch_threads: int | None = Field(None, ge=1)
+    """torch intra-op threads per worker; None uses cpus_per_worker rounded up."""
+
+
+class RunConfig(_Section):
+    name: str | None = None
+    """Run name; None makes a unique one. A name that exists resumes that run if it is unfinished."""
+    storage_path: str = "runs"
+    """Where run directories go (local path, NFS mount, or s3:// / gs:// URI)."""
+    max_failures: int = Field(0, ge=-1)
+    """Ray Train restarts of a failed worker group from the last checkpoint (-1: no limit)."""
+
+
+class Config(_Section):
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    scaling: ScalingConfig = ScalingConfig()
+    run: RunConfig = RunConfig()
+
+    def examples_per_step(self) -> int:
+        """Training examples per optimizer step, across all workers."""
+        return self.train.examples_per_worker_step * max(1, self.scaling.num_workers)
+
+    def fingerprint(self) -> str:
+        """Short hash of everything that changes the trained model (not run name or storage)."""
+        d = self.model_dump(mode="json")
+        d.pop("run")
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overrides, error formatting
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]:
+    """One line per problem: ``key.path: message (got value)``."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        key = ".".join(p for p in (prefix, loc) if p)
+        msg = e["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = "" if e["type"] in ("extra_forbidden", "missing") else f" (got {e['input']!r})"
+        lines.append(f"{key or '(top level)'}: {msg}{got}")
+    return lines
+
+
+def read_yaml(path: str | Path) -> dict:
+    """``yaml.safe_load`` a mapping; errors name the file (and line where YAML knows it)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(str(path), "file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(path), f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(str(path), f"{where}invalid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), f"top level must be a mapping of sections (got {type(data).__name__})")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``loss.mi_weight=0.2`` -> (["loss", "mi_weight"], 0.2); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError("command line", f"override '{text}' must look like key.path=value")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError("command line", f"override '{text}': empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def set_dotted(d: dict, parts: list[str], value: Any, source: str = "command line") -> None:
+    cur = d
+    for i, p in enumerate(parts[:-1]):
+        nxt = cur.get(p)
+        if nxt is None:
+            nxt = cur[p] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(source, f"{'.'.join(parts[: i + 1])}: is a value, not a section")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
+    out = copy.deepcopy(raw)
+    for o in overrides or []:
+        parts, value = parse_override(o)
+        set_dotted(out, parts, value)
+    return out
+
+
+def config_from_dict(raw: dict, source: str = "config", prefix: str = "") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(source, format_validation_error(e, prefix)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a training config YAML, apply ``key=value`` overrides, validate everything."""
+    raw = apply_overrides(read_yaml(path), overrides)
+    return config_from_dict(raw, source=str(path))
+
+
+def check_paths(cfg: Config, source: str) -> None:
+    """Checks that need the file system (run before any Ray work)."""
+    problems = []
+    if cfg.data.dataset != "builtin" and cfg.data.source == "local":
+        d = Path(cfg.data.data_dir).expanduser()
+        if not d.is_dir():
+            problems.append(f"data.data_dir: folder not found: {cfg.data.data_dir}")
+        elif not (d / cfg.data.dataset).is_dir():
+            problems.append(f"data.data_dir: no '{cfg.data.dataset}' folder in {cfg.data.data_dir}")
+    name = cfg.model.name
+    looks_local = name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+    if name != "tiny" and looks_local and not Path(name).expanduser().is_dir():
+        problems.append(f"model.name: checkpoint folder not found: {name}")
+    if problems:
+        raise ConfigError(source, problems)

@@ -1,0 +1,67 @@
+"""Data sources -> ``Splits`` of ``Example``s: the DSS datasets (local files or hub) or the built-in task."""
+
+from __future__ import annotations
+
+import random
+
+from ..config import DataConfig
+from ..errors import DataError
+from .builtin import builtin_splits
+from .dss import DSS_DATASETS, available_splits, load_dss_split, load_hub_split
+from .examples import Example, SplitData, Splits
+
+__all__ = ["Example", "SplitData", "Splits", "load_splits", "carve_valid", "DSS_DATASETS"]
+
+
+def carve_valid(train: SplitData, fraction: float, seed: int) -> tuple[SplitData, SplitData]:
+    """Split a validation set off train with its own seed (for datasets that have none)."""
+    idx = list(range(len(train)))
+    random.Random(seed).shuffle(idx)
+    n_valid = max(1, round(fraction * len(idx)))
+    if n_valid >= len(idx):
+        raise DataError(f"{train.source}: {len(idx)} training rows are too few to carve a validation split from")
+    valid_idx, train_idx = sorted(idx[:n_valid]), sorted(idx[n_valid:])
+    ex = train.examples
+    tr = SplitData("train", [ex[i] for i in train_idx], sum(not ex[i].parsed for i in train_idx), train.source)
+    va = SplitData("valid", [ex[i] for i in valid_idx], sum(not ex[i].parsed for i in valid_idx), train.source + f" (carved, seed {seed})")
+    return tr, va
+
+
+def load_splits(cfg: DataConfig, need_train: bool = True) -> Splits:
+    """Train / validation / test for the configured dataset. Test is loaded but never used for
+    selection; validation is carved from train when the dataset has no validation split."""
+    if cfg.dataset == "builtin":
+        b = cfg.builtin
+        splits = builtin_splits(b.num_train, b.num_valid, b.num_test, b.seed, list(b.tasks), b.teacher_error_rate)
+    else:
+        name = cfg.dataset
+        if cfg.source == "hub":
+            load = lambda s: load_hub_split(name, s)  # noqa: E731
+            have = list(DSS_DATASETS[name].splits)
+        else:
+            load = lambda s: load_dss_split(name, cfg.data_dir, s)  # noqa: E731
+            have = available_splits(name, cfg.data_dir)
+        if "train" not in have:
+            raise DataError(f"{cfg.data_dir}/{name}/{name}_train.json: file not found (data.data_dir)")
+        train = load("train")
+        test = load("test") if "test" in have else None
+        notes = []
+        if "valid" in have:
+            valid = load("valid")
+        else:
+            train, valid = carve_valid(train, cfg.valid_fraction, cfg.split_seed)
+            notes.append(f"validation: {len(valid)} rows carved from train with split_seed {cfg.split_seed}")
+        splits = Splits(train, valid, test, notes)
+    if cfg.max_train_examples is not None:
+        t = splits.train
+        splits.train = SplitData("train", t.examples[: cfg.max_train_examples], t.unparsed, t.source)
+    if cfg.max_eval_examples is not None:
+        v = splits.valid
+        splits.valid = SplitData("valid", v.examples[: cfg.max_eval_examples], v.unparsed, v.source)
+    if need_train and cfg.label_type == "teacher":
+        kept = [e for e in splits.train.examples if e.parsed]
+        splits.train = SplitData("train", kept, 0, splits.train.source)
+    for name, sp in splits.items():
+        if len(sp) == 0:
+            raise DataError(f"{sp.source or cfg.dataset}: the {name} split is empty")
+    return splits

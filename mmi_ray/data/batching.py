@@ -1,0 +1,137 @@
+"""Tokenise once, then cut deterministic, length-bucketed two-task batches.
+
+The batch order of an epoch is a pure function of (seed, epoch), so a restored run that knows its
+(epoch, cursor) sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from ..losses import IGNORE
+from .examples import Example
+
+LABEL_PREFIX = "predict: "
+RATIONALE_PREFIX = "explain: "
+
+
+@dataclass
+class Tokenized:
+    """Token id lists, one entry per example (eos included, truncated to the configured lengths)."""
+
+    predict_ids: list[list[int]]
+    explain_ids: list[list[int]]
+    label_ids: list[list[int]]
+    rationale_ids: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.predict_ids)
+
+
+def _ids(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    if not texts:
+        return []
+    return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+
+
+def tokenize(examples: list[Example], tokenizer, max_source: int, max_target: int, label_type: str = "gold") -> Tokenized:
+    inputs = [e.input for e in examples]
+    labels = [e.teacher_label if label_type == "teacher" else e.label for e in examples]
+    return Tokenized(
+        predict_ids=_ids(tokenizer, [LABEL_PREFIX + x for x in inputs], max_source),
+        explain_ids=_ids(tokenizer, [RATIONALE_PREFIX + x for x in inputs], max_source),
+        label_ids=_ids(tokenizer, labels, max_target),
+        rationale_ids=_ids(tokenizer, [e.rationale for e in examples], max_target),
+    )
+
+
+def epoch_batches(tok: Tokenized, batch_size: int, seed: int, epoch: int, bucket: bool,
+                  bucket_span: int = 50) -> list[list[int]]:
+    """Full batches of example indices for one epoch (the last partial batch is dropped).
+
+    With ``bucket``, each window of ``bucket_span`` batches is sorted by input length, then by
+    rationale length, before it is cut, and the batches are shuffled again afterwards.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(tok)))
+    rng.shuffle(order)
+    if bucket:
+        window = batch_size * bucket_span
+        sorted_order = []
+        for start in range(0, len(order), window):
+            chunk = order[start : start + window]
+            chunk.sort(key=lambda i: (len(tok.explain_ids[i]) // 8, len(tok.rationale_ids[i])))
+            sorted_order.extend(chunk)
+        order = sorted_order
+    batches = [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
+    if bucket:
+        rng.shuffle(batches)
+    return batches
+
+
+def pad(seqs: list[list[int]], value: int) -> torch.Tensor:
+    n = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), n), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
+def collate(tok: Tokenized, idx: list[int], pad_id: int, with_rationale: bool = True) -> dict[str, torch.Tensor]:
+    """Two separately padded inputs (label and rationale task) and their targets."""
+    pred = pad([tok.predict_ids[i] for i in idx], pad_id)
+    batch = {
+        "predict_ids": pred,
+        "predict_mask": pred.ne(pad_id),
+        "label_ids": pad([tok.label_ids[i] for i in idx], IGNORE),
+    }
+    if with_rationale:
+        expl = pad([tok.explain_ids[i] for i in idx], pad_id)
+        batch.update(
+            explain_ids=expl,
+            explain_mask=expl.ne(pad_id),
+            rationale_ids=pad([tok.rationale_ids[i] for i in idx], IGNORE),
+        )
+    return batch
+
+
+class BatchStream:
+    """Yields the batches of one worker, step after step, across epochs, resumable.
+
+    Every optimizer step uses ``world * accum`` consecutive batches of the epoch's list; worker
+    ``rank`` takes micro-batch ``k`` of the step from position ``k * world + rank``. ``position``
+    (epoch, cursor) is what a checkpoint stores.
+    """
+
+    def __init__(self, tok: Tokenized, batch_size: int, seed: int, bucket: bool, world: int, rank: int, accum: int):
+        self.tok, self.batch_size, self.seed, self.bucket = tok, batch_size, seed, bucket
+        self.world, self.rank, self.accum = world, rank, accum
+        per_step = world * accum
+        n_batches = len(tok) // batch_size
+        if n_batches < per_step:
+            raise ValueError(
+                f"{len(tok)} training examples make {n_batches} batches of {batch_size}, "
+                f"but one optimizer step needs {per_step} (workers x grad_accum_steps)"
+            )
+        self.epoch, self.cursor = 0, 0
+        self._batches = epoch_batches(tok, batch_size, seed, 0, bucket)
+
+    @property
+    def position(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def seek(self, epoch: int, cursor: int) -> None:
+        self.epoch, self.cursor = epoch, cursor
+        self._batches = epoch_batches(self.tok, self.batch_size, self.seed, epoch, self.bucket)
+
+    def next_step(self) -> list[list[int]]:
+        """Index lists of this worker's micro-batches for the next optimizer step."""
+        per_step = self.world * self.accum
+        if self.cursor + per_step > len(self._batches):
+            self.seek(self.epoch + 1, 0)
+        window = self._batches[self.cursor : self.cursor + per_step]
+        self.cursor += per_step
+        return [window[k * self.world + self.rank] for k in range(self.accum)]

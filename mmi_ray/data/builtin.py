@@ -1,0 +1,138 @@
+"""The built-in offline task: generated, deterministic from a seed, no files needed.
+
+Three families mirror the DSS label kinds, and in each the label needs a few small computations
+that the teacher's rationale spells out (so rationale supervision carries the reasoning):
+
+- ``arith`` (as SVAMP): a three-step word problem; the label is the number (compared numerically).
+- ``choice`` (as CQA): three named options, each a sum of two numbers; the label is the name of the
+  largest (answer text, not the letter).
+- ``nli`` (as ANLI): a premise with two quantities and a hypothesis about their total; the label is
+  entailment, contradiction or neutral.
+
+A simulated teacher slips with probability ``teacher_error_rate``: one intermediate value is off,
+and its label follows its own wrong working, as a real LLM teacher's does.
+"""
+
+from __future__ import annotations
+
+import random
+
+from .examples import Example, SplitData, Splits
+
+NAMES = ["Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jo", "Kim", "Lea", "Max", "Noa"]
+THINGS = ["apples", "pens", "coins", "books", "shells", "cards", "stamps", "marbles", "eggs", "cups"]
+COLORS = ["red", "blue", "green", "gold", "gray", "pink", "teal", "plum", "tan", "jade"]
+
+
+def _slip(rng: random.Random, value: int) -> int:
+    return value + rng.choice([-3, -2, -1, 1, 2, 3])
+
+
+def gen_arith(rng: random.Random, err: bool) -> Example:
+    name, thing = rng.choice(NAMES), rng.choice(THINGS)
+    a, b, c, d = (rng.randint(2, 20) for _ in range(4))
+    ops = [rng.choice("+-") for _ in range(3)]
+    # keep every intermediate value positive: a subtraction takes at most what is there
+    vals, cur = [], a
+    words = {"+": ["gets {n} more", "buys {n} more", "finds {n} more"], "-": ["gives {n} away", "loses {n}", "sells {n}"]}
+    steps = []
+    for op, n in zip(ops, (b, c, d)):
+        if op == "-" and n >= cur:
+            op = "+"
+        steps.append((op, n))
+        cur = cur + n if op == "+" else cur - n
+        vals.append(cur)
+    clauses = ", then ".join(rng.choice(words[op]).format(n=n) for op, n in steps)
+    x = f"{name} has {a} {thing}. {name} {clauses}. How many {thing} does {name} have now?"
+    gold = vals[-1]
+    t_vals = list(vals)
+    if err:
+        k = rng.randrange(3)
+        t_vals[k] = _slip(rng, vals[k])
+        for j in range(k + 1, 3):
+            op, n = steps[j]
+            t_vals[j] = t_vals[j - 1] + n if op == "+" else t_vals[j - 1] - n
+    prev = [a] + t_vals[:-1]
+    rationale = " ".join(f"{p} {op} {n} = {v}." for p, (op, n), v in zip(prev, steps, t_vals))
+    rationale += f" The answer is {t_vals[-1]}."
+    return Example(x, str(gold), rationale, str(t_vals[-1]), "equation", "arith")
+
+
+def gen_choice(rng: random.Random, err: bool) -> Example:
+    colors = rng.sample(COLORS, 3)
+    while True:
+        pairs = [(rng.randint(1, 20), rng.randint(1, 20)) for _ in range(3)]
+        sums = [p + q for p, q in pairs]
+        if len(set(sums)) == 3:
+            break
+    thing = rng.choice(THINGS)
+    opts = "\n".join(f"({'abc'[i]}) {c}: {p}+{q}" for i, (c, (p, q)) in enumerate(zip(colors, pairs)))
+    x = f"Which box holds the most {thing}?\nAnswer Choices:\n{opts}"
+    gold = colors[max(range(3), key=lambda i: sums[i])]
+    t_sums = list(sums)
+    if err:
+        k = rng.randrange(3)
+        t_sums[k] = _slip(rng, sums[k])
+    best = max(range(3), key=lambda i: (t_sums[i], -i))
+    work = " ".join(f"{c} has {p}+{q}={s}." for c, (p, q), s in zip(colors, pairs, t_sums))
+    rationale = f"{work} {t_sums[best]} is the most, so the answer is {colors[best]}."
+    return Example(x, gold, rationale, colors[best], "text", "choice")
+
+
+def gen_nli(rng: random.Random, err: bool) -> Example:
+    name, other = rng.sample(NAMES, 2)
+    thing = rng.choice(THINGS)
+    a, b = rng.randint(2, 30), rng.randint(2, 30)
+    total = a + b
+    label = rng.choice(["entailment", "contradiction", "neutral"])
+    who = other if label == "neutral" else name
+    claim = total if label != "contradiction" else total + rng.choice([-4, -3, -2, -1, 1, 2, 3, 4])
+    if label == "neutral" and rng.random() < 0.5:
+        claim = total + rng.choice([-2, -1, 1, 2])
+    x = f"Premise: {name} had {a} {thing} and got {b} more. Hypothesis: {who} has {claim} {thing}."
+    t_total = _slip(rng, total) if err else total
+    if who != name:
+        t_label = "neutral"
+        rationale = f"{name} has {a} + {b} = {t_total} {thing}. The premise says nothing about {who}."
+    elif claim == t_total:
+        t_label = "entailment"
+        rationale = f"{name} has {a} + {b} = {t_total} {thing}. The hypothesis says {claim}, which is right."
+    else:
+        t_label = "contradiction"
+        rationale = f"{name} has {a} + {b} = {t_total} {thing}. The hypothesis says {claim}, not {t_total}."
+    rationale += f" So the answer is {t_label}."
+    return Example(x, label, rationale, t_label, "text", "nli")
+
+
+GENERATORS = {"arith": gen_arith, "choice": gen_choice, "nli": gen_nli}
+
+
+def generate(n: int, seed: int, tasks: list[str], error_rate: float, exclude: set[str] | None = None) -> list[Example]:
+    """``n`` examples, the families in turn, none whose input is in ``exclude``."""
+    rng = random.Random(seed)
+    out: list[Example] = []
+    seen = set(exclude or ())
+    tries = 0
+    while len(out) < n:
+        tries += 1
+        if tries > 50 * n + 1000:
+            raise RuntimeError(f"could not generate {n} distinct examples for tasks {tasks}")
+        task = tasks[len(out) % len(tasks)]
+        ex = GENERATORS[task](rng, rng.random() < error_rate)
+        if ex.input in seen:
+            continue
+        seen.add(ex.input)
+        out.append(ex)
+    return out
+
+
+def builtin_splits(num_train: int, num_valid: int, num_test: int, seed: int, tasks: list[str],
+                   teacher_error_rate: float) -> Splits:
+    """Train, validation and test with disjoint inputs; only training rationales carry slips."""
+    train = generate(num_train, seed * 3 + 0, tasks, teacher_error_rate)
+    seen = {e.input for e in train}
+    valid = generate(num_valid, seed * 3 + 1, tasks, 0.0, exclude=seen)
+    seen |= {e.input for e in valid}
+    test = generate(num_test, seed * 3 + 2, tasks, 0.0, exclude=seen)
+    return Splits(SplitData("train", train, 0, "builtin"), SplitData("valid", valid, 0, "builtin"),
+                  SplitData("test", test, 0, "builtin"))

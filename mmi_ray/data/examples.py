@@ -1,0 +1,51 @@
+"""The one example type every data source produces, and the split container."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Example:
+    input: str
+    """Task input text, without the ``predict: `` / ``explain: `` prefix."""
+    label: str
+    """Gold label text."""
+    rationale: str
+    """Teacher rationale; empty when the teacher output did not parse."""
+    teacher_label: str
+    """Teacher's parsed label; empty when the teacher output did not parse."""
+    kind: str = "text"
+    """How labels compare: ``text`` (exact match) or ``equation`` (numeric value)."""
+    task: str = ""
+    """Dataset or task family, for per-task metrics."""
+
+    @property
+    def parsed(self) -> bool:
+        return bool(self.rationale) and bool(self.teacher_label)
+
+
+@dataclass
+class SplitData:
+    name: str
+    examples: list[Example]
+    unparsed: int = 0
+    """Teacher outputs that did not parse (their rationale and teacher label are empty)."""
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+@dataclass
+class Splits:
+    train: SplitData
+    valid: SplitData
+    test: SplitData | None
+    notes: list[str] = field(default_factory=list)
+
+    def items(self):
+        out = [("train", self.train), ("valid", self.valid)]
+        if self.test is not None:
+            out.append(("test", self.test))
+        return out

@@ -1,0 +1,31 @@
+"""Errors a user can act on: each names the file and the key (or line) to fix.
+
+The CLI prints them as one line each and exits non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class MmiError(Exception):
+    """Base class of every error that the CLI reports as a one-line message."""
+
+
+class ConfigError(MmiError):
+    """A config or sweep spec value is missing, unknown or out of range."""
+
+    def __init__(self, source: str, problems: list[str] | str):
+        self.source = source
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
+
+
+class DataError(MmiError):
+    """A data file is missing, malformed or does not match its partner file."""
+
+
+class ModelError(MmiError):
+    """A model name or path cannot be loaded."""
+
+
+class StorageError(MmiError):
+    """The storage path for runs or sweeps cannot be used."""

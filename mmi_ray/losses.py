@@ -1,0 +1,179 @@
+"""Loss terms of MI chain-of-thought distillation, and the MI estimator registry.
+
+``L = label_weight * CE(label) + rationale_weight * CE(rationale) + mi_weight * L_mi``.
+Every estimator maps the two passes' outputs to ``MIResult(loss, estimate)``: the term to
+minimise and an MI estimate in nats (a lower bound for the contrastive/learned ones).
+Plain PyTorch: unit tests call it without Ray.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IGNORE = -100
+
+
+@dataclass
+class PassOutput:
+    """What one forward pass (label or rationale task) gives the estimators."""
+
+    logits: Tensor  # [B, T, V] decoder logits
+    mask: Tensor  # [B, T] bool, True at real (non-padded) target positions
+    hidden: Tensor | None = None  # [B, T, D] last decoder hidden state (learned critics only)
+
+
+@dataclass
+class MIResult:
+    loss: Tensor  # scalar, to be minimised
+    estimate: Tensor  # scalar, MI estimate in nats (detached)
+
+
+def token_ce(logits: Tensor, labels: Tensor) -> Tensor:
+    """T5's token-level cross-entropy: mean over non-padded target positions."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
+
+
+def maxpool_ce(label_logits: Tensor, rationale_logits: Tensor) -> Tensor:
+    """The released MI term, quirks included (method.md section 2).
+
+    Label side detached; softmax then max-pool over ALL target positions (padding not masked);
+    the pooled rationale probabilities are fed to ``CrossEntropyLoss`` as logits with the pooled
+    (unnormalised) label probabilities as soft targets, averaged over the batch.
+    """
+    p = torch.softmax(label_logits.detach().float(), dim=-1)  # [B, Tl, V]
+    e = torch.softmax(rationale_logits.float(), dim=-1)  # [B, Tr, V]
+    p1 = p.max(dim=1).values  # [B, V]
+    e1 = e.max(dim=1).values  # [B, V]
+    return nn.CrossEntropyLoss()(e1, p1)
+
+
+def _contrastive_estimate(scores: Tensor) -> Tensor:
+    """InfoNCE bound ``log B - CE(scores, diagonal)`` for a [B, B] score matrix (rows: rationale i,
+    columns: label j)."""
+    b = scores.size(0)
+    target = torch.arange(b, device=scores.device)
+    return math.log(b) - F.cross_entropy(scores.float(), target)
+
+
+def masked_mean(hidden: Tensor, mask: Tensor) -> Tensor:
+    m = mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)  # [B, D]
+
+
+class MaxPoolMI(nn.Module):
+    """``maxpool``: the released estimator, exactly. Its estimate contrasts the same score
+    (``-CE(e1_i, p1_j)``) over the batch, i.e. an InfoNCE bound with that fixed critic."""
+
+    learned = False
+    needs_hidden = False
+
+    def forward(self, label: PassOutput, rationale: PassOutput) -> MIResult:
+        loss = maxpool_ce(label.logits, rationale.logits)
+        with torch.no_grad():
+            p1 = torch.softmax(label.logits.float(), -1).max(1).values  # [B, V]
+            e1 = torch.softmax(rationale.logits.float(), -1).max(1).values  # [B, V]
+            scores = torch.log_softmax(e1, -1) @ p1.T  # [B, B]: sum_v p1_j[v] log_softmax(e1_i)[v]
+            est = _contrastive_estimate(scores)
+        return MIResult(loss, est)
+
+
+class MaskedMaxPoolMI(nn.Module):
+    """``maxpool_masked``: the corrected variant. Padding excluded from the pooling, pooled
+    distributions renormalised, and a true cross-entropy ``-sum p_hat log e_hat``."""
+
+    learned = False
+    needs_hidden = False
+
+    @staticmethod
+    def _pooled_log(logits: Tensor, mask: Tensor) -> Tensor:
+        logp = torch.log_softmax(logits.float(), -1)  # [B, T, V]
+        logp = logp.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        pooled = logp.max(dim=1).values  # [B, V] log of max-pooled probabilities
+        return pooled - torch.logsumexp(pooled, -1, keepdim=True)  # renormalised
+
+    def forward(self, label: PassOutput, rationale: PassOutput) -> MIResult:
+        log_p = self._pooled_log(label.logits.detach(), label.mask)  # [B, V]
+        log_e = self._pooled_log(rationale.logits, rationale.mask)  # [B, V]
+        p = log_p.exp()
+        loss = -(p * log_e).sum(-1).mean()
+        with torch.no_grad():
+            est = _contrastive_estimate(log_e @ p.T)
+        return MIResult(loss, est)
+
+
+def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
+
+
+class InfoNCEMI(nn.Module):
+    """``infonce``: separable learned critic ``f(z_r, z_l) = g(z_r) . h(z_l)`` on mask-aware mean-
+    pooled decoder states, contrasted over the batch. ``log B - L_nce`` bounds the MI from below."""
+
+    learned = True
+    needs_hidden = True
+
+    def __init__(self, d_model: int, critic_size: int, detach_label: bool = True):
+        super().__init__()
+        self.g = _mlp(d_model, critic_size, critic_size)
+        self.h = _mlp(d_model, critic_size, critic_size)
+        self.detach_label = detach_label
+
+    def forward(self, label: PassOutput, rationale: PassOutput) -> MIResult:
+        z_l = masked_mean(label.hidden.float(), label.mask)  # [B, D]
+        if self.detach_label:
+            z_l = z_l.detach()
+        z_r = masked_mean(rationale.hidden.float(), rationale.mask)  # [B, D]
+        scores = self.g(z_r) @ self.h(z_l).T / math.sqrt(self.g[-1].out_features)  # [B, B]
+        target = torch.arange(scores.size(0), device=scores.device)
+        loss = F.cross_entropy(scores, target)
+        return MIResult(loss, (math.log(scores.size(0)) - loss).detach())
+
+
+class NWJMI(nn.Module):
+    """``nwj``: joint learned critic ``T(z_r, z_l)`` (an MLP on the concatenation) with the
+    Nguyen-Wainwright-Jordan bound ``E_joint[T] - e^-1 E_marginal[e^T]`` over all batch pairs."""
+
+    learned = True
+    needs_hidden = True
+
+    def __init__(self, d_model: int, critic_size: int, detach_label: bool = True):
+        super().__init__()
+        self.t = _mlp(2 * d_model, critic_size, 1)
+        self.detach_label = detach_label
+
+    def forward(self, label: PassOutput, rationale: PassOutput) -> MIResult:
+        z_l = masked_mean(label.hidden.float(), label.mask)  # [B, D]
+        if self.detach_label:
+            z_l = z_l.detach()
+        z_r = masked_mean(rationale.hidden.float(), rationale.mask)  # [B, D]
+        b = z_r.size(0)
+        pairs = torch.cat([z_r.unsqueeze(1).expand(b, b, -1), z_l.unsqueeze(0).expand(b, b, -1)], -1)
+        t = self.t(pairs).squeeze(-1)  # [B, B]: T(z_r_i, z_l_j)
+        joint = t.diagonal().mean()
+        if b > 1:
+            off = ~torch.eye(b, dtype=torch.bool, device=t.device)
+            marginal = torch.exp(t[off].clamp(max=30.0) - 1.0).mean()
+        else:
+            marginal = torch.exp(t.clamp(max=30.0) - 1.0).mean()
+        bound = joint - marginal
+        return MIResult(-bound, bound.detach())
+
+
+MI_ESTIMATORS = {
+    "maxpool": MaxPoolMI,
+    "maxpool_masked": MaskedMaxPoolMI,
+    "infonce": InfoNCEMI,
+    "nwj": NWJMI,
+}
+
+
+def build_estimator(name: str, d_model: int, critic_size: int, detach_label: bool = True) -> nn.Module:
+    cls = MI_ESTIMATORS[name]
+    if cls.learned:
+        return cls(d_model, critic_size, detach_label)
+    return cls()

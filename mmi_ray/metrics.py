@@ -1,0 +1,94 @@
+"""Label metrics: exact match for text labels, numeric equality for equations.
+
+Equations are evaluated by a small arithmetic parser over Python's ``ast`` (numbers, + - * / // %
+**, parentheses); nothing is ever executed, so model output such as ``__import__('os')`` is simply
+a wrong answer.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from collections.abc import Sequence
+
+_BINOPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+MAX_EQUATION_CHARS = 500
+MAX_EXPONENT = 64
+
+
+class _Reject(Exception):
+    pass
+
+
+def _eval_node(node: ast.AST) -> float:
+    if isinstance(node, ast.Expression):
+        return _eval_node(node.body)
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        left, right = _eval_node(node.left), _eval_node(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
+            raise _Reject("exponent too large")
+        return _BINOPS[type(node.op)](left, right)
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _UNARY[type(node.op)](_eval_node(node.operand))
+    raise _Reject(type(node).__name__)
+
+
+def safe_arith(text: str) -> float | None:
+    """The value of an arithmetic expression, or None if it is anything else (or fails)."""
+    if not isinstance(text, str):
+        return None
+    text = text.strip()
+    if not text or len(text) > MAX_EQUATION_CHARS:
+        return None
+    try:
+        tree = ast.parse(text, mode="eval")
+        value = _eval_node(tree)
+    except (SyntaxError, ValueError, TypeError, ZeroDivisionError, OverflowError, RecursionError, _Reject):
+        return None
+    if isinstance(value, complex) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def equation_equal(pred: str, gold: str) -> bool:
+    """True when both parse to the same number (a failed parse on either side is wrong)."""
+    a, b = safe_arith(pred), safe_arith(gold)
+    if a is None or b is None:
+        return False
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def text_equal(pred: str, gold: str) -> bool:
+    return pred.strip() == gold.strip()
+
+
+LABEL_KINDS = ("text", "equation")
+
+
+def label_correct(pred: str, gold: str, kind: str) -> bool:
+    if kind == "equation":
+        return equation_equal(pred, gold)
+    return text_equal(pred, gold)
+
+
+def accuracy(preds: Sequence[str], golds: Sequence[str], kinds: Sequence[str] | str) -> float:
+    """Share of correct predictions; ``kinds`` is one kind for all or one per example."""
+    if len(preds) != len(golds):
+        raise ValueError(f"{len(preds)} predictions for {len(golds)} labels")
+    if not golds:
+        return float("nan")
+    if isinstance(kinds, str):
+        kinds = [kinds] * len(golds)
+    return sum(label_correct(p, g, k) for p, g, k in zip(preds, golds, kinds)) / len(golds)

@@ -1,0 +1,106 @@
+"""The student: a HF seq2seq model by hub name or local path, or the offline ``tiny`` T5 preset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .errors import ModelError
+
+
+class EncoderPositions(nn.Module):
+    """Token embedding plus learned absolute positions, for the encoder input only.
+
+    Installed as the encoder's ``embed_tokens``, so ``forward`` and ``generate`` both use it; the
+    decoder keeps the plain shared embedding.
+    """
+
+    def __init__(self, tokens: nn.Embedding, max_positions: int, d_model: int):
+        super().__init__()
+        self.tokens = tokens
+        self.positions = nn.Embedding(max_positions, d_model)
+        nn.init.normal_(self.positions.weight, std=0.02)
+
+    @property
+    def weight(self) -> torch.Tensor:  # what HF code reads as embed_tokens.weight
+        return self.tokens.weight
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(input_ids.size(1), device=input_ids.device)
+        return self.tokens(input_ids) + self.positions(pos)  # [B, T, D]
+
+
+def build_tokenizer(cfg: ModelConfig):
+    name = cfg.tokenizer or cfg.name
+    if name in ("tiny", "byt5"):
+        from transformers import ByT5Tokenizer
+
+        return ByT5Tokenizer()
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as e:  # noqa: BLE001 - any loading failure becomes one actionable line
+        key = "model.tokenizer" if cfg.tokenizer else "model.name"
+        raise ModelError(f"{key}: cannot load tokenizer '{name}' ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _first_line(e: Exception) -> str:
+    s = str(e).strip().splitlines()
+    return s[0][:200] if s else ""
+
+
+def build_seq2seq(cfg: ModelConfig, tokenizer, seed: int) -> nn.Module:
+    """A randomly initialised tiny T5 (seeded), or pretrained weights from the hub / a folder."""
+    if cfg.name == "tiny":
+        from transformers import T5Config, T5ForConditionalGeneration
+
+        config = T5Config(
+            vocab_size=len(tokenizer),
+            d_model=cfg.d_model,
+            d_kv=cfg.d_model // cfg.num_heads,
+            d_ff=cfg.d_ff,
+            num_layers=cfg.num_layers,
+            num_decoder_layers=cfg.num_layers,
+            num_heads=cfg.num_heads,
+            feed_forward_proj="gated-gelu",
+            dropout_rate=cfg.dropout,
+            tie_word_embeddings=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+        )
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = T5ForConditionalGeneration(config)
+            # HF's T5 init draws the untied lm_head with std 1, so a fresh tiny model starts at a
+            # cross-entropy near 40; std d_model^-0.5 starts it near ln(V) instead.
+            nn.init.normal_(model.lm_head.weight, std=cfg.d_model**-0.5)
+            if cfg.abs_positions:
+                model.encoder.embed_tokens = EncoderPositions(model.shared, cfg.max_source_length, cfg.d_model)
+        return model
+
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    p = Path(cfg.name).expanduser()
+    if cfg.name.startswith((".", "/", "~")) and not p.is_dir():
+        raise ModelError(f"model.name: checkpoint folder not found: {cfg.name}")
+    try:
+        hf_config = AutoConfig.from_pretrained(str(p) if p.is_dir() else cfg.name)
+        kwargs = {"dropout_rate": cfg.dropout} if hasattr(hf_config, "dropout_rate") else {}
+        model = AutoModelForSeq2SeqLM.from_pretrained(str(p) if p.is_dir() else cfg.name, **kwargs)
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"model.name: cannot load '{cfg.name}' ({type(e).__name__}: {_first_line(e)})") from None
+    return model
+
+
+def d_model_of(model: nn.Module) -> int:
+    c = model.config
+    return getattr(c, "d_model", None) or c.hidden_size
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

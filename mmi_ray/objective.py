@@ -1,0 +1,77 @@
+"""One module that runs both task passes and returns every loss term (what DDP wraps)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .config import LossConfig
+from .losses import IGNORE, PassOutput, build_estimator, token_ce
+from .model import d_model_of
+
+
+@dataclass
+class LossTerms:
+    loss: Tensor
+    label: Tensor
+    rationale: Tensor
+    mi: Tensor
+    mi_estimate: Tensor
+
+    def detached(self) -> dict[str, Tensor]:
+        return {k: v.detach() for k, v in self.__dict__.items()}
+
+
+class DistillModule(nn.Module):
+    """Student + (optional) MI critic. ``forward(batch) -> LossTerms``.
+
+    The label pass runs on ``predict: x``, the rationale pass on ``explain: x``, as two separately
+    padded batches. A pass whose every use has weight 0 is skipped, and so is the MI term when
+    ``mi_weight`` is 0: then the loss is exactly distilling step-by-step.
+    """
+
+    def __init__(self, student: nn.Module, loss_cfg: LossConfig):
+        super().__init__()
+        self.student = student
+        self.cfg = loss_cfg
+        self.use_mi = loss_cfg.mi_weight > 0
+        self.use_rationale = loss_cfg.rationale_weight > 0 or self.use_mi
+        self.estimator = (
+            build_estimator(loss_cfg.mi_estimator, d_model_of(student), loss_cfg.critic_size, loss_cfg.detach_label)
+            if self.use_mi
+            else None
+        )
+
+    def _pass(self, input_ids: Tensor, mask: Tensor, labels: Tensor, hidden: bool) -> tuple[Tensor, PassOutput]:
+        dec_in = self.student.prepare_decoder_input_ids_from_labels(labels=labels)
+        out = self.student(
+            input_ids=input_ids,
+            attention_mask=mask,
+            decoder_input_ids=dec_in,
+            output_hidden_states=hidden,
+            use_cache=False,
+        )
+        h = out.decoder_hidden_states[-1] if hidden else None  # [B, T, D]
+        return token_ce(out.logits, labels), PassOutput(out.logits, labels.ne(IGNORE), h)
+
+    def forward(self, batch: dict[str, Tensor]) -> LossTerms:
+        c = self.cfg
+        hidden = self.estimator is not None and self.estimator.needs_hidden
+        label_ce, label_out = self._pass(batch["predict_ids"], batch["predict_mask"], batch["label_ids"], hidden)
+        zero = label_ce.new_zeros(())
+        rat_ce, rat_out = zero, None
+        if self.use_rationale:
+            rat_ce, rat_out = self._pass(batch["explain_ids"], batch["explain_mask"], batch["rationale_ids"], hidden)
+        mi, est = zero, zero.new_full((), float("nan"))
+        if self.estimator is not None:
+            r = self.estimator(label_out, rat_out)
+            mi, est = r.loss, r.estimate
+        loss = c.label_weight * label_ce + c.rationale_weight * rat_ce + c.mi_weight * mi
+        return LossTerms(loss, label_ce, rat_ce, mi, est)
+
+    @torch.no_grad()
+    def predict_labels(self, input_ids: Tensor, mask: Tensor, max_new_tokens: int) -> Tensor:
+        return self.student.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                     do_sample=False, num_beams=1)

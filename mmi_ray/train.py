@@ -1,0 +1,154 @@
+"""Build and fit the Ray Train ``TorchTrainer`` for one training config (``mmi-ray train``).
+
+Run directory ``<storage_path>/<run name>/`` holds Ray's ``checkpoint_*`` folders plus our
+``config.yaml`` (resolved config), ``metrics.jsonl`` (one line per evaluation) and, when the run
+finished, ``summary.json``. A default run name cannot collide with another run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import yaml
+
+from .config import Config
+from .errors import ConfigError, StorageError
+from .storage import ensure_writable, exists, join, read_text, write_text
+
+SUMMARY_FILE = "summary.json"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+
+
+def default_run_name(cfg: Config) -> str:
+    return f"{cfg.data.dataset}-{cfg.fingerprint()}-{uuid.uuid4().hex[:6]}"
+
+
+def format_metrics_line(m: dict) -> str:
+    parts = [f"step {m['step']:>6}", f"loss {m['loss']:.4f}", f"label {m['label']:.4f}",
+             f"rationale {m['rationale']:.4f}", f"mi {m['mi']:.4f}"]
+    if m.get("mi_estimate") == m.get("mi_estimate"):  # not NaN
+        parts.append(f"mi_est {m['mi_estimate']:.3f} nats")
+    parts += [f"val_acc {100 * m['val_accuracy']:.2f}%", f"{m['examples_per_s']:.1f} ex/s"]
+    return " | ".join(parts)
+
+
+def _metrics_callback(run_dir: str, verbose: bool):
+    from ray.train import UserCallback
+
+    class MetricsFile(UserCallback):
+        """Runs on the Train controller: appends rank 0's metrics to ``metrics.jsonl``."""
+
+        def __init__(self):
+            self.lines: list[str] = []
+
+        def after_report(self, run_context, metrics, checkpoint):
+            m = dict(metrics[0])
+            if checkpoint is not None:
+                m["checkpoint_path"] = checkpoint.path
+            path = join(run_dir, METRICS_FILE)
+            if not self.lines and exists(path):  # restored run: keep what the first attempt wrote
+                self.lines = [ln for ln in read_text(path).splitlines() if ln.strip()]
+                self.lines = [ln for ln in self.lines if json.loads(ln)["step"] < m["step"]]
+            self.lines.append(json.dumps(m))
+            write_text(path, "\n".join(self.lines) + "\n")
+            if verbose:
+                print(f"[mmi-ray] {format_metrics_line(m)}", flush=True)
+
+    return MetricsFile()
+
+
+def build_trainer(cfg: Config, run_name: str, storage_path: str, callbacks=None, loop_extra: dict | None = None):
+    """The ``TorchTrainer`` for one config: workers, backend, checkpoints, failure policy."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from .recipe import train_loop
+
+    s = cfg.scaling
+    resources = {"CPU": s.cpus_per_worker}
+    if s.use_gpu:
+        resources["GPU"] = 1
+    loop_config = {"config": cfg.model_dump(mode="json"), **(loop_extra or {})}
+    return TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            callbacks=callbacks or [],
+        ),
+    )
+
+
+def resolve_storage(path: str) -> str:
+    if "://" in path:
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def prepare_run(cfg: Config, source: str) -> tuple[str, str, bool]:
+    """(storage, run name, resuming). Refuses to touch a finished run; writes the resolved config."""
+    storage = resolve_storage(cfg.run.storage_path)
+    try:
+        ensure_writable(storage)
+    except StorageError as e:
+        raise ConfigError(source, f"run.storage_path: {e}") from None
+    name = cfg.run.name or default_run_name(cfg)
+    run_dir = join(storage, name)
+    resuming = False
+    if exists(join(run_dir, SUMMARY_FILE)):
+        raise ConfigError(source, f"run.name: run '{name}' already finished in {storage}; choose another name")
+    if exists(join(run_dir, CONFIG_FILE)):
+        old = Config.model_validate(yaml.safe_load(read_text(join(run_dir, CONFIG_FILE))))
+        if old.fingerprint() != cfg.fingerprint():
+            raise ConfigError(source, f"run.name: run '{name}' exists with a different config; choose another name")
+        resuming = True
+    else:
+        write_text(join(run_dir, CONFIG_FILE), yaml.safe_dump(cfg.model_copy(update={
+            "run": cfg.run.model_copy(update={"name": name})}).model_dump(mode="json"), sort_keys=False))
+    return storage, name, resuming
+
+
+def run_training(cfg: Config, source: str = "config", verbose: bool = True, loop_extra: dict | None = None) -> dict:
+    """Fit one run; returns its summary (also written to ``summary.json``)."""
+    import ray
+
+    storage, name, resuming = prepare_run(cfg, source)
+    run_dir = join(storage, name)
+    if not ray.is_initialized():
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=verbose,
+                 configure_logging=False, **_local_cpus(cfg))
+    if verbose:
+        print(f"[mmi-ray] run {'resumed' if resuming else 'started'}: {run_dir}", flush=True)
+        print(f"[mmi-ray] {cfg.scaling.num_workers} worker(s) x {cfg.train.batch_size} examples x "
+              f"{cfg.train.grad_accum_steps} accumulation = {cfg.examples_per_step()} examples per step", flush=True)
+    trainer = build_trainer(cfg, name, storage, callbacks=[_metrics_callback(run_dir, verbose)], loop_extra=loop_extra)
+    result = trainer.fit()
+    lines = [json.loads(ln) for ln in read_text(join(run_dir, METRICS_FILE)).splitlines() if ln.strip()]
+    best = max(lines, key=lambda m: m["val_accuracy"])
+    summary = {
+        "run_dir": run_dir,
+        "final": result.metrics,
+        "best_val_accuracy": best["val_accuracy"],
+        "best_step": best["step"],
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+    }
+    write_text(join(run_dir, SUMMARY_FILE), json.dumps(summary, indent=2))
+    return summary
+
+
+def _local_cpus(cfg: Config) -> dict:
+    """When this process starts Ray itself, reserve enough logical CPUs for the workers plus the
+    Train controller (which may exceed the physical cores on a small machine)."""
+    if os.environ.get("RAY_ADDRESS"):
+        return {}
+    need = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker + 1
+    return {"num_cpus": max(os.cpu_count() or 1, int(need + 0.999))}
