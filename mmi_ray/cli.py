@@ -55,6 +55,20 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .sweep import load_sweep
+    from .sweep.runner import run_sweep
+    from .sweep.summary import print_summary
+
+    sweep = load_sweep(args.spec, args.overrides)
+    from .config import check_paths
+
+    check_paths(sweep.base, f"{args.spec} (base)")
+    summary = run_sweep(sweep, resume=args.resume, verbose=0 if args.quiet else 1)
+    print_summary(summary)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmi-ray", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -64,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. loss.mi_weight=0.2")
     t.add_argument("--quiet", action="store_true", help="no per-evaluation lines")
     t.set_defaults(fn=cmd_train)
+
+    w = sub.add_parser("sweep", help="a Ray Tune + Optuna sweep over a YAML spec (see sweeps/)")
+    w.add_argument("spec", help="sweep spec YAML")
+    w.add_argument("overrides", nargs="*", help="dotted key=value overrides of the spec, e.g. num_trials=4")
+    w.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
+    w.add_argument("--quiet", action="store_true", help="no trial table while running")
+    w.set_defaults(fn=cmd_sweep)
 
     d = sub.add_parser("data", help="load a DSS dataset and report rows, parse failures, teacher accuracy")
     d.add_argument("name", choices=["cqa", "svamp", "esnli", "anli1"])

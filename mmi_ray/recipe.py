@@ -13,7 +13,9 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -49,8 +51,9 @@ def _all_reduce(t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(module: DistillModule, tokenizer, valid, predict_ids, cfg: Config, device, rank: int, world: int) -> dict:
-    """Greedy label generation on this worker's shard of validation; counts summed over workers."""
+def evaluate(module: DistillModule, tokenizer, valid, predict_ids, cfg: Config, device, rank: int = 0, world: int = 1,
+             prefix: str = "val") -> dict:
+    """Greedy label generation on this worker's shard of ``valid``; counts summed over workers."""
     module.eval()
     tasks = sorted({e.task for e in valid})
     correct = torch.zeros(len(tasks) + 1, dtype=torch.float64)
@@ -73,10 +76,10 @@ def evaluate(module: DistillModule, tokenizer, valid, predict_ids, cfg: Config, 
             total[-1] += 1
     counts = _all_reduce(torch.stack([correct, total]).to(device)).cpu()
     module.train()
-    metrics = {"val_accuracy": float(counts[0, -1] / counts[1, -1].clamp_min(1))}
+    metrics = {f"{prefix}_accuracy": float(counts[0, -1] / counts[1, -1].clamp_min(1))}
     if len(tasks) > 1:
         for t, name in enumerate(tasks):
-            metrics[f"val_accuracy_{name}"] = float(counts[0, t] / counts[1, t].clamp_min(1))
+            metrics[f"{prefix}_accuracy_{name}"] = float(counts[0, t] / counts[1, t].clamp_min(1))
     return metrics
 
 
@@ -99,17 +102,60 @@ def load_state(path: Path) -> dict:
     return torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
 
 
-def train_loop(loop_config: dict) -> None:
-    """Ray Train worker entry point. ``loop_config = {"config": <Config as dict>, ...}``."""
+@dataclass
+class WorkerEnv:
+    """What the loop needs from its runtime: Ray Train workers, or a plain process (benchmarks)."""
+
+    rank: int
+    world: int
+    device: torch.device
+    latest_state: Callable[[], dict | None]
+    """The state dict of the checkpoint to resume from, or None."""
+    report: Callable[[dict, Path | None], None]
+    """Report metrics, with a checkpoint folder from rank 0 (None from other ranks)."""
+    wrap_model: Callable[[torch.nn.Module], torch.nn.Module]
+    """DDP wrapper (``ray.train.torch.prepare_model``) or a plain ``.to(device)``."""
+
+
+def ray_worker_env() -> WorkerEnv:
     import ray.train
     import ray.train.torch
 
-    cfg = Config.model_validate(loop_config["config"])
-    fault = loop_config.get("_inject_fault")  # tests only: {"step": k, "marker": path}
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(cfg.scaling.torch_threads or max(1, math.ceil(cfg.scaling.cpus_per_worker)))
+
+    def latest_state():
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            return None
+        with ckpt.as_directory() as d:
+            return load_state(Path(d))
+
+    def report(metrics, ckpt_dir):
+        checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir is not None else None
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{metrics['step']:07d}")
+
+    world = ctx.get_world_size()
     device = ray.train.torch.get_device()
+    wrap = ray.train.torch.prepare_model if world > 1 else (lambda m: m.to(device))
+    return WorkerEnv(ctx.get_world_rank(), world, device, latest_state, report, wrap)
+
+
+def local_env(report: Callable[[dict, Path | None], None], device: str = "cpu") -> WorkerEnv:
+    """A single in-process worker with no persistence (benchmarks, quick experiments)."""
+    dev = torch.device(device)
+    return WorkerEnv(0, 1, dev, lambda: None, report, lambda m: m.to(dev))
+
+
+def train_loop(loop_config: dict) -> None:
+    """Ray Train worker entry point. ``loop_config = {"config": <Config as dict>, ...}``."""
+    cfg = Config.model_validate(loop_config["config"])
+    run_loop(cfg, ray_worker_env(), fault=loop_config.get("_inject_fault"))
+
+
+def run_loop(cfg: Config, env: WorkerEnv, fault: dict | None = None) -> None:
+    """The training loop of one worker. ``fault`` (tests only): {"step": k, "marker": path}."""
+    rank, world, device = env.rank, env.world, env.device
+    torch.set_num_threads(cfg.scaling.torch_threads or max(1, math.ceil(cfg.scaling.cpus_per_worker)))
 
     # --- data: tokenised once per worker
     tokenizer = build_tokenizer(cfg.model)
@@ -131,10 +177,8 @@ def train_loop(loop_config: dict) -> None:
     scheduler = get_linear_schedule_with_warmup(optimizer, cfg.optim.warmup_steps, cfg.train.max_steps)
 
     start_step = 0
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = load_state(Path(d))
+    state = env.latest_state()
+    if state is not None:
         if state["fingerprint"] != cfg.fingerprint():
             raise RuntimeError("checkpoint was written by a different config; refusing to resume from it")
         module.load_state_dict(state["model"])
@@ -143,7 +187,7 @@ def train_loop(loop_config: dict) -> None:
         stream.seek(**state["data_position"])
         start_step = state["step"]
 
-    model = ray.train.torch.prepare_model(module) if world > 1 else module.to(device)
+    model = env.wrap_model(module)
     if world == 1:  # prepare_model moves optimizer-held tensors implicitly only for DDP; be explicit
         for st in optimizer.state.values():
             for k, v in st.items():
@@ -163,7 +207,7 @@ def train_loop(loop_config: dict) -> None:
     step_losses: list[torch.Tensor] = []
     since_report = n_examples = n_tokens = 0
     interval_time = 0.0
-    total_time = state["train_time_s"] if ckpt is not None else 0.0
+    total_time = state["train_time_s"] if state is not None else 0.0
     model.train()
     for step in range(start_step, cfg.train.max_steps):
         t0 = time.perf_counter()
@@ -217,11 +261,9 @@ def train_loop(loop_config: dict) -> None:
             eval_time_s=eval_time,
         )
         with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
             if rank == 0:
                 save_checkpoint(Path(tmp), unwrap(model), optimizer, scheduler, done, stream, cfg, metrics)
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{done:07d}")
+            env.report(metrics, Path(tmp) if rank == 0 else None)
         sums.zero_()
         step_losses.clear()
         since_report = n_examples = n_tokens = 0

@@ -1,0 +1,252 @@
+"""Sweep specs: YAML under ``sweeps/`` -> validated ``SweepSpec`` (before any trial starts).
+
+A spec names a base training config (path or inline mapping) plus overrides, a search space over
+any config key, points to evaluate first, the objective (a validation metric), trials, seeds per
+configuration, the ASHA scheduler, resources, storage, failure limits and tracking.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..config import (
+    Config,
+    apply_overrides,
+    config_from_dict,
+    format_validation_error,
+    read_yaml,
+    set_dotted,
+)
+from ..errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class Param(_Section):
+    """One searched key: a distribution or a list of choices."""
+
+    type: Literal["uniform", "loguniform", "int", "choice"]
+    """``uniform`` / ``loguniform`` floats, ``int`` (``log: true`` for a log scale), ``choice``."""
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    """``int`` only: sample on a log scale."""
+    values: list[Any] | None = None
+    """``choice`` only: the candidates."""
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("choice needs a non-empty 'values' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs 'low' and 'high'")
+        if self.low >= self.high:
+            raise ValueError(f"low must be < high (got low={self.low}, high={self.high})")
+        if (self.type == "loguniform" or self.log) and self.low <= 0:
+            raise ValueError(f"low must be > 0 on a log scale (got {self.low})")
+        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("int bounds must be whole numbers")
+        return self
+
+    def optuna_distribution(self):
+        import optuna.distributions as d
+
+        if self.type == "choice":
+            return d.CategoricalDistribution(self.values)
+        if self.type == "int":
+            return d.IntDistribution(int(self.low), int(self.high), log=self.log)
+        return d.FloatDistribution(self.low, self.high, log=self.type == "loguniform")
+
+    def contains(self, value: Any) -> bool:
+        if self.type == "choice":
+            return value in self.values
+        return isinstance(value, (int, float)) and self.low <= value <= self.high
+
+
+class Objective(_Section):
+    metric: str = "val_accuracy"
+    """A validation metric reported by the recipe (never a test metric)."""
+    mode: Literal["max", "min"] = "max"
+
+    @model_validator(mode="after")
+    def _validation_only(self):
+        if "test" in self.metric.lower():
+            raise ValueError(f"the objective must be a validation metric, not a test metric (got '{self.metric}')")
+        return self
+
+
+class Scheduler(_Section):
+    type: Literal["asha", "none"] = "asha"
+    """``asha`` stops poor trials early on the worker-reported ``step``; ``none`` runs all to the end."""
+    grace_period: int = Field(100, ge=1)
+    """Steps every trial gets before it can be stopped."""
+    reduction_factor: float = Field(2.0, gt=1.0)
+    """ASHA's eta: the share of trials kept at each rung is 1 / reduction_factor."""
+
+
+class Resources(_Section):
+    workers: int = Field(1, ge=1)
+    """Ray Train workers per seed run (data parallel)."""
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: int = Field(0, ge=0)
+    """0 trains on CPU with gloo; 1 trains on one GPU per worker with NCCL."""
+
+
+class Failure(_Section):
+    trial_max_failures: int = Field(1, ge=0)
+    """Tune retries of a failed trial (it resumes from its checkpoints)."""
+    train_max_failures: int = Field(1, ge=0)
+    """Ray Train restarts of a failed worker group inside one seed run."""
+    time_budget_s: float | None = Field(None, gt=0)
+    """Wall-clock budget of the whole sweep; a leak or hang then ends in an error, not a wait."""
+
+
+class Tracking(_Section):
+    tensorboard: bool = True
+    """TensorBoard event files in each trial folder."""
+    mlflow_uri: str | None = None
+    """MLflow tracking URI (needs ``mmi-ray[mlflow]``); None disables."""
+    wandb_project: str | None = None
+    """W&B project (needs ``mmi-ray[wandb]``); None disables."""
+
+
+class SweepSpec(_Section):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    """Sweep name: the folder under ``storage_path``."""
+    base: str | dict
+    """Base training config: a YAML path (relative to the spec file) or an inline mapping."""
+    overrides: dict[str, Any] = {}
+    """Dotted keys applied to the base config before the search values."""
+    search: dict[str, Param]
+    """Searched keys (dotted config keys) and their distributions."""
+    points_to_evaluate: list[dict[str, Any]] = []
+    """Configurations the searcher tries first (e.g. the paper defaults, the DSS baseline)."""
+    objective: Objective = Objective()
+    num_trials: int = Field(..., ge=1)
+    """Configurations to try (each trained once per seed)."""
+    seeds: list[int] = Field([0], min_length=1)
+    """Training seeds per configuration; the searcher sees the mean over them."""
+    searcher_seed: int = 0
+    """Seed of Optuna's TPE sampler."""
+    scheduler: Scheduler = Scheduler()
+    resources: Resources = Resources()
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    """None derives it from the cluster's CPUs/GPUs and one trial's needs."""
+    storage_path: str = "results"
+    """Local folder, NFS mount, or s3:// / gs:// URI; the sweep goes to ``storage_path/name``."""
+    study_storage: str | None = None
+    """Optuna storage URL; None uses ``sqlite:///<sweep dir>/optuna.db``."""
+    failure: Failure = Failure()
+    tracking: Tracking = Tracking()
+
+    @model_validator(mode="after")
+    def _points_in_space(self):
+        if not self.search:
+            raise ValueError("search: the space is empty; name at least one key to search")
+        for i, p in enumerate(self.points_to_evaluate):
+            missing = set(self.search) - set(p)
+            extra = set(p) - set(self.search)
+            if missing or extra:
+                raise ValueError(f"points_to_evaluate[{i}]: must set exactly the searched keys "
+                                 f"(missing {sorted(missing)}, not searched {sorted(extra)})")
+            for k, v in p.items():
+                if not self.search[k].contains(v):
+                    raise ValueError(f"points_to_evaluate[{i}].{k}: {v!r} is outside the search space")
+        if len(self.points_to_evaluate) > self.num_trials:
+            raise ValueError("num_trials must be >= the number of points_to_evaluate")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be distinct")
+        return self
+
+
+class LoadedSweep:
+    """A validated spec, its resolved base config, and where it came from."""
+
+    def __init__(self, spec: SweepSpec, base: Config, base_raw: dict, source: str):
+        self.spec, self.base, self.base_raw, self.source = spec, base, base_raw, source
+
+    def trial_config(self, params: dict[str, Any], seed: int, sweep_dir: str) -> Config:
+        """The training config of one (configuration, seed) run."""
+        raw = apply_overrides(self.base_raw, [])
+        for k, v in params.items():
+            set_dotted(raw, k.split("."), v, self.source)
+        set_dotted(raw, ["train", "seed"], seed)
+        r = self.spec.resources
+        set_dotted(raw, ["scaling", "num_workers"], r.workers)
+        set_dotted(raw, ["scaling", "cpus_per_worker"], r.cpus_per_worker)
+        set_dotted(raw, ["scaling", "use_gpu"], r.gpus_per_worker > 0)
+        set_dotted(raw, ["run", "storage_path"], sweep_dir)
+        set_dotted(raw, ["run", "max_failures"], self.spec.failure.train_max_failures)
+        return config_from_dict(raw, self.source)
+
+    @property
+    def max_steps(self) -> int:
+        return self.base.train.max_steps
+
+    def derived_concurrency(self, cluster: dict[str, float]) -> int:
+        """Trials that fit the cluster at once: one trial holds ``len(seeds) * workers`` workers
+        plus one Train controller per seed (~1 CPU each is not needed: we budget 0.5)."""
+        if self.spec.max_concurrent_trials:
+            return self.spec.max_concurrent_trials
+        r = self.spec.resources
+        k = len(self.spec.seeds)
+        cpu_need = k * r.workers * r.cpus_per_worker
+        fits = math.floor(cluster.get("CPU", 1) / cpu_need) if cpu_need else 1
+        if r.gpus_per_worker:
+            fits = min(fits, math.floor(cluster.get("GPU", 0) / (k * r.workers * r.gpus_per_worker)))
+        return max(1, min(fits, self.spec.num_trials))
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None) -> LoadedSweep:
+    """Read and validate a spec and every configuration it can produce, naming file and key."""
+    source = str(path)
+    raw = apply_overrides(read_yaml(path), overrides)
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(source, format_validation_error(e)) from None
+    if isinstance(spec.base, str):
+        base_path = Path(spec.base)
+        if not base_path.is_absolute():
+            base_path = Path(os.path.dirname(os.path.abspath(source))) / base_path
+        base_raw = read_yaml(base_path)
+        base_source = f"{source} (base {spec.base})"
+    else:
+        base_raw, base_source = spec.base, f"{source} (base)"
+    base_raw = apply_overrides(base_raw, [f"{k}={_yaml_value(v)}" for k, v in spec.overrides.items()])
+    base = config_from_dict(base_raw, base_source)
+    sweep = LoadedSweep(spec, base, base_raw, source)
+    # every searched key must exist in the config, and every candidate value must validate
+    for key, p in spec.search.items():
+        probes = p.values if p.type == "choice" else [p.low, p.high]
+        for v in probes:
+            if p.type == "int":
+                v = int(v)
+            try:
+                sweep.trial_config({key: v}, spec.seeds[0], "/tmp")
+            except ConfigError as e:
+                raise ConfigError(source, [f"search.{key}: {x.split(': ', 1)[-1]}" for x in e.problems]) from None
+    for i, point in enumerate(spec.points_to_evaluate):
+        try:
+            sweep.trial_config(point, spec.seeds[0], "/tmp")
+        except ConfigError as e:
+            raise ConfigError(source, [f"points_to_evaluate[{i}]: {x.split(': ', 1)[-1]}" for x in e.problems]) from None
+    if spec.scheduler.type == "asha" and spec.scheduler.grace_period > base.train.max_steps:
+        raise ConfigError(source, f"scheduler.grace_period: {spec.scheduler.grace_period} exceeds train.max_steps "
+                                  f"({base.train.max_steps})")
+    return sweep
+
+
+def _yaml_value(v: Any) -> str:
+    import json
+
+    return json.dumps(v)
