@@ -217,7 +217,8 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]
             msg = msg[len("Value error, "):]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        got = "" if e["type"] in ("extra_forbidden", "missing") else f" (got {e['input']!r})"
+        skip = e["type"] in ("extra_forbidden", "missing") or isinstance(e.get("input"), dict)
+        got = "" if skip else f" (got {e['input']!r})"
         lines.append(f"{key or '(top level)'}: {msg}{got}")
     return lines
 

@@ -8,6 +8,7 @@ finished, ``summary.json``. A default run name cannot collide with another run's
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 
 from .config import Config
 from .errors import ConfigError, StorageError
+from .ray_init import init_ray
 from .storage import ensure_writable, exists, join, read_text, write_text
 
 SUMMARY_FILE = "summary.json"
@@ -119,13 +121,9 @@ def prepare_run(cfg: Config, source: str) -> tuple[str, str, bool]:
 
 def run_training(cfg: Config, source: str = "config", verbose: bool = True, loop_extra: dict | None = None) -> dict:
     """Fit one run; returns its summary (also written to ``summary.json``)."""
-    import ray
-
     storage, name, resuming = prepare_run(cfg, source)
     run_dir = join(storage, name)
-    if not ray.is_initialized():
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=verbose,
-                 configure_logging=False, **_local_cpus(cfg))
+    init_ray(num_cpus=_local_cpus(cfg), log_to_driver=verbose)
     if verbose:
         print(f"[mmi-ray] run {'resumed' if resuming else 'started'}: {run_dir}", flush=True)
         print(f"[mmi-ray] {cfg.scaling.num_workers} worker(s) x {cfg.train.batch_size} examples x "
@@ -145,10 +143,8 @@ def run_training(cfg: Config, source: str = "config", verbose: bool = True, loop
     return summary
 
 
-def _local_cpus(cfg: Config) -> dict:
-    """When this process starts Ray itself, reserve enough logical CPUs for the workers plus the
-    Train controller (which may exceed the physical cores on a small machine)."""
-    if os.environ.get("RAY_ADDRESS"):
-        return {}
-    need = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker + 1
-    return {"num_cpus": max(os.cpu_count() or 1, int(need + 0.999))}
+def _local_cpus(cfg: Config) -> int:
+    """When this process starts Ray itself, enough logical CPUs for the workers (which may exceed
+    the physical cores on a small machine)."""
+    need = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
+    return max(os.cpu_count() or 1, math.ceil(need))

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Token authentication stays on (Ray 2.60's default); a client joining a running cluster must be in
+# token mode before Ray reads its config, so set it before anything imports ray.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
 REPO = Path(__file__).resolve().parents[1]
 DSS_DIR = Path(os.environ.get("MMI_RAY_DSS_DIR", REPO.parent / "shared" / "data" / "dss" / "datasets"))
 
@@ -18,16 +22,78 @@ def dss_dir() -> Path:
     return DSS_DIR
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_started_ray(temp_dir: str, gcs_port: int) -> None:
+    """Stop only the Ray processes this session started (never ``ray stop``): those whose command
+    line names our temp dir or GCS port, and their children."""
+    import psutil
+
+    mine = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if temp_dir in cmd or f":{gcs_port}" in cmd:
+            mine.append(p)
+            mine.extend(p.children(recursive=True))
+    for p in mine:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(mine, timeout=10)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 @pytest.fixture(scope="session")
-def ray_session():
-    """One Ray instance shared by every test that needs it (dashboard on, loopback only)."""
+def ray_head(tmp_path_factory):
+    """One local Ray head for the whole session, started like a user would (``ray start --head``,
+    dashboard on loopback, token auth on), shared by every Ray test. Yields its addresses."""
+    import subprocess
+    import sys
+    import tempfile
+
+    temp_dir = tempfile.mkdtemp(prefix="mmirt-", dir="/tmp")  # short: Ray puts unix sockets here
+    port, dash = _free_port(), _free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+           "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--temp-dir", temp_dir,
+           "--node-ip-address", "127.0.0.1", "--port", str(port), "--dashboard-host", "127.0.0.1",
+           "--dashboard-port", str(dash), "--num-cpus", "4", "--disable-usage-stats"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    if r.returncode != 0:
+        stop_started_ray(temp_dir, port)
+        raise RuntimeError(f"ray start failed: {r.stderr[-2000:]}")
+    info = {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}", "temp_dir": temp_dir,
+            "env": {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}}
+    try:
+        yield info
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        stop_started_ray(temp_dir, port)
+
+
+@pytest.fixture(scope="session")
+def ray_session(ray_head):
+    """This test process connected to the shared head."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
-                 configure_logging=False)
+        ray.init(address=ray_head["address"], log_to_driver=False, configure_logging=False)
     yield ray
-    ray.shutdown()
 
 
 def tiny_overrides(tmp_path: Path, **extra) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, StorageError
+from ..ray_init import init_ray
 from ..storage import ensure_writable, exists, is_uri, join, read_text, write_text
 from ..train import METRICS_FILE, _metrics_callback, build_trainer
 from .spec import LoadedSweep, SweepSpec
@@ -49,6 +50,21 @@ def _read_history(run_dir: str) -> list[dict]:
     if not exists(path):
         return []
     return [json.loads(ln) for ln in read_text(path).splitlines() if ln.strip()]
+
+
+def _reported_steps(trial_dir: str | None) -> list[int]:
+    if not trial_dir:
+        return []
+    path = Path(trial_dir) / "result.json"
+    if not path.exists():
+        return []
+    steps = []
+    for line in path.read_text().splitlines():
+        try:
+            steps.append(int(json.loads(line)["step"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by the kill
+    return steps
 
 
 def aggregate(per_seed: dict[int, dict], objective: str) -> dict[str, Any]:
@@ -112,7 +128,10 @@ def trial_driver(params: dict, payload: dict) -> None:
     for t in threads:
         t.start()
 
-    reported = 0
+    # a restored trial: Tune already holds the steps in its result.json; report only the newest
+    # again (so the trial's final metrics are fresh) and the ones that follow
+    already = max(_reported_steps(tune.get_context().get_trial_dir()), default=0)
+    reported = max((s for s in history if s < already), default=0)
     k = len(spec.seeds)
 
     def flush():
@@ -208,7 +227,6 @@ def cluster_resources() -> dict[str, float]:
 
 def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, loop_extra: dict | None = None) -> dict:
     """Run (or resume) the sweep and return its summary (also written to ``sweep_summary.json``)."""
-    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -231,9 +249,7 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, loop_e
     if not started:
         write_text(join(sweep_dir, SPEC_FILE), spec_text)
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", configure_logging=False,
-                 log_to_driver=verbose > 1)
+    init_ray(log_to_driver=verbose > 1)
     payload = {"spec": spec.model_dump(mode="json"), "base_raw": sweep.base_raw, "source": sweep.source,
                "sweep_dir": sweep_dir, "loop_extra": loop_extra}
     trainable = _trainable(payload)

@@ -218,6 +218,8 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> LoadedSw
         base_path = Path(spec.base)
         if not base_path.is_absolute():
             base_path = Path(os.path.dirname(os.path.abspath(source))) / base_path
+        if not base_path.is_file():
+            raise ConfigError(source, f"base: file not found: {base_path}")
         base_raw = read_yaml(base_path)
         base_source = f"{source} (base {spec.base})"
     else:

@@ -1,0 +1,24 @@
+"""Connect to Ray: the cluster in ``RAY_ADDRESS`` (``ray job submit`` sets it), or a local one that
+listens on loopback only, with the dashboard on (its cleaner frees placement groups of stopped
+trials) and Ray's token authentication left on."""
+
+from __future__ import annotations
+
+import os
+
+
+def init_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
+    if os.environ.get("RAY_ADDRESS"):
+        # joining a cluster: Ray 2.60 clients must be in token mode (before Ray reads its config)
+        # to send the cluster's token
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=log_to_driver, configure_logging=False)
+        return
+    kwargs = {"num_cpus": num_cpus} if num_cpus else {}
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+             log_to_driver=log_to_driver, configure_logging=False, **kwargs)

@@ -1,0 +1,140 @@
+"""Sweeps on a real local Ray head: in-process, interrupted + resumed, and via ``ray job submit``."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from mmi_ray.sweep import load_sweep
+from mmi_ray.sweep.runner import run_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = str(REPO / "configs" / "tiny_builtin.yaml")
+pytestmark = pytest.mark.ray
+
+POINTS = [{"loss.mi_weight": 0.1, "loss.rationale_weight": 0.5},
+          {"loss.mi_weight": 0.5, "loss.rationale_weight": 0.9}]
+
+
+def write_spec(tmp_path: Path, name: str, **changes) -> Path:
+    spec = {
+        "name": name,
+        "base": BASE,
+        "overrides": {"model.d_model": 32, "model.d_ff": 64, "model.num_layers": 1, "model.num_heads": 2,
+                      "data.builtin.num_train": 300, "data.builtin.num_valid": 30, "data.builtin.num_test": 30,
+                      "train.batch_size": 8, "train.max_steps": 30, "train.eval_every": 10, "optim.lr": 0.003},
+        "search": {"loss.mi_weight": {"type": "loguniform", "low": 0.01, "high": 1.0},
+                   "loss.rationale_weight": {"type": "uniform", "low": 0.1, "high": 1.0}},
+        "points_to_evaluate": POINTS,
+        "num_trials": 3,
+        "seeds": [0],
+        "scheduler": {"type": "asha", "grace_period": 10, "reduction_factor": 2},
+        "storage_path": str(tmp_path / "results"),
+        "failure": {"trial_max_failures": 1, "train_max_failures": 1, "time_budget_s": 900},
+    }
+    spec.update(changes)
+    p = tmp_path / f"{name}.yaml"
+    p.write_text("# test spec\n" + yaml.safe_dump(spec))
+    return p
+
+
+def test_small_sweep_with_seeds_completes_and_writes_trials(ray_session, tmp_path):
+    sweep = load_sweep(write_spec(tmp_path, "small", seeds=[0, 1]))
+    summary = run_sweep(sweep, verbose=0)
+    sweep_dir = tmp_path / "results" / "small"
+    assert summary["trials"] == 3
+    trial_dirs = sorted(p for p in sweep_dir.iterdir() if p.name.startswith("trial_"))
+    assert len(trial_dirs) == 3
+    for d in trial_dirs:
+        tid = d.name[len("trial_"):]
+        rows = [json.loads(x) for x in (d / "result.json").read_text().splitlines()]
+        assert rows and {r["step"] for r in rows} <= {10, 20, 30}
+        last = rows[-1]
+        # the searcher sees the mean over seeds
+        assert last["val_accuracy"] == pytest.approx((last["val_accuracy_seed0"] + last["val_accuracy_seed1"]) / 2)
+        for seed in (0, 1):  # one Train run per seed, named after the trial id
+            run = sweep_dir / "runs" / f"{tid}_seed{seed}"
+            assert (run / "metrics.jsonl").exists() and any(run.glob("checkpoint_*"))
+    # Optuna study on disk, openable with Optuna's own tools; the points to evaluate came first
+    study = optuna.load_study(study_name="small", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    assert len(study.trials) == 3
+    assert [t.params for t in study.trials[:2]] == POINTS
+    # the summary ranks completed trials only, and evaluated the best once on test
+    trials = pd.read_csv(sweep_dir / "trials.csv")
+    assert len(trials) == 3 and set(trials["status"]) <= {"completed", "stopped early"}
+    best = summary["best"]
+    assert best is not None
+    assert trials.loc[trials["trial_id"] == best["trial_id"], "status"].item() == "completed"
+    assert 0.0 <= best["test_accuracy"] <= 1.0 and len(best["test_accuracy_per_seed"]) == 2
+    assert summary["overhead_ratio"] > 1.0
+
+
+def test_same_sweep_name_is_not_overwritten(ray_session, tmp_path):
+    from mmi_ray.errors import ConfigError
+
+    spec = write_spec(tmp_path, "again", num_trials=1, points_to_evaluate=POINTS[:1])
+    run_sweep(load_sweep(spec), verbose=0)
+    before = (tmp_path / "results" / "again" / "trials.csv").read_text()
+    with pytest.raises(ConfigError, match="already exists.*--resume"):
+        run_sweep(load_sweep(spec), verbose=0)
+    assert (tmp_path / "results" / "again" / "trials.csv").read_text() == before
+
+
+def _cli(args, env, **kw):
+    return subprocess.Popen([sys.executable, "-m", "mmi_ray.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_resume_after_driver_killed_finishes_without_rerunning(ray_head, tmp_path):
+    spec = write_spec(tmp_path, "resumable", num_trials=4, scheduler={"type": "none"},
+                      max_concurrent_trials=1)
+    sweep_dir = tmp_path / "results" / "resumable"
+    proc = _cli(["sweep", str(spec), "--quiet"], ray_head["env"], start_new_session=True)
+    finished = None
+    deadline = time.time() + 400
+    while time.time() < deadline and finished is None:
+        time.sleep(2)
+        for d in sweep_dir.glob("trial_*"):
+            res = d / "result.json"
+            if res.exists() and any(json.loads(x)["step"] == 30 for x in res.read_text().splitlines()):
+                finished = d
+        assert proc.poll() is None, proc.stdout.read()
+    assert finished is not None, "no trial finished in time"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep
+    proc.wait()
+    before = (finished / "result.json").read_text()
+    run_before = (sweep_dir / "runs" / f"{finished.name[6:]}_seed0" / "metrics.jsonl").read_text()
+
+    r = _cli(["sweep", str(spec), "--resume", "--quiet"], ray_head["env"])
+    out, _ = r.communicate(timeout=600)
+    assert r.returncode == 0, out
+    trials = pd.read_csv(sweep_dir / "trials.csv")
+    assert len(trials) == 4 and (trials["status"] == "completed").all()
+    after = (finished / "result.json").read_text()
+    assert after.startswith(before), "a finished trial's results were rewritten"
+    again = [json.loads(x)["step"] for x in after[len(before):].splitlines()]
+    assert again in ([], [30]), f"a finished trial was run again (re-reported steps {again})"
+    assert (sweep_dir / "runs" / f"{finished.name[6:]}_seed0" / "metrics.jsonl").read_text() == run_before
+    assert "best configuration" in out
+
+
+def test_ray_job_submit_runs_a_sweep(ray_head, tmp_path):
+    spec = write_spec(tmp_path, "submitted", num_trials=2)
+    env = ray_head["env"]
+    cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", ray_head["dashboard"],
+           "--working-dir", str(REPO),
+           "--runtime-env-json", json.dumps({"excludes": [".venv", ".git", "runs", "results", "__pycache__"]}),
+           "--", "mmi-ray", "sweep", str(spec), "--quiet"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "succeeded" in (r.stdout + r.stderr).lower()
+    summary = json.loads((tmp_path / "results" / "submitted" / "sweep_summary.json").read_text())
+    assert summary["trials"] == 2 and summary["best"] is not None

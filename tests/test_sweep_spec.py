@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmi_ray.errors import ConfigError
+from mmi_ray.sweep import load_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((REPO / "sweeps").glob("*.yaml"))
+BASE = str(REPO / "configs" / "tiny_builtin.yaml")
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_spec_validates(path):
+    sweep = load_sweep(path)
+    assert sweep.spec.num_trials >= 1
+    assert path.read_text().startswith("#"), "each spec begins with a comment giving its command"
+    assert "test" not in sweep.spec.objective.metric
+
+
+def good_spec(**changes) -> dict:
+    spec = {
+        "name": "t",
+        "base": BASE,
+        "search": {"loss.mi_weight": {"type": "loguniform", "low": 0.01, "high": 1.0},
+                   "loss.critic_size": {"type": "int", "low": 16, "high": 128, "log": True}},
+        "points_to_evaluate": [{"loss.mi_weight": 0.1, "loss.critic_size": 64}],
+        "num_trials": 4,
+    }
+    spec.update(changes)
+    return spec
+
+
+def _load(tmp_path, spec):
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    return load_sweep(p)
+
+
+def test_good_spec_builds_trial_configs(tmp_path):
+    sweep = _load(tmp_path, good_spec(seeds=[0, 1], resources={"workers": 2, "cpus_per_worker": 0.5}))
+    cfg = sweep.trial_config({"loss.mi_weight": 0.3, "loss.critic_size": 32}, 1, str(tmp_path))
+    assert cfg.loss.mi_weight == 0.3 and cfg.loss.critic_size == 32 and cfg.train.seed == 1
+    assert cfg.scaling.num_workers == 2 and cfg.run.storage_path == str(tmp_path)
+    assert cfg.data.split_seed == 0 and cfg.data.builtin.seed == 0, "the data split seed stays apart from train.seed"
+    # 2 seeds x 2 workers x 0.5 CPU = 2 CPUs a trial
+    assert sweep.derived_concurrency({"CPU": 8}) == 4 and sweep.derived_concurrency({"CPU": 3}) == 1
+
+
+@pytest.mark.parametrize("changes,expected", [
+    ({"serach": {}}, "serach: unknown key"),
+    ({"search": {}}, "search: the space is empty"),
+    ({"search": {"loss.mi_weight": {"type": "uniform", "low": 0.5, "high": 0.1}}, "points_to_evaluate": []},
+     "search.loss.mi_weight: low must be < high (got low=0.5, high=0.1)"),
+    ({"objective": {"metric": "test_accuracy"}}, "objective: the objective must be a validation metric"),
+    ({"num_trials": 0}, "num_trials: Input should be greater than or equal to 1"),
+    ({"search": {"loss.mi_weight": {"type": "uniform", "low": -0.1, "high": 1.0}}, "points_to_evaluate": []},
+     "search.loss.mi_weight: Input should be greater than or equal to 0 (got -0.1)"),
+    ({"search": {"loss.mi_wieght": {"type": "uniform", "low": 0.0, "high": 1.0}}, "points_to_evaluate": []},
+     "search.loss.mi_wieght: unknown key"),
+    ({"search": {"loss.mi_estimator": {"type": "choice", "values": ["maxpool", "nope"]}}, "points_to_evaluate": []},
+     "search.loss.mi_estimator: Input should be 'maxpool'"),
+    ({"points_to_evaluate": [{"loss.mi_weight": 5.0, "loss.critic_size": 64}]},
+     "points_to_evaluate[0].loss.mi_weight: 5.0 is outside the search space"),
+    ({"points_to_evaluate": [{"loss.mi_weight": 0.1}]}, "must set exactly the searched keys"),
+    ({"search": {"loss.mi_weight": {"type": "loguniform", "low": 0.0, "high": 1.0}}, "points_to_evaluate": []},
+     "low must be > 0 on a log scale"),
+    ({"scheduler": {"grace_period": 5000}}, "scheduler.grace_period: 5000 exceeds train.max_steps"),
+    ({"seeds": []}, "seeds: List should have at least 1 item"),
+    ({"name": "has space"}, "name: String should match pattern"),
+    ({"base": "no_such.yaml"}, "base: file not found"),
+    ({"overrides": {"loss.mi_weight": -1}}, "loss.mi_weight: Input should be greater than or equal to 0"),
+])
+def test_bad_specs_name_the_key(tmp_path, changes, expected):
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, good_spec(**changes))
+    assert expected in str(e.value)
+    assert "spec.yaml" in str(e.value)
+
+
+def test_cli_bad_spec_one_line_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(good_spec(num_trials=0)))
+    r = subprocess.run([sys.executable, "-m", "mmi_ray.cli", "sweep", str(p)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"mmi-ray: error: {p}: num_trials: Input should be greater than or equal to 1 (got 0)"
