@@ -84,7 +84,8 @@ def build_trainer(cfg: Config, run_name: str, storage_path: str, callbacks=None,
             name=run_name,
             storage_path=storage_path,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
-            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            # a finite controller limit: a leaked placement group ends in an error, not an endless wait
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures, controller_failure_limit=3),
             callbacks=callbacks or [],
         ),
     )

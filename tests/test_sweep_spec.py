@@ -89,3 +89,11 @@ def test_cli_bad_spec_one_line_exit_2(tmp_path):
                        timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == f"mmi-ray: error: {p}: num_trials: Input should be greater than or equal to 1 (got 0)"
+
+
+def test_command_line_overrides_reach_the_base_config(tmp_path):
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(good_spec(overrides={"train.max_steps": 50}, scheduler={"grace_period": 10})))
+    sweep = load_sweep(p, ["overrides.train.max_steps=70", "num_trials=2", "overrides.data.builtin.num_train=99"])
+    assert sweep.base.train.max_steps == 70 and sweep.base.data.builtin.num_train == 99
+    assert sweep.spec.num_trials == 2

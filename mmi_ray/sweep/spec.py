@@ -111,8 +111,9 @@ class Failure(_Section):
 
 
 class Tracking(_Section):
-    tensorboard: bool = True
-    """TensorBoard event files in each trial folder."""
+    """TensorBoard event files are always written in each trial folder (Tune's default loggers);
+    MLflow and W&B are optional extras."""
+
     mlflow_uri: str | None = None
     """MLflow tracking URI (needs ``mmi-ray[mlflow]``); None disables."""
     wandb_project: str | None = None
@@ -224,7 +225,8 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> LoadedSw
         base_source = f"{source} (base {spec.base})"
     else:
         base_raw, base_source = spec.base, f"{source} (base)"
-    base_raw = apply_overrides(base_raw, [f"{k}={_yaml_value(v)}" for k, v in spec.overrides.items()])
+    flat = _flatten(spec.overrides)
+    base_raw = apply_overrides(base_raw, [f"{k}={_yaml_value(v)}" for k, v in flat.items()])
     base = config_from_dict(base_raw, base_source)
     sweep = LoadedSweep(spec, base, base_raw, source)
     # every searched key must exist in the config, and every candidate value must validate
@@ -246,6 +248,18 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> LoadedSw
         raise ConfigError(source, f"scheduler.grace_period: {spec.scheduler.grace_period} exceeds train.max_steps "
                                   f"({base.train.max_steps})")
     return sweep
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": 1, "c": {"d": 2}}`` -> ``{"a.b": 1, "c.d": 2}`` (a command-line ``overrides.x.y=v`` nests)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
 
 
 def _yaml_value(v: Any) -> str:
