@@ -138,3 +138,23 @@ def test_ray_job_submit_runs_a_sweep(ray_head, tmp_path):
     assert "succeeded" in (r.stdout + r.stderr).lower()
     summary = json.loads((tmp_path / "results" / "submitted" / "sweep_summary.json").read_text())
     assert summary["trials"] == 2 and summary["best"] is not None
+
+
+def test_asha_stops_a_poor_trial_and_the_next_one_still_runs(ray_session, tmp_path):
+    """ASHA stops the hopeless learning rate at the first rung; the trial after it still gets its
+    resources (no leaked placement group), and the stopped trial is not ranked as the best."""
+    spec = write_spec(
+        tmp_path, "asha",
+        search={"optim.lr": {"type": "loguniform", "low": 1e-7, "high": 1e-2}},
+        points_to_evaluate=[{"optim.lr": 0.005}, {"optim.lr": 1e-7}, {"optim.lr": 0.004}],
+        num_trials=3, max_concurrent_trials=1,
+        objective={"metric": "label", "mode": "min"},
+        scheduler={"type": "asha", "grace_period": 10, "reduction_factor": 2},
+    )
+    summary = run_sweep(load_sweep(spec), verbose=0)
+    trials = pd.read_csv(tmp_path / "results" / "asha" / "trials.csv")
+    assert len(trials) == 3
+    hopeless = trials[trials["optim.lr"] < 1e-6].iloc[0]
+    assert hopeless["status"] == "stopped early" and hopeless["step"] == 10
+    assert (trials["status"] != "error").all()
+    assert summary["best"]["params"]["optim.lr"] > 1e-3
