@@ -66,6 +66,12 @@ def cmd_sweep(args) -> int:
     check_paths(sweep.base, f"{args.spec} (base)")
     summary = run_sweep(sweep, resume=args.resume, verbose=0 if args.quiet else 1)
     print_summary(summary)
+    if not args.no_report and "://" not in summary["sweep_dir"]:
+        from .analysis.report import build_report
+
+        report = build_report([summary["sweep_dir"]])
+        print(f"[mmi-ray] report: {report['report']} (tables, comparisons, {len(report['plots'])} plots); "
+              f"again any time with: mmi-ray analyze {summary['sweep_dir']}")
     return 0
 
 
@@ -84,7 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("overrides", nargs="*", help="dotted key=value overrides of the spec, e.g. num_trials=4")
     w.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     w.add_argument("--quiet", action="store_true", help="no trial table while running")
+    w.add_argument("--no-report", action="store_true", help="skip the analysis report at the end")
     w.set_defaults(fn=cmd_sweep)
+
+    a = sub.add_parser("analyze", help="tables, comparisons, plots and a report for sweep results", add_help=False)
+    a.add_argument("rest", nargs=argparse.REMAINDER)
+    a.set_defaults(fn=lambda args: __import__("mmi_ray.analysis.report", fromlist=["main"]).main(args.rest))
 
     d = sub.add_parser("data", help="load a DSS dataset and report rows, parse failures, teacher accuracy")
     d.add_argument("name", choices=["cqa", "svamp", "esnli", "anli1"])

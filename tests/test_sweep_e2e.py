@@ -75,6 +75,16 @@ def test_small_sweep_with_seeds_completes_and_writes_trials(ray_session, tmp_pat
     assert trials.loc[trials["trial_id"] == best["trial_id"], "status"].item() == "completed"
     assert 0.0 <= best["test_accuracy"] <= 1.0 and len(best["test_accuracy_per_seed"]) == 2
     assert summary["overhead_ratio"] > 1.0
+    # the analysis loads this real sweep folder and writes its report
+    from mmi_ray.analysis.report import build_report
+
+    report = build_report([str(sweep_dir)], str(tmp_path / "report"))
+    assert report["configurations"] == 3
+    text = Path(report["report"]).read_text()
+    assert f"Trial `{best['trial_id']}`" in text and "from the sweep's final summary" in text
+    runs = pd.read_csv(tmp_path / "report" / "runs.csv")
+    assert len(runs) == 3 * 2 * 3 - 2 * (3 - trials["step"].floordiv(10)).sum()  # trials x seeds x evals reached
+    assert all((tmp_path / "report" / p).exists() for p in report["plots"])
 
 
 def test_same_sweep_name_is_not_overwritten(ray_session, tmp_path):

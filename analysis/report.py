@@ -1,0 +1,7 @@
+"""Build the report of one or more sweeps: ``python analysis/report.py RESULTS_DIR [--out DIR]``
+(the same as ``mmi-ray analyze``)."""
+
+from mmi_ray.analysis.report import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""Figures from DataFrames (matplotlib, Agg). Each function returns a Figure; nothing global."""
+
+from __future__ import annotations
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def metric_vs_param(agg: pd.DataFrame, param: str, metric_label: str, log_x: bool = False):
+    """Mean validation metric against one hyperparameter, a CI band per method."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, g in agg.dropna(subset=[param]).groupby("method"):
+        g = g.sort_values(param)
+        x = g[param].astype(float).to_numpy()
+        ax.plot(x, g["mean"], marker="o", label=method)
+        if g["ci_low"].notna().any():
+            ax.fill_between(x, g["ci_low"].astype(float), g["ci_high"].astype(float), alpha=0.2)
+    if log_x:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel(param)
+    ax.set_ylabel(metric_label)
+    ax.set_title(f"{metric_label} vs {param}\n(mean over seeds; band: 95% bootstrap CI)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap(agg: pd.DataFrame, x: str, y: str, metric_label: str, bins: int = 4):
+    """Mean metric over a binned ``x`` x ``y`` grid (log-spaced bins for positive ranges)."""
+    d = agg.dropna(subset=[x, y]).copy()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    if d.empty:
+        ax.text(0.5, 0.5, "no data", ha="center")
+        return fig
+
+    def cut(col):
+        v = d[col].astype(float)
+        lo, hi = v.min(), v.max()
+        if lo == hi:
+            return v.map(lambda t: f"{t:.3g}")
+        edges = np.geomspace(lo, hi, bins + 1) if lo > 0 else np.linspace(lo, hi, bins + 1)
+        return pd.cut(v, edges, include_lowest=True, duplicates="drop").astype(str)
+
+    d["_x"], d["_y"] = cut(x), cut(y)
+    table = d.pivot_table(index="_y", columns="_x", values="mean", aggfunc="mean")
+    im = ax.imshow(table.to_numpy(dtype=float), aspect="auto", origin="lower", cmap="viridis")
+    ax.set_xticks(range(len(table.columns)), table.columns, rotation=30, ha="right", fontsize=7)
+    ax.set_yticks(range(len(table.index)), table.index, fontsize=7)
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    fig.colorbar(im, ax=ax, label=metric_label)
+    ax.set_title(f"{metric_label}: {y} x {x}")
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(runs: pd.DataFrame, metric: str, top: list[tuple[str, str]], labels: dict):
+    """Mean (over seeds) metric against step for the given (sweep, trial_id) configurations."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in top:
+        g = runs[(runs["sweep"] == key[0]) & (runs["trial_id"] == key[1])]
+        curve = g.groupby("step")[metric].agg(["mean", "min", "max"]).reset_index()
+        ax.plot(curve["step"], curve["mean"], marker=".", label=labels.get(key, key[1]))
+        ax.fill_between(curve["step"], curve["min"], curve["max"], alpha=0.15)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.set_title(f"learning curves ({metric}; band: seed min-max)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def optuna_study_from_trials(trials: pd.DataFrame, search: dict, metric_col: str, direction: str):
+    """An in-memory Optuna study holding one finished trial per configuration (for Optuna's own
+    history plot and importance evaluators)."""
+    import optuna
+
+    from ..sweep.spec import Param
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dists = {k: Param.model_validate(v).optuna_distribution() for k, v in search.items()}
+    study = optuna.create_study(direction="maximize" if direction == "max" else "minimize")
+    for _, row in trials.iterrows():
+        params = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in dists}
+        if any(v is None or (isinstance(v, float) and v != v) for v in params.values()) or row[metric_col] != row[metric_col]:
+            continue
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(row[metric_col])))
+    return study
+
+
+def optimization_history(study):
+    import warnings
+
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+        ax = plot_optimization_history(study)
+    fig = ax.figure
+    fig.set_size_inches(6, 4)
+    fig.tight_layout()
+    return fig
+
+
+def importances(study):
+    import optuna
+
+    imp = optuna.importance.get_param_importances(study)
+    fig, ax = plt.subplots(figsize=(6, 3))
+    names = list(imp)[::-1]
+    ax.barh(names, [imp[n] for n in names])
+    ax.set_xlabel("importance (Optuna fANOVA)")
+    ax.set_title("hyperparameter importances")
+    fig.tight_layout()
+    return fig, imp
