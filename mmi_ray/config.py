@@ -66,6 +66,8 @@ class BuiltinDataConfig(_Section):
     """Share of training rationales in which the simulated teacher makes a slip (its label follows it)."""
     tasks: list[Literal["arith", "choice", "nli"]] = ["arith", "choice", "nli"]
     """Task families mixed in: SVAMP-like arithmetic, CQA-like choice, NLI-like class label."""
+    max_operand: int = Field(20, ge=3, le=99)
+    """Largest number in the generated problems (smaller is easier)."""
     seed: int = 0
     """Seed of the generator (the data itself); the training seed is ``train.seed``."""
 

@@ -83,7 +83,7 @@ def test_small_sweep_with_seeds_completes_and_writes_trials(ray_session, tmp_pat
     text = Path(report["report"]).read_text()
     assert f"Trial `{best['trial_id']}`" in text and "from the sweep's final summary" in text
     runs = pd.read_csv(tmp_path / "report" / "runs.csv")
-    assert len(runs) == 3 * 2 * 3 - 2 * (3 - trials["step"].floordiv(10)).sum()  # trials x seeds x evals reached
+    assert len(runs) == 2 * trials["step"].floordiv(10).sum()  # seeds x evaluations each trial reached
     assert all((tmp_path / "report" / p).exists() for p in report["plots"])
 
 

@@ -32,7 +32,8 @@ def load_splits(cfg: DataConfig, need_train: bool = True) -> Splits:
     selection; validation is carved from train when the dataset has no validation split."""
     if cfg.dataset == "builtin":
         b = cfg.builtin
-        splits = builtin_splits(b.num_train, b.num_valid, b.num_test, b.seed, list(b.tasks), b.teacher_error_rate)
+        splits = builtin_splits(b.num_train, b.num_valid, b.num_test, b.seed, list(b.tasks), b.teacher_error_rate,
+                                b.max_operand)
     else:
         name = cfg.dataset
         if cfg.source == "hub":

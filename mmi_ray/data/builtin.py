@@ -28,9 +28,9 @@ def _slip(rng: random.Random, value: int) -> int:
     return value + rng.choice([-3, -2, -1, 1, 2, 3])
 
 
-def gen_arith(rng: random.Random, err: bool) -> Example:
+def gen_arith(rng: random.Random, err: bool, hi: int = 20) -> Example:
     name, thing = rng.choice(NAMES), rng.choice(THINGS)
-    a, b, c, d = (rng.randint(2, 20) for _ in range(4))
+    a, b, c, d = (rng.randint(2, hi) for _ in range(4))
     ops = [rng.choice("+-") for _ in range(3)]
     # keep every intermediate value positive: a subtraction takes at most what is there
     vals, cur = [], a
@@ -58,10 +58,10 @@ def gen_arith(rng: random.Random, err: bool) -> Example:
     return Example(x, str(gold), rationale, str(t_vals[-1]), "equation", "arith")
 
 
-def gen_choice(rng: random.Random, err: bool) -> Example:
+def gen_choice(rng: random.Random, err: bool, hi: int = 20) -> Example:
     colors = rng.sample(COLORS, 3)
     while True:
-        pairs = [(rng.randint(1, 20), rng.randint(1, 20)) for _ in range(3)]
+        pairs = [(rng.randint(1, hi), rng.randint(1, hi)) for _ in range(3)]
         sums = [p + q for p, q in pairs]
         if len(set(sums)) == 3:
             break
@@ -79,10 +79,10 @@ def gen_choice(rng: random.Random, err: bool) -> Example:
     return Example(x, gold, rationale, colors[best], "text", "choice")
 
 
-def gen_nli(rng: random.Random, err: bool) -> Example:
+def gen_nli(rng: random.Random, err: bool, hi: int = 20) -> Example:
     name, other = rng.sample(NAMES, 2)
     thing = rng.choice(THINGS)
-    a, b = rng.randint(2, 30), rng.randint(2, 30)
+    a, b = rng.randint(2, hi), rng.randint(2, hi)
     total = a + b
     label = rng.choice(["entailment", "contradiction", "neutral"])
     who = other if label == "neutral" else name
@@ -107,7 +107,8 @@ def gen_nli(rng: random.Random, err: bool) -> Example:
 GENERATORS = {"arith": gen_arith, "choice": gen_choice, "nli": gen_nli}
 
 
-def generate(n: int, seed: int, tasks: list[str], error_rate: float, exclude: set[str] | None = None) -> list[Example]:
+def generate(n: int, seed: int, tasks: list[str], error_rate: float, exclude: set[str] | None = None,
+             max_operand: int = 20) -> list[Example]:
     """``n`` examples, the families in turn, none whose input is in ``exclude``."""
     rng = random.Random(seed)
     out: list[Example] = []
@@ -118,7 +119,7 @@ def generate(n: int, seed: int, tasks: list[str], error_rate: float, exclude: se
         if tries > 50 * n + 1000:
             raise RuntimeError(f"could not generate {n} distinct examples for tasks {tasks}")
         task = tasks[len(out) % len(tasks)]
-        ex = GENERATORS[task](rng, rng.random() < error_rate)
+        ex = GENERATORS[task](rng, rng.random() < error_rate, max_operand)
         if ex.input in seen:
             continue
         seen.add(ex.input)
@@ -127,12 +128,12 @@ def generate(n: int, seed: int, tasks: list[str], error_rate: float, exclude: se
 
 
 def builtin_splits(num_train: int, num_valid: int, num_test: int, seed: int, tasks: list[str],
-                   teacher_error_rate: float) -> Splits:
+                   teacher_error_rate: float, max_operand: int = 20) -> Splits:
     """Train, validation and test with disjoint inputs; only training rationales carry slips."""
-    train = generate(num_train, seed * 3 + 0, tasks, teacher_error_rate)
+    train = generate(num_train, seed * 3 + 0, tasks, teacher_error_rate, max_operand=max_operand)
     seen = {e.input for e in train}
-    valid = generate(num_valid, seed * 3 + 1, tasks, 0.0, exclude=seen)
+    valid = generate(num_valid, seed * 3 + 1, tasks, 0.0, exclude=seen, max_operand=max_operand)
     seen |= {e.input for e in valid}
-    test = generate(num_test, seed * 3 + 2, tasks, 0.0, exclude=seen)
+    test = generate(num_test, seed * 3 + 2, tasks, 0.0, exclude=seen, max_operand=max_operand)
     return Splits(SplitData("train", train, 0, "builtin"), SplitData("valid", valid, 0, "builtin"),
                   SplitData("test", test, 0, "builtin"))

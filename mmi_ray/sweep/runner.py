@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import queue as pyqueue
 import threading
 import time
@@ -253,7 +254,16 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, loop_e
     payload = {"spec": spec.model_dump(mode="json"), "base_raw": sweep.base_raw, "source": sweep.source,
                "sweep_dir": sweep_dir, "loop_extra": loop_extra}
     trainable = _trainable(payload)
-    concurrency = sweep.derived_concurrency(cluster_resources())
+    cluster = cluster_resources()
+    need = sweep.trial_cpus()
+    if need > cluster.get("CPU", 0):
+        msg = (f"resources: one trial runs {len(spec.seeds)} seed(s) x {spec.resources.workers} worker(s) x "
+               f"{spec.resources.cpus_per_worker} CPU = {need:g} CPUs side by side, but the cluster has "
+               f"{cluster.get('CPU', 0):g}; lower resources.cpus_per_worker (fractions work) or the seeds")
+        if not os.environ.get("RAY_ADDRESS"):
+            raise ConfigError(sweep.source, msg)
+        print(f"[mmi-ray] warning: {msg} (waiting for the autoscaler)", flush=True)
+    concurrency = sweep.derived_concurrency(cluster)
     t0 = time.time()
     if resume and tune.Tuner.can_restore(sweep_dir):
         tuner = tune.Tuner.restore(sweep_dir, trainable=trainable, resume_unfinished=True, resume_errored=True)

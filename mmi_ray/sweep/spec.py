@@ -193,14 +193,19 @@ class LoadedSweep:
     def max_steps(self) -> int:
         return self.base.train.max_steps
 
+    def trial_cpus(self) -> float:
+        """CPUs one trial holds: its seed runs train side by side."""
+        r = self.spec.resources
+        return len(self.spec.seeds) * r.workers * r.cpus_per_worker
+
     def derived_concurrency(self, cluster: dict[str, float]) -> int:
-        """Trials that fit the cluster at once: one trial holds ``len(seeds) * workers`` workers
-        plus one Train controller per seed (~1 CPU each is not needed: we budget 0.5)."""
+        """Trials that fit the cluster at once (each holds ``trial_cpus()``; drivers and Train
+        controllers take no CPU), unless ``max_concurrent_trials`` is given."""
         if self.spec.max_concurrent_trials:
             return self.spec.max_concurrent_trials
         r = self.spec.resources
         k = len(self.spec.seeds)
-        cpu_need = k * r.workers * r.cpus_per_worker
+        cpu_need = self.trial_cpus()
         fits = math.floor(cluster.get("CPU", 1) / cpu_need) if cpu_need else 1
         if r.gpus_per_worker:
             fits = min(fits, math.floor(cluster.get("GPU", 0) / (k * r.workers * r.gpus_per_worker)))
