@@ -75,6 +75,18 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from .plan import load_cluster, load_prices, make_plan
+    from .sweep import load_sweep
+
+    sweep = load_sweep(args.spec, args.overrides)
+    plan = make_plan(sweep, load_cluster(args.cluster), args.cluster, args.step_time, load_prices())
+    print("\n".join(plan.lines))
+    for w in plan.warnings:
+        print(f"  warning: {w}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmi-ray", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -92,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--quiet", action="store_true", help="no trial table while running")
     w.add_argument("--no-report", action="store_true", help="skip the analysis report at the end")
     w.set_defaults(fn=cmd_sweep)
+
+    pl = sub.add_parser("plan", help="what a sweep will ask of a cluster: trials at once, nodes, GPU-hours, cost")
+    pl.add_argument("spec")
+    pl.add_argument("overrides", nargs="*")
+    pl.add_argument("--cluster", required=True, help="a Ray cluster-launcher YAML (see cluster/)")
+    pl.add_argument("--step-time", type=float, default=None, help="seconds per optimizer step (measured)")
+    pl.set_defaults(fn=cmd_plan)
 
     a = sub.add_parser("analyze", help="tables, comparisons, plots and a report for sweep results", add_help=False)
     a.add_argument("rest", nargs=argparse.REMAINDER)

@@ -171,6 +171,8 @@ class ScalingConfig(_Section):
     """One GPU per worker, NCCL backend; False uses CPUs with gloo."""
     cpus_per_worker: float = Field(1.0, gt=0.0)
     """CPUs reserved per worker (fractions allowed)."""
+    worker_resources: dict[str, float] = {}
+    """Extra custom Ray resources per worker (e.g. to pin workers to a node type)."""
     torch_threads: int | None = Field(None, ge=1)
     """torch intra-op threads per worker; None uses cpus_per_worker rounded up."""
 

@@ -118,6 +118,7 @@ class WorkerEnv:
 
 
 def ray_worker_env() -> WorkerEnv:
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -130,7 +131,10 @@ def ray_worker_env() -> WorkerEnv:
         with ckpt.as_directory() as d:
             return load_state(Path(d))
 
+    node_id = ray.get_runtime_context().get_node_id()
+
     def report(metrics, ckpt_dir):
+        metrics = {**metrics, "node_id": node_id}  # where this worker ran (placement checks)
         checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir is not None else None
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{metrics['step']:07d}")
 

@@ -71,7 +71,7 @@ def build_trainer(cfg: Config, run_name: str, storage_path: str, callbacks=None,
     from .recipe import train_loop
 
     s = cfg.scaling
-    resources = {"CPU": s.cpus_per_worker}
+    resources = {"CPU": s.cpus_per_worker, **s.worker_resources}
     if s.use_gpu:
         resources["GPU"] = 1
     loop_config = {"config": cfg.model_dump(mode="json"), **(loop_extra or {})}

@@ -69,12 +69,13 @@ def ray_head(tmp_path_factory):
     env.pop("RAY_ADDRESS", None)
     cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--temp-dir", temp_dir,
            "--node-ip-address", "127.0.0.1", "--port", str(port), "--dashboard-host", "127.0.0.1",
-           "--dashboard-port", str(dash), "--num-cpus", "4", "--disable-usage-stats"]
+           "--dashboard-port", str(dash), "--num-cpus", "4", "--disable-usage-stats",
+           "--resources", '{"mmi_driver": 100}']
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     if r.returncode != 0:
         stop_started_ray(temp_dir, port)
         raise RuntimeError(f"ray start failed: {r.stderr[-2000:]}")
-    info = {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}", "temp_dir": temp_dir,
+    info = {"address": f"127.0.0.1:{port}", "port": port, "dashboard": f"http://127.0.0.1:{dash}", "temp_dir": temp_dir,
             "env": {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}}
     try:
         yield info

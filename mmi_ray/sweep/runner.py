@@ -83,6 +83,8 @@ def aggregate(per_seed: dict[int, dict], objective: str) -> dict[str, Any]:
     out[f"{objective}_std"] = math.sqrt(sum((v - mean) ** 2 for v in vals) / max(1, len(vals) - 1)) if len(vals) > 1 else 0.0
     for s in seeds:
         out[f"{objective}_seed{s}"] = per_seed[s][objective]
+        if "node_id" in per_seed[s]:
+            out[f"node_id_seed{s}"] = per_seed[s]["node_id"]
         if "checkpoint_path" in per_seed[s]:
             out[f"checkpoint_seed{s}"] = per_seed[s]["checkpoint_path"]
     out["train_time_s_sum"] = sum(per_seed[s].get("train_time_s", 0.0) for s in seeds)
@@ -93,6 +95,7 @@ def aggregate(per_seed: dict[int, dict], objective: str) -> dict[str, Any]:
 
 def trial_driver(params: dict, payload: dict) -> None:
     """The Tune function trainable: one configuration, ``len(seeds)`` Train runs, mean reports."""
+    import ray
     from ray import tune
     from ray.util.queue import Empty, Queue
 
@@ -100,6 +103,7 @@ def trial_driver(params: dict, payload: dict) -> None:
     spec = sweep.spec
     searched = {k: params[k] for k in spec.search}
     trial_id = tune.get_context().get_trial_id()
+    driver_node = ray.get_runtime_context().get_node_id()
     runs_root = join(payload["sweep_dir"], RUNS_DIR)
     q = Queue(actor_options={"num_cpus": 0})
     history: dict[int, dict[int, dict]] = {}  # step -> seed -> metrics
@@ -140,7 +144,7 @@ def trial_driver(params: dict, payload: dict) -> None:
         for step in sorted(s for s in history if s > reported):
             if len(history[step]) < k:
                 break
-            tune.report(aggregate(history[step], spec.objective.metric))
+            tune.report({**aggregate(history[step], spec.objective.metric), "driver_node_id": driver_node})
             reported = step
 
     flush()
@@ -212,7 +216,9 @@ def _trainable(payload: dict):
     def mmi_trial(config):  # stable name: Tuner.restore needs the same trainable
         trial_driver(config, payload)
 
-    return tune.with_resources(mmi_trial, {"CPU": 0.01})
+    spec = SweepSpec.model_validate(payload["spec"])
+    driver = spec.resources.driver_resource
+    return tune.with_resources(mmi_trial, {driver: 0.01} if driver else {"CPU": 0.01})
 
 
 def sweep_dir_of(spec: SweepSpec) -> tuple[str, str]:

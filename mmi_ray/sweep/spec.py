@@ -99,6 +99,11 @@ class Resources(_Section):
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: int = Field(0, ge=0)
     """0 trains on CPU with gloo; 1 trains on one GPU per worker with NCCL."""
+    worker_resources: dict[str, float] = {}
+    """Extra custom resources per Train worker (to target a node type)."""
+    driver_resource: str | None = None
+    """Custom resource the Tune trial drivers need, e.g. ``mmi_driver`` carried by an on-demand head
+    node only, so a spot preemption never kills a driver. None: drivers take 0.01 CPU anywhere."""
 
 
 class Failure(_Section):
@@ -185,6 +190,7 @@ class LoadedSweep:
         set_dotted(raw, ["scaling", "num_workers"], r.workers)
         set_dotted(raw, ["scaling", "cpus_per_worker"], r.cpus_per_worker)
         set_dotted(raw, ["scaling", "use_gpu"], r.gpus_per_worker > 0)
+        set_dotted(raw, ["scaling", "worker_resources"], dict(r.worker_resources))
         set_dotted(raw, ["run", "storage_path"], sweep_dir)
         set_dotted(raw, ["run", "max_failures"], self.spec.failure.train_max_failures)
         return config_from_dict(raw, self.source)

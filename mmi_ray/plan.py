@@ -1,0 +1,198 @@
+"""``mmi-ray plan SPEC --cluster CLUSTER.yaml``: what a sweep will ask of a cluster, before it runs.
+
+Resources per trial, trials at once, nodes of each type, expected GPU-hours (with and without
+ASHA's early stopping) and cost, and warnings. Pure arithmetic on the two YAMLs and a price table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import read_yaml
+from .errors import ConfigError
+from .sweep.spec import LoadedSweep
+
+PRICES = Path(__file__).resolve().parents[1] / "cluster" / "prices.yaml"
+# Assumed seconds per optimizer step when no --step-time is given (bf16, one 24 GB GPU, batch 64,
+# inputs up to 1024 tokens, two passes per step). Not measured here: measure and pass --step-time.
+ASSUMED_STEP_TIME = {"google/t5-v1_1-base": 0.9, "google/t5-v1_1-small": 0.35, "tiny": 0.05}
+
+
+@dataclass
+class NodeType:
+    name: str
+    cpus: float
+    gpus: float
+    max_workers: int
+    instance: str
+    spot: bool
+    custom: dict = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    lines: list[str]
+    warnings: list[str]
+    trials_at_once: int
+    nodes: dict[str, int]
+    gpu_hours_full: float
+    gpu_hours_asha: float
+    cost_full: float | None
+    cost_asha: float | None
+
+
+def node_types(cluster: dict) -> tuple[dict[str, NodeType], str]:
+    provider = cluster.get("provider", {}).get("type", "")
+    out = {}
+    for name, nt in (cluster.get("available_node_types") or {}).items():
+        res = nt.get("resources") or {}
+        cfg = nt.get("node_config") or {}
+        instance = cfg.get("InstanceType") or cfg.get("machineType") or "?"
+        spot = bool(cfg.get("InstanceMarketOptions")) or any(
+            s.get("preemptible") for s in (cfg.get("scheduling") or []) if isinstance(s, dict))
+        out[name] = NodeType(name, float(res.get("CPU", 0)), float(res.get("GPU", 0)),
+                             int(nt.get("max_workers", 0)), instance, spot,
+                             {k: v for k, v in res.items() if k not in ("CPU", "GPU")})
+    return out, provider
+
+
+def asha_expected_steps(max_t: int, grace: int, eta: float) -> float:
+    """Expected steps per trial under ASHA when a 1/eta share survives each rung."""
+    rungs = []
+    r = grace
+    while r < max_t:
+        rungs.append(r)
+        r = int(r * eta)
+    rungs.append(max_t)
+    total, prev = 0.0, 0
+    for k, rung in enumerate(rungs):
+        total += (rung - prev) * eta ** (-k)
+        prev = rung
+    return total
+
+
+def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: float | None = None,
+              prices: dict | None = None) -> Plan:
+    spec, base = sweep.spec, sweep.base
+    r = spec.resources
+    k = len(spec.seeds)
+    warnings: list[str] = []
+    types, provider = node_types(cluster)
+    head = cluster.get("head_node_type")
+    price_table = (prices or {}).get(provider, {})
+
+    run_gpus = r.workers * r.gpus_per_worker
+    run_cpus = r.workers * r.cpus_per_worker
+    trial_gpus, trial_cpus = k * run_gpus, k * run_cpus
+    workers = {n: t for n, t in types.items() if n != head}
+    # trials at once: how many seed runs fit on the workers at their maximum size
+    runs_fit = 0
+    for t in workers.values():
+        per_node = math.inf
+        if r.gpus_per_worker:
+            per_node = min(per_node, t.gpus // r.gpus_per_worker)
+        if r.cpus_per_worker:
+            per_node = min(per_node, t.cpus // r.cpus_per_worker)
+        runs_fit += (per_node * t.max_workers) // r.workers if per_node != math.inf else 0
+    at_once = min(spec.num_trials, int(runs_fit // k) if k else 0)
+    if spec.max_concurrent_trials:
+        at_once = min(at_once, spec.max_concurrent_trials)
+    if r.gpus_per_worker and all(t.gpus < r.gpus_per_worker for t in workers.values()):
+        warnings.append(f"a worker needs {r.gpus_per_worker} GPU(s) but no node type has that many")
+    if trial_gpus and trial_gpus > sum(t.gpus * t.max_workers for t in workers.values()):
+        warnings.append(f"one trial needs {trial_gpus:g} GPUs ({k} seeds x {r.workers} workers), more than the "
+                        f"cluster can ever have: it will never start")
+    if at_once == 0:
+        warnings.append("no trial fits this cluster at its maximum size")
+
+    # nodes: fill the cheapest-per-GPU types first
+    need_runs = at_once * k
+    nodes: dict[str, int] = {}
+
+    def price(t: NodeType) -> float | None:
+        p = price_table.get(t.instance) or {}
+        return p.get("spot" if t.spot else "on_demand", p.get("on_demand"))
+
+    order = sorted(workers.values(), key=lambda t: (price(t) or 1e9) / max(t.gpus, 1))
+    for t in order:
+        if need_runs <= 0:
+            break
+        per_node = (t.gpus // r.gpus_per_worker if r.gpus_per_worker else t.cpus // max(r.cpus_per_worker, 1e-9))
+        runs_per_node = per_node // r.workers if r.workers else 0
+        if runs_per_node <= 0:
+            continue
+        n = min(t.max_workers, math.ceil(need_runs / runs_per_node))
+        nodes[t.name] = int(n)
+        need_runs -= n * runs_per_node
+
+    # time and money
+    model = base.model.name
+    assumed = step_time is None
+    st = step_time if step_time is not None else ASSUMED_STEP_TIME.get(model, 1.0)
+    steps_full = base.train.max_steps
+    steps_asha = (asha_expected_steps(steps_full, spec.scheduler.grace_period, spec.scheduler.reduction_factor)
+                  if spec.scheduler.type == "asha" else steps_full)
+    run_hours_full = spec.num_trials * k * steps_full * st / 3600
+    run_hours_asha = spec.num_trials * k * steps_asha * st / 3600
+    gpu_per_run = max(run_gpus, 0)
+    gpu_full, gpu_asha = run_hours_full * gpu_per_run, run_hours_asha * gpu_per_run
+    cost_full = cost_asha = None
+    prices_known = all(price(types[n]) is not None for n in nodes) and nodes
+    if prices_known and at_once:
+        used_gpus = sum(types[n].gpus * c for n, c in nodes.items())
+        per_gpu_hour = sum(price(types[n]) * c for n, c in nodes.items()) / max(used_gpus, 1e-9)
+        head_price = price(types[head]) if head in types else None
+        wall_full = run_hours_full / max(at_once * k, 1)
+        wall_asha = run_hours_asha / max(at_once * k, 1)
+        cost_full = gpu_full * per_gpu_hour + (head_price or 0) * wall_full
+        cost_asha = gpu_asha * per_gpu_hour + (head_price or 0) * wall_asha
+    elif nodes:
+        warnings.append("no price for some node types in cluster/prices.yaml: cost not estimated")
+
+    # driver placement and storage
+    head_res = (types.get(head).custom if head in types else {})
+    if spec.resources.driver_resource and spec.resources.driver_resource not in head_res:
+        warnings.append(f"the spec pins drivers to resource '{spec.resources.driver_resource}' but the head "
+                        "node type does not carry it: trials will never start")
+    if not spec.resources.driver_resource:
+        warnings.append("no driver resource: Tune trial drivers may land on spot workers and die with them "
+                        "(set resources.driver_resource: mmi_driver)")
+    if "://" not in spec.storage_path and not spec.storage_path.startswith("/mnt"):
+        warnings.append(f"storage_path '{spec.storage_path}' is local: on a multi-node cluster use shared storage "
+                        "(s3://, gs://, or an NFS mount)")
+    if not base.scaling.use_gpu and not r.gpus_per_worker and any(t.gpus for t in workers.values()):
+        warnings.append("the spec trains on CPU (gpus_per_worker 0) on a GPU cluster")
+
+    lines = [
+        f"sweep '{spec.name}' on {cluster_name} ({provider})",
+        f"  per seed run: {r.workers} worker(s) x ({r.cpus_per_worker:g} CPU, {r.gpus_per_worker} GPU)",
+        f"  per trial: {k} seed run(s) side by side = {trial_cpus:g} CPUs, {trial_gpus:g} GPUs "
+        f"(+ a driver on '{spec.resources.driver_resource or 'any node'}')",
+        f"  trials: {spec.num_trials}; at once on this cluster: {at_once}",
+        "  nodes at peak: " + (", ".join(f"{n} x {c} ({types[n].instance}{', spot' if types[n].spot else ''})"
+                                         for n, c in nodes.items()) or "none"),
+        f"  step time: {st:g} s ({'assumed for ' + model + '; measure and pass --step-time' if assumed else 'given'})",
+        f"  steps per run: {steps_full} (full); {steps_asha:.0f} expected with ASHA "
+        f"(grace {spec.scheduler.grace_period}, eta {spec.scheduler.reduction_factor:g})"
+        if spec.scheduler.type == "asha" else f"  steps per run: {steps_full} (no early stopping)",
+        f"  GPU-hours: {gpu_full:.1f} without early stopping, {gpu_asha:.1f} expected",
+        f"  wall time: about {run_hours_asha / max(at_once * k, 1):.1f} h at {at_once} trials at once",
+        ("  cost: $" + f"{cost_full:,.0f} without early stopping, ${cost_asha:,.0f} expected (GPU nodes + head)")
+        if cost_full is not None else "  cost: unknown (no prices)",
+    ]
+    return Plan(lines, warnings, at_once, nodes, gpu_full, gpu_asha, cost_full, cost_asha)
+
+
+def load_cluster(path: str) -> dict:
+    cfg = read_yaml(path)
+    if "available_node_types" not in cfg:
+        raise ConfigError(path, "available_node_types: missing (a Ray cluster-launcher YAML is expected)")
+    return cfg
+
+
+def load_prices(path: Path = PRICES) -> dict:
+    return yaml.safe_load(path.read_text()) if path.exists() else {}

@@ -1,0 +1,125 @@
+"""Cluster YAMLs validate offline with Ray's own validator, open no port to the internet, match
+the pinned Ray; the planner's arithmetic and warnings."""
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+
+from mmi_ray.plan import asha_expected_steps, load_prices, make_plan
+from mmi_ray.sweep import load_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCHER = sorted((REPO / "cluster").glob("*-gpu.yaml"))
+KUBERAY = sorted((REPO / "cluster" / "kuberay").glob("*.yaml"))
+ALL = LAUNCHER + KUBERAY
+RAY_PORTS = ("8265", "6379", "10001")
+
+
+@pytest.mark.parametrize("path", LAUNCHER, ids=lambda p: p.name)
+def test_launcher_yaml_validates_with_rays_schema(path):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cfg = yaml.safe_load(path.read_text())
+    validate_config(prepare_config(copy.deepcopy(cfg)))
+    head = cfg["available_node_types"][cfg["head_node_type"]]
+    assert "mmi_driver" in head["resources"], "the head carries the driver resource"
+    workers = [t for n, t in cfg["available_node_types"].items() if n != cfg["head_node_type"]]
+    assert all(t["min_workers"] == 0 for t in workers), "GPU workers scale back to zero"
+    assert any(t["resources"].get("GPU") == 1 for t in workers) and any(t["resources"].get("GPU", 0) > 1 for t in workers)
+    assert cfg["idle_timeout_minutes"] <= 10
+    assert path.read_text().startswith("#")
+
+
+@pytest.mark.parametrize("path", KUBERAY, ids=lambda p: p.name)
+def test_kuberay_manifests_are_well_formed(path):
+    doc = yaml.safe_load(path.read_text())
+    assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] in ("RayCluster", "RayJob")
+    spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
+    assert spec["enableInTreeAutoscaling"] is True
+    gpu_groups = [g for g in spec["workerGroupSpecs"]
+                  if g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu")]
+    assert gpu_groups and all(g["minReplicas"] == 0 for g in gpu_groups)
+    if doc["kind"] == "RayJob":
+        assert "mmi-ray sweep sweeps/" in doc["spec"]["entrypoint"]
+        assert (REPO / re.search(r"(sweeps/\S+\.yaml)", doc["spec"]["entrypoint"]).group(1)).exists()
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_no_ray_port_is_opened_to_the_internet(path):
+    text = path.read_text()
+    doc = yaml.safe_load(text)
+    flat = yaml.safe_dump(doc)
+    # no security group / firewall rule / Service that exposes Ray's ports publicly
+    assert "0.0.0.0/0" not in flat and "::/0" not in flat
+    assert "LoadBalancer" not in flat and "NodePort" not in flat
+    for port in RAY_PORTS:
+        assert not re.search(rf"(FromPort|toPort|ports?)\W+{port}\b.*0\.0\.0\.0", flat)
+    if path in LAUNCHER:
+        head_cmds = " ".join(doc["head_start_ray_commands"])
+        assert "--dashboard-host=127.0.0.1" in head_cmds and "RAY_AUTH_MODE=token" in head_cmds
+        assert "RAY_AUTH_MODE=disabled" not in text
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_versions_match_the_pinned_ray(path):
+    pinned = re.search(r'"ray\[[^\]]*\]>=([\d.]+),<', (REPO / "pyproject.toml").read_text()).group(1)
+    assert ray.__version__.startswith(pinned)
+    images = re.findall(r"rayproject/ray:(\S+)", path.read_text())
+    assert images and all(i == f"{ray.__version__}-py311-gpu" for i in images)
+    for v in re.findall(r'rayVersion: "([\d.]+)"', path.read_text()):
+        assert v == ray.__version__
+
+
+def _cluster(name="aws-gpu.yaml"):
+    return yaml.safe_load((REPO / "cluster" / name).read_text())
+
+
+def test_plan_paper_spec_on_aws_by_hand():
+    sweep = load_sweep(REPO / "sweeps" / "paper_cqa.yaml", ["storage_path=s3://bucket/mmi"])
+    plan = make_plan(sweep, _cluster(), "aws", step_time=0.9, prices=load_prices())
+    # runs that fit: 8 spot nodes x 1 GPU + 2 x 4 GPUs = 16 seed runs -> 16 // 3 seeds = 5 trials
+    assert plan.trials_at_once == 5
+    # 15 runs: the cheaper-per-GPU spot type fills first (8), then two 4-GPU nodes (7 runs)
+    assert plan.nodes == {"gpu_spot_1x": 8, "gpu_ondemand_4x": 2}
+    assert plan.gpu_hours_full == pytest.approx(16 * 3 * 10000 * 0.9 / 3600)  # 120
+    # ASHA rungs 2500, 5000, 10000 with eta 2: 2500 + 2500/2 + 5000/4 = 5000 steps a run
+    assert plan.gpu_hours_asha == pytest.approx(16 * 3 * 5000 * 0.9 / 3600)
+    per_gpu_hour = (8 * 0.40 + 2 * 5.672) / 16
+    head = 0.384 * (16 * 3 * 10000 * 0.9 / 3600) / 15
+    assert plan.cost_full == pytest.approx(120 * per_gpu_hour + head)
+    assert plan.warnings == []
+
+
+def test_asha_expected_steps():
+    assert asha_expected_steps(100, 100, 2) == 100
+    assert asha_expected_steps(120, 40, 3) == pytest.approx(40 + 80 / 3)
+    assert asha_expected_steps(400, 100, 2) == pytest.approx(100 + 100 / 2 + 200 / 4)
+
+
+def test_plan_warnings():
+    sweep = load_sweep(REPO / "sweeps" / "paper_cqa.yaml",
+                       ["resources.gpus_per_worker=8", "resources.driver_resource=elsewhere"])
+    cluster = _cluster("gcp-gpu.yaml")
+    plan = make_plan(sweep, cluster, "gcp", step_time=1.0, prices=load_prices())
+    text = "\n".join(plan.warnings)
+    assert "no node type has that many" in text
+    assert "more than the cluster can ever have" in text
+    assert "head node type does not carry it" in text
+    assert "is local" in text
+    assert plan.trials_at_once == 0
+    no_driver = make_plan(load_sweep(REPO / "sweeps" / "paper_cqa.yaml", ["resources.driver_resource=null"]),
+                          cluster, "gcp", step_time=1.0, prices=load_prices())
+    assert any("no driver resource" in w for w in no_driver.warnings)
+
+
+def test_plan_cli_prints_plan(capsys):
+    from mmi_ray.cli import main
+
+    assert main(["plan", str(REPO / "sweeps" / "paper_cqa.yaml"), "--cluster", str(REPO / "cluster/aws-gpu.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "trials: 16; at once on this cluster: 5" in out and "GPU-hours: 120.0" in out
+    assert "assumed for google/t5-v1_1-base" in out
