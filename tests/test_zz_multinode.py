@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+from test_sweep_e2e import write_spec
 
 from conftest import _free_port
 from mmi_ray.sweep import load_sweep
 from mmi_ray.sweep.runner import run_sweep
-from test_sweep_e2e import write_spec
 
 pytestmark = pytest.mark.ray
 
