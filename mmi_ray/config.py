@@ -223,7 +223,7 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]
             msg = "unknown key"
         skip = e["type"] in ("extra_forbidden", "missing") or isinstance(e.get("input"), dict)
         got = "" if skip else f" (got {e['input']!r})"
-        lines.append(f"{key or '(top level)'}: {msg}{got}")
+        lines.append(f"{key}: {msg}{got}" if key else f"{msg}{got}")
     return lines
 
 

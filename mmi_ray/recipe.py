@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,7 +34,7 @@ META_FILE = "meta.json"
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or infinite; the trial ends with this reason."""
+    """A loss term became NaN or infinite; the run (and its trial) ends with this reason."""
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -42,6 +43,12 @@ def step_seed(seed: int, rank: int, step: int) -> int:
 
 def unwrap(model: torch.nn.Module) -> DistillModule:
     return model.module if hasattr(model, "module") else model
+
+
+def _all_reduce_min(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return t
 
 
 def _all_reduce(t: torch.Tensor) -> torch.Tensor:
@@ -150,14 +157,41 @@ def local_env(report: Callable[[dict, Path | None], None], device: str = "cpu") 
     return WorkerEnv(0, 1, dev, lambda: None, report, lambda m: m.to(dev))
 
 
+def _inject(fault: dict, step: int, step_losses: list) -> None:
+    """Tests only: fail once at ``step`` (the marker file makes it once across restarts)."""
+    Path(fault["marker"]).write_text("fault injected")
+    kind = fault.get("kind", "raise")
+    if kind == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "nan":
+        step_losses[-1] = step_losses[-1] * float("nan")
+        return
+    raise RuntimeError(f"injected fault at step {step}")
+
+
 def train_loop(loop_config: dict) -> None:
     """Ray Train worker entry point. ``loop_config = {"config": <Config as dict>, ...}``."""
     cfg = Config.model_validate(loop_config["config"])
     run_loop(cfg, ray_worker_env(), fault=loop_config.get("_inject_fault"))
 
 
+def _fault_applies(fault: dict | None, cfg: Config) -> dict | None:
+    """Tests only: a fault may be limited to runs whose config matches ``when`` (dotted keys)."""
+    if not fault:
+        return None
+    for key, value in (fault.get("when") or {}).items():
+        obj = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        if obj != value:
+            return None
+    return fault
+
+
 def run_loop(cfg: Config, env: WorkerEnv, fault: dict | None = None) -> None:
-    """The training loop of one worker. ``fault`` (tests only): {"step": k, "marker": path}."""
+    """The training loop of one worker. ``fault`` (tests only): {"step": k, "marker": path,
+    "kind": "raise" | "sigkill" | "nan", "when": {dotted key: value}}."""
+    fault = _fault_applies(fault, cfg)
     rank, world, device = env.rank, env.world, env.device
     torch.set_num_threads(cfg.scaling.torch_threads or max(1, math.ceil(cfg.scaling.cpus_per_worker)))
 
@@ -234,9 +268,9 @@ def run_loop(cfg: Config, env: WorkerEnv, fault: dict | None = None) -> None:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        if fault and rank == 0 and step + 1 == fault["step"] and not os.path.exists(fault["marker"]):
-            Path(fault["marker"]).write_text("fault injected")
-            raise RuntimeError(f"injected fault at step {step + 1}")
+        if fault and rank == 0 and step + 1 == fault["step"] and (
+                fault.get("kind") == "nan" or not os.path.exists(fault["marker"])):
+            _inject(fault, step + 1, step_losses)
         interval_time += time.perf_counter() - t0
         since_report += 1
 
@@ -244,10 +278,15 @@ def run_loop(cfg: Config, env: WorkerEnv, fault: dict | None = None) -> None:
         if done % cfg.train.eval_every and done != cfg.train.max_steps:
             continue
         # --- report: loss terms averaged since the last report, validation, checkpoint
+        # non-finite loss: every rank agrees on the first bad step, reports it once, and stops
         losses = torch.stack(step_losses)
-        if not torch.isfinite(losses).all():
-            bad = int((~torch.isfinite(losses)).nonzero()[0]) // len(micro)
-            raise NonFiniteLossError(f"non-finite loss at step {done - since_report + bad + 1}")
+        bad = (~torch.isfinite(losses)).nonzero()
+        first_bad = done - since_report + int(bad[0]) // len(micro) + 1 if len(bad) else cfg.train.max_steps + 1
+        first_bad = int(_all_reduce_min(torch.tensor(float(first_bad), device=device)))
+        if first_bad <= cfg.train.max_steps:
+            env.report({"step": done, "non_finite_step": first_bad, "error": f"non-finite loss at step {first_bad}"},
+                       None)
+            return
         avg = _all_reduce(sums.clone()) / (since_report * world)
         t_eval = time.perf_counter()
         metrics = {n: float(v) for n, v in zip(names, avg.tolist())}

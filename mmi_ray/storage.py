@@ -77,6 +77,8 @@ def ensure_writable(path: str) -> None:
         probe.unlink()
     except OSError as e:
         raise StorageError(f"cannot write to {path} ({e.strerror or e})") from None
+    need = int(os.environ.get("MMI_RAY_MIN_FREE_MB", MIN_FREE_BYTES // 2**20)) * 2**20
     free = shutil.disk_usage(p).free
-    if free < MIN_FREE_BYTES:
-        raise StorageError(f"only {free // 2**20} MiB free at {path} (need at least {MIN_FREE_BYTES // 2**20} MiB)")
+    if free < need:
+        raise StorageError(f"only {free // 2**20} MiB free at {path} (need at least {need // 2**20} MiB; "
+                           "MMI_RAY_MIN_FREE_MB sets the floor)")

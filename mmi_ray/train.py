@@ -30,6 +30,8 @@ def default_run_name(cfg: Config) -> str:
 
 
 def format_metrics_line(m: dict) -> str:
+    if "non_finite_step" in m:
+        return f"step {m['step']:>6} | {m['error']}: run stopped"
     parts = [f"step {m['step']:>6}", f"loss {m['loss']:.4f}", f"label {m['label']:.4f}",
              f"rationale {m['rationale']:.4f}", f"mi {m['mi']:.4f}"]
     if m.get("mi_estimate") == m.get("mi_estimate"):  # not NaN
@@ -132,6 +134,10 @@ def run_training(cfg: Config, source: str = "config", verbose: bool = True, loop
     trainer = build_trainer(cfg, name, storage, callbacks=[_metrics_callback(run_dir, verbose)], loop_extra=loop_extra)
     result = trainer.fit()
     lines = [json.loads(ln) for ln in read_text(join(run_dir, METRICS_FILE)).splitlines() if ln.strip()]
+    if lines and "non_finite_step" in lines[-1]:
+        from .recipe import NonFiniteLossError
+
+        raise NonFiniteLossError(f"{run_dir}: {lines[-1]['error']}")
     best = max(lines, key=lambda m: m["val_accuracy"])
     summary = {
         "run_dir": run_dir,

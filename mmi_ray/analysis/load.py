@@ -133,9 +133,13 @@ def load_sweep_dir(path: str | Path) -> LoadResult:
         history = _json_lines(metrics_path, skipped) if metrics_path.exists() else []
         if not history:
             skipped.append(f"{run}: no evaluations yet")
+        diverged = ""
         for m in history:
             if not isinstance(m, dict) or "step" not in m:
                 skipped.append(f"{metrics_path}: a line without 'step' skipped")
+                continue
+            if "non_finite_step" in m:
+                diverged = f"seed {seed}: {m.get('error', 'non-finite loss')}"
                 continue
             rows.append({"sweep": name, "trial_id": tid, "seed": int(seed), **params,
                          "dataset": cfg.get("data.dataset"), "model": cfg.get("model.name"),
@@ -143,8 +147,9 @@ def load_sweep_dir(path: str | Path) -> LoadResult:
                          **{k: v for k, v in m.items() if k != "checkpoint_path"},
                          "checkpoint_path": m.get("checkpoint_path")})
         last = max((int(m["step"]) for m in history if isinstance(m, dict) and "step" in m), default=0)
-        t = trial_rows.setdefault(tid, {"sweep": name, "trial_id": tid, **params, "last_steps": []})
+        t = trial_rows.setdefault(tid, {"sweep": name, "trial_id": tid, **params, "last_steps": [], "diverged": ""})
         t["last_steps"].append(last)
+        t["diverged"] = t["diverged"] or diverged
     for tid, tdir in trial_dirs.items():  # trials whose runs never started (errors before training)
         if tid not in trial_rows:
             params = {}
@@ -153,14 +158,15 @@ def load_sweep_dir(path: str | Path) -> LoadResult:
                     params = {k: json.loads((tdir / "params.json").read_text()).get(k) for k in searched}
                 except json.JSONDecodeError:
                     skipped.append(f"{tdir / 'params.json'}: damaged")
-            trial_rows[tid] = {"sweep": name, "trial_id": tid, **params, "last_steps": [0]}
+            trial_rows[tid] = {"sweep": name, "trial_id": tid, **params, "last_steps": [0], "diverged": ""}
     trials = []
     for tid, t in trial_rows.items():
         tdir = trial_dirs.get(tid)
         last = min(t.pop("last_steps"))
-        status = _trial_status(tdir, last, max_steps, finished)
-        err = ""
-        if status == "error":
+        diverged = t.pop("diverged")
+        status = "error" if diverged else _trial_status(tdir, last, max_steps, finished)
+        err = diverged
+        if status == "error" and not err:
             lines = [x for x in (tdir / "error.txt").read_text(errors="replace").splitlines() if x.strip()]
             err = lines[-1][:300] if lines else "error"
         trials.append({**t, "status": status, "steps_reached": last, "max_steps": max_steps, "error": err})

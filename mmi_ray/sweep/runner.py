@@ -21,6 +21,7 @@ import yaml
 
 from ..errors import ConfigError, StorageError
 from ..ray_init import init_ray
+from ..recipe import NonFiniteLossError
 from ..storage import ensure_writable, exists, is_uri, join, read_text, write_text
 from ..train import METRICS_FILE, _metrics_callback, build_trainer
 from .spec import LoadedSweep, SweepSpec
@@ -114,6 +115,9 @@ def trial_driver(params: dict, payload: dict) -> None:
         name = f"{trial_id}_seed{seed}"
         run_dir = join(runs_root, name)
         done = _read_history(run_dir)
+        diverged = [m for m in done if "non_finite_step" in m]
+        if diverged:  # deterministic: running it again would diverge again
+            raise NonFiniteLossError(f"seed {seed}: {diverged[-1]['error']}")
         for m in done:
             history.setdefault(m["step"], {})[seed] = m
         if done and done[-1]["step"] >= cfg.train.max_steps:
@@ -155,12 +159,17 @@ def trial_driver(params: dict, payload: dict) -> None:
             if errors:
                 break
             continue
+        if "non_finite_step" in m:
+            errors[seed] = NonFiniteLossError(m["error"])
+            break
         history.setdefault(m["step"], {})[seed] = m
         flush()
     for t in threads:
         t.join(timeout=5)
     if errors:
         seed, err = next(iter(errors.items()))
+        if isinstance(err, NonFiniteLossError):
+            raise NonFiniteLossError(f"seed {seed}: {err}")
         raise RuntimeError(f"seed {seed}: {_root_message(err)}") from err
 
 

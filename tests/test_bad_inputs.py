@@ -1,0 +1,141 @@
+"""The catalogue of bad inputs (also in docs/bad-inputs.md): each gives a one-line error naming
+the file and the key or line, exit code 2, no traceback, and leaves existing results untouched."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmi_ray.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = (REPO / "configs" / "tiny_builtin.yaml").read_text()
+ROW = {"id": "1", "question": "Q?", "choices": ["a", "b", "c", "d", "e"], "answer": "b",
+       "abstractive_explanation": "", "extractive_explanation": ""}
+OUT = "r. So the answer is (b) b."
+BAD_JSON_LINE = (json.dumps(ROW) + "\n{oops\n").encode()
+NON_UTF8 = json.dumps(ROW).encode() + b"\n\xff\xfe\n"
+NO_QUESTION = {k: v for k, v in ROW.items() if k != "question"}
+
+
+def cfg(tmp, text=TINY, name="c.yaml"):
+    p = tmp / name
+    p.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return str(p)
+
+
+def dss(tmp, rows=(ROW, ROW), outputs=(OUT, OUT), gold_text=None, teacher_text=None, files=("train_CoT_0.json",)):
+    d = tmp / "dss" / "cqa"
+    (d / "llm").mkdir(parents=True, exist_ok=True)
+    (d / "cqa_train.json").write_bytes(gold_text if gold_text is not None else
+                                      ("\n".join(json.dumps(r) for r in rows) + "\n").encode())
+    for f in files:
+        (d / "llm" / f).write_text(teacher_text if teacher_text is not None else json.dumps(list(outputs)))
+    return str(tmp / "dss")
+
+
+def spec(tmp, **changes):
+    s = {"name": "s", "base": str(REPO / "configs" / "tiny_builtin.yaml"),
+         "search": {"loss.mi_weight": {"type": "uniform", "low": 0.0, "high": 1.0}}, "num_trials": 2,
+         "storage_path": str(tmp / "results")}
+    s.update(changes)
+    return cfg(tmp, yaml.safe_dump(s), "spec.yaml")
+
+
+T = "train"
+CASES = [
+    # training configs
+    ("malformed YAML", lambda t: [T, cfg(t, "loss: [1, 2\n")], "c.yaml: line 2: invalid YAML"),
+    ("unknown section", lambda t: [T, cfg(t, TINY + "modle: {}\n")], "c.yaml: modle: unknown key"),
+    ("unknown key", lambda t: [T, cfg(t), "loss.mi_wieght=0.1"], "c.yaml: loss.mi_wieght: unknown key"),
+    ("negative MI weight", lambda t: [T, cfg(t), "loss.mi_weight=-0.1"], "c.yaml: loss.mi_weight: Input should be greater than or equal to 0"),
+    ("zero learning rate", lambda t: [T, cfg(t), "optim.lr=0"], "c.yaml: optim.lr: Input should be greater than 0"),
+    ("text learning rate", lambda t: [T, cfg(t), "optim.lr=fast"], "c.yaml: optim.lr: Input should be a valid number"),
+    ("zero steps", lambda t: [T, cfg(t), "train.max_steps=0"], "c.yaml: train.max_steps:"),
+    ("negative batch", lambda t: [T, cfg(t), "train.batch_size=-4"], "c.yaml: train.batch_size:"),
+    ("unknown estimator", lambda t: [T, cfg(t), "loss.mi_estimator=magic"], "c.yaml: loss.mi_estimator:"),
+    ("heads do not divide width", lambda t: [T, cfg(t), "model.d_model=130"], "c.yaml: model: d_model (130) must be divisible"),
+    ("every loss weight zero", lambda t: [T, cfg(t), "loss.label_weight=0", "loss.rationale_weight=0", "loss.mi_weight=0"], "c.yaml: loss: at least one of"),
+    ("unknown dataset", lambda t: [T, cfg(t), "data.dataset=gsm8k"], "c.yaml: data.dataset:"),
+    ("DSS dataset without data_dir", lambda t: [T, cfg(t), "data.dataset=cqa"], "c.yaml: data: data_dir is required"),
+    ("data_dir does not exist", lambda t: [T, cfg(t), "data.dataset=cqa", f"data.data_dir={t}/nope"], "data.data_dir: folder not found"),
+    ("data_dir lacks the dataset", lambda t: [T, cfg(t), "data.dataset=svamp", f"data.data_dir={t}"], "data.data_dir: no 'svamp' folder"),
+    ("model path does not exist", lambda t: [T, cfg(t), f"model.name={t}/no-model"], "model.name: checkpoint folder not found"),
+    ("override without =", lambda t: [T, cfg(t), "loss.mi_weight"], "command line: override 'loss.mi_weight' must look like key.path=value"),
+    ("override into a value", lambda t: [T, cfg(t), "loss.mi_weight.x=1"], "loss.mi_weight: is a value, not a section"),
+    ("config file missing", lambda t: [T, f"{t}/none.yaml"], "none.yaml: file not found"),
+    ("config is a list", lambda t: [T, cfg(t, "- 1\n- 2\n")], "c.yaml: top level must be a mapping"),
+    ("config not UTF-8", lambda t: [T, cfg(t, b"loss:\n  mi_weight: \xff\n")], "c.yaml: not UTF-8"),
+    ("bad label_type", lambda t: [T, cfg(t), "data.label_type=silver"], "c.yaml: data.label_type:"),
+    ("valid_fraction above 1", lambda t: [T, cfg(t), "data.valid_fraction=1.5"], "c.yaml: data.valid_fraction:"),
+    ("unwritable storage", lambda t: [T, cfg(t), "run.storage_path=/etc/hostname/x"], "run.storage_path: cannot write"),
+    # DSS data files
+    ("gold train file missing", lambda t: [T, cfg(t), "data.dataset=cqa", f"data.data_dir={_no_gold(t)}"], "cqa_train.json: file not found"),
+    ("teacher/gold line counts differ", lambda t: [T, cfg(t), "data.dataset=cqa", f"data.data_dir={dss(t, outputs=(OUT,))}"], "1 teacher outputs for 2 rows in cqa_train.json"),
+    ("invalid JSON line", lambda t: [T, cfg(t), "data.dataset=cqa", "data.data_dir=" + dss(t, gold_text=BAD_JSON_LINE)], "cqa_train.json: line 2: invalid JSON"),
+    ("missing key", lambda t: [T, cfg(t), "data.dataset=cqa", "data.data_dir=" + dss(t, rows=(NO_QUESTION, ROW))], "cqa_train.json: line 1: missing or invalid key 'question'"),
+    ("non-UTF-8 bytes", lambda t: [T, cfg(t), "data.dataset=cqa", "data.data_dir=" + dss(t, gold_text=NON_UTF8)], "cqa_train.json: line 2: not UTF-8"),
+    ("empty split", lambda t: [T, cfg(t), "data.dataset=cqa", f"data.data_dir={dss(t, gold_text=b'', outputs=())}"], "cqa_train.json: empty split"),
+    ("teacher file not strings", lambda t: [T, cfg(t), "data.dataset=cqa", f"data.data_dir={dss(t, teacher_text='[1, 2]')}"], "train_CoT_0.json: expected a JSON array of strings"),
+    ("teacher files not contiguous", lambda t: [T, cfg(t), "data.dataset=cqa", f"data.data_dir={dss(t, files=('train_CoT_0.json', 'train_CoT_2.json'))}"], "train_CoT_1.json is missing"),
+    ("teacher file invalid JSON", lambda t: [T, cfg(t), "data.dataset=cqa", "data.data_dir=" + dss(t, teacher_text='["a",')], "train_CoT_0.json: line 1: invalid JSON"),
+    ("data command: no dataset folder", lambda t: ["data", "cqa", "--data-dir", str(t)], "cqa: folder not found"),
+    # sweep specs
+    ("spec: empty search space", lambda t: ["sweep", spec(t, search={})], "spec.yaml: search: the space is empty"),
+    ("spec: low > high", lambda t: ["sweep", spec(t, search={"loss.mi_weight": {"type": "uniform", "low": 1, "high": 0}})], "spec.yaml: search.loss.mi_weight: low must be < high"),
+    ("spec: test metric objective", lambda t: ["sweep", spec(t, objective={"metric": "test_accuracy"})], "spec.yaml: objective: the objective must be a validation metric"),
+    ("spec: zero trials", lambda t: ["sweep", spec(t, num_trials=0)], "spec.yaml: num_trials:"),
+    ("spec: negative weights", lambda t: ["sweep", spec(t, search={"loss.rationale_weight": {"type": "uniform", "low": -1, "high": 1}})], "spec.yaml: search.loss.rationale_weight: Input should be greater than or equal to 0"),
+    ("spec: unknown searched key", lambda t: ["sweep", spec(t, search={"loss.beta": {"type": "uniform", "low": 0, "high": 1}})], "spec.yaml: search.loss.beta: unknown key"),
+    ("spec: unknown spec key", lambda t: ["sweep", spec(t, trials=3)], "spec.yaml: trials: unknown key"),
+    ("spec: base missing", lambda t: ["sweep", spec(t, base="nope.yaml")], "spec.yaml: base: file not found"),
+    ("spec: point outside space", lambda t: ["sweep", spec(t, points_to_evaluate=[{"loss.mi_weight": 3.0}])], "points_to_evaluate[0].loss.mi_weight: 3.0 is outside the search space"),
+    ("spec: resume a sweep that never ran", lambda t: ["sweep", spec(t), "--resume"], "spec.yaml: name: no sweep 's'"),
+    # cluster YAMLs
+    ("cluster YAML without node types", lambda t: ["plan", spec(t), "--cluster", cfg(t, "cluster_name: x\n", "cl.yaml")], "cl.yaml: available_node_types: missing"),
+    ("cluster YAML missing", lambda t: ["plan", spec(t), "--cluster", f"{t}/none.yaml"], "none.yaml: file not found"),
+    ("cluster YAML malformed", lambda t: ["plan", spec(t), "--cluster", cfg(t, "a: [\n", "cl.yaml")], "cl.yaml: line 2: invalid YAML"),
+]
+
+
+def _no_gold(t):
+    (t / "dss" / "cqa" / "llm").mkdir(parents=True)
+    return str(t / "dss")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_line(case, tmp_path, capsys, monkeypatch):
+    _, make_args, expected = case
+    results = tmp_path / "results"
+    (results / "earlier-run").mkdir(parents=True)
+    (results / "earlier-run" / "metrics.jsonl").write_text('{"step": 1}\n')
+    before = sorted(str(p) for p in results.rglob("*"))
+    monkeypatch.chdir(tmp_path)  # a default storage path ("runs", "results") would land here
+    args = make_args(tmp_path)
+    if args[0] == "train" and not any(a.startswith("run.storage_path=") for a in args):
+        args.append(f"run.storage_path={results}")
+    rc = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("mmi-ray: error: "), err
+    assert expected in err[0]
+    assert sorted(str(p) for p in results.rglob("*")) == before, "existing results were touched"
+    assert (results / "earlier-run" / "metrics.jsonl").read_text() == '{"step": 1}\n'
+    assert not (tmp_path / "runs").exists()
+
+
+def test_catalogue_size_and_docs_match():
+    assert len(CASES) >= 30
+    doc = (REPO / "docs" / "bad-inputs.md").read_text()
+    for name, _, _ in CASES:
+        assert f"| {name} |" in doc, f"docs/bad-inputs.md lacks '{name}'"
+
+
+def test_unparseable_teacher_outputs_are_counted_not_fatal(tmp_path, capsys):
+    d = dss(tmp_path, outputs=("rambling with no answer", OUT))
+    assert main(["data", "cqa", "--data-dir", d]) == 0
+    out = capsys.readouterr().out
+    import re
+
+    assert re.search(r"^train\s+2\s+1\s+50\.00%$", out, re.M), out

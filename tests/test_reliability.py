@@ -1,0 +1,67 @@
+"""Faults survived with nothing lost, on the shared local Ray head."""
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_sweep_e2e import write_spec
+
+from conftest import tiny_overrides
+from mmi_ray.analysis import load_sweep_dir
+from mmi_ray.config import load_config
+from mmi_ray.sweep import load_sweep
+from mmi_ray.sweep.runner import run_sweep
+from mmi_ray.train import run_training
+
+REPO = Path(__file__).resolve().parents[1]
+CFG = REPO / "configs" / "tiny_builtin.yaml"
+pytestmark = pytest.mark.ray
+
+
+def _metrics(run_dir):
+    return [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sigkilled_worker_restores_from_checkpoint_with_identical_metrics(ray_session, tmp_path):
+    common = {"run.max_failures": 1, "scaling.num_workers": 2}
+    clean = run_training(load_config(CFG, tiny_overrides(tmp_path / "a", **common)), verbose=False)
+    marker = tmp_path / "killed"
+    killed = run_training(load_config(CFG, tiny_overrides(tmp_path / "b", **common)), verbose=False,
+                          loop_extra={"_inject_fault": {"step": 15, "marker": str(marker), "kind": "sigkill"}})
+    assert marker.exists(), "rank 0 was SIGKILLed at step 15"
+    a, b = _metrics(clean["run_dir"]), _metrics(killed["run_dir"])
+    keys = ["step", "loss", "label", "rationale", "mi", "mi_estimate", "val_accuracy"]
+    assert [{k: x[k] for k in keys} for x in a] == [{k: x[k] for k in keys} for x in b]
+
+
+def test_non_finite_loss_ends_its_trial_with_the_reason_and_the_sweep_goes_on(ray_session, tmp_path):
+    spec = write_spec(tmp_path, "nan", search={"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+                      points_to_evaluate=[{"optim.lr": 0.002}, {"optim.lr": 0.003}], num_trials=2,
+                      scheduler={"type": "none"})
+    fault = {"step": 14, "marker": str(tmp_path / "m"), "kind": "nan", "when": {"optim.lr": 0.002}}
+    summary = run_sweep(load_sweep(spec), verbose=0, loop_extra={"_inject_fault": fault})
+    trials = pd.read_csv(tmp_path / "results" / "nan" / "trials.csv").set_index("optim.lr")
+    assert trials.loc[0.002, "status"] == "error" and "non-finite loss at step 14" in trials.loc[0.002, "error"]
+    assert trials.loc[0.003, "status"] == "completed"
+    assert summary["best"]["params"]["optim.lr"] == 0.003
+    loaded = load_sweep_dir(tmp_path / "results" / "nan").trials.set_index("optim.lr")
+    assert loaded.loc[0.002, "status"] == "error" and "non-finite loss at step 14" in loaded.loc[0.002, "error"]
+
+
+@pytest.mark.parametrize("storage,env,expected", [
+    ("/etc/hostname/sub", {}, "storage_path: cannot write to /etc/hostname/sub"),
+    ("{tmp}/full", {"MMI_RAY_MIN_FREE_MB": "100000000"}, "MiB free at"),
+])
+def test_unusable_storage_fails_before_any_trial(ray_head, tmp_path, storage, env, expected):
+    import subprocess
+    import sys
+
+    storage = storage.format(tmp=tmp_path)
+    spec = write_spec(tmp_path, "nostore", storage_path=storage)
+    r = subprocess.run([sys.executable, "-m", "mmi_ray.cli", "sweep", str(spec), "--quiet"],
+                       env={**ray_head["env"], **env}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert expected in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not any(Path(storage).glob("nostore/trial_*")) if os.path.isdir(storage) else True
