@@ -65,3 +65,36 @@ def test_unusable_storage_fails_before_any_trial(ray_head, tmp_path, storage, en
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert expected in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not any(Path(storage).glob("nostore/trial_*")) if os.path.isdir(storage) else True
+
+
+def test_four_trials_at_once_no_deadlock_no_leaked_groups(ray_session, tmp_path, capsys):
+    """4 concurrent trials with fractional CPUs on one machine; every placement group is released
+    afterwards. Prints the peak memory of one Train worker process (the per-trial cost here)."""
+    import threading
+
+    import psutil
+    from ray.util import placement_group_table
+
+    spec = write_spec(tmp_path, "four", num_trials=4, max_concurrent_trials=4, scheduler={"type": "none"},
+                      resources={"workers": 1, "cpus_per_worker": 0.5})
+    peak, stop = {}, threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            for p in psutil.process_iter(["name", "cmdline", "memory_info"]):
+                if "RayTrainWorker" in " ".join(p.info["cmdline"] or []) and p.info["memory_info"]:
+                    peak[p.pid] = max(peak.get(p.pid, 0), p.info["memory_info"].rss)
+            stop.wait(0.5)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    summary = run_sweep(load_sweep(spec), verbose=0)
+    stop.set()
+    t.join()
+    assert summary["trials"] == 4 and summary["status_counts"] == {"completed": 4}
+    live = [g for g in placement_group_table().values() if g["state"] not in ("REMOVED",)]
+    assert live == [], f"leaked placement groups: {live}"
+    assert len(peak) >= 4
+    with capsys.disabled():
+        print(f"\n[four trials at once] peak RSS per Train worker: max {max(peak.values()) / 2**20:.0f} MiB, "
+              f"median {sorted(peak.values())[len(peak) // 2] / 2**20:.0f} MiB over {len(peak)} workers")

@@ -37,6 +37,7 @@ def _stop_node(nm_port: int) -> None:
 
 @pytest.fixture
 def worker_nodes(ray_head, ray_session):
+    """Two worker nodes (2 CPUs and a ``train_node`` resource each), stopped afterwards."""
     ports = []
     try:
         for _ in range(2):
@@ -51,7 +52,7 @@ def worker_nodes(ray_head, ray_session):
 
         nodes = [n for n in ray.nodes() if n["Alive"]]
         yield {"head": [n["NodeID"] for n in nodes if "mmi_driver" in n["Resources"]],
-               "workers": [n["NodeID"] for n in nodes if "train_node" in n["Resources"]]}
+               "workers": [n["NodeID"] for n in nodes if "train_node" in n["Resources"]], "ports": ports}
     finally:
         for p in ports:
             _stop_node(p)
@@ -74,3 +75,49 @@ def test_drivers_on_head_and_train_workers_on_worker_nodes(worker_nodes, tmp_pat
     assert set(worker_node_ids) <= set(worker_nodes["workers"])
     counts = pd.Series(worker_node_ids).value_counts()
     print(f"placement: drivers on head {sorted(driver_nodes)}; Train worker reports per node {counts.to_dict()}")
+
+
+def test_losing_a_worker_node_moves_its_trials_and_the_sweep_completes(worker_nodes, tmp_path, capsys):
+    """One of two worker nodes dies while trials train: Ray Train restarts the lost worker group
+    from its last checkpoint on the node that is left, and every trial completes."""
+    import threading
+    import time
+
+    spec = write_spec(tmp_path, "nodeloss", num_trials=2, max_concurrent_trials=2, scheduler={"type": "none"},
+                      overrides={"model.d_model": 32, "model.d_ff": 64, "model.num_layers": 1, "model.num_heads": 2,
+                                 "data.builtin.num_train": 300, "data.builtin.num_valid": 30,
+                                 "data.builtin.num_test": 30, "train.batch_size": 8, "train.max_steps": 60,
+                                 "train.eval_every": 10, "optim.lr": 0.003},
+                      resources={"workers": 1, "cpus_per_worker": 1, "worker_resources": {"train_node": 1},
+                                 "driver_resource": "mmi_driver"},
+                      failure={"trial_max_failures": 2, "train_max_failures": 3, "time_budget_s": 900})
+    sweep_dir = tmp_path / "results" / "nodeloss"
+    killed = {}
+
+    def kill_when_training():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if any(p.read_text().count("\n") >= 1 for p in sweep_dir.glob("runs/*/metrics.jsonl")):
+                killed["at"] = time.time()
+                _stop_node(worker_nodes["ports"][0])
+                return
+            time.sleep(0.5)
+
+    t = threading.Thread(target=kill_when_training, daemon=True)
+    t.start()
+    summary = run_sweep(load_sweep(spec), verbose=0)
+    t.join()
+    assert "at" in killed, "the node was not killed while training"
+    assert summary["status_counts"] == {"completed": 2}
+    import ray
+
+    survivors = {n["NodeID"] for n in ray.nodes() if n["Alive"] and "train_node" in n["Resources"]}
+    assert len(survivors) == 1
+    last_nodes = set()
+    for d in sweep_dir.glob("trial_*"):
+        rows = [json.loads(x) for x in (d / "result.json").read_text().splitlines()]
+        assert rows[-1]["step"] == 60
+        last_nodes.add(rows[-1]["node_id_seed0"])
+    assert last_nodes <= survivors and len(last_nodes) == 1, "both trials finished on the node that was left"
+    with capsys.disabled():
+        print(f"\n[node loss] sweep finished {time.time() - killed['at']:.0f} s after the node was killed")
