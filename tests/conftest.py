@@ -33,12 +33,16 @@ def _free_port() -> int:
 def stop_started_ray(temp_dir: str, gcs_port: int) -> None:
     """Stop only the Ray processes this session started (never ``ray stop``): those whose command
     line names our temp dir or GCS port, and their children."""
+    stop_processes(lambda cmd: temp_dir in cmd or f":{gcs_port}" in cmd)
+
+
+def stop_processes(matches) -> None:
+    """SIGTERM the processes whose command line ``matches`` (and their children), SIGKILL stragglers."""
     import psutil
 
     mine = []
     for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if temp_dir in cmd or f":{gcs_port}" in cmd:
+        if matches(" ".join(p.info["cmdline"] or [])):
             mine.append(p)
             mine.extend(p.children(recursive=True))
     for p in mine:

@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import pytest
 from test_sweep_e2e import write_spec
 
-from conftest import _free_port
+from conftest import _free_port, stop_processes
 from mmi_ray.sweep import load_sweep
 from mmi_ray.sweep.runner import run_sweep
 
@@ -20,19 +19,7 @@ pytestmark = pytest.mark.ray
 
 
 def _stop_node(nm_port: int) -> None:
-    procs = []
-    for p in psutil.process_iter(["cmdline"]):
-        if f"--node_manager_port={nm_port}" in " ".join(p.info["cmdline"] or []):
-            procs.append(p)
-            procs.extend(p.children(recursive=True))
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=10)
-    for p in alive:
-        p.kill()
+    stop_processes(lambda cmd: f"--node_manager_port={nm_port}" in cmd)
 
 
 @pytest.fixture
