@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..storage import join
+from ..storage import join, write_text
 from .spec import LoadedSweep
 
 STATUS_COMPLETED, STATUS_STOPPED, STATUS_ERROR, STATUS_PENDING = "completed", "stopped early", "error", "not run"
@@ -71,8 +71,8 @@ def summarize(grid, sweep: LoadedSweep, sweep_dir: str, wall_s: float, evaluate_
     obj = spec.objective.metric
     df = trials_frame(grid, sweep)
     if not df.empty:
-        df.drop(columns=[c for c in df.columns if c.startswith("checkpoint_seed")]).to_csv(
-            join(sweep_dir, "trials.csv") if "://" not in sweep_dir else "trials.csv", index=False)
+        write_text(join(sweep_dir, "trials.csv"),
+                   df.drop(columns=[c for c in df.columns if c.startswith("checkpoint_seed")]).to_csv(index=False))
     completed = df[df["status"] == STATUS_COMPLETED] if not df.empty else df
     counts = df["status"].value_counts().to_dict() if not df.empty else {}
     train_time = float(df["train_time_s_sum"].fillna(0).sum()) if not df.empty else 0.0
