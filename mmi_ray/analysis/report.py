@@ -115,7 +115,8 @@ def build_report(paths: list[str], out_dir: str | None = None, budget: str | int
     completed = agg[agg["status"] == "completed"]
     asc = mode == "min"
     if not completed.empty:
-        best = completed.sort_values("mean", ascending=asc).iloc[0]
+        ranked = completed.assign(_v=completed["mean"].round(9))  # same tie-break as the sweep summary
+        best = ranked.sort_values(["_v", "trial_id"], ascending=[asc, True]).iloc[0]
         test, how = _best_test(best, runs, res.sweeps, evaluate_test)
         params = ", ".join(f"`{k}={best[k]}`" for k in searched if k in best)
         test_text = f"{test:.4f}" if test is not None else "n/a"

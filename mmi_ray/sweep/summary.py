@@ -48,7 +48,9 @@ def trials_frame(grid, sweep: LoadedSweep) -> pd.DataFrame:
     asc = spec.objective.mode == "min"
     order = {STATUS_COMPLETED: 0, STATUS_STOPPED: 1, STATUS_ERROR: 2, STATUS_PENDING: 3}
     df["_o"] = df["status"].map(order)
-    df = df.sort_values(["_o", obj, "step"], ascending=[True, asc, False]).drop(columns="_o").reset_index(drop=True)
+    df["_v"] = df[obj].round(9)  # ties (common at low accuracy) break by trial id, as in the report
+    df = df.sort_values(["_o", "_v", "step", "trial_id"], ascending=[True, asc, False, True]).drop(
+        columns=["_o", "_v"]).reset_index(drop=True)
     return df
 
 
