@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from .errors import MmiError
+from .errors import MmiError, root_cause
 
 
 def cmd_train(args) -> int:
@@ -136,25 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         print("mmi-ray: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # Ray wraps worker errors; show the cause in one line
-        root = _root_cause(e)
+        root = root_cause(e)
         if isinstance(root, MmiError) or type(root).__name__ == "NonFiniteLossError":
             print(f"mmi-ray: error: {root}", file=sys.stderr)
             return 2
         raise
-
-
-def _root_cause(e: BaseException) -> BaseException:
-    seen = set()
-    while id(e) not in seen:
-        seen.add(id(e))
-        nxt = e.__cause__ or getattr(e, "cause", None)
-        if nxt is None and hasattr(e, "worker_failures"):
-            failures = list(e.worker_failures.values())
-            nxt = failures[0] if failures else None
-        if nxt is None:
-            break
-        e = nxt
-    return e
 
 
 if __name__ == "__main__":

@@ -29,3 +29,18 @@ class ModelError(MmiError):
 
 class StorageError(MmiError):
     """The storage path for runs or sweeps cannot be used."""
+
+
+def root_cause(e: BaseException) -> BaseException:
+    """The innermost cause of an error that Ray wrapped (worker failures, chained exceptions)."""
+    seen = set()
+    while id(e) not in seen:
+        seen.add(id(e))
+        nxt = e.__cause__ or getattr(e, "cause", None)
+        if nxt is None and hasattr(e, "worker_failures"):
+            failures = list(e.worker_failures.values())
+            nxt = failures[0] if failures else None
+        if nxt is None:
+            break
+        e = nxt
+    return e

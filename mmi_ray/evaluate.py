@@ -9,7 +9,7 @@ import torch
 
 from .config import Config
 from .data import load_splits
-from .data.batching import tokenize
+from .data.batching import predict_inputs
 from .model import build_seq2seq, build_tokenizer
 from .objective import DistillModule
 from .recipe import META_FILE, evaluate, load_state
@@ -26,6 +26,6 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, split: str = "test", device:
     data = {"valid": splits.valid, "test": splits.test, "train": splits.train}[split]
     if data is None:
         raise ValueError(f"dataset '{cfg.data.dataset}' has no {split} split")
-    ids = tokenize(data.examples, tokenizer, cfg.model.max_source_length, cfg.model.max_target_length).predict_ids
+    ids = predict_inputs(data.examples, tokenizer, cfg.model.max_source_length)
     dev = torch.device(device)
     return evaluate(module.to(dev), tokenizer, data.examples, ids, cfg, dev, prefix=split)

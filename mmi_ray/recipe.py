@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 from .config import Config
 from .data import load_splits
-from .data.batching import BatchStream, collate, pad, tokenize
+from .data.batching import BatchStream, collate, pad, predict_inputs, tokenize
 from .metrics import label_correct
 from .model import build_seq2seq, build_tokenizer, count_params
 from .objective import DistillModule
@@ -201,7 +201,7 @@ def run_loop(cfg: Config, env: WorkerEnv, fault: dict | None = None) -> None:
     m = cfg.model
     train_tok = tokenize(splits.train.examples, tokenizer, m.max_source_length, m.max_target_length, cfg.data.label_type)
     valid = splits.valid.examples
-    valid_ids = tokenize(valid, tokenizer, m.max_source_length, m.max_target_length).predict_ids
+    valid_ids = predict_inputs(valid, tokenizer, m.max_source_length)
     stream = BatchStream(train_tok, cfg.train.batch_size, cfg.train.seed, cfg.train.bucket_by_length, world, rank,
                          cfg.train.grad_accum_steps)
 

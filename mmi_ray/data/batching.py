@@ -37,11 +37,16 @@ def _ids(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
 
 
+def predict_inputs(examples: list[Example], tokenizer, max_source: int) -> list[list[int]]:
+    """Only the label-task inputs (``predict: x``): what evaluation generates from."""
+    return _ids(tokenizer, [LABEL_PREFIX + e.input for e in examples], max_source)
+
+
 def tokenize(examples: list[Example], tokenizer, max_source: int, max_target: int, label_type: str = "gold") -> Tokenized:
     inputs = [e.input for e in examples]
     labels = [e.teacher_label if label_type == "teacher" else e.label for e in examples]
     return Tokenized(
-        predict_ids=_ids(tokenizer, [LABEL_PREFIX + x for x in inputs], max_source),
+        predict_ids=predict_inputs(examples, tokenizer, max_source),
         explain_ids=_ids(tokenizer, [RATIONALE_PREFIX + x for x in inputs], max_source),
         label_ids=_ids(tokenizer, labels, max_target),
         rationale_ids=_ids(tokenizer, [e.rationale for e in examples], max_target),

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, StorageError
+from ..errors import ConfigError, StorageError, root_cause
 from ..ray_init import init_ray
 from ..recipe import NonFiniteLossError
 from ..storage import ensure_writable, exists, is_uri, join, read_text, write_text
@@ -174,9 +174,7 @@ def trial_driver(params: dict, payload: dict) -> None:
 
 
 def _root_message(e: BaseException) -> str:
-    from ..cli import _root_cause
-
-    root = _root_cause(e)
+    root = root_cause(e)
     return f"{type(root).__name__}: {root}"
 
 
