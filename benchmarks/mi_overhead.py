@@ -10,13 +10,11 @@ tensors of ``maxpool`` have their real size (the ids the model sees stay bytes).
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import statistics
-import sys
 import time
 
 import torch
+from bench_out import append_section
 
 from mmi_ray.config import LossConfig, ModelConfig
 from mmi_ray.data.batching import collate, epoch_batches, tokenize
@@ -80,10 +78,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     lines += [f"| {name} | {1000 * t:.1f} | {t / base:.3f} |" for name, t in rows]
     print("\n".join(lines))
     if args.out:
-        cmd = "python benchmarks/mi_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        stamp = datetime.date.today().isoformat()
-        with open(args.out, "a") as f:
-            f.write(f"\n### MI term overhead ({stamp}, {platform.machine()} CPU)\n\n`{cmd}`\n\n" + "\n".join(lines) + "\n")
+        append_section(args.out, "mi_overhead.py", argv, "MI term overhead", lines)
     return rows
 
 

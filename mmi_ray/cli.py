@@ -10,6 +10,9 @@ import os
 import sys
 
 from .errors import MmiError, root_cause
+from .ray_init import prepare_env
+
+prepare_env()  # before anything imports ray: loopback-only unless RAY_ADDRESS names a cluster
 
 
 def cmd_train(args) -> int:

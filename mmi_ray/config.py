@@ -43,6 +43,8 @@ class ModelConfig(_Section):
     abs_positions: bool = True
     """tiny preset: add learned absolute position embeddings to the encoder input. Stock T5 has only
     relative position bias, and a tiny one from scratch cannot learn which digit sits where."""
+    fast_dropout: bool = True
+    """On CPU, draw dropout masks 16 bits per element (same dropout rate and scaling, ~3x cheaper)."""
     max_source_length: int = Field(512, ge=8)
     """Input tokens kept (prefix included); longer inputs are truncated."""
     max_target_length: int = Field(256, ge=4)
@@ -125,8 +127,12 @@ class LossConfig(_Section):
 
 
 class OptimConfig(_Section):
-    lr: float = Field(5e-5, gt=0.0, le=1.0)
-    """Peak AdamW learning rate; linear decay to 0 at train.max_steps."""
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    """AdamW (the reference recipe) or SGD with momentum."""
+    lr: float = Field(5e-5, gt=0.0, le=100.0)
+    """Peak learning rate; linear decay to 0 at train.max_steps."""
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    """SGD momentum (``optimizer: sgd`` only)."""
     weight_decay: float = Field(0.0, ge=0.0)
     """AdamW weight decay."""
     warmup_steps: int = Field(0, ge=0)

@@ -5,13 +5,27 @@ trials) and Ray's token authentication left on."""
 from __future__ import annotations
 
 import os
+import sys
+
+# Ray reads this when it is imported. "0" is Ray's single-machine mode: the node's address is
+# 127.0.0.1, so GCS, raylet, object manager, agents and metrics ports all bind loopback; without it
+# they listen on every interface (or on the host's address) even with _node_ip_address=127.0.0.1.
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def init_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
+def prepare_env() -> None:
+    """Set Ray's environment for this process before ``import ray``: token mode when joining a
+    cluster, loopback-only single-machine mode otherwise (an explicit user setting wins)."""
     if os.environ.get("RAY_ADDRESS"):
         # joining a cluster: Ray 2.60 clients must be in token mode (before Ray reads its config)
         # to send the cluster's token
         os.environ.setdefault("RAY_AUTH_MODE", "token")
+    elif "ray" not in sys.modules:
+        os.environ.setdefault(LOCAL_ONLY_ENV, "0")
+
+
+def init_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
+    prepare_env()
     import ray
 
     if ray.is_initialized():

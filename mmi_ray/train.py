@@ -66,9 +66,16 @@ def _metrics_callback(run_dir: str, verbose: bool):
 
 
 def build_trainer(cfg: Config, run_name: str, storage_path: str, callbacks=None, loop_extra: dict | None = None):
-    """The ``TorchTrainer`` for one config: workers, backend, checkpoints, failure policy."""
+    """The Ray Train trainer for one config: workers, backend, checkpoints, failure policy.
+
+    Several workers: a ``TorchTrainer`` (DDP over a gloo/nccl process group). One worker: its base
+    class ``DataParallelTrainer`` with no torch backend, which is the same worker, checkpointing and
+    fault handling minus a process group that one worker does not use: no rendezvous at start-up,
+    and no torch TCPStore listening on every interface.
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     from .recipe import train_loop
 
@@ -77,10 +84,14 @@ def build_trainer(cfg: Config, run_name: str, storage_path: str, callbacks=None,
     if s.use_gpu:
         resources["GPU"] = 1
     loop_config = {"config": cfg.model_dump(mode="json"), **(loop_extra or {})}
-    return TorchTrainer(
+    if s.num_workers > 1:
+        trainer_cls, backend = TorchTrainer, {"torch_config": TorchConfig(backend="nccl" if s.use_gpu else "gloo")}
+    else:
+        trainer_cls, backend = DataParallelTrainer, {}
+    return trainer_cls(
         train_loop,
         train_loop_config=loop_config,
-        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
+        **backend,
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=run_name,

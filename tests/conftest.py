@@ -10,6 +10,10 @@ import pytest
 # Token authentication stays on (Ray 2.60's default); a client joining a running cluster must be in
 # token mode before Ray reads its config, so set it before anything imports ray.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+# This process joins the suite's shared head, a cluster-mode head (extra nodes join it in
+# test_zz_multinode), so it must stay in cluster mode even after importing mmi_ray.cli, which
+# would otherwise put a process with no RAY_ADDRESS in single-machine mode (test_aa_local_ray).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 DSS_DIR = Path(os.environ.get("MMI_RAY_DSS_DIR", REPO.parent / "shared" / "data" / "dss" / "datasets"))

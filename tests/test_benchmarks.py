@@ -3,7 +3,10 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def test_mi_overhead_small_mode(tmp_path, capsys):
@@ -14,3 +17,66 @@ def test_mi_overhead_small_mode(tmp_path, capsys):
     assert all(t > 0 for _, t in rows)
     text = (tmp_path / "B.md").read_text()
     assert "| maxpool |" in text and "python benchmarks/mi_overhead.py --steps 1" in text
+
+
+def test_reference_loop_small_mode(tmp_path):
+    import reference_loop
+
+    rows = reference_loop.main(["--builtin", "--steps", "3", "--warmup", "1", "--repeats", "1", "--batch", "4",
+                                "--mi", "on", "--out", str(tmp_path / "B.md")])
+    assert len(rows) == 1 and rows[0]["mi"].startswith("on")
+    assert rows[0]["reference"] > 0 and rows[0]["ours"] > 0 and rows[0]["tokens_per_example"] > 10
+    assert "| on (maxpool, 0.1) |" in (tmp_path / "B.md").read_text()
+
+
+def test_gpu_mfu_small_mode_counts_flops(tmp_path):
+    import gpu_mfu
+
+    res = gpu_mfu.main(["--small", "--out", str(tmp_path / "B.md")])
+    assert res["device"] == "cpu" and res["mfu"] is None and res["model_tflops_per_s"] > 0
+    # the analytic count, by hand for t5-v1_1-base, one 512-token input and a 128-token target:
+    # 2 x (weight matmuls per token x tokens + cross-attention K/V + attention scores/sums + output layer)
+    c = gpu_mfu.t5_base_config(small=False)
+    enc_w, dec_w = 12 * (4 * 768 * 768 + 3 * 768 * 2048), 12 * (6 * 768 * 768 + 3 * 768 * 2048)
+    attn = 12 * 2 * 512 * 512 * 768 + 12 * (2 * 128 * 128 * 768 + 2 * 128 * 512 * 768)
+    by_hand = 2 * (enc_w * 512 + dec_w * 128 + 12 * 2 * 768 * 768 * 512 + attn + 128 * 768 * 32128)
+    assert gpu_mfu.pass_flops(c, 512, 128) == by_hand
+    assert gpu_mfu.step_flops(c, 2, 512, 8, 128) == 3 * 2 * (gpu_mfu.pass_flops(c, 512, 8) + by_hand)
+    assert gpu_mfu.peak_tflops("NVIDIA H200", None) == 989.0 and gpu_mfu.peak_tflops("cpu", 5.0) == 5.0
+
+
+def test_search_efficiency_replay_on_a_known_table():
+    """A table where one configuration is best: the replay must find it and count the steps."""
+    import search_efficiency as se
+
+    grid = {"a": [0, 1, 2, 3]}
+    table = {(v,): {10: 0.1 * v, 20: 0.2 * v} for v in grid["a"]}
+    cost = se.replay(table, grid, budget=20, target=0.6 - 1e-9, seed=0, grace=10, eta=2)
+    assert 20 <= cost <= 4 * 20 + 20 * 10  # found: at least one full run, at most a few repeats
+    assert se.grid_points({"x": [1, 2], "y": ["a"]}) == [{"x": 1, "y": "a"}, {"x": 2, "y": "a"}]
+
+
+@pytest.mark.ray
+def test_ray_benchmarks_small_mode(ray_session, tmp_path):
+    """scaling.py, sweep_overhead.py and search_efficiency.py end to end on tiny runs (shared Ray)."""
+    import scaling
+    import search_efficiency
+    import sweep_overhead
+
+    rows = scaling.main(["--steps", "4", "--eval-every", "2", "--batch", "4", "--out", str(tmp_path / "B.md"),
+                         "model.d_model=32", "model.d_ff=64", "model.num_layers=1", "data.builtin.num_train=200"])
+    assert [r["workers"] for r in rows] == [1, 2] and all(r["examples_per_s"] > 0 for r in rows)
+
+    res = sweep_overhead.main([str(REPO / "sweeps" / "quickstart.yaml"), "num_trials=2", "scheduler.type=none",
+                               "overrides.train.max_steps=4", "overrides.train.eval_every=2",
+                               "overrides.data.builtin.num_train=200", "overrides.data.builtin.num_valid=10",
+                               "overrides.model.d_model=32", "overrides.model.d_ff=64", "--out", str(tmp_path / "B.md")])
+    assert res["trials"] == 2 and res["train_s"] > 0 and res["ratio"] > 0
+    assert res["trial_total_s"] >= res["train_s"] and res["slots"] >= 1
+
+    eff = search_efficiency.main(["--small", "--replays", "3", "--keep", str(tmp_path / "grid"),
+                                  "--out", str(tmp_path / "B.md")])
+    assert eff["grid_points"] == 4 and eff["budget"] == 6 and 0 < eff["median_share"] <= 10
+    text = (tmp_path / "B.md").read_text()
+    for title in ("Data-parallel scaling", "Sweep overhead", "Search efficiency"):
+        assert f"### {title}" in text

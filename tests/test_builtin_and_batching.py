@@ -59,3 +59,21 @@ def test_bucketing_cuts_padding():
         return padded / real
 
     assert pad_ratio(True) < pad_ratio(False)
+
+
+def test_workers_of_one_step_get_neighbouring_batches_of_the_bucketed_order():
+    """With 2 workers, the two micro-batches of a step are neighbours in the length-sorted order
+    (so neither worker waits on a much longer batch); one worker sees the same batches as before."""
+    tok, _ = _tok(800)
+    assert epoch_batches(tok, 16, seed=0, epoch=0, bucket=True, group=1) == epoch_batches(tok, 16, 0, 0, True)
+    grouped = epoch_batches(tok, 16, seed=0, epoch=0, bucket=True, group=2)
+    assert sorted(map(tuple, grouped)) == sorted(map(tuple, epoch_batches(tok, 16, 0, 0, True)))
+
+    def gap(batches):
+        cost = [max(len(tok.explain_ids[i]) for i in b) for b in batches]
+        return sum(abs(cost[k] - cost[k + 1]) for k in range(0, len(cost) - 1, 2))
+
+    assert gap(grouped) < gap(epoch_batches(tok, 16, 0, 0, True))
+    r0 = BatchStream(tok, 16, seed=0, bucket=True, world=2, rank=0, accum=1)
+    r1 = BatchStream(tok, 16, seed=0, bucket=True, world=2, rank=1, accum=1)
+    assert [r0.next_step()[0], r1.next_step()[0]] == grouped[:2]

@@ -31,10 +31,18 @@ def test_local_ray_binds_dashboard_to_loopback():
     assert 'dashboard_host="127.0.0.1"' in text and '_node_ip_address="127.0.0.1"' in text
 
 
-@pytest.mark.ray
-def test_shared_head_dashboard_listens_on_loopback_only(ray_head):
-    import psutil
+def test_cli_puts_a_local_ray_in_loopback_only_mode():
+    """Without RAY_ADDRESS the CLI sets Ray's single-machine mode before Ray is imported; with it
+    (joining a cluster) it leaves cluster mode alone and turns token mode on."""
+    import subprocess
+    import sys
 
-    port = int(ray_head["dashboard"].rsplit(":", 1)[1])
-    listening = [c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port]
-    assert listening and set(listening) <= {"127.0.0.1"}
+    code = ("import os, sys; import mmi_ray.cli; print(os.environ.get('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'), "
+            "os.environ.get('RAY_AUTH_MODE'), 'ray' in sys.modules)")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0", "None", "False"]
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "RAY_ADDRESS": "127.0.0.1:1"},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["None", "token", "False"]

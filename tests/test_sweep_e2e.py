@@ -103,7 +103,7 @@ def _cli(args, env, **kw):
                             stderr=subprocess.STDOUT, text=True, **kw)
 
 
-def test_resume_after_driver_killed_finishes_without_rerunning(ray_head, tmp_path):
+def test_resume_after_driver_killed_finishes_without_rerunning(ray_head, tmp_path, capsys):
     spec = write_spec(tmp_path, "resumable", num_trials=4, scheduler={"type": "none"},
                       max_concurrent_trials=1)
     sweep_dir = tmp_path / "results" / "resumable"
@@ -123,9 +123,12 @@ def test_resume_after_driver_killed_finishes_without_rerunning(ray_head, tmp_pat
     before = (finished / "result.json").read_text()
     run_before = (sweep_dir / "runs" / f"{finished.name[6:]}_seed0" / "metrics.jsonl").read_text()
 
+    t_resume = time.time()
     r = _cli(["sweep", str(spec), "--resume", "--quiet"], ray_head["env"])
     out, _ = r.communicate(timeout=600)
     assert r.returncode == 0, out
+    with capsys.disabled():
+        print(f"\n[driver kill] --resume finished the remaining trials in {time.time() - t_resume:.0f} s")
     trials = pd.read_csv(sweep_dir / "trials.csv")
     assert len(trials) == 4 and (trials["status"] == "completed").all()
     after = (finished / "result.json").read_text()
@@ -168,3 +171,32 @@ def test_asha_stops_a_poor_trial_and_the_next_one_still_runs(ray_session, tmp_pa
     assert hopeless["status"] == "stopped early" and hopeless["step"] == 10
     assert (trials["status"] != "error").all()
     assert summary["best"]["params"]["optim.lr"] > 1e-3
+
+
+def test_in_process_trials_equal_ray_train_trials(ray_session, tmp_path):
+    """A one-seed, one-worker trial trains inside the Tune trial (no Train worker group); its
+    metrics, step by step, are exactly those of the same trial run as a Ray Train run."""
+    histories = {}
+    for mode in (True, False):
+        name = f"inproc-{mode}"
+        spec = write_spec(tmp_path, name, num_trials=2, scheduler={"type": "none"},
+                          resources={"workers": 1, "cpus_per_worker": 1, "in_process": mode})
+        sweep = load_sweep(spec)
+        assert sweep.in_process() is mode
+        summary = run_sweep(sweep, verbose=0)
+        assert summary["status_counts"] == {"completed": 2}
+        sweep_dir = tmp_path / "results" / name
+        trials = pd.read_csv(sweep_dir / "trials.csv")
+        for _, t in trials.iterrows():
+            run = sweep_dir / "runs" / f"{t['trial_id']}_seed0"
+            lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+            key = (round(t["loss.mi_weight"], 9), round(t["loss.rationale_weight"], 9))
+            histories.setdefault(key, {})[mode] = [
+                {k: m[k] for k in ("step", "loss", "label", "rationale", "mi", "val_accuracy")} for m in lines]
+            ckpts = sorted(p.name for p in run.glob("checkpoint_*") if p.is_dir())
+            assert ckpts == ["checkpoint_0000020", "checkpoint_0000030"]
+            assert Path(lines[-1]["checkpoint_path"]).name == "checkpoint_0000030"
+    assert len(histories) == 2
+    for key, h in histories.items():
+        assert [m["step"] for m in h[True]] == [10, 20, 30]
+        assert h[True] == h[False], key

@@ -54,11 +54,13 @@ def tokenize(examples: list[Example], tokenizer, max_source: int, max_target: in
 
 
 def epoch_batches(tok: Tokenized, batch_size: int, seed: int, epoch: int, bucket: bool,
-                  bucket_span: int = 50) -> list[list[int]]:
+                  bucket_span: int = 50, group: int = 1) -> list[list[int]]:
     """Full batches of example indices for one epoch (the last partial batch is dropped).
 
     With ``bucket``, each window of ``bucket_span`` batches is sorted by input length, then by
-    rationale length, before it is cut, and the batches are shuffled again afterwards.
+    rationale length, before it is cut, and the batches are shuffled again afterwards, in runs of
+    ``group`` neighbours (the micro-batches of one optimizer step across workers), so that workers
+    stepping together get batches of about the same length and none waits for a longer one.
     """
     rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(tok)))
@@ -73,7 +75,9 @@ def epoch_batches(tok: Tokenized, batch_size: int, seed: int, epoch: int, bucket
         order = sorted_order
     batches = [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
     if bucket:
-        rng.shuffle(batches)
+        runs = [batches[i : i + group] for i in range(0, len(batches), group)]
+        rng.shuffle(runs)
+        batches = [b for run in runs for b in run]
     return batches
 
 
@@ -122,7 +126,10 @@ class BatchStream:
                 f"but one optimizer step needs {per_step} (workers x grad_accum_steps)"
             )
         self.epoch, self.cursor = 0, 0
-        self._batches = epoch_batches(tok, batch_size, seed, 0, bucket)
+        self._batches = self._epoch(0)
+
+    def _epoch(self, epoch: int) -> list[list[int]]:
+        return epoch_batches(self.tok, self.batch_size, self.seed, epoch, self.bucket, group=self.world * self.accum)
 
     @property
     def position(self) -> dict[str, int]:
@@ -130,7 +137,7 @@ class BatchStream:
 
     def seek(self, epoch: int, cursor: int) -> None:
         self.epoch, self.cursor = epoch, cursor
-        self._batches = epoch_batches(self.tok, self.batch_size, self.seed, epoch, self.bucket)
+        self._batches = self._epoch(epoch)
 
     def next_step(self) -> list[list[int]]:
         """Index lists of this worker's micro-batches for the next optimizer step."""

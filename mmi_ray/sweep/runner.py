@@ -3,7 +3,8 @@
 Ray's Train-in-Tune pattern (Ray 2.60, Train V2): the Tune trial is a function (the "driver")
 that builds one ``TorchTrainer`` per seed, named after the trial id so that a retried or restored
 trial resumes from its own checkpoints, runs them side by side, and reports the mean over seeds
-of every metric at each evaluation step.
+of every metric at each evaluation step. A one-seed, one-CPU-worker trial trains in the trial
+process itself (``resources.in_process``), writing the same run folder.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ def trial_driver(params: dict, payload: dict) -> None:
     trial_id = tune.get_context().get_trial_id()
     driver_node = ray.get_runtime_context().get_node_id()
     runs_root = join(payload["sweep_dir"], RUNS_DIR)
+    if payload.get("in_process"):
+        return _train_in_trial(sweep, searched, trial_id, runs_root, driver_node, payload.get("loop_extra"))
     q = Queue(actor_options={"num_cpus": 0})
     history: dict[int, dict[int, dict]] = {}  # step -> seed -> metrics
     errors: dict[int, BaseException] = {}
@@ -173,6 +176,75 @@ def trial_driver(params: dict, payload: dict) -> None:
         raise RuntimeError(f"seed {seed}: {_root_message(err)}") from err
 
 
+def _complete_checkpoints(run_dir: Path) -> list[Path]:
+    from ..recipe import META_FILE, STATE_FILE
+
+    return sorted(p for p in run_dir.glob("checkpoint_*") if (p / STATE_FILE).exists() and (p / META_FILE).exists())
+
+
+def _train_in_trial(sweep: LoadedSweep, searched: dict, trial_id: str, runs_root: str, node: str,
+                    loop_extra: dict | None) -> None:
+    """One seed, one CPU worker: run the training loop in this Tune trial process (no Train
+    controller or worker group). Same files as a Ray Train run: ``runs/<trial>_seed<k>/`` with
+    ``config.yaml``, ``metrics.jsonl`` and ``checkpoint_<step>`` folders (the newest
+    ``keep_checkpoints`` kept); a retried or restored trial resumes from its newest checkpoint."""
+    import shutil
+
+    import torch
+    from ray import tune
+
+    from ..recipe import WorkerEnv, load_state, run_loop
+
+    spec = sweep.spec
+    seed = spec.seeds[0]
+    cfg = sweep.trial_config(searched, seed, runs_root)
+    run_dir = Path(runs_root) / f"{trial_id}_seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "config.yaml").exists():
+        write_text(str(run_dir / "config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    ckpts = _complete_checkpoints(run_dir)
+    state = load_state(ckpts[-1]) if ckpts else None
+    start = state["step"] if state is not None else 0
+    lines = [m for m in _read_history(str(run_dir)) if m["step"] <= start or "non_finite_step" in m]
+    if lines and "non_finite_step" in lines[-1]:  # deterministic: running it again would diverge again
+        raise NonFiniteLossError(f"seed {seed}: {lines[-1]['error']}")
+    obj = spec.objective.metric
+
+    def to_tune(m: dict) -> None:
+        tune.report({**aggregate({seed: m}, obj), "driver_node_id": node})
+
+    # restored: Tune holds the steps in result.json; report the newest again and the ones after it
+    already = max(_reported_steps(tune.get_context().get_trial_dir()), default=0)
+    reported = max((m["step"] for m in lines if m["step"] < already), default=0)
+    for m in lines:
+        if m["step"] > reported:
+            to_tune(m)
+    if start >= cfg.train.max_steps:
+        return
+
+    def report(metrics: dict, ckpt_dir: Path | None) -> None:
+        m = {**metrics, "node_id": node}
+        if ckpt_dir is not None:
+            final = run_dir / f"checkpoint_{m['step']:07d}"
+            tmp = run_dir / f".tmp_{final.name}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(ckpt_dir, tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            m["checkpoint_path"] = str(final)
+        lines.append(m)
+        write_text(str(run_dir / METRICS_FILE), "".join(json.dumps(x) + "\n" for x in lines))
+        for old in _complete_checkpoints(run_dir)[:-cfg.train.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        if "non_finite_step" not in m:
+            to_tune(m)
+
+    env = WorkerEnv(0, 1, torch.device("cpu"), lambda: state, report, lambda model: model)
+    run_loop(cfg, env, fault=(loop_extra or {}).get("_inject_fault"))
+    if lines and "non_finite_step" in lines[-1]:
+        raise NonFiniteLossError(f"seed {seed}: {lines[-1]['error']}")
+
+
 def _root_message(e: BaseException) -> str:
     root = root_cause(e)
     return f"{type(root).__name__}: {root}"
@@ -224,6 +296,8 @@ def _trainable(payload: dict):
         trial_driver(config, payload)
 
     spec = SweepSpec.model_validate(payload["spec"])
+    if payload.get("in_process"):  # the trial trains itself: it holds the worker's CPUs
+        return tune.with_resources(mmi_trial, {"CPU": spec.resources.cpus_per_worker})
     driver = spec.resources.driver_resource
     return tune.with_resources(mmi_trial, {driver: 0.01} if driver else {"CPU": 0.01})
 
@@ -265,7 +339,7 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, loop_e
 
     init_ray(log_to_driver=verbose > 1)
     payload = {"spec": spec.model_dump(mode="json"), "base_raw": sweep.base_raw, "source": sweep.source,
-               "sweep_dir": sweep_dir, "loop_extra": loop_extra}
+               "sweep_dir": sweep_dir, "loop_extra": loop_extra, "in_process": sweep.in_process()}
     trainable = _trainable(payload)
     cluster = cluster_resources()
     need = sweep.trial_cpus()

@@ -1,0 +1,180 @@
+"""Training throughput (issue 7, figure 1): mmi-ray's loop against a reference-style loop.
+
+    python benchmarks/reference_loop.py [--steps 60] [--repeats 3] [--data-dir ../shared/data/dss/datasets]
+                                        [--out BENCHMARKS.md]
+
+The reference is written the way the DSS/MI reference code trains: an HF ``Seq2SeqTrainer`` subclass
+whose ``compute_loss`` runs the label task and the rationale task as two separately padded passes,
+a collator that pads each task with ``DataCollatorForSeq2Seq``, random shuffling (no length
+bucketing), and the released max-pool MI term when it is on. mmi-ray's side is ``recipe.run_loop``
+itself (one process, no Ray), with its length-bucketed two-task batches.
+
+Same semantics on both sides: the same randomly initialised student (``build_seq2seq`` with the same
+seed: tiny T5-v1.1 style, gated-gelu, dropout 0.1, ByT5 byte tokenizer), the same CQA training
+examples and truncation, batch size, AdamW lr and schedule, gradient clipping, loss weights and MI
+term. Throughput is examples/s over steps ``warmup+1 .. steps`` (evaluation excluded), median of
+``repeats`` runs; tokens/s counts real (unpadded) tokens of both tasks' inputs and targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from bench_out import append_section
+
+from mmi_ray.config import Config, load_config
+from mmi_ray.data import load_splits
+from mmi_ray.data.batching import tokenize
+from mmi_ray.losses import maxpool_ce
+from mmi_ray.model import build_seq2seq, build_tokenizer
+from mmi_ray.recipe import local_env, run_loop
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "dss" / "datasets"
+STUDENT = ["model.name=tiny", "model.d_model=64", "model.num_layers=2", "model.num_heads=4", "model.d_ff=256",
+           "model.dropout=0.1", "model.abs_positions=false", "model.max_source_length=512",
+           "model.max_target_length=256"]
+
+
+def bench_config(args, mi: bool) -> Config:
+    data = (["data.dataset=builtin"] if args.data_dir is None else
+            ["data.dataset=cqa", "data.source=local", f"data.data_dir={args.data_dir}"])
+    return load_config(REPO / "configs" / "cqa_t5_base.yaml", [
+        *STUDENT, *data, "data.max_eval_examples=8", f"train.batch_size={args.batch}",
+        f"train.max_steps={args.steps}", f"train.eval_every={args.warmup}", "train.eval_batch_size=8",
+        "train.max_new_tokens=4", "optim.lr=1e-3", "optim.warmup_steps=0", "scaling.use_gpu=false",
+        "scaling.cpus_per_worker=1", f"scaling.torch_threads={args.threads}",
+        f"loss.mi_weight={0.1 if mi else 0.0}", "loss.mi_estimator=maxpool"])
+
+
+def ours(cfg: Config, warmup: int) -> float:
+    """examples/s of run_loop after ``warmup`` steps (from its own in-loop timers)."""
+    reports: list[dict] = []
+    run_loop(cfg, local_env(lambda m, _c: reports.append(m)))
+    after = [m for m in reports if m["step"] > warmup]
+    if not after:
+        raise RuntimeError("no report after the warm-up steps: use --steps > --warmup")
+    examples = (cfg.train.max_steps - warmup) * cfg.train.batch_size
+    seconds = after[-1]["train_time_s"] - reports[0]["train_time_s"]
+    return examples / seconds
+
+
+def reference(cfg: Config, warmup: int) -> float:
+    """examples/s of the reference-style Seq2SeqTrainer loop after ``warmup`` steps."""
+    from transformers import (
+        DataCollatorForSeq2Seq,
+        Seq2SeqTrainer,
+        Seq2SeqTrainingArguments,
+        TrainerCallback,
+    )
+
+    torch.set_num_threads(cfg.scaling.torch_threads or 1)
+    tok = build_tokenizer(cfg.model)
+    examples = load_splits(cfg.data).train.examples
+    t = tokenize(examples, tok, cfg.model.max_source_length, cfg.model.max_target_length)
+    rows = [{"pred_ids": t.predict_ids[i], "expl_ids": t.explain_ids[i], "labels": t.label_ids[i],
+             "aux_labels": t.rationale_ids[i]} for i in range(len(t))]
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.train.seed)
+        model = build_seq2seq(cfg.model, tok, cfg.train.seed)
+    mi_weight, alpha = cfg.loss.mi_weight, cfg.loss.label_weight
+
+    class TaskPrefixDataCollator(DataCollatorForSeq2Seq):
+        def __call__(self, features, return_tensors=None):
+            pred = [{"input_ids": f["pred_ids"], "attention_mask": [1] * len(f["pred_ids"]), "labels": f["labels"]}
+                    for f in features]
+            expl = [{"input_ids": f["expl_ids"], "attention_mask": [1] * len(f["expl_ids"]),
+                     "labels": f["aux_labels"]} for f in features]
+            return {"pred": super().__call__(pred, return_tensors), "expl": super().__call__(expl, return_tensors)}
+
+    class TaskPrefixTrainer(Seq2SeqTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            pred_out = model(**inputs["pred"])
+            expl_out = model(**inputs["expl"])
+            loss = alpha * pred_out.loss + (1 - alpha) * expl_out.loss
+            if mi_weight > 0:
+                loss = loss + mi_weight * maxpool_ce(pred_out.logits, expl_out.logits)
+            return (loss, {"pred": pred_out, "expl": expl_out}) if return_outputs else loss
+
+    class StepTimes(TrainerCallback):
+        def __init__(self):
+            self.times: list[float] = []
+
+        def on_step_end(self, args, state, control, **kw):
+            self.times.append(time.perf_counter())
+
+    timer = StepTimes()
+    with tempfile.TemporaryDirectory() as out:
+        targs = Seq2SeqTrainingArguments(
+            output_dir=out, per_device_train_batch_size=cfg.train.batch_size, max_steps=cfg.train.max_steps,
+            learning_rate=cfg.optim.lr, lr_scheduler_type="linear", warmup_steps=cfg.optim.warmup_steps,
+            max_grad_norm=cfg.optim.max_grad_norm, weight_decay=cfg.optim.weight_decay, optim="adamw_torch",
+            seed=cfg.train.seed, remove_unused_columns=False, save_strategy="no", eval_strategy="no",
+            logging_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True, dataloader_num_workers=0)
+        trainer = TaskPrefixTrainer(model=model, args=targs, train_dataset=rows,
+                                    data_collator=TaskPrefixDataCollator(tok, model=model), callbacks=[timer])
+        trainer.train()
+    n = cfg.train.max_steps - warmup
+    return n * cfg.train.batch_size / (timer.times[-1] - timer.times[warmup - 1])
+
+
+def tokens_per_example(cfg: Config) -> float:
+    """Mean real tokens per example over both tasks (inputs and targets), on the training split."""
+    tok = build_tokenizer(cfg.model)
+    t = tokenize(load_splits(cfg.data).train.examples, tok, cfg.model.max_source_length, cfg.model.max_target_length)
+    total = sum(len(x) for field in (t.predict_ids, t.explain_ids, t.label_ids, t.rationale_ids) for x in field)
+    return total / len(t)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--warmup", type=int, default=10, help="steps left out of the timing")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data-dir", default=str(DEFAULT_DATA) if (DEFAULT_DATA / "cqa").is_dir() else None,
+                    help="DSS datasets folder (CQA); without it the built-in task is used (small mode)")
+    ap.add_argument("--builtin", action="store_true", help="the built-in task instead of CQA (small mode)")
+    ap.add_argument("--mi", choices=["off", "on", "both"], default="both")
+    ap.add_argument("--out", default=None, help="append the table to this Markdown file")
+    args = ap.parse_args(argv)
+    if args.builtin:
+        args.data_dir = None
+    rows = []
+    for mi in {"off": [False], "on": [True], "both": [False, True]}[args.mi]:
+        cfg = bench_config(args, mi)
+        per_ex = tokens_per_example(cfg)
+        stock = cfg.model_copy(update={"model": cfg.model.model_copy(update={"fast_dropout": False})})
+        ref, ours_, ours_stock = [], [], []
+        for _ in range(args.repeats):  # interleaved, so drift in machine speed hits all alike
+            ref.append(reference(cfg, args.warmup))
+            ours_.append(ours(cfg, args.warmup))
+            ours_stock.append(ours(stock, args.warmup))
+        r, o, o_stock = statistics.median(ref), statistics.median(ours_), statistics.median(ours_stock)
+        rows.append({"mi": "on (maxpool, 0.1)" if mi else "off (DSS)", "reference": r, "ours": o,
+                     "ours_stock_dropout": o_stock, "tokens_per_example": per_ex, "ratio": o / r,
+                     "ratio_stock_dropout": o_stock / r, "runs_ref": ref, "runs_ours": ours_,
+                     "runs_ours_stock_dropout": ours_stock})
+    data = "CQA train (DSS files)" if args.data_dir else "built-in task (small mode)"
+    head = (f"tiny T5-v1.1-style student (d_model 64, 2+2 layers, dropout 0.1, byte tokenizer, max input 512), "
+            f"{data}, batch {args.batch}, {args.threads} thread(s), steps {args.warmup + 1}-{args.steps}, "
+            f"median of {args.repeats}")
+    lines = [head, "", "| MI term | reference ex/s | mmi-ray ex/s | reference tok/s | mmi-ray tok/s | ratio | "
+                       "mmi-ray with stock dropout: ex/s (ratio) |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {x['mi']} | {x['reference']:.1f} | {x['ours']:.1f} | {x['reference'] * x['tokens_per_example']:.0f} "
+              f"| {x['ours'] * x['tokens_per_example']:.0f} | **{x['ratio']:.2f}x** | {x['ours_stock_dropout']:.1f} "
+              f"({x['ratio_stock_dropout']:.2f}x) |" for x in rows]
+    print("\n".join(lines), flush=True)
+    if args.out:
+        append_section(args.out, "reference_loop.py", argv, "Training loop vs reference-style loop", lines)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The default local Ray of ``mmi-ray`` (no RAY_ADDRESS) listens on loopback only.
+
+Runs first (file name), before the suite's shared Ray head starts, so that only one Ray instance is
+up at a time: ``mmi-ray train`` starts its own local Ray, trains a few steps and shuts it down.
+"""
+
+import ipaddress
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.ray
+
+
+def _listening(root_pid: int) -> set[tuple[str, int, str]]:
+    import psutil
+
+    try:
+        procs = [psutil.Process(root_pid), *psutil.Process(root_pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return set()
+    pids = {p.pid: p for p in procs}
+    out = set()
+    for c in psutil.net_connections("tcp"):
+        if c.status == "LISTEN" and c.pid in pids:
+            try:
+                name = pids[c.pid].name()
+            except psutil.NoSuchProcess:
+                name = "?"
+            out.add((c.laddr.ip, c.laddr.port, name))
+    return out
+
+
+def test_local_mmi_ray_run_listens_on_loopback_only(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    cmd = [str(Path(sys.executable).parent / "mmi-ray"), "train", str(REPO / "configs" / "tiny_builtin.yaml"),
+           *tiny_overrides(tmp_path, **{"train.max_steps": 40}), "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: set = set()
+    while proc.poll() is None:
+        seen |= _listening(proc.pid)
+        time.sleep(0.5)
+    out = proc.stdout.read()
+    assert proc.returncode == 0, out[-3000:]
+    assert "final step 40" in out
+    names = {n for _, _, n in seen}
+    assert {"gcs_server", "raylet"} <= names, seen  # the watch saw Ray's own servers
+    assert len(seen) >= 6, seen
+    for ip, port, name in sorted(seen):
+        addr = ipaddress.ip_address(ip)
+        if addr.version == 6 and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        assert addr.is_loopback, f"{name} listens on {ip}:{port}; all: {sorted(seen)}"
