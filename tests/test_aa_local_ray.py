@@ -41,7 +41,7 @@ def _listening(root_pid: int) -> set[tuple[str, int, str]]:
 def test_local_mmi_ray_run_listens_on_loopback_only(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     cmd = [str(Path(sys.executable).parent / "mmi-ray"), "train", str(REPO / "configs" / "tiny_builtin.yaml"),
-           *tiny_overrides(tmp_path, **{"train.max_steps": 40}), "--quiet"]
+           *tiny_overrides(tmp_path, **{"train.max_steps": 20}), "--quiet"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: set = set()
     while proc.poll() is None:
@@ -49,7 +49,7 @@ def test_local_mmi_ray_run_listens_on_loopback_only(tmp_path):
         time.sleep(0.5)
     out = proc.stdout.read()
     assert proc.returncode == 0, out[-3000:]
-    assert "final step 40" in out
+    assert "final step 20" in out
     names = {n for _, _, n in seen}
     assert {"gcs_server", "raylet"} <= names, seen  # the watch saw Ray's own servers
     assert len(seen) >= 6, seen
