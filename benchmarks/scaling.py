@@ -23,18 +23,27 @@ from mmi_ray.train import run_training
 REPO = Path(__file__).resolve().parents[1]
 
 
-def throughput(workers: int, args, storage: str) -> dict:
-    cfg = load_config(REPO / "configs" / "tiny_builtin.yaml", [
-        f"scaling.num_workers={workers}", "scaling.cpus_per_worker=1", f"train.batch_size={args.batch}",
-        f"train.max_steps={args.steps}", f"train.eval_every={args.eval_every}", "data.builtin.num_valid=30",
-        f"run.storage_path={storage}", f"run.name=scaling-{workers}w", *args.overrides])
-    summary = run_training(cfg, verbose=False)
-    lines = [json.loads(x) for x in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
-    first = lines[0] if len(lines) > 1 else {"train_time_s": 0.0, "step": 0}  # the first interval is warm-up
+def _config(steps: int, eval_every: int, batch: int, overrides, *extra: str):
+    return load_config(REPO / "configs" / "tiny_builtin.yaml", [
+        "scaling.cpus_per_worker=1", f"train.batch_size={batch}", f"train.max_steps={steps}",
+        f"train.eval_every={eval_every}", "data.builtin.num_valid=30", *extra, *overrides])
+
+
+def _rate(lines: list[dict], examples_per_step: int) -> tuple[float, float]:
+    """(examples/s, s/step) from metrics lines, leaving out the first interval (warm-up)."""
+    first = lines[0] if len(lines) > 1 else {"train_time_s": 0.0, "step": 0}
     seconds = lines[-1]["train_time_s"] - first["train_time_s"]  # train_time_s is cumulative in-loop time
     steps = lines[-1]["step"] - first["step"]
-    examples = steps * args.batch * workers
-    return {"workers": workers, "examples_per_s": examples / seconds, "step_s": seconds / steps}
+    return steps * examples_per_step / seconds, seconds / steps
+
+
+def throughput(workers: int, args, storage: str) -> dict:
+    cfg = _config(args.steps, args.eval_every, args.batch, args.overrides, f"scaling.num_workers={workers}",
+                  f"run.storage_path={storage}", f"run.name=scaling-{workers}w")
+    summary = run_training(cfg, verbose=False)
+    lines = [json.loads(x) for x in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    rate, step_s = _rate(lines, args.batch * workers)
+    return {"workers": workers, "examples_per_s": rate, "step_s": step_s}
 
 
 def _alone(args_overrides: tuple, q) -> None:
@@ -42,13 +51,9 @@ def _alone(args_overrides: tuple, q) -> None:
     from mmi_ray.recipe import local_env, run_loop
 
     steps, eval_every, batch, overrides = args_overrides
-    cfg = load_config(REPO / "configs" / "tiny_builtin.yaml", [
-        "scaling.cpus_per_worker=1", f"train.batch_size={batch}", f"train.max_steps={steps}",
-        f"train.eval_every={eval_every}", "data.builtin.num_valid=30", *overrides])
     lines: list[dict] = []
-    run_loop(cfg, local_env(lambda m, _c: lines.append(m)))
-    first = lines[0] if len(lines) > 1 else {"train_time_s": 0.0, "step": 0}
-    q.put((lines[-1]["step"] - first["step"]) * batch / (lines[-1]["train_time_s"] - first["train_time_s"]))
+    run_loop(_config(steps, eval_every, batch, overrides), local_env(lambda m, _c: lines.append(m)))
+    q.put(_rate(lines, batch)[0])
 
 
 def ceiling(k: int, args) -> float:
