@@ -1,7 +1,10 @@
 """What a tiny student learns on the built-in task: label-only vs DSS vs MI, in-process (no Ray).
 
-    python benchmarks/builtin_learning.py --steps 600 --seeds 0 1 --variants label dss mi \
-        [key=value overrides applied to configs/tiny_builtin.yaml]
+    python benchmarks/builtin_learning.py [key=value overrides of configs/tiny_builtin.yaml] \
+        --steps 600 --seeds 0 1 --variants label dss mi
+    # the ablation's family (overrides go first: --seeds / --variants take every value after them)
+    python benchmarks/builtin_learning.py data.builtin.tasks=[props] model.max_target_length=64 \
+        --steps 800 --seeds 0 1 2 --variants label dss
 
 Prints one line per evaluation and a final table (validation accuracy per variant and seed).
 """

@@ -127,10 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["analyze"]:  # its own parser: argparse's REMAINDER drops a leading option (-h, --out)
+        from .analysis.report import main as analyze
+
+        run = lambda: analyze(argv[1:])  # noqa: E731
+    else:
+        args = build_parser().parse_args(argv)
+        run = lambda: args.fn(args)  # noqa: E731
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     try:
-        return args.fn(args)
+        return run()
     except MmiError as e:
         for line in str(e).splitlines():
             print(f"mmi-ray: error: {line}", file=sys.stderr)

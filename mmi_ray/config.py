@@ -66,8 +66,9 @@ class BuiltinDataConfig(_Section):
     """Generated test examples (final report only)."""
     teacher_error_rate: float = Field(0.0, ge=0.0, le=1.0)
     """Share of training rationales in which the simulated teacher makes a slip (its label follows it)."""
-    tasks: list[Literal["arith", "choice", "nli"]] = ["arith", "choice", "nli"]
-    """Task families mixed in: SVAMP-like arithmetic, CQA-like choice, NLI-like class label."""
+    tasks: list[Literal["arith", "choice", "nli", "props"]] = ["arith", "choice", "nli"]
+    """Task families mixed in: SVAMP-like arithmetic, CQA-like choice, NLI-like class label, and
+    ``props`` (teacher knowledge only the rationales carry; used by the ablation sweep)."""
     max_operand: int = Field(20, ge=3, le=99)
     """Largest number in the generated problems (smaller is easier)."""
     seed: int = 0

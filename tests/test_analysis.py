@@ -142,3 +142,17 @@ def test_report_on_a_fake_sweep(tmp_path):
     assert "overhead ratio 1.25" in text
     assert (tmp_path / "report" / "runs.parquet").exists() and (tmp_path / "report" / "report.html").exists()
     assert pd.read_csv(tmp_path / "report" / "runs.csv").shape[0] == 8  # t2 seed 1 left out
+
+
+def test_analyze_command_takes_options_before_the_folders(tmp_path, capsys):
+    from mmi_ray.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["analyze", "-h"])
+    assert e.value.code == 0 and "--test-methods" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["analyze", "--no-test", "--test-methods", str(tmp_path)])
+    assert e.value.code == 2 and "contradict" in capsys.readouterr().err
+    d = write_fake_sweep(tmp_path)
+    assert main(["analyze", "--no-test", "--out", str(tmp_path / "rep"), str(d)]) == 0
+    assert "Trial `t1`" in (tmp_path / "rep" / "report.md").read_text()

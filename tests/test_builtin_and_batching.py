@@ -77,3 +77,28 @@ def test_workers_of_one_step_get_neighbouring_batches_of_the_bucketed_order():
     r0 = BatchStream(tok, 16, seed=0, bucket=True, world=2, rank=0, accum=1)
     r1 = BatchStream(tok, 16, seed=0, bucket=True, world=2, rank=1, accum=1)
     assert [r0.next_step()[0], r1.next_step()[0]] == grouped[:2]
+
+
+def test_props_labels_alone_cannot_answer_validation_but_rationales_can():
+    """The ablation family: validation asks the colour of boxes whose training questions are all
+    "is it big?", and size says nothing about colour; the teacher's rationales name every colour."""
+    from mmi_ray.data.builtin import PROP_COLORS, WORLD
+
+    names, color, size, held = WORLD
+    s = builtin_splits(2000, 300, 300, seed=0, tasks=["props"], teacher_error_rate=0.0)
+    obj = lambda e: e.input.lower().split("box ")[1][0].upper()  # noqa: E731
+    asked = {(obj(e), "color" if "olor" in e.input else "size") for e in s.train.examples}
+    assert {x for x, q in asked if q == "color"} == set(names) - held  # held boxes: colour never asked in training
+    assert {x for x, q in asked if q == "size"} == set(names)
+    for split in (s.valid, s.test):
+        assert {obj(e) for e in split.examples} == held and {e.label for e in split.examples} == set(PROP_COLORS)
+        assert max(sum(e.label == c for e in split.examples) for c in PROP_COLORS) / len(split) < 0.35
+    assert not {e.input for e in s.train.examples} & {e.input for e in s.valid.examples + s.test.examples}
+    for c in PROP_COLORS:  # within each colour of held boxes, sizes are not constant: size tells nothing
+        assert {e.label for e in s.train.examples if obj(e) in held and color[obj(e)] == c} == {"yes", "no"}
+    assert all(e.rationale.startswith(f"It is {color[obj(e)]} and {size[obj(e)]},") for e in s.train.examples)
+    noisy = generate(400, 0, ["props"], 0.5)
+    slipped = [e for e in noisy if not e.rationale.startswith(f"It is {color[obj(e)]} and {size[obj(e)]},")]
+    assert 0.35 < len(slipped) / len(noisy) < 0.65
+    assert all(e.rationale.endswith(f", so {e.teacher_label}.") for e in noisy)
+    assert all(e.teacher_label != e.label for e in slipped)

@@ -78,10 +78,18 @@ def test_small_sweep_with_seeds_completes_and_writes_trials(ray_session, tmp_pat
     # the analysis loads this real sweep folder and writes its report
     from mmi_ray.analysis.report import build_report
 
-    report = build_report([str(sweep_dir)], str(tmp_path / "report"))
+    report = build_report([str(sweep_dir)], str(tmp_path / "report"), test_methods=True)
     assert report["configurations"] == 3
     text = Path(report["report"]).read_text()
     assert f"Trial `{best['trial_id']}`" in text and "from the sweep's final summary" in text
+    # --test-methods: each method's best configuration evaluated on test now; for the best trial this
+    # recomputation must equal the sweep's own test evaluation
+    section = text.split("## Test split")[1].split("## Best configuration")[0]
+    rows = [r for r in section.splitlines() if r.startswith("| ") and not r.startswith("| method")]
+    completed = trials[trials["status"] == "completed"]
+    assert 1 <= len(rows) <= len(completed)
+    best_row = next(r for r in rows if f"| {best['trial_id']} |" in r)
+    assert float(best_row.split("|")[7]) == pytest.approx(best["test_accuracy"], abs=1e-4)
     runs = pd.read_csv(tmp_path / "report" / "runs.csv")
     assert len(runs) == 2 * trials["step"].floordiv(10).sum()  # seeds x evaluations each trial reached
     assert all((tmp_path / "report" / p).exists() for p in report["plots"])

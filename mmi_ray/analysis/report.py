@@ -1,6 +1,6 @@
 """One report for one or more sweeps: tables, comparisons, plots, best configuration, compute.
 
-    mmi-ray analyze RESULTS_DIR [RESULTS_DIR ...] [--out DIR] [--budget final|STEP] [--no-test]
+    mmi-ray analyze RESULTS_DIR [RESULTS_DIR ...] [--out DIR] [--budget final|STEP] [--no-test | --test-methods]
 
 Writes ``report.md`` and ``report.html`` with the PNGs and CSV/Parquet exports beside them.
 """
@@ -11,6 +11,7 @@ import html
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from . import plots
@@ -38,6 +39,16 @@ def _save(fig, out: Path, name: str, written: list[str]) -> None:
     written.append(name)
 
 
+def _checkpoint_test(runs: pd.DataFrame, sweep: str, trial_id: str) -> list[float]:
+    """Test accuracy of each seed's final checkpoint of one trial (computed now)."""
+    from ..evaluate import evaluate_checkpoint
+
+    g = runs[(runs["sweep"] == sweep) & (runs["trial_id"] == trial_id)]
+    finals = g.loc[g.groupby("seed")["step"].idxmax()]
+    return [evaluate_checkpoint(p, "test")["test_accuracy"] for p in finals["checkpoint_path"].dropna()
+            if Path(p).exists()]
+
+
 def _best_test(best: pd.Series, runs: pd.DataFrame, sweeps: dict, evaluate_test: bool) -> tuple[float | None, str]:
     """Test accuracy of the best configuration: from the sweep summary when it evaluated that same
     trial, else computed now from each seed's final checkpoint (once, for this report)."""
@@ -47,19 +58,28 @@ def _best_test(best: pd.Series, runs: pd.DataFrame, sweeps: dict, evaluate_test:
         return float(b["test_accuracy"]), "from the sweep's final summary"
     if not evaluate_test:
         return None, "not computed (--no-test)"
-    from ..evaluate import evaluate_checkpoint
-
-    g = runs[(runs["sweep"] == best["sweep"]) & (runs["trial_id"] == best["trial_id"])]
-    finals = g.loc[g.groupby("seed")["step"].idxmax()]
-    accs = [evaluate_checkpoint(p, "test")["test_accuracy"] for p in finals["checkpoint_path"].dropna()
-            if Path(p).exists()]
+    accs = _checkpoint_test(runs, best["sweep"], best["trial_id"])
     if not accs:
         return None, "no checkpoint found"
     return sum(accs) / len(accs), f"computed now from {len(accs)} seed checkpoint(s)"
 
 
+def method_test_table(ranked: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Each method's best completed configuration (``ranked`` is best first) with its validation
+    mean and the test accuracy of its seeds' final checkpoints, computed once for this report."""
+    rows = []
+    for method, g in ranked.groupby("method", sort=False):
+        top = g.iloc[0]
+        accs = _checkpoint_test(runs, top["sweep"], top["trial_id"])
+        rows.append({"method": method, "trial_id": top["trial_id"], "n_seeds": int(top["n_seeds"]),
+                     "val_mean": top["mean"], "val_std": top["std"], "test_n": len(accs),
+                     "test_mean": float(np.mean(accs)) if accs else float("nan"),
+                     "test_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan")})
+    return pd.DataFrame(rows)
+
+
 def build_report(paths: list[str], out_dir: str | None = None, budget: str | int = "final",
-                 evaluate_test: bool = True) -> dict:
+                 evaluate_test: bool = True, test_methods: bool = False) -> dict:
     res = load_results(paths)
     out = Path(out_dir) if out_dir else Path(paths[0]).expanduser() / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -118,6 +138,10 @@ def build_report(paths: list[str], out_dir: str | None = None, budget: str | int
         ranked = completed.assign(_v=completed["mean"].round(9))  # same tie-break as the sweep summary
         best = ranked.sort_values(["_v", "trial_id"], ascending=[asc, True]).iloc[0]
         test, how = _best_test(best, runs, res.sweeps, evaluate_test)
+        if test_methods:
+            md += ["## Test split, each method's best configuration (computed once, for this report)", "",
+                   "For an ablation: never used to choose anything.", "",
+                   _md_table(method_test_table(ranked.sort_values(["_v", "trial_id"], ascending=[asc, True]), runs))]
         params = ", ".join(f"`{k}={best[k]}`" for k in searched if k in best)
         test_text = f"{test:.4f}" if test is not None else "n/a"
         md += ["## Best configuration", "", f"Trial `{best['trial_id']}` ({best['method']}): {params}", "",
@@ -212,9 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="report folder (default: <first sweep>/report)")
     ap.add_argument("--budget", default="final", help="'final' or a step that every compared trial reached")
     ap.add_argument("--no-test", action="store_true", help="do not evaluate the best configuration on test")
+    ap.add_argument("--test-methods", action="store_true",
+                    help="also evaluate each method's best configuration on test (ablations; once, at report time)")
     args = ap.parse_args(argv)
     budget = args.budget if args.budget == "final" else int(args.budget)
-    r = build_report(args.results, args.out, budget, evaluate_test=not args.no_test)
+    if args.no_test and args.test_methods:
+        ap.error("--no-test and --test-methods contradict each other")
+    r = build_report(args.results, args.out, budget, evaluate_test=not args.no_test, test_methods=args.test_methods)
     print(f"[mmi-ray] report: {r['report']}")
     if r.get("plots"):
         print(f"[mmi-ray] plots: {', '.join(r['plots'])}")

@@ -9,6 +9,13 @@ that the teacher's rationale spells out (so rationale supervision carries the re
 - ``nli`` (as ANLI): a premise with two quantities and a hypothesis about their total; the label is
   entailment, contradiction or neutral.
 
+A fourth family, ``props``, is built for the label-only vs DSS ablation. A tiny student trained
+from scratch learns none of the three above in a few hundred steps, with or without rationales, so
+they cannot show what rationales add. In ``props`` the rationale carries knowledge that the labels
+do not: the colour of each lettered box, known only to the teacher. Validation asks a question
+whose answer the training labels leave open (see ``gen_props``). Its validation and test splits
+ask about the same held-out boxes (disjoint from training questions, not from each other).
+
 A simulated teacher slips with probability ``teacher_error_rate``: one intermediate value is off,
 and its label follows its own wrong working, as a real LLM teacher's does.
 """
@@ -104,11 +111,51 @@ def gen_nli(rng: random.Random, err: bool, hi: int = 20) -> Example:
     return Example(x, label, rationale, t_label, "text", "nli")
 
 
-GENERATORS = {"arith": gen_arith, "choice": gen_choice, "nli": gen_nli}
+def _world(seed: int = 7, n_objects: int = 24) -> tuple[list[str], dict[str, str], dict[str, str], set[str]]:
+    """The simulated teacher's hidden knowledge for ``props``: lettered boxes, each with a colour and
+    a size (independent), and the half of the boxes whose colour is never asked in training."""
+    rng = random.Random(seed)
+    names = rng.sample([c for c in "ABCDEFGHJKLMNOPQRSTUVXYZ"], n_objects)  # no I, W: questions start with them
+    color = {w: PROP_COLORS[i % len(PROP_COLORS)] for i, w in enumerate(names)}
+    size = {w: ["big", "small"][(i // 8) % 2] for i, w in enumerate(names)}  # both sizes in every colour
+    held = {w for i, w in enumerate(names) if (i // len(PROP_COLORS)) % 2}  # each colour equally often
+    return names, color, size, held
+
+
+PROP_COLORS = ["red", "gold", "blue", "green"]
+WORLD = _world()
+PROP_QUESTIONS = {"color": ["What color is box {x}?", "Which color does box {x} have?", "Box {x} has which color?"],
+                  "size": ["Is box {x} big?", "Is box {x} a big one?", "Would you call box {x} big?"]}
+
+
+def gen_props(rng: random.Random, err: bool, hi: int = 20, split: str = "train") -> Example:
+    """What colour is a lettered box (or: is it big)? Only the teacher knows the boxes, and its
+    rationale describes the box ("It is blue and small, so no."). Training asks the colour of half
+    the boxes; the other half are asked only whether they are big. Validation and test ask the colour
+    of that other half. Size says nothing about colour, so from the labels alone those answers
+    cannot be known (chance is 1 in 4): only the rationales carry them."""
+    names, color, size, held = WORLD
+    if split == "train":
+        x = rng.choice(names)
+        ask = "color" if x not in held and rng.random() < 0.5 else "size"
+    else:
+        x, ask = rng.choice(sorted(held)), "color"
+    q = rng.choice(PROP_QUESTIONS[ask]).format(x=x)
+    c, sz = color[x], size[x]
+    gold = c if ask == "color" else ("yes" if sz == "big" else "no")
+    if err and ask == "color":
+        c = rng.choice([k for k in PROP_COLORS if k != c])
+    elif err:
+        sz = "small" if sz == "big" else "big"
+    t_label = c if ask == "color" else ("yes" if sz == "big" else "no")
+    return Example(q, gold, f"It is {c} and {sz}, so {t_label}.", t_label, "text", "props")
+
+
+GENERATORS = {"arith": gen_arith, "choice": gen_choice, "nli": gen_nli, "props": gen_props}
 
 
 def generate(n: int, seed: int, tasks: list[str], error_rate: float, exclude: set[str] | None = None,
-             max_operand: int = 20) -> list[Example]:
+             max_operand: int = 20, split: str = "train") -> list[Example]:
     """``n`` examples, the families in turn, none whose input is in ``exclude``."""
     rng = random.Random(seed)
     out: list[Example] = []
@@ -119,8 +166,9 @@ def generate(n: int, seed: int, tasks: list[str], error_rate: float, exclude: se
         if tries > 50 * n + 1000:
             raise RuntimeError(f"could not generate {n} distinct examples for tasks {tasks}")
         task = tasks[len(out) % len(tasks)]
-        ex = GENERATORS[task](rng, rng.random() < error_rate, max_operand)
-        if ex.input in seen:
+        err = rng.random() < error_rate
+        ex = gen_props(rng, err, max_operand, split) if task == "props" else GENERATORS[task](rng, err, max_operand)
+        if ex.input in seen and task != "props":  # props repeats questions; its splits differ by object
             continue
         seen.add(ex.input)
         out.append(ex)
@@ -129,11 +177,12 @@ def generate(n: int, seed: int, tasks: list[str], error_rate: float, exclude: se
 
 def builtin_splits(num_train: int, num_valid: int, num_test: int, seed: int, tasks: list[str],
                    teacher_error_rate: float, max_operand: int = 20) -> Splits:
-    """Train, validation and test with disjoint inputs; only training rationales carry slips."""
+    """Train, validation and test with disjoint inputs (``props``: validation and test share theirs);
+    only training rationales carry slips."""
     train = generate(num_train, seed * 3 + 0, tasks, teacher_error_rate, max_operand=max_operand)
     seen = {e.input for e in train}
-    valid = generate(num_valid, seed * 3 + 1, tasks, 0.0, exclude=seen, max_operand=max_operand)
+    valid = generate(num_valid, seed * 3 + 1, tasks, 0.0, exclude=seen, max_operand=max_operand, split="valid")
     seen |= {e.input for e in valid}
-    test = generate(num_test, seed * 3 + 2, tasks, 0.0, exclude=seen, max_operand=max_operand)
+    test = generate(num_test, seed * 3 + 2, tasks, 0.0, exclude=seen, max_operand=max_operand, split="test")
     return Splits(SplitData("train", train, 0, "builtin"), SplitData("valid", valid, 0, "builtin"),
                   SplitData("test", test, 0, "builtin"))
