@@ -15,3 +15,11 @@ def append_section(out: str, script: str, argv: list[str] | None, title: str, li
     with open(out, "a") as f:
         f.write(f"\n### {title} ({datetime.date.today().isoformat()}, {machine})\n\n`{cmd.strip()}`\n\n"
                 + "\n".join(lines) + "\n")
+
+
+def publish(lines: list[str], out: str | None, script: str, argv: list[str] | None, title: str,
+            machine: str | None = None) -> None:
+    """Print a benchmark's figures and, with ``out``, append them to that Markdown file."""
+    print("\n".join(lines), flush=True)
+    if out:
+        append_section(out, script, argv, title, lines, machine)

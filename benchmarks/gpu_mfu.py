@@ -18,7 +18,7 @@ import statistics
 import time
 
 import torch
-from bench_out import append_section
+from bench_out import publish
 
 from mmi_ray.config import LossConfig
 
@@ -133,9 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"batch {args.batch}, src {args.src_len}, label {args.label_len}, rationale {args.rationale_len}, "
             f"MI {args.mi}, compile {args.compile}: {1000 * step_s:.0f} ms/step, {res['examples_per_s']:.1f} ex/s, "
             f"{res['tokens_per_s']:.0f} tok/s, {res['model_tflops_per_s']:.1f} model TFLOP/s, MFU {mfu}")
-    print(line, flush=True)
-    if args.out:
-        append_section(args.out, "gpu_mfu.py", argv, "GPU throughput and MFU", [line], machine=name)
+    publish([line], args.out, "gpu_mfu.py", argv, "GPU throughput and MFU", machine=name)
     return res
 
 

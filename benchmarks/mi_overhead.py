@@ -14,7 +14,7 @@ import statistics
 import time
 
 import torch
-from bench_out import append_section
+from bench_out import publish
 
 from mmi_ray.config import LossConfig, ModelConfig
 from mmi_ray.data.batching import collate, epoch_batches, tokenize
@@ -76,9 +76,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
             f"{args.threads} thread(s), median of {args.steps} steps")
     lines = [head, "", "| variant | ms/step | vs DSS |", "|---|---|---|"]
     lines += [f"| {name} | {1000 * t:.1f} | {t / base:.3f} |" for name, t in rows]
-    print("\n".join(lines))
-    if args.out:
-        append_section(args.out, "mi_overhead.py", argv, "MI term overhead", lines)
+    publish(lines, args.out, "mi_overhead.py", argv, "MI term overhead")
     return rows
 
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_out import append_section
+from bench_out import publish
 
 from mmi_ray.config import Config, load_config
 from mmi_ray.data import load_splits
@@ -170,9 +170,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     lines += [f"| {x['mi']} | {x['reference']:.1f} | {x['ours']:.1f} | {x['reference'] * x['tokens_per_example']:.0f} "
               f"| {x['ours'] * x['tokens_per_example']:.0f} | **{x['ratio']:.2f}x** | {x['ours_stock_dropout']:.1f} "
               f"({x['ratio_stock_dropout']:.2f}x) |" for x in rows]
-    print("\n".join(lines), flush=True)
-    if args.out:
-        append_section(args.out, "reference_loop.py", argv, "Training loop vs reference-style loop", lines)
+    publish(lines, args.out, "reference_loop.py", argv, "Training loop vs reference-style loop")
     return rows
 
 

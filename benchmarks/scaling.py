@@ -15,7 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from bench_out import append_section
+from bench_out import publish
 
 from mmi_ray.config import load_config
 from mmi_ray.train import run_training
@@ -98,9 +98,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     lines = [head, "", "| workers | examples/s | s/step | vs 1 worker |", "|---|---|---|---|"]
     lines += [f"| {r['workers']} | {r['examples_per_s']:.1f} | {r['step_s']:.3f} | {r['examples_per_s'] / base:.2f}x |"
               for r in rows if "workers" in r] + extra
-    print("\n".join(lines), flush=True)
-    if args.out:
-        append_section(args.out, "scaling.py", argv, "Data-parallel scaling", lines)
+    publish(lines, args.out, "scaling.py", argv, "Data-parallel scaling")
     return rows
 
 

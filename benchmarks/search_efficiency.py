@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from bench_out import append_section
+from bench_out import publish
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = {"loss.mi_weight": [0.0, 0.1, 0.5], "loss.rationale_weight": [0.2, 0.5, 1.0], "optim.lr": [1e-3, 3e-3]}
@@ -145,9 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
              f"{100 * res['median_share']:.0f}% of the grid |",
              f"| 80th percentile | {100 * res['p80_share']:.0f}% of the grid |",
              f"| grid folder | `{sweep_dir}` |"]
-    print("\n".join(lines), flush=True)
-    if args.out:
-        append_section(args.out, "search_efficiency.py", argv, "Search efficiency", lines)
+    publish(lines, args.out, "search_efficiency.py", argv, "Search efficiency")
     return res
 
 

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_out import append_section
+from bench_out import publish
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,9 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
              f"| wall x {slots} slots / in-loop | {res['slot_ratio']:.2f} |",
              f"| per trial: total (Tune) / in-loop / evaluation / rest | {tot / n:.1f} / {train / n:.1f} / "
              f"{evals / n:.1f} / {res['other_s'] / n:.1f} s |"]
-    print("\n".join(lines), flush=True)
-    if args.out:
-        append_section(args.out, "sweep_overhead.py", argv, "Sweep overhead", lines)
+    publish(lines, args.out, "sweep_overhead.py", argv, "Sweep overhead")
     return res
 
 

@@ -135,13 +135,14 @@ def build_report(paths: list[str], out_dir: str | None = None, budget: str | int
     completed = agg[agg["status"] == "completed"]
     asc = mode == "min"
     if not completed.empty:
-        ranked = completed.assign(_v=completed["mean"].round(9))  # same tie-break as the sweep summary
-        best = ranked.sort_values(["_v", "trial_id"], ascending=[asc, True]).iloc[0]
+        ranked = (completed.assign(_v=completed["mean"].round(9))  # same tie-break as the sweep summary
+                  .sort_values(["_v", "trial_id"], ascending=[asc, True]))
+        best = ranked.iloc[0]
         test, how = _best_test(best, runs, res.sweeps, evaluate_test)
         if test_methods:
             md += ["## Test split, each method's best configuration (computed once, for this report)", "",
                    "For an ablation: never used to choose anything.", "",
-                   _md_table(method_test_table(ranked.sort_values(["_v", "trial_id"], ascending=[asc, True]), runs))]
+                   _md_table(method_test_table(ranked, runs))]
         params = ", ".join(f"`{k}={best[k]}`" for k in searched if k in best)
         test_text = f"{test:.4f}" if test is not None else "n/a"
         md += ["## Best configuration", "", f"Trial `{best['trial_id']}` ({best['method']}): {params}", "",
