@@ -6,7 +6,7 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 BIN = $(VENV)/bin
 
-.PHONY: install quickstart test lint clean
+.PHONY: install quickstart test test-fast lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,13 @@ quickstart: install
 lint: install
 	$(BIN)/ruff check mmi_ray tests analysis benchmarks
 
+# the whole suite (what CI runs)
 test: install lint
 	$(BIN)/python -m pytest -q
+
+# everyday lane: everything but the suites that start Ray (tests marked `ray`)
+test-fast: install lint
+	$(BIN)/python -m pytest -q -m "not ray"
 
 clean:
 	rm -rf $(VENV) runs results

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from mmi_ray.config import load_config
-from mmi_ray.recipe import local_env, run_loop
+from mmi_ray.recipe import run_loop
+from mmi_ray.worker import local_env
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {

@@ -32,7 +32,8 @@ from mmi_ray.data import load_splits
 from mmi_ray.data.batching import tokenize
 from mmi_ray.losses import maxpool_ce
 from mmi_ray.model import build_seq2seq, build_tokenizer
-from mmi_ray.recipe import local_env, run_loop
+from mmi_ray.recipe import run_loop
+from mmi_ray.worker import local_env
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "dss" / "datasets"

@@ -11,13 +11,13 @@ start-up excluded), over every evaluation interval after the first (warm-up).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 from bench_out import publish
 
 from mmi_ray.config import load_config
+from mmi_ray.layout import read_metrics
 from mmi_ray.train import run_training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,14 +41,15 @@ def throughput(workers: int, args, storage: str) -> dict:
     cfg = _config(args.steps, args.eval_every, args.batch, args.overrides, f"scaling.num_workers={workers}",
                   f"run.storage_path={storage}", f"run.name=scaling-{workers}w")
     summary = run_training(cfg, verbose=False)
-    lines = [json.loads(x) for x in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(summary["run_dir"])
     rate, step_s = _rate(lines, args.batch * workers)
     return {"workers": workers, "examples_per_s": rate, "step_s": step_s}
 
 
 def _alone(args_overrides: tuple, q) -> None:
     """One in-process loop (no Ray, no DDP): examples/s after the first evaluation interval."""
-    from mmi_ray.recipe import local_env, run_loop
+    from mmi_ray.recipe import run_loop
+    from mmi_ray.worker import local_env
 
     steps, eval_every, batch, overrides = args_overrides
     lines: list[dict] = []

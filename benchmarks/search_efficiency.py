@@ -41,15 +41,14 @@ def grid_points(grid: dict) -> list[dict]:
 
 def run_grid(out_dir: Path, grid: dict, overrides: dict, name: str = "grid") -> Path:
     """Train every grid point to the full budget with a real sweep; returns the sweep folder."""
-    from mmi_ray.sweep import load_sweep
-    from mmi_ray.sweep.runner import run_sweep
+    from mmi_ray.sweep import load_sweep, run_sweep
 
     points = grid_points(grid)
     spec = {"name": name, "base": str(REPO / "configs" / "tiny_builtin.yaml"), "overrides": overrides,
             "search": {k: {"type": "choice", "values": v} for k, v in grid.items()},
             "points_to_evaluate": points, "num_trials": len(points), "seeds": [0],
             "scheduler": {"type": "none"}, "objective": {"metric": "val_accuracy", "mode": "max"},
-            "resources": {"workers": 1, "cpus_per_worker": 1}, "storage_path": str(out_dir),
+            "resources": {"num_workers": 1, "cpus_per_worker": 1}, "storage_path": str(out_dir),
             "failure": {"trial_max_failures": 1, "train_max_failures": 1, "time_budget_s": 7200}}
     path = out_dir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))

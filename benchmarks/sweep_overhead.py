@@ -28,15 +28,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 def trial_breakdown(sweep_dir: Path) -> list[dict]:
     """Per trial: Tune's total time and the loop's own timers from each seed's metrics.jsonl."""
+    from mmi_ray.layout import RESULT_FILE, RUNS_DIR, TRIAL_PREFIX, read_metrics, run_name
+
     rows = []
-    for tdir in sorted(sweep_dir.glob("trial_*")):
-        results = [json.loads(x) for x in (tdir / "result.json").read_text().splitlines() if x.strip()]
+    for tdir in sorted(sweep_dir.glob(f"{TRIAL_PREFIX}*")):
+        results = [json.loads(x) for x in (tdir / RESULT_FILE).read_text().splitlines() if x.strip()]
         if not results:
             continue
-        tid = tdir.name[len("trial_"):]
+        tid = tdir.name[len(TRIAL_PREFIX):]
         train = evals = 0.0
-        for mfile in sweep_dir.glob(f"runs/{tid}_seed*/metrics.jsonl"):
-            lines = [json.loads(x) for x in mfile.read_text().splitlines() if x.strip()]
+        for run in sweep_dir.glob(f"{RUNS_DIR}/{run_name(tid, '*')}"):
+            lines = read_metrics(run)
             train += lines[-1].get("train_time_s", 0.0) if lines else 0.0
             evals += sum(m.get("eval_time_s", 0.0) for m in lines)
         rows.append({"trial": tid, "total_s": results[-1]["time_total_s"], "train_s": train, "eval_s": evals,
@@ -45,8 +47,7 @@ def trial_breakdown(sweep_dir: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from mmi_ray.sweep import load_sweep
-    from mmi_ray.sweep.runner import run_sweep
+    from mmi_ray.sweep import load_sweep, run_sweep
 
     ap = argparse.ArgumentParser()
     ap.add_argument("spec", nargs="?", default=str(REPO / "sweeps" / "quickstart.yaml"))
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     name = f"overhead-{int(time.time())}"
     sweep = load_sweep(args.spec, [*args.overrides, f"storage_path={storage}", f"name={name}"])
     summary = run_sweep(sweep, verbose=0)
-    from mmi_ray.sweep.runner import cluster_resources
+    from mmi_ray.sweep.tuner import cluster_resources
 
     slots = sweep.derived_concurrency(cluster_resources())
     wall, train = summary["wall_time_s"], summary["trial_train_time_s"]

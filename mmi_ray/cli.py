@@ -1,6 +1,8 @@
-"""The ``mmi-ray`` command line: ``train``, ``data`` (and more as the project grows).
+"""The ``mmi-ray`` command line: ``train``, ``sweep``, ``analyze``, ``plan`` and ``data``.
 
 Errors in user input print as one line each (file and key named) with exit code 2, no traceback.
+Importing this module changes nothing in the environment; Ray's is set where Ray is started
+(mmi_ray/ray_init.py).
 """
 
 from __future__ import annotations
@@ -9,10 +11,9 @@ import argparse
 import os
 import sys
 
+from .config import DSS_NAMES
 from .errors import MmiError, root_cause
-from .ray_init import prepare_env
-
-prepare_env()  # before anything imports ray: loopback-only unless RAY_ADDRESS names a cluster
+from .storage import is_uri
 
 
 def cmd_train(args) -> int:
@@ -59,8 +60,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import load_sweep
-    from .sweep.runner import run_sweep
+    from .sweep import load_sweep, run_sweep
     from .sweep.summary import print_summary
 
     sweep = load_sweep(args.spec, args.overrides)
@@ -69,7 +69,7 @@ def cmd_sweep(args) -> int:
     check_paths(sweep.base, f"{args.spec} (base)")
     summary = run_sweep(sweep, resume=args.resume, verbose=0 if args.quiet else 1)
     print_summary(summary)
-    if not args.no_report and "://" not in summary["sweep_dir"]:
+    if not args.no_report and not is_uri(summary["sweep_dir"]):
         from .analysis.report import build_report
 
         report = build_report([summary["sweep_dir"]])
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(fn=lambda args: __import__("mmi_ray.analysis.report", fromlist=["main"]).main(args.rest))
 
     d = sub.add_parser("data", help="load a DSS dataset and report rows, parse failures, teacher accuracy")
-    d.add_argument("name", choices=["cqa", "svamp", "esnli", "anli1"])
+    d.add_argument("name", choices=DSS_NAMES)
     d.add_argument("--data-dir", required=True, help="the DSS datasets/ folder")
     d.set_defaults(fn=cmd_data)
     return p
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # Ray wraps worker errors; show the cause in one line
         root = root_cause(e)
-        if isinstance(root, MmiError) or type(root).__name__ == "NonFiniteLossError":
+        if isinstance(root, MmiError):
             print(f"mmi-ray: error: {root}", file=sys.stderr)
             return 2
         raise

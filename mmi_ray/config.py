@@ -17,7 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ConfigError
 
-DATASETS = ("builtin", "cqa", "svamp", "esnli", "anli1")
+# The names of the registries, defined once: the Literal types below use them, and a test holds the
+# registries themselves (data/dss.py DSS_DATASETS, data/builtin.py GENERATORS, losses.py
+# MI_ESTIMATORS) to exactly these keys.
+DSS_NAMES = ("cqa", "svamp", "esnli", "anli1")
+DATASETS = ("builtin", *DSS_NAMES)
+BUILTIN_TASKS = ("arith", "choice", "nli", "props")
+MI_ESTIMATOR_NAMES = ("maxpool", "maxpool_masked", "infonce", "nwj")
 
 
 class _Section(BaseModel):
@@ -66,7 +72,7 @@ class BuiltinDataConfig(_Section):
     """Generated test examples (final report only)."""
     teacher_error_rate: float = Field(0.0, ge=0.0, le=1.0)
     """Share of training rationales in which the simulated teacher makes a slip (its label follows it)."""
-    tasks: list[Literal["arith", "choice", "nli", "props"]] = ["arith", "choice", "nli"]
+    tasks: list[Literal[BUILTIN_TASKS]] = ["arith", "choice", "nli"]
     """Task families mixed in: SVAMP-like arithmetic, CQA-like choice, NLI-like class label, and
     ``props`` (teacher knowledge only the rationales carry; used by the ablation sweep)."""
     max_operand: int = Field(20, ge=3, le=99)
@@ -76,7 +82,7 @@ class BuiltinDataConfig(_Section):
 
 
 class DataConfig(_Section):
-    dataset: Literal["builtin", "cqa", "svamp", "esnli", "anli1"] = "builtin"
+    dataset: Literal[DATASETS] = "builtin"
     """Which dataset: the generated offline task or one of the four DSS datasets."""
     source: Literal["local", "hub"] = "local"
     """DSS data from ``data_dir`` (the released layout) or from the hub with ``datasets`` (online)."""
@@ -102,9 +108,6 @@ class DataConfig(_Section):
         return self
 
 
-MI_ESTIMATOR_NAMES = ("maxpool", "maxpool_masked", "infonce", "nwj")
-
-
 class LossConfig(_Section):
     label_weight: float = Field(0.5, ge=0.0)
     """alpha: weight of the label cross-entropy."""
@@ -112,7 +115,7 @@ class LossConfig(_Section):
     """Weight of the rationale cross-entropy; 0 with mi_weight 0 is label-only fine-tuning."""
     mi_weight: float = Field(0.1, ge=0.0)
     """beta: weight of the mutual-information term; 0 gives plain distilling step-by-step."""
-    mi_estimator: Literal["maxpool", "maxpool_masked", "infonce", "nwj"] = "maxpool"
+    mi_estimator: Literal[MI_ESTIMATOR_NAMES] = "maxpool"
     """MI estimator: ``maxpool`` (the released formulation), ``maxpool_masked`` (corrected),
     ``infonce`` or ``nwj`` (learned critics)."""
     critic_size: int = Field(128, ge=1)
@@ -171,15 +174,21 @@ class TrainConfig(_Section):
         return self.batch_size * self.grad_accum_steps
 
 
-class ScalingConfig(_Section):
-    num_workers: int = Field(1, ge=0)
-    """Ray Train workers (data parallel). 0 runs the loop in the driver process (Ray's local mode)."""
-    use_gpu: bool = False
-    """One GPU per worker, NCCL backend; False uses CPUs with gloo."""
+class WorkerResources(_Section):
+    """What each Ray Train worker of a run holds; the same words in a training config's
+    ``scaling`` section and a sweep spec's ``resources`` section."""
+
+    num_workers: int = Field(1, ge=1)
+    """Ray Train workers (data parallel)."""
     cpus_per_worker: float = Field(1.0, gt=0.0)
     """CPUs reserved per worker (fractions allowed)."""
+    use_gpu: bool = False
+    """One GPU per worker, NCCL backend; False uses CPUs with gloo."""
     worker_resources: dict[str, float] = {}
     """Extra custom Ray resources per worker (e.g. to pin workers to a node type)."""
+
+
+class ScalingConfig(WorkerResources):
     torch_threads: int | None = Field(None, ge=1)
     """torch intra-op threads per worker; None uses cpus_per_worker rounded up."""
 
@@ -206,6 +215,14 @@ class Config(_Section):
         """Training examples per optimizer step, across all workers."""
         return self.train.examples_per_worker_step * max(1, self.scaling.num_workers)
 
+    def to_yaml(self) -> str:
+        """The resolved config as a run folder's ``config.yaml`` holds it."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> Config:
+        return cls.model_validate(yaml.safe_load(text))
+
     def fingerprint(self) -> str:
         """Short hash of everything that changes the trained model (not run name or storage)."""
         d = self.model_dump(mode="json")
@@ -215,6 +232,21 @@ class Config(_Section):
 
 # ---------------------------------------------------------------------------------------------
 # Loading, overrides, error formatting
+
+
+RENAMED_KEYS = {"resources.workers": "resources.num_workers", "resources.gpus_per_worker": "resources.use_gpu"}
+"""Keys an older release used, and their names now (named in the unknown-key error)."""
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "c.d": 2}`` -> ``{"a.b": 1, "c.d": 2}``: nested sections to dotted keys."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]:
@@ -227,7 +259,7 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + (f" (now called {RENAMED_KEYS[key]})" if key in RENAMED_KEYS else "")
         skip = e["type"] in ("extra_forbidden", "missing") or isinstance(e.get("input"), dict)
         got = "" if skip else f" (got {e['input']!r})"
         lines.append(f"{key}: {msg}{got}" if key else f"{msg}{got}")

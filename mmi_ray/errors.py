@@ -31,6 +31,11 @@ class StorageError(MmiError):
     """The storage path for runs or sweeps cannot be used."""
 
 
+class NonFiniteLossError(MmiError):
+    """A loss term became NaN or infinite; the run (and its trial) ends with this reason.
+    Deterministic: running the same config again would diverge again, so it is never retried."""
+
+
 def root_cause(e: BaseException) -> BaseException:
     """The innermost cause of an error that Ray wrapped (worker failures, chained exceptions)."""
     seen = set()

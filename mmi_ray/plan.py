@@ -85,26 +85,27 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
     head = cluster.get("head_node_type")
     price_table = (prices or {}).get(provider, {})
 
-    run_gpus = r.workers * r.gpus_per_worker
-    run_cpus = r.workers * r.cpus_per_worker
+    gpus_per_worker = int(r.use_gpu)
+    run_gpus = r.num_workers * gpus_per_worker
+    run_cpus = r.num_workers * r.cpus_per_worker
     trial_gpus, trial_cpus = k * run_gpus, k * run_cpus
     workers = {n: t for n, t in types.items() if n != head}
     # trials at once: how many seed runs fit on the workers at their maximum size
     runs_fit = 0
     for t in workers.values():
         per_node = math.inf
-        if r.gpus_per_worker:
-            per_node = min(per_node, t.gpus // r.gpus_per_worker)
+        if gpus_per_worker:
+            per_node = min(per_node, t.gpus // gpus_per_worker)
         if r.cpus_per_worker:
             per_node = min(per_node, t.cpus // r.cpus_per_worker)
-        runs_fit += (per_node * t.max_workers) // r.workers if per_node != math.inf else 0
+        runs_fit += (per_node * t.max_workers) // r.num_workers if per_node != math.inf else 0
     at_once = min(spec.num_trials, int(runs_fit // k) if k else 0)
     if spec.max_concurrent_trials:
         at_once = min(at_once, spec.max_concurrent_trials)
-    if r.gpus_per_worker and all(t.gpus < r.gpus_per_worker for t in workers.values()):
-        warnings.append(f"a worker needs {r.gpus_per_worker} GPU(s) but no node type has that many")
+    if gpus_per_worker and all(t.gpus < gpus_per_worker for t in workers.values()):
+        warnings.append("a worker needs a GPU (resources.use_gpu) but no worker node type has one")
     if trial_gpus and trial_gpus > sum(t.gpus * t.max_workers for t in workers.values()):
-        warnings.append(f"one trial needs {trial_gpus:g} GPUs ({k} seeds x {r.workers} workers), more than the "
+        warnings.append(f"one trial needs {trial_gpus:g} GPUs ({k} seeds x {r.num_workers} workers), more than the "
                         f"cluster can ever have: it will never start")
     if at_once == 0:
         warnings.append("no trial fits this cluster at its maximum size")
@@ -121,8 +122,8 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
     for t in order:
         if need_runs <= 0:
             break
-        per_node = (t.gpus // r.gpus_per_worker if r.gpus_per_worker else t.cpus // max(r.cpus_per_worker, 1e-9))
-        runs_per_node = per_node // r.workers if r.workers else 0
+        per_node = (t.gpus // gpus_per_worker if gpus_per_worker else t.cpus // max(r.cpus_per_worker, 1e-9))
+        runs_per_node = per_node // r.num_workers
         if runs_per_node <= 0:
             continue
         n = min(t.max_workers, math.ceil(need_runs / runs_per_node))
@@ -164,12 +165,12 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
     if "://" not in spec.storage_path and not spec.storage_path.startswith("/mnt"):
         warnings.append(f"storage_path '{spec.storage_path}' is local: on a multi-node cluster use shared storage "
                         "(s3://, gs://, or an NFS mount)")
-    if not base.scaling.use_gpu and not r.gpus_per_worker and any(t.gpus for t in workers.values()):
-        warnings.append("the spec trains on CPU (gpus_per_worker 0) on a GPU cluster")
+    if not base.scaling.use_gpu and not r.use_gpu and any(t.gpus for t in workers.values()):
+        warnings.append("the spec trains on CPU (resources.use_gpu false) on a GPU cluster")
 
     lines = [
         f"sweep '{spec.name}' on {cluster_name} ({provider})",
-        f"  per seed run: {r.workers} worker(s) x ({r.cpus_per_worker:g} CPU, {r.gpus_per_worker} GPU)",
+        f"  per seed run: {r.num_workers} worker(s) x ({r.cpus_per_worker:g} CPU, {gpus_per_worker} GPU)",
         f"  per trial: {k} seed run(s) side by side = {trial_cpus:g} CPUs, {trial_gpus:g} GPUs "
         f"(+ a driver on '{spec.resources.driver_resource or 'any node'}')",
         f"  trials: {spec.num_trials}; at once on this cluster: {at_once}",

@@ -1,8 +1,8 @@
 """Build and fit the Ray Train ``TorchTrainer`` for one training config (``mmi-ray train``).
 
-Run directory ``<storage_path>/<run name>/`` holds Ray's ``checkpoint_*`` folders plus our
-``config.yaml`` (resolved config), ``metrics.jsonl`` (one line per evaluation) and, when the run
-finished, ``summary.json``. A default run name cannot collide with another run's.
+A run folder ``<storage_path>/<run name>/`` holds Ray's ``checkpoint_*`` folders plus our
+``config.yaml``, ``metrics.jsonl`` and, when the run finished, ``summary.json`` (names and
+readers in mmi_ray/layout.py). A default run name cannot collide with another run's.
 """
 
 from __future__ import annotations
@@ -13,16 +13,21 @@ import os
 import uuid
 from pathlib import Path
 
-import yaml
-
 from .config import Config
-from .errors import ConfigError, StorageError
+from .errors import ConfigError, NonFiniteLossError, StorageError
+from .layout import (
+    CHECKPOINT_PATH,
+    CONFIG_FILE,
+    RUN_SUMMARY_FILE,
+    MetricsLog,
+    is_divergence,
+    read_metrics,
+)
 from .ray_init import init_ray
-from .storage import ensure_writable, exists, join, read_text, write_text
+from .storage import ensure_writable, exists, is_uri, join, read_text, write_text
 
-SUMMARY_FILE = "summary.json"
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.yaml"
+PROPAGATED_ENV_PREFIX = "MMI_RAY_"
+"""mmi-ray's own settings (``MMI_RAY_*``) set where a run is launched reach its Train workers."""
 
 
 def default_run_name(cfg: Config) -> str:
@@ -30,7 +35,7 @@ def default_run_name(cfg: Config) -> str:
 
 
 def format_metrics_line(m: dict) -> str:
-    if "non_finite_step" in m:
+    if is_divergence(m):
         return f"step {m['step']:>6} | {m['error']}: run stopped"
     parts = [f"step {m['step']:>6}", f"loss {m['loss']:.4f}", f"label {m['label']:.4f}",
              f"rationale {m['rationale']:.4f}", f"mi {m['mi']:.4f}"]
@@ -40,58 +45,58 @@ def format_metrics_line(m: dict) -> str:
     return " | ".join(parts)
 
 
-def _metrics_callback(run_dir: str, verbose: bool):
+def metrics_callback(run_dir: str, verbose: bool):
+    """A Train callback, run on the controller, that appends rank 0's metrics of each report to
+    the run's ``metrics.jsonl`` (and prints them when ``verbose``)."""
     from ray.train import UserCallback
 
     class MetricsFile(UserCallback):
-        """Runs on the Train controller: appends rank 0's metrics to ``metrics.jsonl``."""
-
         def __init__(self):
-            self.lines: list[str] = []
+            self.log = MetricsLog(run_dir)
 
         def after_report(self, run_context, metrics, checkpoint):
             m = dict(metrics[0])
             if checkpoint is not None:
-                m["checkpoint_path"] = checkpoint.path
-            path = join(run_dir, METRICS_FILE)
-            if not self.lines and exists(path):  # restored run: keep what the first attempt wrote
-                self.lines = [ln for ln in read_text(path).splitlines() if ln.strip()]
-                self.lines = [ln for ln in self.lines if json.loads(ln)["step"] < m["step"]]
-            self.lines.append(json.dumps(m))
-            write_text(path, "\n".join(self.lines) + "\n")
+                m[CHECKPOINT_PATH] = checkpoint.path
+            self.log.append(m)
             if verbose:
                 print(f"[mmi-ray] {format_metrics_line(m)}", flush=True)
 
     return MetricsFile()
 
 
-def build_trainer(cfg: Config, run_name: str, storage_path: str, callbacks=None, loop_extra: dict | None = None):
-    """The Ray Train trainer for one config: workers, backend, checkpoints, failure policy.
+def _single_worker_config():
+    """One worker: ``TorchTrainer``'s per-worker device set-up, but no torch process group, which
+    one worker does not use: no rendezvous at start-up and no TCPStore listening on every interface."""
+    from ray.train.backend import Backend
+    from ray.train.torch import TorchConfig
 
-    Several workers: a ``TorchTrainer`` (DDP over a gloo/nccl process group). One worker: its base
-    class ``DataParallelTrainer`` with no torch backend, which is the same worker, checkpointing and
-    fault handling minus a process group that one worker does not use: no rendezvous at start-up,
-    and no torch TCPStore listening on every interface.
-    """
+    class NoProcessGroup(TorchConfig):
+        @property
+        def backend_cls(self):
+            return Backend
+
+    return NoProcessGroup()
+
+
+def build_trainer(cfg: Config, run_name: str, storage_path: str, callbacks=None):
+    """The Ray Train ``TorchTrainer`` for one config: workers, backend, checkpoints, failure policy.
+    Several workers train with DDP over a gloo (CPU) or NCCL (GPU) process group."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    from .recipe import train_loop
+    from .worker import train_loop
 
     s = cfg.scaling
     resources = {"CPU": s.cpus_per_worker, **s.worker_resources}
     if s.use_gpu:
         resources["GPU"] = 1
-    loop_config = {"config": cfg.model_dump(mode="json"), **(loop_extra or {})}
-    if s.num_workers > 1:
-        trainer_cls, backend = TorchTrainer, {"torch_config": TorchConfig(backend="nccl" if s.use_gpu else "gloo")}
-    else:
-        trainer_cls, backend = DataParallelTrainer, {}
-    return trainer_cls(
+    backend = TorchConfig(backend="nccl" if s.use_gpu else "gloo") if s.num_workers > 1 else _single_worker_config()
+    env_vars = {k: v for k, v in os.environ.items() if k.startswith(PROPAGATED_ENV_PREFIX)}
+    return TorchTrainer(
         train_loop,
-        train_loop_config=loop_config,
-        **backend,
+        train_loop_config={"config": cfg.model_dump(mode="json")},
+        torch_config=backend,
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=run_name,
@@ -100,12 +105,14 @@ def build_trainer(cfg: Config, run_name: str, storage_path: str, callbacks=None,
             # a finite controller limit: a leaked placement group ends in an error, not an endless wait
             failure_config=FailureConfig(max_failures=cfg.run.max_failures, controller_failure_limit=3),
             callbacks=callbacks or [],
+            worker_runtime_env={"env_vars": env_vars} if env_vars else None,
         ),
     )
 
 
 def resolve_storage(path: str) -> str:
-    if "://" in path:
+    """A storage URI as it is; a local path made absolute."""
+    if is_uri(path):
         return path
     return str(Path(path).expanduser().resolve())
 
@@ -120,20 +127,20 @@ def prepare_run(cfg: Config, source: str) -> tuple[str, str, bool]:
     name = cfg.run.name or default_run_name(cfg)
     run_dir = join(storage, name)
     resuming = False
-    if exists(join(run_dir, SUMMARY_FILE)):
+    if exists(join(run_dir, RUN_SUMMARY_FILE)):
         raise ConfigError(source, f"run.name: run '{name}' already finished in {storage}; choose another name")
     if exists(join(run_dir, CONFIG_FILE)):
-        old = Config.model_validate(yaml.safe_load(read_text(join(run_dir, CONFIG_FILE))))
+        old = Config.from_yaml(read_text(join(run_dir, CONFIG_FILE)))
         if old.fingerprint() != cfg.fingerprint():
             raise ConfigError(source, f"run.name: run '{name}' exists with a different config; choose another name")
         resuming = True
     else:
-        write_text(join(run_dir, CONFIG_FILE), yaml.safe_dump(cfg.model_copy(update={
-            "run": cfg.run.model_copy(update={"name": name})}).model_dump(mode="json"), sort_keys=False))
+        write_text(join(run_dir, CONFIG_FILE), cfg.model_copy(update={
+            "run": cfg.run.model_copy(update={"name": name})}).to_yaml())
     return storage, name, resuming
 
 
-def run_training(cfg: Config, source: str = "config", verbose: bool = True, loop_extra: dict | None = None) -> dict:
+def run_training(cfg: Config, source: str = "config", verbose: bool = True) -> dict:
     """Fit one run; returns its summary (also written to ``summary.json``)."""
     storage, name, resuming = prepare_run(cfg, source)
     run_dir = join(storage, name)
@@ -142,12 +149,10 @@ def run_training(cfg: Config, source: str = "config", verbose: bool = True, loop
         print(f"[mmi-ray] run {'resumed' if resuming else 'started'}: {run_dir}", flush=True)
         print(f"[mmi-ray] {cfg.scaling.num_workers} worker(s) x {cfg.train.batch_size} examples x "
               f"{cfg.train.grad_accum_steps} accumulation = {cfg.examples_per_step()} examples per step", flush=True)
-    trainer = build_trainer(cfg, name, storage, callbacks=[_metrics_callback(run_dir, verbose)], loop_extra=loop_extra)
+    trainer = build_trainer(cfg, name, storage, callbacks=[metrics_callback(run_dir, verbose)])
     result = trainer.fit()
-    lines = [json.loads(ln) for ln in read_text(join(run_dir, METRICS_FILE)).splitlines() if ln.strip()]
-    if lines and "non_finite_step" in lines[-1]:
-        from .recipe import NonFiniteLossError
-
+    lines = read_metrics(run_dir)
+    if lines and is_divergence(lines[-1]):
         raise NonFiniteLossError(f"{run_dir}: {lines[-1]['error']}")
     best = max(lines, key=lambda m: m["val_accuracy"])
     summary = {
@@ -157,7 +162,7 @@ def run_training(cfg: Config, source: str = "config", verbose: bool = True, loop
         "best_step": best["step"],
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
     }
-    write_text(join(run_dir, SUMMARY_FILE), json.dumps(summary, indent=2))
+    write_text(join(run_dir, RUN_SUMMARY_FILE), json.dumps(summary, indent=2))
     return summary
 
 

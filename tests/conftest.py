@@ -10,13 +10,18 @@ import pytest
 # Token authentication stays on (Ray 2.60's default); a client joining a running cluster must be in
 # token mode before Ray reads its config, so set it before anything imports ray.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
-# This process joins the suite's shared head, a cluster-mode head (extra nodes join it in
-# test_zz_multinode), so it must stay in cluster mode even after importing mmi_ray.cli, which
-# would otherwise put a process with no RAY_ADDRESS in single-machine mode (test_aa_local_ray).
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 DSS_DIR = Path(os.environ.get("MMI_RAY_DSS_DIR", REPO.parent / "shared" / "data" / "dss" / "datasets"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order by what a test needs of the machine, not by file name: ``alone_on_host`` tests (they
+    start their own Ray, and one Ray per host is the rule) run before the shared head starts, and
+    ``adds_nodes`` tests (they join extra nodes to the shared head) run last. Stable otherwise."""
+    def rank(item):
+        return 0 if item.get_closest_marker("alone_on_host") else 2 if item.get_closest_marker("adds_nodes") else 1
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")

@@ -102,11 +102,10 @@ def test_asha_expected_steps():
 
 def test_plan_warnings():
     sweep = load_sweep(REPO / "sweeps" / "paper_cqa.yaml",
-                       ["resources.gpus_per_worker=8", "resources.driver_resource=elsewhere"])
+                       ["resources.num_workers=64", "resources.driver_resource=elsewhere"])
     cluster = _cluster("gcp-gpu.yaml")
     plan = make_plan(sweep, cluster, "gcp", step_time=1.0, prices=load_prices())
     text = "\n".join(plan.warnings)
-    assert "no node type has that many" in text
     assert "more than the cluster can ever have" in text
     assert "head node type does not carry it" in text
     assert "is local" in text
@@ -114,6 +113,13 @@ def test_plan_warnings():
     no_driver = make_plan(load_sweep(REPO / "sweeps" / "paper_cqa.yaml", ["resources.driver_resource=null"]),
                           cluster, "gcp", step_time=1.0, prices=load_prices())
     assert any("no driver resource" in w for w in no_driver.warnings)
+    cpu_only = _cluster("gcp-gpu.yaml")
+    for t in cpu_only["available_node_types"].values():
+        (t.get("resources") or {}).pop("GPU", None)
+    no_gpu = make_plan(load_sweep(REPO / "sweeps" / "paper_cqa.yaml"), cpu_only, "gcp", step_time=1.0,
+                       prices=load_prices())
+    assert any("needs a GPU (resources.use_gpu) but no worker node type has one" in w for w in no_gpu.warnings)
+    assert no_gpu.trials_at_once == 0
 
 
 def test_plan_cli_prints_plan(capsys):

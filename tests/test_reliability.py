@@ -12,8 +12,8 @@ from test_sweep_e2e import write_spec
 from conftest import tiny_overrides
 from mmi_ray.analysis import load_sweep_dir
 from mmi_ray.config import load_config
-from mmi_ray.sweep import load_sweep
-from mmi_ray.sweep.runner import run_sweep
+from mmi_ray.faults import FAULT_ENV
+from mmi_ray.sweep import load_sweep, run_sweep
 from mmi_ray.train import run_training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ def _metrics(run_dir):
     return [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_sigkilled_worker_restores_from_checkpoint_with_identical_metrics(ray_session, tmp_path, capsys):
+def test_sigkilled_worker_restores_from_checkpoint_with_identical_metrics(ray_session, tmp_path, capsys, monkeypatch):
     import time
 
     common = {"run.max_failures": 1, "scaling.num_workers": 2}
@@ -33,8 +33,8 @@ def test_sigkilled_worker_restores_from_checkpoint_with_identical_metrics(ray_se
     clean = run_training(load_config(CFG, tiny_overrides(tmp_path / "a", **common)), verbose=False)
     t1 = time.time()
     marker = tmp_path / "killed"
-    killed = run_training(load_config(CFG, tiny_overrides(tmp_path / "b", **common)), verbose=False,
-                          loop_extra={"_inject_fault": {"step": 15, "marker": str(marker), "kind": "sigkill"}})
+    monkeypatch.setenv(FAULT_ENV, json.dumps({"step": 15, "marker": str(marker), "kind": "sigkill"}))
+    killed = run_training(load_config(CFG, tiny_overrides(tmp_path / "b", **common)), verbose=False)
     t2 = time.time()
     assert marker.exists(), "rank 0 was SIGKILLed at step 15"
     with capsys.disabled():
@@ -89,7 +89,7 @@ def test_four_trials_at_once_no_deadlock_no_leaked_groups(ray_session, tmp_path,
     from ray.util import placement_group_table
 
     spec = write_spec(tmp_path, "four", num_trials=4, max_concurrent_trials=4, scheduler={"type": "none"},
-                      resources={"workers": 1, "cpus_per_worker": 0.5, "in_process": False})
+                      resources={"num_workers": 1, "cpus_per_worker": 0.5, "in_process": False})
     peak, stop = {}, threading.Event()
 
     def sample():

@@ -31,18 +31,22 @@ def test_local_ray_binds_dashboard_to_loopback():
     assert 'dashboard_host="127.0.0.1"' in text and '_node_ip_address="127.0.0.1"' in text
 
 
-def test_cli_puts_a_local_ray_in_loopback_only_mode():
-    """Without RAY_ADDRESS the CLI sets Ray's single-machine mode before Ray is imported; with it
-    (joining a cluster) it leaves cluster mode alone and turns token mode on."""
+def test_importing_the_cli_changes_no_environment_and_ray_start_sets_loopback_mode():
+    """Importing the CLI (or the whole package) leaves the environment alone. Where Ray is started
+    (``ray_init.prepare_env``, before Ray is imported), a local Ray gets single-machine mode; joining a
+    cluster (RAY_ADDRESS) leaves cluster mode alone and turns token mode on."""
     import subprocess
     import sys
 
-    code = ("import os, sys; import mmi_ray.cli; print(os.environ.get('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'), "
-            "os.environ.get('RAY_AUTH_MODE'), 'ray' in sys.modules)")
+    code = ("import os, sys; keys = ('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER', 'RAY_AUTH_MODE'); "
+            "import mmi_ray.cli, mmi_ray.sweep, mmi_ray.train, mmi_ray.analysis.report; "
+            "print(*[os.environ.get(k) for k in keys], 'ray' in sys.modules); "
+            "from mmi_ray.ray_init import prepare_env; prepare_env(); "
+            "print(*[os.environ.get(k) for k in keys], 'ray' in sys.modules)")
     env = {k: v for k, v in __import__("os").environ.items()
            if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["0", "None", "False"]
+    assert out.split() == ["None", "None", "False", "0", "None", "False"]
     out = subprocess.run([sys.executable, "-c", code], env={**env, "RAY_ADDRESS": "127.0.0.1:1"},
                          capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["None", "token", "False"]
+    assert out.split() == ["None", "None", "False", "None", "token", "False"]

@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mmi_ray.sweep import load_sweep
-from mmi_ray.sweep.runner import run_sweep
+from mmi_ray.sweep import load_sweep, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = str(REPO / "configs" / "tiny_builtin.yaml")
@@ -189,7 +188,7 @@ def test_in_process_trials_equal_ray_train_trials(ray_session, tmp_path):
         name = f"inproc-{mode}"
         spec = write_spec(tmp_path, name, num_trials=1, scheduler={"type": "none"},
                           points_to_evaluate=POINTS[:1],
-                          resources={"workers": 1, "cpus_per_worker": 1, "in_process": mode})
+                          resources={"num_workers": 1, "cpus_per_worker": 1, "in_process": mode})
         sweep = load_sweep(spec)
         assert sweep.in_process() is mode
         summary = run_sweep(sweep, verbose=0)

@@ -39,7 +39,7 @@ def _load(tmp_path, spec):
 
 
 def test_good_spec_builds_trial_configs(tmp_path):
-    sweep = _load(tmp_path, good_spec(seeds=[0, 1], resources={"workers": 2, "cpus_per_worker": 0.5}))
+    sweep = _load(tmp_path, good_spec(seeds=[0, 1], resources={"num_workers": 2, "cpus_per_worker": 0.5}))
     cfg = sweep.trial_config({"loss.mi_weight": 0.3, "loss.critic_size": 32}, 1, str(tmp_path))
     assert cfg.loss.mi_weight == 0.3 and cfg.loss.critic_size == 32 and cfg.train.seed == 1
     assert cfg.scaling.num_workers == 2 and cfg.run.storage_path == str(tmp_path)

@@ -8,6 +8,7 @@ import pytest
 from conftest import tiny_overrides
 from mmi_ray.cli import main
 from mmi_ray.config import load_config
+from mmi_ray.faults import FAULT_ENV
 from mmi_ray.train import run_training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,15 +59,15 @@ def test_finished_run_name_is_not_overwritten(ray_session, tmp_path):
     assert (tmp_path / "runs" / "fixed" / "metrics.jsonl").read_text() == before
 
 
-def test_restore_after_worker_failure_gives_same_metrics(ray_session, tmp_path):
+def test_restore_after_worker_failure_gives_same_metrics(ray_session, tmp_path, monkeypatch):
     """A worker fails after step 15; Ray Train restores from the step-10 checkpoint (student,
     learned critic, optimizer, schedule, data position) and the metrics at steps 20 and 30 equal
     those of an uninterrupted run exactly. (tests/test_reliability.py does it with SIGKILL.)"""
     common = {"loss.mi_estimator": "infonce", "run.max_failures": 1}
     clean = run_training(load_config(CFG, tiny_overrides(tmp_path / "a", **common)), verbose=False)
     marker = tmp_path / "fault-marker"
-    faulty = run_training(load_config(CFG, tiny_overrides(tmp_path / "b", **common)), verbose=False,
-                          loop_extra={"_inject_fault": {"step": 15, "marker": str(marker)}})
+    monkeypatch.setenv(FAULT_ENV, json.dumps({"step": 15, "marker": str(marker)}))
+    faulty = run_training(load_config(CFG, tiny_overrides(tmp_path / "b", **common)), verbose=False)
     assert marker.exists(), "the fault was injected"
     a, b = _metrics(clean["run_dir"]), _metrics(faulty["run_dir"])
     assert [x["step"] for x in b] == [10, 20, 30]

@@ -14,9 +14,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..layout import COMPLETED, ERROR, REPORT_DIR
 from . import plots
+from .best import best_entry, ranked, seed_test_accuracies
 from .load import export, load_results
-from .stats import DSS, LABEL_ONLY, aggregate, paired_comparison, paper_table, with_method
+from .stats import DSS, LABEL_ONLY, aggregate, paired_comparison, paper_table
 
 
 def _md_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
@@ -39,38 +41,28 @@ def _save(fig, out: Path, name: str, written: list[str]) -> None:
     written.append(name)
 
 
-def _checkpoint_test(runs: pd.DataFrame, sweep: str, trial_id: str) -> list[float]:
-    """Test accuracy of each seed's final checkpoint of one trial (computed now)."""
-    from ..evaluate import evaluate_checkpoint
-
-    g = runs[(runs["sweep"] == sweep) & (runs["trial_id"] == trial_id)]
-    finals = g.loc[g.groupby("seed")["step"].idxmax()]
-    return [evaluate_checkpoint(p, "test")["test_accuracy"] for p in finals["checkpoint_path"].dropna()
-            if Path(p).exists()]
-
-
-def _best_test(best: pd.Series, runs: pd.DataFrame, sweeps: dict, evaluate_test: bool) -> tuple[float | None, str]:
-    """Test accuracy of the best configuration: from the sweep summary when it evaluated that same
-    trial, else computed now from each seed's final checkpoint (once, for this report)."""
-    summary = sweeps.get(best["sweep"], {}).get("summary") or {}
-    b = summary.get("best") or {}
+def _best_test(best: dict, sweeps: dict, runs: pd.DataFrame, evaluate_test: bool) -> tuple[float | None, str]:
+    """Test accuracy of the best configuration: the sweep summary's, which evaluated that same
+    trial once, when it did; else computed now from each seed's final checkpoint."""
+    b = (sweeps.get(best["sweep"], {}).get("summary") or {}).get("best") or {}
     if b.get("trial_id") == best["trial_id"] and "test_accuracy" in b:
         return float(b["test_accuracy"]), "from the sweep's final summary"
     if not evaluate_test:
         return None, "not computed (--no-test)"
-    accs = _checkpoint_test(runs, best["sweep"], best["trial_id"])
+    accs = seed_test_accuracies(runs, best["sweep"], best["trial_id"])
     if not accs:
         return None, "no checkpoint found"
     return sum(accs) / len(accs), f"computed now from {len(accs)} seed checkpoint(s)"
 
 
-def method_test_table(ranked: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Each method's best completed configuration (``ranked`` is best first) with its validation
+def method_test_table(ranked_agg: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Each method's best completed configuration (``ranked_agg`` is best first) with its validation
     mean and the test accuracy of its seeds' final checkpoints, computed once for this report."""
     rows = []
-    for method, g in ranked.groupby("method", sort=False):
+    done = ranked_agg[ranked_agg["status"] == COMPLETED]
+    for method, g in done.groupby("method", sort=False):
         top = g.iloc[0]
-        accs = _checkpoint_test(runs, top["sweep"], top["trial_id"])
+        accs = seed_test_accuracies(runs, top["sweep"], top["trial_id"])
         rows.append({"method": method, "trial_id": top["trial_id"], "n_seeds": int(top["n_seeds"]),
                      "val_mean": top["mean"], "val_std": top["std"], "test_n": len(accs),
                      "test_mean": float(np.mean(accs)) if accs else float("nan"),
@@ -81,7 +73,7 @@ def method_test_table(ranked: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 def build_report(paths: list[str], out_dir: str | None = None, budget: str | int = "final",
                  evaluate_test: bool = True, test_methods: bool = False) -> dict:
     res = load_results(paths)
-    out = Path(out_dir) if out_dir else Path(paths[0]).expanduser() / "report"
+    out = Path(out_dir) if out_dir else Path(paths[0]).expanduser() / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     exported = [p.name for p in export(res, out)]
     first = next(iter(res.sweeps.values()), None)
@@ -97,18 +89,14 @@ def build_report(paths: list[str], out_dir: str | None = None, budget: str | int
     metric = spec["objective"]["metric"]
     mode = spec["objective"]["mode"]
     searched = sorted({k for s in res.sweeps.values() for k in s["spec"]["search"]})
-    base_flat = {}
-    for k, v in first["base"].items():
-        if isinstance(v, dict):
-            base_flat.update({f"{k}.{kk}": vv for kk, vv in v.items()})
-    runs = with_method(res.runs, base_flat)
-    agg = aggregate(runs, metric, searched, budget)
+    runs = res.runs
+    agg = ranked(aggregate(runs, metric, searched, budget), mode)
     md += [f"Sweeps: {', '.join(res.sweeps)}. Objective: `{metric}` ({mode}), at budget `{budget}`.", ""]
 
     # status
     counts = res.trials["status"].value_counts().to_dict()
     md += ["## Trials", "", ", ".join(f"{v} {k}" for k, v in counts.items()), ""]
-    errored = res.trials[res.trials["status"] == "error"]
+    errored = res.trials[res.trials["status"] == ERROR]
     if not errored.empty:
         md += ["Errored trials:", "", _md_table(errored[["sweep", "trial_id", "error"]])]
 
@@ -116,7 +104,7 @@ def build_report(paths: list[str], out_dir: str | None = None, budget: str | int
     show_cols = ["sweep", "trial_id", "method", *[c for c in searched if c in agg], "status", "step", "n_seeds",
                  "mean", "std", "ci_low", "ci_high"]
     md += ["## Configurations (mean over seeds, 95% bootstrap CI)", "",
-           "Ranked by mean; only `completed` rows were trained to the full budget.", "",
+           "Ranked: `completed` rows (trained to the full budget) first, then by mean.", "",
            _md_table(agg[show_cols])]
 
     # comparisons
@@ -132,28 +120,24 @@ def build_report(paths: list[str], out_dir: str | None = None, budget: str | int
            _md_table(table.reset_index().rename(columns={"index": "method"})) if not table.empty else "_(none)_\n"]
 
     # best + compute
-    completed = agg[agg["status"] == "completed"]
-    asc = mode == "min"
-    if not completed.empty:
-        ranked = (completed.assign(_v=completed["mean"].round(9))  # same tie-break as the sweep summary
-                  .sort_values(["_v", "trial_id"], ascending=[asc, True]))
-        best = ranked.iloc[0]
-        test, how = _best_test(best, runs, res.sweeps, evaluate_test)
+    best = best_entry(agg, runs, metric, mode, searched, evaluate_test=False)
+    if best is not None:
+        test, how = _best_test(best, res.sweeps, runs, evaluate_test)
         if test_methods:
             md += ["## Test split, each method's best configuration (computed once, for this report)", "",
                    "For an ablation: never used to choose anything.", "",
-                   _md_table(method_test_table(ranked, runs))]
-        params = ", ".join(f"`{k}={best[k]}`" for k in searched if k in best)
+                   _md_table(method_test_table(agg, runs))]
+        params = ", ".join(f"`{k}={v}`" for k, v in best["params"].items())
         test_text = f"{test:.4f}" if test is not None else "n/a"
         md += ["## Best configuration", "", f"Trial `{best['trial_id']}` ({best['method']}): {params}", "",
-               f"- validation {metric}: {best['mean']:.4f} (n={best['n_seeds']} seeds)",
+               f"- validation {metric}: {best[metric]:.4f} (n={best['n_seeds']} seeds)",
                f"- test accuracy: {test_text} ({how}; never seen by the searcher)", ""]
     else:
         md += ["## Best configuration", "", "No configuration completed its budget yet.", ""]
     finals = runs.loc[runs.groupby(["sweep", "trial_id", "seed"])["step"].idxmax()]
     eval_s = runs.groupby(["sweep", "trial_id", "seed"])["eval_time_s"].sum() if "eval_time_s" in runs else 0
     trial_hours = (finals["train_time_s"].sum() + float(getattr(eval_s, "sum", lambda: 0)())) / 3600
-    gpu_hours = float((finals["train_time_s"] * finals["workers"].fillna(1))[finals["use_gpu"]].sum()) / 3600
+    gpu_hours = float((finals["train_time_s"] * finals["num_workers"].fillna(1))[finals["use_gpu"]].sum()) / 3600
     md += ["## Compute", "", f"- in-loop run time (training + validation), all runs: {trial_hours:.3f} h",
            f"- GPU-hours: {gpu_hours:.3f}"]
     for name, s in res.sweeps.items():

@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..config import LossConfig
+from .best import best_configuration
+
 LABEL_ONLY, DSS = "label-only", "DSS"
 
 # Reference test accuracies (%) for t5-v1_1-base, full data, PaLM rationales (method.md section 4).
@@ -26,16 +29,21 @@ def method_of(rationale_weight: float, mi_weight: float, estimator: str | None) 
     return f"MI ({estimator})"
 
 
-def with_method(runs: pd.DataFrame, base: dict | None = None) -> pd.DataFrame:
-    """Adds ``method`` from the loss weights (searched columns, else the sweep's base config)."""
-    base = base or {}
+LOSS_DEFAULTS = {f"loss.{k}": f.default for k, f in LossConfig.model_fields.items()}
+
+
+def run_method(cfg: dict) -> str:
+    """The method of a run from its resolved config (dotted keys); unset loss keys take the config's defaults."""
+    get = lambda k: cfg.get(k, LOSS_DEFAULTS[k])  # noqa: E731
+    return method_of(get("loss.rationale_weight"), get("loss.mi_weight"), get("loss.mi_estimator"))
+
+
+def with_method(runs: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``method`` from each row's loss columns (frames built by hand; loaded runs carry it)."""
     out = runs.copy()
-
-    def col(name, default):
-        return out[name] if name in out else pd.Series([base.get(name, default)] * len(out), index=out.index)
-
-    rw, mw, est = col("loss.rationale_weight", 0.5), col("loss.mi_weight", 0.1), col("loss.mi_estimator", "maxpool")
-    out["method"] = [method_of(a, b, c) for a, b, c in zip(rw, mw, est)]
+    keys = [k for k in ("loss.rationale_weight", "loss.mi_weight", "loss.mi_estimator") if k in out]
+    out["method"] = [run_method(dict(zip(keys, vals))) for vals in zip(*(out[k] for k in keys))] if keys \
+        else run_method({})
     return out
 
 
@@ -85,11 +93,9 @@ def aggregate(runs: pd.DataFrame, metric: str = "val_accuracy", searched: list[s
     return pd.DataFrame(rows).sort_values("mean", ascending=False).reset_index(drop=True)
 
 
-def best_of_method(agg: pd.DataFrame, method: str, completed_only: bool = True) -> pd.Series | None:
-    sel = agg[agg["method"] == method]
-    if completed_only and "status" in sel:
-        sel = sel[sel["status"] == "completed"]
-    return None if sel.empty else sel.sort_values("mean", ascending=False).iloc[0]
+def best_of_method(agg: pd.DataFrame, method: str, mode: str = "max") -> pd.Series | None:
+    """The best completed configuration of one method (the same ranking as the sweep's best)."""
+    return best_configuration(agg[agg["method"] == method], mode)
 
 
 def paired_comparison(runs: pd.DataFrame, agg: pd.DataFrame, baseline: str, metric: str = "val_accuracy",

@@ -16,13 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..config import (
     Config,
+    WorkerResources,
     apply_overrides,
     config_from_dict,
+    flatten,
     format_validation_error,
     read_yaml,
     set_dotted,
 )
 from ..errors import ConfigError
+from ..storage import is_uri
 
 
 class _Section(BaseModel):
@@ -93,14 +96,10 @@ class Scheduler(_Section):
     """ASHA's eta: the share of trials kept at each rung is 1 / reduction_factor."""
 
 
-class Resources(_Section):
-    workers: int = Field(1, ge=1)
-    """Ray Train workers per seed run (data parallel)."""
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: int = Field(0, ge=0)
-    """0 trains on CPU with gloo; 1 trains on one GPU per worker with NCCL."""
-    worker_resources: dict[str, float] = {}
-    """Extra custom resources per Train worker (to target a node type)."""
+class Resources(WorkerResources):
+    """Per Ray Train worker of every seed run (the training config's ``scaling`` words), plus
+    where the trial drivers go and whether a trial trains in its own process."""
+
     driver_resource: str | None = None
     """Custom resource the Tune trial drivers need, e.g. ``mmi_driver`` carried by an on-demand head
     node only, so a spot preemption never kills a driver. None: drivers take 0.01 CPU anywhere."""
@@ -176,16 +175,18 @@ class SweepSpec(_Section):
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds must be distinct")
         r = self.resources
-        if r.in_process and (len(self.seeds) > 1 or r.workers > 1 or "://" in self.storage_path):
-            raise ValueError("resources.in_process: needs one seed, one worker and a local storage_path")
+        if r.in_process and (len(self.seeds) > 1 or r.num_workers > 1 or r.use_gpu or is_uri(self.storage_path)):
+            raise ValueError("resources.in_process: needs one seed, one CPU worker (use_gpu: false) and a local "
+                             "storage_path")
         return self
 
 
 class LoadedSweep:
-    """A validated spec, its resolved base config, and where it came from."""
+    """A validated spec, its base config (raw, and validated), and where it came from."""
 
-    def __init__(self, spec: SweepSpec, base: Config, base_raw: dict, source: str):
-        self.spec, self.base, self.base_raw, self.source = spec, base, base_raw, source
+    def __init__(self, spec: SweepSpec, base_raw: dict, source: str, base_source: str | None = None):
+        self.spec, self.base_raw, self.source = spec, base_raw, source
+        self.base = config_from_dict(base_raw, base_source or f"{source} (base)")
 
     def trial_config(self, params: dict[str, Any], seed: int, sweep_dir: str) -> Config:
         """The training config of one (configuration, seed) run."""
@@ -193,11 +194,8 @@ class LoadedSweep:
         for k, v in params.items():
             set_dotted(raw, k.split("."), v, self.source)
         set_dotted(raw, ["train", "seed"], seed)
-        r = self.spec.resources
-        set_dotted(raw, ["scaling", "num_workers"], r.workers)
-        set_dotted(raw, ["scaling", "cpus_per_worker"], r.cpus_per_worker)
-        set_dotted(raw, ["scaling", "use_gpu"], r.gpus_per_worker > 0)
-        set_dotted(raw, ["scaling", "worker_resources"], dict(r.worker_resources))
+        for key in WorkerResources.model_fields:  # the spec's resources decide every seed run's scaling
+            set_dotted(raw, ["scaling", key], getattr(self.spec.resources, key))
         set_dotted(raw, ["run", "storage_path"], sweep_dir)
         set_dotted(raw, ["run", "max_failures"], self.spec.failure.train_max_failures)
         return config_from_dict(raw, self.source)
@@ -211,13 +209,13 @@ class LoadedSweep:
         r = self.spec.resources
         if r.in_process is not None:
             return r.in_process
-        return (len(self.spec.seeds) == 1 and r.workers == 1 and r.gpus_per_worker == 0 and not r.worker_resources
-                and not r.driver_resource and "://" not in self.spec.storage_path)
+        return (len(self.spec.seeds) == 1 and r.num_workers == 1 and not r.use_gpu and not r.worker_resources
+                and not r.driver_resource and not is_uri(self.spec.storage_path))
 
     def trial_cpus(self) -> float:
         """CPUs one trial holds: its seed runs train side by side."""
         r = self.spec.resources
-        return len(self.spec.seeds) * r.workers * r.cpus_per_worker
+        return len(self.spec.seeds) * r.num_workers * r.cpus_per_worker
 
     def derived_concurrency(self, cluster: dict[str, float]) -> int:
         """Trials that fit the cluster at once (each holds ``trial_cpus()``; drivers and Train
@@ -228,8 +226,8 @@ class LoadedSweep:
         k = len(self.spec.seeds)
         cpu_need = self.trial_cpus()
         fits = math.floor(cluster.get("CPU", 1) / cpu_need) if cpu_need else 1
-        if r.gpus_per_worker:
-            fits = min(fits, math.floor(cluster.get("GPU", 0) / (k * r.workers * r.gpus_per_worker)))
+        if r.use_gpu:
+            fits = min(fits, math.floor(cluster.get("GPU", 0) / (k * r.num_workers)))
         return max(1, min(fits, self.spec.num_trials))
 
 
@@ -250,11 +248,11 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> LoadedSw
         base_raw = read_yaml(base_path)
         base_source = f"{source} (base {spec.base})"
     else:
-        base_raw, base_source = spec.base, f"{source} (base)"
-    flat = _flatten(spec.overrides)
-    base_raw = apply_overrides(base_raw, [f"{k}={_yaml_value(v)}" for k, v in flat.items()])
-    base = config_from_dict(base_raw, base_source)
-    sweep = LoadedSweep(spec, base, base_raw, source)
+        base_raw, base_source = apply_overrides(spec.base, []), f"{source} (base)"
+    for key, value in flatten(spec.overrides).items():
+        set_dotted(base_raw, key.split("."), value, f"{source} (overrides)")
+    sweep = LoadedSweep(spec, base_raw, source, base_source)
+    base = sweep.base
     # every searched key must exist in the config, and every candidate value must validate
     for key, p in spec.search.items():
         probes = p.values if p.type == "choice" else [p.low, p.high]
@@ -274,21 +272,3 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> LoadedSw
         raise ConfigError(source, f"scheduler.grace_period: {spec.scheduler.grace_period} exceeds train.max_steps "
                                   f"({base.train.max_steps})")
     return sweep
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    """``{"a.b": 1, "c": {"d": 2}}`` -> ``{"a.b": 1, "c.d": 2}`` (a command-line ``overrides.x.y=v`` nests)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _yaml_value(v: Any) -> str:
-    import json
-
-    return json.dumps(v)

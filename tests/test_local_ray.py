@@ -1,7 +1,8 @@
 """The default local Ray of ``mmi-ray`` (no RAY_ADDRESS) listens on loopback only.
 
-Runs first (file name), before the suite's shared Ray head starts, so that only one Ray instance is
-up at a time: ``mmi-ray train`` starts its own local Ray, trains a few steps and shuts it down.
+Marked ``alone_on_host``, so it runs before the suite's shared Ray head starts (tests/conftest.py)
+and only one Ray instance is up at a time: ``mmi-ray train`` starts its own local Ray, trains a few
+steps and shuts it down.
 """
 
 import ipaddress
@@ -16,7 +17,7 @@ import pytest
 from conftest import tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.alone_on_host]
 
 
 def _listening(root_pid: int) -> set[tuple[str, int, str]]:

@@ -1,6 +1,6 @@
 """A sweep on a 3-node cluster on one machine: the shared head (carrying ``mmi_driver``) plus two
 worker nodes started with ``ray start --address`` (and stopped by this test). Drivers must run on
-the head and Train workers on the worker nodes. Runs last: it adds nodes to the shared head."""
+the head and Train workers on the worker nodes. Marked ``adds_nodes``: runs after every other test."""
 
 import json
 import subprocess
@@ -12,10 +12,9 @@ import pytest
 from test_sweep_e2e import write_spec
 
 from conftest import _free_port, stop_processes
-from mmi_ray.sweep import load_sweep
-from mmi_ray.sweep.runner import run_sweep
+from mmi_ray.sweep import load_sweep, run_sweep
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.adds_nodes]
 
 
 def _stop_node(nm_port: int) -> None:
@@ -48,7 +47,7 @@ def worker_nodes(ray_head, ray_session):
 def test_drivers_on_head_and_train_workers_on_worker_nodes(worker_nodes, tmp_path):
     assert len(worker_nodes["head"]) == 1 and len(worker_nodes["workers"]) == 2
     spec = write_spec(tmp_path, "multinode", num_trials=2, seeds=[0, 1],
-                      resources={"workers": 1, "cpus_per_worker": 1, "worker_resources": {"train_node": 1},
+                      resources={"num_workers": 1, "cpus_per_worker": 1, "worker_resources": {"train_node": 1},
                                  "driver_resource": "mmi_driver"})
     summary = run_sweep(load_sweep(spec), verbose=0)
     assert summary["trials"] == 2
@@ -75,7 +74,7 @@ def test_losing_a_worker_node_moves_its_trials_and_the_sweep_completes(worker_no
                                  "data.builtin.num_train": 300, "data.builtin.num_valid": 30,
                                  "data.builtin.num_test": 30, "train.batch_size": 8, "train.max_steps": 60,
                                  "train.eval_every": 10, "optim.lr": 0.003},
-                      resources={"workers": 1, "cpus_per_worker": 1, "worker_resources": {"train_node": 1},
+                      resources={"num_workers": 1, "cpus_per_worker": 1, "worker_resources": {"train_node": 1},
                                  "driver_resource": "mmi_driver"},
                       failure={"trial_max_failures": 2, "train_max_failures": 3, "time_budget_s": 900})
     sweep_dir = tmp_path / "results" / "nodeloss"

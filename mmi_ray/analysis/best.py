@@ -1,0 +1,67 @@
+"""The ranking of a sweep's configurations, its best one, and that one's test accuracy: defined
+here once, and used alike by the sweep's own summary and by the report.
+
+Only configurations trained to the full budget (status ``completed``) can be best; ties in the
+objective break by trial id. Test accuracy is computed from each seed's final checkpoint, once,
+after everything that chooses has chosen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..layout import CHECKPOINT_PATH, COMPLETED, STATUSES, STEP
+
+
+def ranked(agg: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
+    """Configurations best first: completed ones before the rest (in ``STATUSES`` order), then by the
+    mean objective (rounded, so float noise does not reorder ties), the step reached, the trial id."""
+    if agg.empty:
+        return agg
+    order = {s: i for i, s in enumerate(STATUSES)}
+    keyed = agg.assign(_o=agg["status"].map(order).fillna(len(STATUSES)), _v=agg["mean"].round(9))
+    return (keyed.sort_values(["_o", "_v", STEP, "trial_id"], ascending=[True, mode == "min", False, True],
+                              na_position="last")
+            .drop(columns=["_o", "_v"]).reset_index(drop=True))
+
+
+def best_configuration(agg: pd.DataFrame, mode: str = "max") -> pd.Series | None:
+    """The best completed configuration, or None when none completed its budget."""
+    r = ranked(agg, mode)
+    done = r[r["status"] == COMPLETED] if not r.empty else r
+    return None if done.empty else done.iloc[0]
+
+
+def seed_test_accuracies(runs: pd.DataFrame, sweep: str, trial_id: str) -> list[float]:
+    """Test accuracy of each seed's final checkpoint of one trial (computed now), in seed order."""
+    from ..evaluate import evaluate_checkpoint
+
+    g = runs[(runs["sweep"] == sweep) & (runs["trial_id"] == trial_id)]
+    finals = g.loc[g.groupby("seed")[STEP].idxmax()].sort_values("seed")
+    return [evaluate_checkpoint(p, "test")["test_accuracy"] for p in finals[CHECKPOINT_PATH].dropna()
+            if Path(p).exists()]
+
+
+def best_entry(agg: pd.DataFrame, runs: pd.DataFrame, metric: str, mode: str, searched: list[str],
+               evaluate_test: bool = True) -> dict[str, Any] | None:
+    """The best configuration as a record (trial, method, parameters, validation mean, step, seeds),
+    with the mean and per-seed test accuracy of its final checkpoints when ``evaluate_test``."""
+    best = best_configuration(agg, mode)
+    if best is None:
+        return None
+    entry = {"sweep": best["sweep"], "trial_id": best["trial_id"], "method": best["method"],
+             "params": {k: _plain(best[k]) for k in searched if k in best}, metric: float(best["mean"]),
+             STEP: int(best[STEP]), "n_seeds": int(best["n_seeds"])}
+    if evaluate_test:
+        tests = seed_test_accuracies(runs, best["sweep"], best["trial_id"])
+        if tests:
+            entry["test_accuracy"] = sum(tests) / len(tests)
+            entry["test_accuracy_per_seed"] = tests
+    return entry
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v

@@ -1,0 +1,55 @@
+"""The checkpoint format of a run: ``state.pt`` (student, critic, optimizer, schedule, step, data
+position, config fingerprint, in-loop time) and ``meta.json`` (step, metrics, resolved config).
+
+Written by rank 0 at each evaluation; read to resume a run and to evaluate a saved student.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .config import Config
+from .data.batching import BatchStream
+from .errors import MmiError
+from .layout import META_FILE, STATE_FILE
+from .objective import DistillModule
+
+
+def save_checkpoint(path: Path, module: DistillModule, optimizer, scheduler, step: int, stream: BatchStream,
+                    cfg: Config, metrics: dict) -> None:
+    state = {
+        "model": module.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "step": step,
+        "data_position": stream.position,
+        "fingerprint": cfg.fingerprint(),
+        "train_time_s": metrics.get("train_time_s", 0.0),
+    }
+    torch.save(state, path / STATE_FILE)
+    (path / META_FILE).write_text(json.dumps({"step": step, "metrics": metrics, "config": cfg.model_dump(mode="json")}))
+
+
+def load_state(path: Path) -> dict:
+    """The tensors of a checkpoint folder, on the CPU (``weights_only``: no code runs on load)."""
+    file = Path(path) / STATE_FILE
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def load_config(path: Path) -> Config:
+    """The resolved training config a checkpoint was written with."""
+    return Config.model_validate(json.loads((Path(path) / META_FILE).read_text())["config"])
+
+
+def restore(state: dict, module: DistillModule, optimizer, scheduler, stream: BatchStream, cfg: Config) -> int:
+    """Load a checkpoint's state into a freshly built run; returns the step to continue from."""
+    if state["fingerprint"] != cfg.fingerprint():
+        raise MmiError("checkpoint was written by a different config; refusing to resume from it")
+    module.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    stream.seek(**state["data_position"])
+    return int(state["step"])

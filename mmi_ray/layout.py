@@ -1,0 +1,172 @@
+"""The on-disk layout of runs and sweeps: the contract between the trainer, the sweep and the analysis.
+
+Every file and folder name, the status words, the metric record keys, and the readers and writers
+of a run's ``metrics.jsonl`` live here, and every module that writes or reads them imports them from
+here. Plain Python (no Ray, no torch), so ``analysis/`` can read results anywhere.
+
+    <storage>/<run name>/                  one training run (``mmi-ray train``)
+        config.yaml                        the resolved training config
+        metrics.jsonl                      one JSON line per evaluation (or the divergence record)
+        summary.json                       written when the run finished
+        checkpoint_0000100/                state.pt (tensors) + meta.json (step, metrics, config)
+    <storage>/<sweep name>/                one sweep (``mmi-ray sweep``)
+        sweep_spec.yaml                    the spec and base config the sweep started with
+        sweep_summary.json  trials.csv     written when the sweep ended
+        optuna.db                          the Optuna study (local storage)
+        trial_<id>/                        Tune's trial folder: params.json, result.json, error.txt
+        runs/<id>_seed<k>/                 one run folder (as above) per trial and seed
+        report/                            ``mmi-ray analyze``'s default output
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .storage import exists, join, read_text, write_text
+
+# --- a run folder
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+RUN_SUMMARY_FILE = "summary.json"
+CHECKPOINT_PREFIX = "checkpoint_"
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+
+# --- a sweep folder
+SPEC_FILE = "sweep_spec.yaml"
+SWEEP_SUMMARY_FILE = "sweep_summary.json"
+TRIALS_FILE = "trials.csv"
+OPTUNA_DB = "optuna.db"
+RUNS_DIR = "runs"
+REPORT_DIR = "report"
+REPORT_MD, REPORT_HTML = "report.md", "report.html"
+TRIAL_PREFIX = "trial_"
+# Tune's own files in a trial folder (read, never written, by us)
+PARAMS_FILE = "params.json"
+RESULT_FILE = "result.json"
+ERROR_FILE = "error.txt"
+
+# --- trial status words (also their ranking order: completed trials first)
+COMPLETED, STOPPED, ERROR, RUNNING, NOT_RUN = "completed", "stopped early", "error", "running", "not run"
+STATUSES = (COMPLETED, STOPPED, ERROR, RUNNING, NOT_RUN)
+
+# --- metric record keys
+STEP = "step"
+CHECKPOINT_PATH = "checkpoint_path"
+NODE_ID = "node_id"
+NON_FINITE = "non_finite_step"
+"""Key of the divergence record: a run's last line when a loss term became NaN or infinite."""
+
+
+def checkpoint_dir_name(step: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{step:07d}"
+
+
+def trial_dir_name(trial_id: str) -> str:
+    return f"{TRIAL_PREFIX}{trial_id}"
+
+
+def run_name(trial_id: str, seed: int) -> str:
+    """The run folder (and Ray Train run name) of one trial and seed: never a timestamp, so a
+    retried or restored trial finds its own checkpoints."""
+    return f"{trial_id}_seed{seed}"
+
+
+def parse_run_name(name: str) -> tuple[str, int] | None:
+    """``run_name``'s inverse; None for a folder that is not a trial's run."""
+    tid, sep, seed = name.rpartition("_seed")
+    return (tid, int(seed)) if sep and tid and seed.isdigit() else None
+
+
+def seed_key(key: str, seed: int) -> str:
+    """A per-seed column of a trial's reported metrics, e.g. ``val_accuracy_seed1``."""
+    return f"{key}_seed{seed}"
+
+
+def divergence_record(step: int, first_bad: int) -> dict[str, Any]:
+    return {STEP: step, NON_FINITE: first_bad, "error": f"non-finite loss at step {first_bad}"}
+
+
+def is_divergence(record: dict) -> bool:
+    return NON_FINITE in record
+
+
+def read_metrics(run_dir: str | Path, skipped: list[str] | None = None) -> list[dict]:
+    """The records of a run's ``metrics.jsonl`` (empty when there is none). Damaged lines and lines
+    without a step (a write cut short) are left out, and listed in ``skipped`` when given."""
+    path = join(str(run_dir), METRICS_FILE)
+    if not exists(path):
+        return []
+    try:
+        text = read_text(path)
+    except (OSError, UnicodeDecodeError) as e:
+        if skipped is not None:
+            skipped.append(f"{path}: unreadable ({e})")
+        return []
+    out = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if skipped is not None:
+                skipped.append(f"{path}: line {n}: damaged JSON line skipped")
+            continue
+        if not isinstance(record, dict) or STEP not in record:
+            if skipped is not None:
+                skipped.append(f"{path}: line {n}: a line without '{STEP}' skipped")
+            continue
+        out.append(record)
+    return out
+
+
+class MetricsLog:
+    """Writer of one run's ``metrics.jsonl``, rewritten whole (atomically on local disks) at each
+    evaluation. A resumed run keeps what an earlier attempt wrote before the first new step."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = str(run_dir)
+        self.records: list[dict] | None = None
+
+    def append(self, record: dict) -> None:
+        if self.records is None:
+            self.records = [m for m in read_metrics(self.run_dir) if m[STEP] < record[STEP]]
+        self.records.append(record)
+        write_text(join(self.run_dir, METRICS_FILE), "".join(json.dumps(m) + "\n" for m in self.records))
+
+
+def complete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """A local run's checkpoint folders that hold both files, oldest first."""
+    return sorted(p for p in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*")
+                  if (p / STATE_FILE).exists() and (p / META_FILE).exists())
+
+
+def publish_checkpoint(src: Path, run_dir: str | Path, step: int, keep: int) -> Path:
+    """Copy a checkpoint folder into a local run as ``checkpoint_<step>`` (whole or not at all),
+    then keep only the newest ``keep``; the same names and rotation as a Ray Train run."""
+    final = Path(run_dir) / checkpoint_dir_name(step)
+    tmp = final.with_name(f".tmp_{final.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in complete_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def spec_text(spec: dict, base: dict) -> str:
+    """What ``sweep_spec.yaml`` holds: the validated spec and the resolved base config."""
+    return yaml.safe_dump({"spec": spec, "base": base}, sort_keys=True)
+
+
+def read_spec(sweep_dir: str) -> tuple[dict, dict]:
+    """(spec, base) from a sweep folder's ``sweep_spec.yaml``."""
+    saved = yaml.safe_load(read_text(join(sweep_dir, SPEC_FILE)))
+    return saved["spec"], saved["base"]

@@ -1,0 +1,216 @@
+"""The trial side of a sweep: the Tune function trainable (the "driver") of one configuration.
+
+Ray's Train-in-Tune pattern (Ray 2.60, Train V2): the driver builds one ``TorchTrainer`` per seed,
+named after the trial id so that a retried or restored trial resumes from its own checkpoints, runs
+them side by side, and reports the mean over seeds of every metric at each evaluation step. A
+one-seed, one-CPU-worker trial trains in the trial process itself (``resources.in_process``),
+writing the same run folder through ``worker.in_process_env``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue as pyqueue
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..errors import NonFiniteLossError, root_cause
+from ..layout import (
+    CHECKPOINT_PATH,
+    CONFIG_FILE,
+    NODE_ID,
+    RESULT_FILE,
+    RUNS_DIR,
+    STEP,
+    is_divergence,
+    read_metrics,
+    run_name,
+    seed_key,
+)
+from ..storage import exists, join, write_text
+from .spec import LoadedSweep, SweepSpec
+
+DRIVER_NODE_ID = "driver_node_id"
+"""Reported by every trial: the node its driver ran on (placement checks)."""
+
+
+def aggregate(per_seed: dict[int, dict], objective: str) -> dict[str, Any]:
+    """Mean over seeds of every numeric metric, plus the objective's std and per-seed values, and
+    the summed in-loop training time of all seed runs."""
+    seeds = sorted(per_seed)
+    out: dict[str, Any] = {}
+    keys = set.intersection(*(set(per_seed[s]) for s in seeds))
+    for k in sorted(keys):
+        vals = [per_seed[s][k] for s in seeds]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            out[k] = sum(vals) / len(vals)
+    vals = [per_seed[s][objective] for s in seeds]
+    mean = sum(vals) / len(vals)
+    out[f"{objective}_std"] = math.sqrt(sum((v - mean) ** 2 for v in vals) / max(1, len(vals) - 1)) if len(vals) > 1 else 0.0
+    for s in seeds:
+        out[seed_key(objective, s)] = per_seed[s][objective]
+        for key, name in ((NODE_ID, NODE_ID), (CHECKPOINT_PATH, "checkpoint")):
+            if key in per_seed[s]:
+                out[seed_key(name, s)] = per_seed[s][key]
+    out["train_time_s_sum"] = sum(per_seed[s].get("train_time_s", 0.0) for s in seeds)
+    out[STEP] = int(per_seed[seeds[0]][STEP])
+    out["num_seeds"] = len(seeds)
+    return out
+
+
+def _reported_steps(trial_dir: str | None) -> list[int]:
+    """Steps Tune already holds for this trial (a restored trial reports only what follows)."""
+    if not trial_dir:
+        return []
+    path = Path(trial_dir) / RESULT_FILE
+    if not path.exists():
+        return []
+    steps = []
+    for line in path.read_text().splitlines():
+        try:
+            steps.append(int(json.loads(line)[STEP]))
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by the kill
+    return steps
+
+
+def _queue_callback(q, seed: int):
+    from ray.train import UserCallback
+
+    class ToDriver(UserCallback):
+        """On the Train controller: forward rank 0's metrics of each report to the trial driver."""
+
+        def after_report(self, run_context, metrics, checkpoint):
+            m = dict(metrics[0])
+            if checkpoint is not None:
+                m[CHECKPOINT_PATH] = checkpoint.path
+            q.put((seed, m))
+
+    return ToDriver()
+
+
+def _ensure_config(run_dir: str, cfg) -> None:
+    if not exists(join(run_dir, CONFIG_FILE)):
+        write_text(join(run_dir, CONFIG_FILE), cfg.to_yaml())
+
+
+def trial_driver(params: dict, payload: dict) -> None:
+    """The Tune function trainable: one configuration, ``len(seeds)`` Train runs, mean reports."""
+    import ray
+    from ray import tune
+    from ray.util.queue import Empty, Queue
+
+    from ..train import build_trainer, metrics_callback
+
+    sweep = LoadedSweep(SweepSpec.model_validate(payload["spec"]), payload["base_raw"], payload["source"])
+    spec = sweep.spec
+    searched = {k: params[k] for k in spec.search}
+    trial_id = tune.get_context().get_trial_id()
+    driver_node = ray.get_runtime_context().get_node_id()
+    runs_root = join(payload["sweep_dir"], RUNS_DIR)
+    if sweep.in_process():
+        return _train_in_trial(sweep, searched, trial_id, runs_root, driver_node)
+    q = Queue(actor_options={"num_cpus": 0})
+    history: dict[int, dict[int, dict]] = {}  # step -> seed -> metrics
+    errors: dict[int, BaseException] = {}
+    threads = []
+    for seed in spec.seeds:
+        cfg = sweep.trial_config(searched, seed, runs_root)
+        name = run_name(trial_id, seed)
+        run_dir = join(runs_root, name)
+        done = read_metrics(run_dir)
+        diverged = [m for m in done if is_divergence(m)]
+        if diverged:  # deterministic: running it again would diverge again
+            raise NonFiniteLossError(f"seed {seed}: {diverged[-1]['error']}")
+        for m in done:
+            history.setdefault(m[STEP], {})[seed] = m
+        if done and done[-1][STEP] >= cfg.train.max_steps:
+            continue  # this seed finished before the trial was interrupted
+        _ensure_config(run_dir, cfg)
+        trainer = build_trainer(cfg, name, runs_root,
+                                callbacks=[metrics_callback(run_dir, verbose=False), _queue_callback(q, seed)])
+
+        def fit(trainer=trainer, seed=seed):
+            try:
+                trainer.fit()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the driver thread below
+                errors[seed] = e
+        threads.append(threading.Thread(target=fit, daemon=True, name=f"fit-seed{seed}"))
+    for t in threads:
+        t.start()
+
+    # a restored trial: Tune already holds the steps in its result.json; report only the newest
+    # again (so the trial's final metrics are fresh) and the ones that follow
+    already = max(_reported_steps(tune.get_context().get_trial_dir()), default=0)
+    reported = max((s for s in history if s < already), default=0)
+    k = len(spec.seeds)
+
+    def flush():
+        nonlocal reported
+        for step in sorted(s for s in history if s > reported):
+            if len(history[step]) < k:
+                break
+            tune.report({**aggregate(history[step], spec.objective.metric), DRIVER_NODE_ID: driver_node})
+            reported = step
+
+    flush()
+    while any(t.is_alive() for t in threads) or not q.empty():
+        try:
+            seed, m = q.get(timeout=1.0)
+        except (pyqueue.Empty, Empty):
+            if errors:
+                break
+            continue
+        if is_divergence(m):
+            errors[seed] = NonFiniteLossError(m["error"])
+            break
+        history.setdefault(m[STEP], {})[seed] = m
+        flush()
+    for t in threads:
+        t.join(timeout=5)
+    if errors:
+        seed, err = next(iter(errors.items()))
+        if isinstance(err, NonFiniteLossError):
+            raise NonFiniteLossError(f"seed {seed}: {err}")
+        root = root_cause(err)
+        raise RuntimeError(f"seed {seed}: {type(root).__name__}: {root}") from err
+
+
+def _train_in_trial(sweep: LoadedSweep, searched: dict, trial_id: str, runs_root: str, node: str) -> None:
+    """One seed, one CPU worker: run the training loop in this Tune trial process (no Train
+    controller or worker group), writing the same run folder as a Ray Train run; a retried or
+    restored trial resumes from its newest checkpoint."""
+    from ray import tune
+
+    from ..recipe import run_loop
+    from ..worker import in_process_env
+
+    spec = sweep.spec
+    seed = spec.seeds[0]
+    cfg = sweep.trial_config(searched, seed, runs_root)
+    run_dir = Path(runs_root) / run_name(trial_id, seed)
+    _ensure_config(str(run_dir), cfg)
+    obj = spec.objective.metric
+
+    def to_tune(m: dict) -> None:
+        if not is_divergence(m):
+            tune.report({**aggregate({seed: m}, obj), DRIVER_NODE_ID: node})
+
+    env, state = in_process_env(run_dir, cfg.train.keep_checkpoints, node, to_tune)
+    start = state[STEP] if state is not None else 0
+    done = [m for m in read_metrics(run_dir) if m[STEP] <= start or is_divergence(m)]
+    if done and is_divergence(done[-1]):  # deterministic: running it again would diverge again
+        raise NonFiniteLossError(f"seed {seed}: {done[-1]['error']}")
+    # restored: Tune holds the steps in result.json; report the newest again and the ones after it
+    already = max(_reported_steps(tune.get_context().get_trial_dir()), default=0)
+    reported = max((m[STEP] for m in done if m[STEP] < already), default=0)
+    for m in done:
+        if m[STEP] > reported:
+            to_tune(m)
+    if start < cfg.train.max_steps:
+        run_loop(cfg, env)
+    after = read_metrics(run_dir)
+    if after and is_divergence(after[-1]):
+        raise NonFiniteLossError(f"seed {seed}: {after[-1]['error']}")

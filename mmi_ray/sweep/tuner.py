@@ -1,0 +1,171 @@
+"""The Tuner side of a sweep: check the spec against the cluster, build the Ray Tune ``Tuner``
+(Optuna TPE + ASHA) over the trial driver of mmi_ray/sweep/trial.py, run or resume it, and write
+the sweep's summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from ..errors import ConfigError, StorageError
+from ..layout import OPTUNA_DB, SPEC_FILE, STEP, SWEEP_SUMMARY_FILE, spec_text, trial_dir_name
+from ..ray_init import init_ray
+from ..storage import ensure_writable, exists, is_uri, join, read_text, write_text
+from .spec import LoadedSweep, SweepSpec
+
+
+def _searcher(sweep: LoadedSweep, sweep_dir: str):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    spec = sweep.spec
+    url = spec.study_storage
+    if url is None:
+        db_dir = sweep_dir if not is_uri(sweep_dir) else str(Path("~/.mmi-ray/optuna").expanduser())
+        Path(db_dir).mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{Path(db_dir, OPTUNA_DB if not is_uri(sweep_dir) else f'{spec.name}.db')}"
+    storage = optuna.storages.RDBStorage(url)
+    return OptunaSearch(
+        space={k: p.optuna_distribution() for k, p in spec.search.items()},
+        metric=spec.objective.metric,
+        mode=spec.objective.mode,
+        points_to_evaluate=[dict(p) for p in spec.points_to_evaluate] or None,
+        sampler=optuna.samplers.TPESampler(seed=spec.searcher_seed),
+        study_name=spec.name,
+        storage=storage,
+    ), url
+
+
+def _callbacks(spec: SweepSpec) -> list:
+    cbs = []
+    t = spec.tracking
+    if t.mlflow_uri:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        cbs.append(MLflowLoggerCallback(tracking_uri=t.mlflow_uri, experiment_name=spec.name))
+    if t.wandb_project:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        cbs.append(WandbLoggerCallback(project=t.wandb_project, group=spec.name))
+    return cbs
+
+
+def _trainable(sweep: LoadedSweep, payload: dict):
+    from ray import tune
+
+    from .trial import trial_driver
+
+    def mmi_trial(config):  # stable name: Tuner.restore needs the same trainable
+        trial_driver(config, payload)
+
+    r = sweep.spec.resources
+    if sweep.in_process():  # the trial trains itself: it holds the worker's CPUs
+        return tune.with_resources(mmi_trial, {"CPU": r.cpus_per_worker})
+    return tune.with_resources(mmi_trial, {r.driver_resource: 0.01} if r.driver_resource else {"CPU": 0.01})
+
+
+def sweep_dir_of(spec: SweepSpec) -> tuple[str, str]:
+    storage = spec.storage_path if is_uri(spec.storage_path) else str(Path(spec.storage_path).expanduser().resolve())
+    return storage, join(storage, spec.name)
+
+
+def cluster_resources() -> dict[str, float]:
+    import ray
+
+    return dict(ray.cluster_resources())
+
+
+def _check_fits(sweep: LoadedSweep, cluster: dict[str, float]) -> None:
+    """One trial must fit the cluster; on a cluster of our own (no RAY_ADDRESS) nothing will come."""
+    spec = sweep.spec
+    need = sweep.trial_cpus()
+    if need <= cluster.get("CPU", 0):
+        return
+    msg = (f"resources: one trial runs {len(spec.seeds)} seed(s) x {spec.resources.num_workers} worker(s) x "
+           f"{spec.resources.cpus_per_worker} CPU = {need:g} CPUs side by side, but the cluster has "
+           f"{cluster.get('CPU', 0):g}; lower resources.cpus_per_worker (fractions work) or the seeds")
+    if not os.environ.get("RAY_ADDRESS"):
+        raise ConfigError(sweep.source, msg)
+    print(f"[mmi-ray] warning: {msg} (waiting for the autoscaler)", flush=True)
+
+
+def _start_or_resume(sweep: LoadedSweep, storage: str, sweep_dir: str, resume: bool) -> None:
+    """Refuse to overwrite a sweep, or to resume one that differs; record the spec on a new start."""
+    spec = sweep.spec
+    try:
+        ensure_writable(storage)
+    except StorageError as e:
+        raise ConfigError(sweep.source, f"storage_path: {e}") from None
+    text = spec_text(spec.model_dump(mode="json"), sweep.base_raw)
+    started = exists(join(sweep_dir, SPEC_FILE))
+    if started and not resume:
+        raise ConfigError(sweep.source, f"name: sweep '{spec.name}' already exists in {storage}; "
+                                        "add --resume to continue it, or choose another name")
+    if resume and not started:
+        raise ConfigError(sweep.source, f"name: no sweep '{spec.name}' in {storage} to resume")
+    if resume and read_text(join(sweep_dir, SPEC_FILE)) != text:
+        raise ConfigError(sweep.source, f"the spec differs from the one sweep '{spec.name}' started with; "
+                                        "resume with the same spec")
+    if not started:
+        write_text(join(sweep_dir, SPEC_FILE), text)
+
+
+def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1) -> dict:
+    """Run (or resume) the sweep and return its summary (also written to ``sweep_summary.json``)."""
+    spec = sweep.spec
+    storage, sweep_dir = sweep_dir_of(spec)
+    _start_or_resume(sweep, storage, sweep_dir, resume)
+    init_ray(log_to_driver=verbose > 1)
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    payload = {"spec": spec.model_dump(mode="json"), "base_raw": sweep.base_raw, "source": sweep.source,
+               "sweep_dir": sweep_dir}
+    trainable = _trainable(sweep, payload)
+    cluster = cluster_resources()
+    _check_fits(sweep, cluster)
+    concurrency = sweep.derived_concurrency(cluster)
+    t0 = time.time()
+    if resume and tune.Tuner.can_restore(sweep_dir):
+        tuner = tune.Tuner.restore(sweep_dir, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        searcher, study_url = _searcher(sweep, sweep_dir)
+        if spec.scheduler.type == "asha":
+            scheduler = ASHAScheduler(time_attr=STEP, max_t=sweep.max_steps, grace_period=spec.scheduler.grace_period,
+                                      reduction_factor=spec.scheduler.reduction_factor)
+        else:
+            scheduler = FIFOScheduler()
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=spec.objective.metric,
+                mode=spec.objective.mode,
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=spec.num_trials,
+                max_concurrent_trials=concurrency,
+                time_budget_s=spec.failure.time_budget_s,
+                trial_name_creator=lambda t: trial_dir_name(t.trial_id),
+                trial_dirname_creator=lambda t: trial_dir_name(t.trial_id),
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=storage,
+                failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
+                callbacks=_callbacks(spec),
+                verbose=verbose,
+            ),
+        )
+        if verbose:
+            print(f"[mmi-ray] sweep '{spec.name}': {spec.num_trials} trials x {len(spec.seeds)} seed(s), "
+                  f"{concurrency} at once; Optuna study in {study_url}", flush=True)
+    tuner.fit()
+    wall = time.time() - t0
+    from .summary import summarize
+
+    summary = summarize(sweep, sweep_dir, wall)
+    write_text(join(sweep_dir, SWEEP_SUMMARY_FILE), json.dumps(summary, indent=2, default=str))
+    return summary

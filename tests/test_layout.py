@@ -1,0 +1,86 @@
+"""The on-disk layout module: names, the metrics log's resume rule, checkpoint rotation, and one
+definition for every name the registries and the config share."""
+
+import json
+
+import pytest
+
+from mmi_ray import layout
+from mmi_ray.config import BUILTIN_TASKS, DSS_NAMES, MI_ESTIMATOR_NAMES, DataConfig, LossConfig
+from mmi_ray.errors import ConfigError
+
+
+def test_run_names_round_trip_and_other_folders_are_not_runs():
+    assert layout.run_name("ab12_00003", 7) == "ab12_00003_seed7"
+    assert layout.parse_run_name("ab12_00003_seed7") == ("ab12_00003", 7)
+    for other in ("report", "seed7", "x_seedy", ".tmp_checkpoint_0000010"):
+        assert layout.parse_run_name(other) is None
+    assert layout.checkpoint_dir_name(40) == "checkpoint_0000040"
+    assert layout.trial_dir_name("ab12") == "trial_ab12"
+
+
+def test_metrics_log_keeps_an_earlier_attempt_only_before_the_first_new_step(tmp_path):
+    first = layout.MetricsLog(tmp_path)
+    for step in (10, 20, 30):
+        first.append({"step": step, "val_accuracy": step / 100})
+    (tmp_path / layout.METRICS_FILE).write_text((tmp_path / layout.METRICS_FILE).read_text() + '{"step": 4')
+    resumed = layout.MetricsLog(tmp_path)  # restored from the step-10 checkpoint
+    resumed.append({"step": 20, "val_accuracy": 0.9})
+    skipped: list[str] = []
+    assert [(m["step"], m["val_accuracy"]) for m in layout.read_metrics(tmp_path, skipped)] == [(10, 0.1), (20, 0.9)]
+    assert skipped == []  # the cut-off line is gone with the rewrite
+    (tmp_path / layout.METRICS_FILE).write_text('{"step": 10}\n{"step": 2\n{"no_step": 1}\n')
+    assert [m["step"] for m in layout.read_metrics(tmp_path, skipped)] == [10]
+    assert len(skipped) == 2 and "damaged JSON line skipped" in skipped[0] and "without 'step'" in skipped[1]
+
+
+def test_divergence_record_is_recognised_everywhere_by_one_key():
+    rec = layout.divergence_record(20, 13)
+    assert layout.is_divergence(rec) and rec["error"] == "non-finite loss at step 13"
+    assert not layout.is_divergence({"step": 20, "val_accuracy": 0.5})
+    assert json.loads(json.dumps(rec)) == rec
+
+
+def test_publish_checkpoint_is_whole_and_keeps_the_newest(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for step in (10, 20, 30):
+        src = tmp_path / f"src{step}"
+        src.mkdir()
+        (src / layout.STATE_FILE).write_text(str(step))
+        (src / layout.META_FILE).write_text("{}")
+        layout.publish_checkpoint(src, run, step, keep=2)
+    (run / "checkpoint_0000040").mkdir()  # a folder cut short (no files) is not a checkpoint
+    assert [p.name for p in layout.complete_checkpoints(run)] == ["checkpoint_0000020", "checkpoint_0000030"]
+    assert not list(run.glob(".tmp_*"))
+
+
+def test_statuses_are_one_vocabulary():
+    assert layout.STATUSES[0] == layout.COMPLETED and len(set(layout.STATUSES)) == 5
+
+
+def test_registries_have_exactly_the_config_names():
+    from mmi_ray.data.builtin import GENERATORS
+    from mmi_ray.data.dss import DSS_DATASETS
+    from mmi_ray.losses import MI_ESTIMATORS
+
+    assert set(DSS_DATASETS) == set(DSS_NAMES) and len(DSS_DATASETS) == len(DSS_NAMES)
+    assert set(GENERATORS) == set(BUILTIN_TASKS)
+    assert set(MI_ESTIMATORS) == set(MI_ESTIMATOR_NAMES)
+    assert DataConfig(dataset="anli1", data_dir="x").dataset == "anli1"
+    assert LossConfig(mi_estimator="nwj").mi_estimator == "nwj"
+    with pytest.raises(ValueError):
+        LossConfig(mi_estimator="mine")
+
+
+def test_renamed_resource_keys_name_their_new_names(tmp_path):
+    from mmi_ray.sweep import load_sweep
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nbase: {}\nnum_trials: 1\nsearch: {loss.mi_weight: {type: uniform, low: 0, high: 1}}\n"
+                    "resources: {workers: 2, gpus_per_worker: 1}\n")
+    with pytest.raises(ConfigError) as e:
+        load_sweep(spec)
+    text = str(e.value)
+    assert "resources.workers: unknown key (now called resources.num_workers)" in text
+    assert "resources.gpus_per_worker: unknown key (now called resources.use_gpu)" in text
