@@ -69,12 +69,48 @@ def cmd_sweep(args) -> int:
     check_paths(sweep.base, f"{args.spec} (base)")
     summary = run_sweep(sweep, resume=args.resume, verbose=0 if args.quiet else 1)
     print_summary(summary)
+    if summary.get("confirmation"):
+        from .sweep.confirm import print_headline
+
+        print_headline(summary["confirmation"], sweep.spec.objective.metric)
     if not args.no_report and not is_uri(summary["sweep_dir"]):
         from .analysis.report import build_report
 
         report = build_report([summary["sweep_dir"]])
         print(f"[mmi-ray] report: {report['report']} (tables, comparisons, {len(report['plots'])} plots); "
               f"again any time with: mmi-ray analyze {summary['sweep_dir']}")
+    return 0
+
+
+def cmd_confirm(args) -> int:
+    """Confirmation runs on an existing sweep folder, with the spec it was started with."""
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from .config import format_validation_error, set_dotted
+    from .errors import ConfigError
+    from .layout import SPEC_FILE, read_spec
+    from .sweep.confirm import print_headline, run_confirmation
+    from .sweep.spec import Confirm, LoadedSweep, SweepSpec
+
+    sweep_dir = str(Path(args.sweep_dir).expanduser().resolve())
+    source = f"{sweep_dir}/{SPEC_FILE}"
+    if not Path(source).is_file():
+        raise MmiError(f"{args.sweep_dir}: no {SPEC_FILE}: not a sweep folder")
+    spec_raw, base_raw = read_spec(sweep_dir)
+    confirm = dict(spec_raw.get("confirm") or {})
+    if args.top_k is not None:
+        confirm["top_k"] = args.top_k
+    if args.seeds:
+        confirm["seeds"] = args.seeds
+    try:
+        set_dotted(spec_raw, ["confirm"], Confirm.model_validate(confirm).model_dump())
+        sweep = LoadedSweep(SweepSpec.model_validate(spec_raw), base_raw, source)
+    except ValidationError as e:
+        raise ConfigError("command line", format_validation_error(e)) from None
+    state = run_confirmation(sweep, sweep_dir, sweep.spec.confirm, verbose=0 if args.quiet else 1)
+    print_headline(state, sweep.spec.objective.metric)
     return 0
 
 
@@ -107,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--quiet", action="store_true", help="no trial table while running")
     w.add_argument("--no-report", action="store_true", help="skip the analysis report at the end")
     w.set_defaults(fn=cmd_sweep)
+
+    c = sub.add_parser("confirm", help="train a finished sweep's top configurations and the baselines again on fresh seeds")
+    c.add_argument("sweep_dir", help="a sweep folder (<storage_path>/<name>)")
+    c.add_argument("--top-k", type=int, default=None, help="configurations to confirm (default: the spec's, else 3)")
+    c.add_argument("--seeds", type=int, nargs="+", default=None, help="fresh seeds (default: the spec's, else 1000-1004)")
+    c.add_argument("--quiet", action="store_true", help="no trial table while running")
+    c.set_defaults(fn=cmd_confirm)
 
     pl = sub.add_parser("plan", help="what a sweep will ask of a cluster: trials at once, nodes, GPU-hours, cost")
     pl.add_argument("spec")

@@ -16,6 +16,7 @@ here. Plain Python (no Ray, no torch), so ``analysis/`` can read results anywher
         trial_<id>/                        Tune's trial folder: params.json, result.json, error.txt
         runs/<id>_seed<k>/                 one run folder (as above) per trial and seed
         report/                            ``mmi-ray analyze``'s default output
+        confirm/                           confirmation runs: trial_<id>/, runs/, confirmation.json
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ TRIALS_FILE = "trials.csv"
 OPTUNA_DB = "optuna.db"
 RUNS_DIR = "runs"
 REPORT_DIR = "report"
+CONFIRM_DIR = "confirm"
+"""The confirmation runs' own Tune experiment inside a sweep folder (its runs in ``confirm/runs/``)."""
+CONFIRMATION_FILE = "confirmation.json"
+"""In ``confirm/``: each confirmation run's arm, seed, final validation and (read once) test figures."""
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
 TRIAL_PREFIX = "trial_"
 # Tune's own files in a trial folder (read, never written, by us)

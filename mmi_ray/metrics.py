@@ -2,7 +2,9 @@
 
 Equations are evaluated by a small arithmetic parser over Python's ``ast`` (numbers, + - * / // %
 **, parentheses); nothing is ever executed, so model output such as ``__import__('os')`` is simply
-a wrong answer.
+a wrong answer. Arithmetic is in floats, and a value that leaves the finite floats is a wrong
+answer at once: any text scores in microseconds and never raises (``99999**64``, or towers such as
+``(((9**64)**64)**64)**64``, which exact integers would take seconds and gigabytes to compute).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import warnings
 from collections.abc import Sequence
 
 _BINOPS = {
@@ -30,16 +33,22 @@ class _Reject(Exception):
     pass
 
 
+def _finite(value) -> float:
+    if isinstance(value, complex) or not math.isfinite(value):
+        raise _Reject("not a finite real number")
+    return value
+
+
 def _eval_node(node: ast.AST) -> float:
     if isinstance(node, ast.Expression):
         return _eval_node(node.body)
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return node.value
+        return _finite(float(node.value))  # a 400-digit integer raises OverflowError: rejected
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
         left, right = _eval_node(node.left), _eval_node(node.right)
         if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
             raise _Reject("exponent too large")
-        return _BINOPS[type(node.op)](left, right)
+        return _finite(_BINOPS[type(node.op)](left, right))
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval_node(node.operand))
     raise _Reject(type(node).__name__)
@@ -53,13 +62,13 @@ def safe_arith(text: str) -> float | None:
     if not text or len(text) > MAX_EQUATION_CHARS:
         return None
     try:
-        tree = ast.parse(text, mode="eval")
-        value = _eval_node(tree)
-    except (SyntaxError, ValueError, TypeError, ZeroDivisionError, OverflowError, RecursionError, _Reject):
+        with warnings.catch_warnings():  # e.g. SyntaxWarning on "1 is 1": still just not an equation
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text, mode="eval")
+        return float(_eval_node(tree))
+    except (SyntaxError, ValueError, TypeError, ZeroDivisionError, OverflowError, RecursionError, MemoryError,
+            _Reject):
         return None
-    if isinstance(value, complex) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def equation_equal(pred: str, gold: str) -> bool:

@@ -14,6 +14,7 @@ import yaml
 
 from .config import read_yaml
 from .errors import ConfigError
+from .storage import is_uri
 from .sweep.spec import LoadedSweep
 
 PRICES = Path(__file__).resolve().parents[1] / "cluster" / "prices.yaml"
@@ -141,6 +142,9 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
     run_hours_asha = spec.num_trials * k * steps_asha * st / 3600
     gpu_per_run = max(run_gpus, 0)
     gpu_full, gpu_asha = run_hours_full * gpu_per_run, run_hours_asha * gpu_per_run
+    c = spec.confirm  # confirmation runs: at most top_k + 2 arms, each on every fresh seed, full budget
+    confirm_runs = (c.top_k + 2 * c.baselines) * len(c.seeds) if c is not None else 0
+    confirm_gpu_hours = confirm_runs * steps_full * st / 3600 * gpu_per_run
     cost_full = cost_asha = None
     prices_known = all(price(types[n]) is not None for n in nodes) and nodes
     if prices_known and at_once:
@@ -162,7 +166,7 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
     if not spec.resources.driver_resource:
         warnings.append("no driver resource: Tune trial drivers may land on spot workers and die with them "
                         "(set resources.driver_resource: mmi_driver)")
-    if "://" not in spec.storage_path and not spec.storage_path.startswith("/mnt"):
+    if not is_uri(spec.storage_path) and not spec.storage_path.startswith("/mnt"):
         warnings.append(f"storage_path '{spec.storage_path}' is local: on a multi-node cluster use shared storage "
                         "(s3://, gs://, or an NFS mount)")
     if not base.scaling.use_gpu and not r.use_gpu and any(t.gpus for t in workers.values()):
@@ -181,6 +185,9 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
         f"(grace {spec.scheduler.grace_period}, eta {spec.scheduler.reduction_factor:g})"
         if spec.scheduler.type == "asha" else f"  steps per run: {steps_full} (no early stopping)",
         f"  GPU-hours: {gpu_full:.1f} without early stopping, {gpu_asha:.1f} expected",
+        (f"  confirmation: up to {confirm_runs} runs (({c.top_k} best + {2 * c.baselines} baselines) x {len(c.seeds)} "
+         f"fresh seeds, full budget): {confirm_gpu_hours:.1f} GPU-hours more") if c is not None
+        else "  confirmation: none (no confirm section; `mmi-ray confirm` runs it later)",
         f"  wall time: about {run_hours_asha / max(at_once * k, 1):.1f} h at {at_once} trials at once",
         ("  cost: $" + f"{cost_full:,.0f} without early stopping, ${cost_asha:,.0f} expected (GPU nodes + head)")
         if cost_full is not None else "  cost: unknown (no prices)",

@@ -125,3 +125,10 @@ def tiny_overrides(tmp_path: Path, **extra) -> list[str]:
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+def read_trials(path) -> pandas.DataFrame:  # noqa: F821
+    """A sweep's trials.csv with trial ids as text (an id such as ``2e508110`` would read as a float)."""
+    import pandas as pd
+
+    return pd.read_csv(path, dtype={"trial_id": str})

@@ -11,25 +11,35 @@ import yaml
 from mmi_ray.analysis import (
     aggregate,
     at_budget,
-    bootstrap_ci,
     load_sweep_dir,
     paired_comparison,
     paper_table,
+    t_interval,
 )
 from mmi_ray.analysis.report import build_report
-from mmi_ray.analysis.stats import with_method
+from mmi_ray.analysis.stats import published_beside, with_method
 
 
-def test_bootstrap_ci_contains_the_true_mean_and_is_reproducible():
-    rng = np.random.default_rng(1)
-    hits = 0
-    for _ in range(40):
-        lo, hi = bootstrap_ci(rng.normal(0.7, 0.05, size=30))
-        hits += lo <= 0.7 <= hi
-    assert hits >= 34  # a 95% interval: expect ~38 of 40
-    v = rng.normal(0, 1, 10)
-    assert bootstrap_ci(v) == bootstrap_ci(v)
-    assert all(x != x for x in bootstrap_ci([0.5]))  # one seed: no interval
+def test_t_interval_is_exact_on_a_hand_computed_case():
+    lo, hi = t_interval([0.5, 0.6, 0.7])  # mean 0.6, s 0.1, t(2, 0.975) = 4.302653
+    assert lo == pytest.approx(0.6 - 4.302653 * 0.1 / 3**0.5, abs=1e-6)
+    assert hi == pytest.approx(0.6 + 4.302653 * 0.1 / 3**0.5, abs=1e-6)
+    assert all(x != x for x in t_interval([0.5]))  # one seed: no interval
+    assert t_interval([0.4, 0.4]) == (0.4, 0.4)
+
+
+@pytest.mark.parametrize("n", [3, 5, 10])
+@pytest.mark.parametrize("dist", ["normal", "skewed"])
+def test_t_interval_coverage_is_within_two_points_of_95(n, dist):
+    """20,000 simulated experiments of n seeds each. ``skewed``: Beta(8, 2), skewness -0.85, like
+    accuracies near a ceiling. (On an exponential, skewness 2, coverage drops to ~88%.)"""
+    rng = np.random.default_rng(n)
+    if dist == "normal":
+        x, mu = rng.normal(0.6, 0.1, (20_000, n)), 0.6
+    else:
+        x, mu = rng.beta(8, 2, (20_000, n)), 0.8
+    hits = sum(lo <= mu <= hi for lo, hi in (t_interval(row) for row in x))
+    assert abs(hits / len(x) - 0.95) <= 0.02
 
 
 def _runs(values: dict[str, list[float]], methods: dict[str, tuple], steps=(10, 20)) -> pd.DataFrame:
@@ -62,20 +72,54 @@ def test_aggregate_and_paired_differences_are_exact():
     assert len(at_budget(runs, "final")) == 9
 
 
+def test_holm_matches_a_hand_computed_family():
+    from mmi_ray.analysis.stats import holm
+
+    adj = holm([0.01, 0.04, 0.03, float("nan"), 0.20])
+    # sorted 0.01, 0.03, 0.04, 0.20 (m=4): 0.04, 0.09, 0.09 (monotone), 0.20
+    assert adj[0] == pytest.approx(0.04) and adj[2] == pytest.approx(0.09) and adj[1] == pytest.approx(0.09)
+    assert adj[4] == pytest.approx(0.20) and adj[3] != adj[3]
+
+
+def test_comparisons_only_at_equal_budget():
+    runs = _runs({"dss": [0.60, 0.62, 0.58], "mi": [0.65, 0.67, 0.63]}, {"dss": (0.5, 0.0), "mi": (0.5, 0.1)})
+    early = _runs({"stop": [0.9, 0.9, 0.9]}, {"stop": (0.5, 0.3)}, steps=(10,)).assign(status="stopped early")
+    runs = pd.concat([runs, early], ignore_index=True)
+    comp = paired_comparison(runs, aggregate(runs, "val_accuracy", []), "DSS").set_index("trial_id")
+    assert bool(comp.loc["mi", "compared"]) and comp.loc["mi", "mean_diff"] == pytest.approx(0.05)
+    assert not bool(comp.loc["stop", "compared"]) and comp.loc["stop", "step"] == 10  # 10 steps vs 20: not compared
+    assert comp.loc["stop", "mean_diff"] != comp.loc["stop", "mean_diff"]  # no figure for it
+    at10 = paired_comparison(runs, aggregate(runs, "val_accuracy", [], budget=10), "DSS", budget=10)
+    assert set(at10[at10["compared"]]["trial_id"]) == {"mi", "stop"}  # at a step all reached, all compare
+
+
 def test_paired_test_detects_a_consistent_gain():
     runs = _runs({"dss": [0.60, 0.55, 0.70, 0.65, 0.58], "mi": [0.63, 0.59, 0.72, 0.69, 0.61]},
                  {"dss": (0.5, 0.0), "mi": (0.5, 0.1)})
     agg = aggregate(runs, "val_accuracy", [])
     comp = paired_comparison(runs, agg, "DSS").iloc[0]
     assert comp["p_value"] < 0.01 and comp["ci_low"] > 0
+    diffs = np.array([0.03, 0.04, 0.02, 0.04, 0.03])
+    assert comp["effect_dz"] == pytest.approx(diffs.mean() / diffs.std(ddof=1))
 
 
-def test_paper_table_puts_published_numbers_beside_ours():
+def test_published_numbers_stand_only_beside_test_figures():
     runs = _runs({"dss": [0.60, 0.62], "lab": [0.50, 0.52]}, {"dss": (0.5, 0.0), "lab": (0.0, 0.0)})
     table = paper_table(aggregate(runs, "val_accuracy", []))
-    col = "cqa (google/t5-v1_1-base)"
-    assert table.loc["DSS (published, test)", col] == "63.29"
+    col = "cqa (google/t5-v1_1-base), validation"
     assert table.loc["DSS (ours, n=2)", col].startswith("61.00")
+    assert not any("published" in str(i) for i in table.index)  # validation: no published figure beside it
+    test = pd.DataFrame([{"method": "DSS", "dataset": "cqa", "model": "google/t5-v1_1-base", "test_mean": 0.6,
+                          "test_low": 0.55, "test_high": 0.65, "test_n": 5},
+                         {"method": "MI (infonce)", "dataset": "esnli", "model": "google/t5-v1_1-base",
+                          "test_mean": 0.9, "test_low": 0.88, "test_high": 0.92, "test_n": 5},
+                         {"method": "DSS", "dataset": "builtin", "model": "tiny", "test_mean": 0.7,
+                          "test_low": float("nan"), "test_high": float("nan"), "test_n": 1}])
+    pub = published_beside(test).set_index("dataset")
+    assert pub.loc["cqa", "published (test)"] == "63.29" and "Hsieh et al. 2023" in pub.loc["cqa", "source"]
+    assert "not confirmed" in pub.loc["cqa", "source"]
+    assert pub.loc["esnli", "published (test)"] == "89.50" and "unconfirmed" in pub.loc["esnli", "source"]
+    assert pub.loc["builtin", "published (test)"] == "" and pub.loc["builtin", "source"] == ""
 
 
 def write_fake_sweep(root: Path, damaged: bool = False) -> Path:

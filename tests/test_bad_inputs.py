@@ -92,6 +92,9 @@ CASES = [
     ("spec: base missing", lambda t: ["sweep", spec(t, base="nope.yaml")], "spec.yaml: base: file not found"),
     ("spec: point outside space", lambda t: ["sweep", spec(t, points_to_evaluate=[{"loss.mi_weight": 3.0}])], "points_to_evaluate[0].loss.mi_weight: 3.0 is outside the search space"),
     ("spec: resume a sweep that never ran", lambda t: ["sweep", spec(t), "--resume"], "spec.yaml: name: no sweep 's'"),
+    ("spec: a renamed resources key", lambda t: ["sweep", spec(t, resources={"workers": 2})], "spec.yaml: resources.workers: unknown key (now called resources.num_workers)"),
+    ("spec: confirmation seeds not fresh", lambda t: ["sweep", spec(t, seeds=[0, 1], confirm={"seeds": [1, 2]})], "spec.yaml: confirm.seeds must be fresh: [1] also in seeds"),
+    ("confirm: not a sweep folder", lambda t: ["confirm", str(t)], "no sweep_spec.yaml: not a sweep folder"),
     # cluster YAMLs
     ("cluster YAML without node types", lambda t: ["plan", spec(t), "--cluster", cfg(t, "cluster_name: x\n", "cl.yaml")], "cl.yaml: available_node_types: missing"),
     ("cluster YAML missing", lambda t: ["plan", spec(t), "--cluster", f"{t}/none.yaml"], "none.yaml: file not found"),

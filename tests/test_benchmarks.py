@@ -19,6 +19,14 @@ def test_mi_overhead_small_mode(tmp_path, capsys):
     assert "| maxpool |" in text and "python benchmarks/mi_overhead.py --steps 1" in text
 
 
+def test_equation_metric_small_mode(tmp_path):
+    import equation_metric
+
+    res = equation_metric.main(["--n", "200", "--repeats", "2", "--out", str(tmp_path / "B.md")])
+    assert 0 < res["min_s"] <= res["median_s"] <= res["max_s"]
+    assert "### Equation metric" in (tmp_path / "B.md").read_text()
+
+
 def test_reference_loop_small_mode(tmp_path):
     import reference_loop
 

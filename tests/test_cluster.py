@@ -128,4 +128,6 @@ def test_plan_cli_prints_plan(capsys):
     assert main(["plan", str(REPO / "sweeps" / "paper_cqa.yaml"), "--cluster", str(REPO / "cluster/aws-gpu.yaml")]) == 0
     out = capsys.readouterr().out
     assert "trials: 16; at once on this cluster: 5" in out and "GPU-hours: 120.0" in out
+    # 3 best + DSS + label-only, each on 5 fresh seeds at 10,000 steps x 0.9 s
+    assert "confirmation: up to 25 runs ((3 best + 2 baselines) x 5 fresh seeds, full budget): 62.5 GPU-hours" in out
     assert "assumed for google/t5-v1_1-base" in out

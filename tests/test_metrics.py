@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from mmi_ray.metrics import accuracy, equation_equal, label_correct, safe_arith
@@ -39,3 +41,48 @@ def test_text_labels_exact_match_and_accuracy():
     assert label_correct(" wooded area ", "wooded area", "text")
     assert not label_correct("Wooded area", "wooded area", "text")
     assert accuracy(["a", "b", "(2*2)"], ["a", "c", "4"], ["text", "text", "equation"]) == pytest.approx(2 / 3)
+
+
+# --- the equation metric terminates quickly and never raises, on any text
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _expressions():
+    numbers = st.one_of(st.integers(-10**6, 10**6).map(str), st.floats(-1e6, 1e6, allow_nan=False).map(repr),
+                        st.sampled_from(["99999", "9" * 300, "1e308", "0"]))
+    return st.recursive(numbers, lambda inner: st.one_of(
+        st.tuples(inner, st.sampled_from(["+", "-", "*", "/", "//", "%", "**"]), inner).map(lambda t: f"({t[0]}{t[1]}{t[2]})"),
+        inner.map(lambda e: f"-{e}")), max_leaves=40)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.text(max_size=600), _expressions()))
+def test_safe_arith_never_raises_and_returns_a_finite_float_or_none(text):
+    value = safe_arith(text)
+    assert value is None or (isinstance(value, float) and math.isfinite(value))
+    assert equation_equal(text, "( 1.0 + 1.0 )") in (True, False)
+
+
+@pytest.mark.parametrize("text", ["99999**64", "(((9**64)**64)**64)**64", "9" * 400, "1e308 * 10", "(-8) ** 0.5",
+                                  "2 ** 64 ** 64", "1 is 1", "(" * 90 + "1" + ")" * 90 + "**" + "9" * 50])
+def test_huge_or_deep_expressions_are_wrong_answers_not_errors(text):
+    assert safe_arith(text) is None or math.isfinite(safe_arith(text))
+    assert not label_correct(text, "( 3.0 )", "equation")
+
+
+def test_scoring_ten_thousand_random_outputs_terminates():
+    """Speed is measured by benchmarks/equation_metric.py (goal < 1 s); this only pins that scoring
+    pathological outputs cannot take seconds each again."""
+    import sys
+    import time
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from equation_metric import outputs
+
+    texts = outputs(10_000)
+    t0 = time.perf_counter()
+    results = [label_correct(t, "( 84.0 / 2.0 )", "equation") for t in texts]
+    assert time.perf_counter() - t0 < 20.0 and not any(results[-1_000:])  # towers: all wrong, none slow

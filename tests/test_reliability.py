@@ -5,11 +5,10 @@ import os
 import re
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from test_sweep_e2e import write_spec
 
-from conftest import tiny_overrides
+from conftest import read_trials, tiny_overrides
 from mmi_ray.analysis import load_sweep_dir
 from mmi_ray.config import load_config
 from mmi_ray.faults import FAULT_ENV
@@ -54,7 +53,7 @@ def test_diverging_learning_rate_ends_its_trial_with_the_reason_and_the_sweep_go
                                     "  optim.max_grad_norm: 0.0\n  optim.warmup_steps: 0")
     spec.write_text(text)
     summary = run_sweep(load_sweep(spec), verbose=0)
-    trials = pd.read_csv(tmp_path / "results" / "nan" / "trials.csv").set_index("optim.lr")
+    trials = read_trials(tmp_path / "results" / "nan" / "trials.csv").set_index("optim.lr")
     assert trials.loc[30.0, "status"] == "error"
     assert re.search(r"non-finite loss at step \d+", trials.loc[30.0, "error"]), trials.loc[30.0, "error"]
     assert trials.loc[0.05, "status"] == "completed"

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import read_trials
 from mmi_ray.sweep import load_sweep, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +40,7 @@ def write_spec(tmp_path: Path, name: str, **changes) -> Path:
         "storage_path": str(tmp_path / "results"),
         "failure": {"trial_max_failures": 1, "train_max_failures": 1, "time_budget_s": 900},
     }
+    spec["overrides"].update(changes.pop("extra_overrides", {}))
     spec.update(changes)
     p = tmp_path / f"{name}.yaml"
     p.write_text("# test spec\n" + yaml.safe_dump(spec))
@@ -67,7 +69,7 @@ def test_small_sweep_with_seeds_completes_and_writes_trials(ray_session, tmp_pat
     assert len(study.trials) == 3
     assert [t.params for t in study.trials[:2]] == POINTS
     # the summary ranks completed trials only, and evaluated the best once on test
-    trials = pd.read_csv(sweep_dir / "trials.csv")
+    trials = read_trials(sweep_dir / "trials.csv")
     assert len(trials) == 3 and set(trials["status"]) <= {"completed", "stopped early"}
     best = summary["best"]
     assert best is not None
@@ -83,15 +85,44 @@ def test_small_sweep_with_seeds_completes_and_writes_trials(ray_session, tmp_pat
     assert f"Trial `{best['trial_id']}`" in text and "from the sweep's final summary" in text
     # --test-methods: each method's best configuration evaluated on test now; for the best trial this
     # recomputation must equal the sweep's own test evaluation
-    section = text.split("## Test split")[1].split("## Best configuration")[0]
-    rows = [r for r in section.splitlines() if r.startswith("| ") and not r.startswith("| method")]
+    section = text.split("## Test split")[1].split("### Beside the published")[0]
+    lines = [r for r in section.splitlines() if r.startswith("| ")]
+    header = [c.strip() for c in lines[0].split("|")]
+    rows = [dict(zip(header, (c.strip() for c in r.split("|")))) for r in lines[1:]]
     completed = trials[trials["status"] == "completed"]
     assert 1 <= len(rows) <= len(completed)
-    best_row = next(r for r in rows if f"| {best['trial_id']} |" in r)
-    assert float(best_row.split("|")[7]) == pytest.approx(best["test_accuracy"], abs=1e-4)
+    best_row = next(r for r in rows if r["trial_id"] == best["trial_id"])
+    assert float(best_row["test_mean"]) == pytest.approx(best["test_accuracy"], abs=1e-4)
+    assert "val" not in " ".join(header)  # validation and test never share a table
     runs = pd.read_csv(tmp_path / "report" / "runs.csv")
     assert len(runs) == 2 * trials["step"].floordiv(10).sum()  # seeds x evaluations each trial reached
     assert all((tmp_path / "report" / p).exists() for p in report["plots"])
+
+
+def test_two_sweeps_with_different_searched_keys_analysed_together_compare_with_dss(ray_session, tmp_path):
+    """The README's multi-sweep example on two small real sweeps: an MI sweep that searches the MI
+    weight and a DSS sweep (mi_weight 0 in its overrides) that searches the learning rate. Each
+    run's method comes from its own resolved config, so the DSS rows are DSS and the comparison is made."""
+    from mmi_ray.analysis.report import build_report
+
+    common = {"num_trials": 1, "seeds": [0, 1], "scheduler": {"type": "none"}}
+    mi = write_spec(tmp_path, "mi_part", search={"loss.mi_weight": {"type": "choice", "values": [0.1]}},
+                    points_to_evaluate=[], **common)
+    dss = write_spec(tmp_path, "dss_part", search={"optim.lr": {"type": "choice", "values": [0.003]}},
+                     points_to_evaluate=[], **common)
+    dss.write_text(dss.read_text().replace("optim.lr: 0.003", "optim.lr: 0.003\n  loss.mi_weight: 0.0"))
+    for spec in (mi, dss):
+        run_sweep(load_sweep(spec), verbose=0)
+    dirs = [str(tmp_path / "results" / n) for n in ("mi_part", "dss_part")]
+    report = build_report(dirs, str(tmp_path / "both"), evaluate_test=False)
+    text = Path(report["report"]).read_text()
+    runs = pd.read_csv(tmp_path / "both" / "runs.csv")
+    assert set(runs.groupby("sweep")["method"].first().items()) == {("mi_part", "MI (maxpool)"), ("dss_part", "DSS")}
+    assert "MI (nan)" not in text
+    section = text.split("## Against the baselines")[1].split("## Results table")[0]
+    assert "_no completed DSS configuration" not in section
+    row = next(r for r in section.splitlines() if r.startswith("| DSS | mi_part |"))
+    assert "| MI (maxpool) | 30 | 2 |" in row  # at the same budget (step 30), 2 seed pairs
 
 
 def test_same_sweep_name_is_not_overwritten(ray_session, tmp_path):
@@ -136,7 +167,7 @@ def test_resume_after_driver_killed_finishes_without_rerunning(ray_head, tmp_pat
     assert r.returncode == 0, out
     with capsys.disabled():
         print(f"\n[driver kill] --resume finished the remaining trials in {time.time() - t_resume:.0f} s")
-    trials = pd.read_csv(sweep_dir / "trials.csv")
+    trials = read_trials(sweep_dir / "trials.csv")
     assert len(trials) == 4 and (trials["status"] == "completed").all()
     after = (finished / "result.json").read_text()
     assert after.startswith(before), "a finished trial's results were rewritten"
@@ -172,12 +203,21 @@ def test_asha_stops_a_poor_trial_and_the_next_one_still_runs(ray_session, tmp_pa
         scheduler={"type": "asha", "grace_period": 10, "reduction_factor": 2},
     )
     summary = run_sweep(load_sweep(spec), verbose=0)
-    trials = pd.read_csv(tmp_path / "results" / "asha" / "trials.csv")
+    trials = read_trials(tmp_path / "results" / "asha" / "trials.csv")
     assert len(trials) == 3
     hopeless = trials[trials["optim.lr"] < 1e-6].iloc[0]
     assert hopeless["status"] == "stopped early" and hopeless["step"] == 10
     assert (trials["status"] != "error").all()
     assert summary["best"]["params"]["optim.lr"] > 1e-3
+    # the searcher saw the early stop as pruning, with its value at the step it reached, and
+    # intermediate values keyed by training step
+    study = optuna.load_study(study_name="asha", storage=f"sqlite:///{tmp_path / 'results' / 'asha' / 'optuna.db'}")
+    states = {round(t.params["optim.lr"], 12): t for t in study.trials}
+    pruned = states[round(float(hopeless["optim.lr"]), 12)]
+    assert pruned.state == optuna.trial.TrialState.PRUNED and list(pruned.intermediate_values) == [10]
+    assert pruned.value == pytest.approx(pruned.intermediate_values[10])
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done and all(sorted(t.intermediate_values) == [10, 20, 30] for t in done)
 
 
 def test_in_process_trials_equal_ray_train_trials(ray_session, tmp_path):
@@ -194,7 +234,7 @@ def test_in_process_trials_equal_ray_train_trials(ray_session, tmp_path):
         summary = run_sweep(sweep, verbose=0)
         assert summary["status_counts"] == {"completed": 1}
         sweep_dir = tmp_path / "results" / name
-        trials = pd.read_csv(sweep_dir / "trials.csv")
+        trials = read_trials(sweep_dir / "trials.csv")
         for _, t in trials.iterrows():
             run = sweep_dir / "runs" / f"{t['trial_id']}_seed0"
             lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -208,3 +248,83 @@ def test_in_process_trials_equal_ray_train_trials(ray_session, tmp_path):
     for key, h in histories.items():
         assert [m["step"] for m in h[True]] == [10, 20, 30]
         assert h[True] == h[False], key
+
+
+def _write_anli(root: Path, flip_test: bool) -> Path:
+    """A small anli1-format dataset (train/valid/test and teacher outputs); ``flip_test`` changes
+    every test label and nothing else."""
+    import random
+
+    names = {0: "entailment", 1: "neutral", 2: "contradiction"}
+    rng = random.Random(0)
+    d = root / "anli1"
+    (d / "llm").mkdir(parents=True)
+    for split, n in (("train", 240), ("valid", 30), ("test", 30)):
+        rows, outs = [], []
+        for i in range(n):
+            a, b = rng.randint(0, 9), rng.randint(0, 9)
+            label = 0 if a > b else 2 if a < b else 1
+            shown = (label + 1) % 3 if flip_test and split == "test" else label
+            rows.append({"uid": f"{split}{i}", "premise": f"A has {a}.", "hypothesis": f"B has {b}.", "label": shown,
+                         "reason": ""})
+            outs.append(f"A has {a} and B has {b}. So the answer is {names[label]}.")
+        (d / f"anli1_{split}.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        (d / "llm" / f"{split}_CoT_0.json").write_text(json.dumps(outs))
+    return root
+
+
+def test_confirmation_runs_resume_and_a_changed_test_split_steers_nothing(ray_session, tmp_path):
+    """Search on validation, then the top configuration and the DSS and label-only baselines on fresh
+    seeds. A second sweep on the same data with every test label changed selects the same
+    configurations with the same validation figures at every step; only test figures move. Resuming
+    trains nothing again and reads test no second time; ``mmi-ray confirm`` runs it on a folder."""
+    from mmi_ray.cli import main
+
+    def spec(name, data_dir, confirm):  # 60 steps at lr 0.01: the student emits real labels by then
+        return write_spec(tmp_path, name, num_trials=2, scheduler={"type": "none"},
+                          extra_overrides={"data.dataset": "anli1", "data.data_dir": str(data_dir), "optim.lr": 0.01,
+                                           "train.max_steps": 60, "train.eval_every": 20},
+                          **({"confirm": {"top_k": 1, "seeds": [10, 11]}} if confirm else {}))
+
+    a = spec("sealed", _write_anli(tmp_path / "data_a", flip_test=False), confirm=True)
+    b = spec("flipped", _write_anli(tmp_path / "data_b", flip_test=True), confirm=False)
+    summary = run_sweep(load_sweep(a), verbose=0)
+    state = summary["confirmation"]
+    assert list(state["arms"]) == ["top1", "DSS", "label-only"]
+    assert state["arms"]["DSS"]["params"] == {"loss.mi_weight": 0.0} and state["arms"]["DSS"]["from_trial"] is None
+    assert [(r["arm"], r["seed"]) for r in state["runs"]] == [(a_, s) for a_ in ("top1", "DSS", "label-only")
+                                                              for s in (10, 11)]
+    assert all(r["step"] == 60 and 0 <= r["test_accuracy"] <= 1 for r in state["runs"])
+    assert any(r["val_accuracy"] > 0 for r in state["runs"])  # figures that could differ, not all zero
+    sealed_dir = tmp_path / "results" / "sealed"
+    conf_file = sealed_dir / "confirm" / "confirmation.json"
+    metrics_before = {p: p.read_text() for p in sealed_dir.glob("confirm/runs/*/metrics.jsonl")}
+    assert len(metrics_before) == 6
+    before = conf_file.read_text()
+    again = run_sweep(load_sweep(a), resume=True, verbose=0)  # resumed: nothing trains, test not read again
+    assert conf_file.read_text() == before and again["confirmation"]["runs"] == state["runs"]
+    assert {p: p.read_text() for p in metrics_before} == metrics_before
+
+    run_sweep(load_sweep(b), verbose=0)
+    flipped_dir = tmp_path / "results" / "flipped"
+    assert main(["confirm", str(flipped_dir), "--top-k", "1", "--seeds", "10", "11", "--quiet"]) == 0
+    other = json.loads((flipped_dir / "confirm" / "confirmation.json").read_text())
+    cols = ["loss.mi_weight", "loss.rationale_weight", "status", "step", "val_accuracy"]
+    ta = read_trials(sealed_dir / "trials.csv").sort_values("loss.mi_weight")[cols].reset_index(drop=True)
+    tb = read_trials(flipped_dir / "trials.csv").sort_values("loss.mi_weight")[cols].reset_index(drop=True)
+    pd.testing.assert_frame_equal(ta, tb)  # the same choices from the same validation figures
+    assert other["arms"] == state["arms"] | {"top1": {**state["arms"]["top1"], "from_trial": other["arms"]["top1"]["from_trial"]}}
+    key = lambda r: (r["arm"], r["seed"])  # noqa: E731
+    assert [(key(r), r["val_accuracy"]) for r in other["runs"]] == [(key(r), r["val_accuracy"]) for r in state["runs"]]
+    assert [r["test_accuracy"] for r in other["runs"]] != [r["test_accuracy"] for r in state["runs"]]
+    def vals(d):  # every validation figure at every step, search and confirmation runs
+        return sorted(tuple((m["step"], m["val_accuracy"]) for m in map(json.loads, p.read_text().splitlines()))
+                      for p in [*d.glob("runs/*/metrics.jsonl"), *d.glob("confirm/runs/*/metrics.jsonl")])
+
+    assert len(vals(sealed_dir)) == 8 and vals(sealed_dir) == vals(flipped_dir)
+    # the report puts the headline first, validation and test in separate columns
+    from mmi_ray.analysis.report import build_report
+
+    text = Path(build_report([str(sealed_dir)], str(tmp_path / "rep"), evaluate_test=False)["report"]).read_text()
+    assert text.index("## Headline: confirmation runs") < text.index("## Trials")
+    assert "| arm | method | n | val_mean | val_low | val_high | test_mean | test_low | test_high |" in text

@@ -19,6 +19,20 @@ def test_every_shipped_spec_validates(path):
     assert "test" not in sweep.spec.objective.metric
 
 
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_each_spec_states_its_hardware_and_the_cpu_ones_start_on_two_cores(path):
+    from mmi_ray.sweep.tuner import check_fits
+
+    sweep = load_sweep(path)
+    header = "\n".join(x for x in path.read_text().splitlines() if x.startswith("#"))
+    if sweep.spec.resources.use_gpu:
+        assert "GPU" in header
+        return
+    assert "2 CPU cores" in header or "2 cores" in header, header
+    check_fits(sweep, {"CPU": 2.0})  # raises when one trial cannot start on 2 cores
+    assert sweep.derived_concurrency({"CPU": 2.0}) >= 1
+
+
 def good_spec(**changes) -> dict:
     spec = {
         "name": "t",
@@ -64,6 +78,9 @@ def test_good_spec_builds_trial_configs(tmp_path):
     ({"points_to_evaluate": [{"loss.mi_weight": 5.0, "loss.critic_size": 64}]},
      "points_to_evaluate[0].loss.mi_weight: 5.0 is outside the search space"),
     ({"points_to_evaluate": [{"loss.mi_weight": 0.1}]}, "must set exactly the searched keys"),
+    ({"seeds": [0, 1], "confirm": {"seeds": [1, 7]}}, "confirm.seeds must be fresh: [1] also in seeds"),
+    ({"confirm": {"seeds": [7]}}, "confirm.seeds: List should have at least 2 items"),
+    ({"confirm": {"top_k": 0}}, "confirm.top_k: Input should be greater than or equal to 1"),
     ({"search": {"loss.mi_weight": {"type": "loguniform", "low": 0.0, "high": 1.0}}, "points_to_evaluate": []},
      "low must be > 0 on a log scale"),
     ({"scheduler": {"grace_period": 5000}}, "scheduler.grace_period: 5000 exceeds train.max_steps"),

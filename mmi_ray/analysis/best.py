@@ -2,7 +2,7 @@
 here once, and used alike by the sweep's own summary and by the report.
 
 Only configurations trained to the full budget (status ``completed``) can be best; ties in the
-objective break by trial id. Test accuracy is computed from each seed's final checkpoint, once,
+objective break by the configuration's values, then its trial id. Test accuracy is computed from each seed's final checkpoint, once,
 after everything that chooses has chosen.
 """
 
@@ -18,14 +18,18 @@ from ..layout import CHECKPOINT_PATH, COMPLETED, STATUSES, STEP
 
 def ranked(agg: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
     """Configurations best first: completed ones before the rest (in ``STATUSES`` order), then by the
-    mean objective (rounded, so float noise does not reorder ties), the step reached, the trial id."""
+    mean objective (rounded, so float noise does not reorder ties), the step reached, and then, so
+    that equal scores order the same way in every run, by the configuration's own values (its dotted
+    config-key columns) before the (random) trial id."""
     if agg.empty:
         return agg
     order = {s: i for i, s in enumerate(STATUSES)}
-    keyed = agg.assign(_o=agg["status"].map(order).fillna(len(STATUSES)), _v=agg["mean"].round(9))
-    return (keyed.sort_values(["_o", "_v", STEP, "trial_id"], ascending=[True, mode == "min", False, True],
-                              na_position="last")
-            .drop(columns=["_o", "_v"]).reset_index(drop=True))
+    values = {f"_t{i}": agg[c].astype(str) for i, c in enumerate(sorted(c for c in agg.columns if "." in c))}
+    keyed = agg.assign(_o=agg["status"].map(order).fillna(len(STATUSES)), _v=agg["mean"].round(9), **values)
+    keys = ["_o", "_v", STEP, *values, "trial_id"]  # values as text: any mix of types sorts
+    return (keyed.sort_values(keys, ascending=[True, mode == "min", False, *[True] * len(values), True],
+                              na_position="last", kind="stable")
+            .drop(columns=["_o", "_v", *values]).reset_index(drop=True))
 
 
 def best_configuration(agg: pd.DataFrame, mode: str = "max") -> pd.Series | None:

@@ -20,6 +20,8 @@ from ..layout import (
     CHECKPOINT_PATH,
     COMPLETED,
     CONFIG_FILE,
+    CONFIRM_DIR,
+    CONFIRMATION_FILE,
     ERROR,
     ERROR_FILE,
     NOT_RUN,
@@ -164,8 +166,14 @@ def load_sweep_dir(path: str | Path, finished: bool | None = None) -> LoadResult
         runs = runs.merge(trials_df[["trial_id", "status"]], on="trial_id", how="left")
         runs = runs.drop_duplicates(["trial_id", "seed", STEP], keep="last").sort_values(
             ["trial_id", "seed", STEP]).reset_index(drop=True)
-    return LoadResult(runs, trials_df, {name: {"spec": spec, "base": base, "summary": summary, "dir": str(root)}},
-                      skipped)
+    confirmation = {}
+    if (root / CONFIRM_DIR / CONFIRMATION_FILE).exists():
+        try:
+            confirmation = json.loads((root / CONFIRM_DIR / CONFIRMATION_FILE).read_text())
+        except json.JSONDecodeError:
+            skipped.append(f"{root / CONFIRM_DIR / CONFIRMATION_FILE}: damaged, ignored")
+    return LoadResult(runs, trials_df, {name: {"spec": spec, "base": base, "summary": summary, "dir": str(root),
+                                               "confirmation": confirmation}}, skipped)
 
 
 def load_results(paths: list[str | Path], finished: bool | None = None) -> LoadResult:

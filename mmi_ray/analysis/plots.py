@@ -12,27 +12,38 @@ import pandas as pd  # noqa: E402
 
 
 def metric_vs_param(agg: pd.DataFrame, param: str, metric_label: str, log_x: bool = False):
-    """Mean validation metric against one hyperparameter, a CI band per method."""
+    """Mean validation metric against one hyperparameter, a line with interval bars per method through
+    the configurations trained to the full budget only; early-stopped ones (a smaller budget) are
+    hollow points apart, never joined to the others."""
+    from ..layout import COMPLETED
+
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method, g in agg.dropna(subset=[param]).groupby("method"):
+    d = agg.dropna(subset=[param])
+    for method, g in d[d["status"] == COMPLETED].groupby("method"):
         g = g.sort_values(param)
         x = g[param].astype(float).to_numpy()
-        ax.plot(x, g["mean"], marker="o", label=method)
-        if g["ci_low"].notna().any():
-            ax.fill_between(x, g["ci_low"].astype(float), g["ci_high"].astype(float), alpha=0.2)
+        mean = g["mean"].astype(float).to_numpy()
+        err = np.vstack([mean - g["ci_low"].astype(float), g["ci_high"].astype(float) - mean])  # NaN: no bar
+        ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, label=method)
+    early = d[d["status"] != COMPLETED]
+    if not early.empty:
+        ax.scatter(early[param].astype(float), early["mean"], facecolors="none", edgecolors="grey",
+                   label="stopped early (smaller budget)")
     if log_x:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel(param)
     ax.set_ylabel(metric_label)
-    ax.set_title(f"{metric_label} vs {param}\n(mean over seeds; band: 95% bootstrap CI)", fontsize=10)
+    ax.set_title(f"{metric_label} vs {param}\n(mean over seeds at the full budget; bars: 95% Student-t interval)",
+                 fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def heatmap(agg: pd.DataFrame, x: str, y: str, metric_label: str, bins: int = 4):
-    """Mean metric over a binned ``x`` x ``y`` grid (log-spaced bins for positive ranges)."""
+    """Mean metric over a binned ``x`` x ``y`` grid (log-spaced bins for positive ranges); pass
+    configurations of one budget (the report passes the completed ones)."""
     d = agg.dropna(subset=[x, y]).copy()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     if d.empty:

@@ -8,17 +8,31 @@ Writes ``report.md`` and ``report.html`` with the PNGs and CSV/Parquet exports b
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..layout import COMPLETED, ERROR, REPORT_DIR
+from ..layout import COMPLETED, ERROR, REPORT_DIR, REPORT_HTML, REPORT_MD, STEP
 from . import plots
 from .best import best_entry, ranked, seed_test_accuracies
-from .load import export, load_results
-from .stats import DSS, LABEL_ONLY, aggregate, paired_comparison, paper_table
+from .load import LoadResult, export, load_results
+from .stats import (
+    DSS,
+    INTERVAL,
+    LABEL_ONLY,
+    aggregate,
+    arm_comparisons,
+    arm_table,
+    at_budget,
+    holm,
+    paired_comparison,
+    paper_table,
+    published_beside,
+    t_interval,
+)
 
 
 def _md_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
@@ -56,22 +70,192 @@ def _best_test(best: dict, sweeps: dict, runs: pd.DataFrame, evaluate_test: bool
 
 
 def method_test_table(ranked_agg: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Each method's best completed configuration (``ranked_agg`` is best first) with its validation
-    mean and the test accuracy of its seeds' final checkpoints, computed once for this report."""
+    """Each method's best completed configuration (``ranked_agg`` is best first; chosen on validation)
+    and the test accuracy of its seeds' final checkpoints, computed once for this report: mean, sd and
+    Student-t interval over seeds. Validation figures stay in their own tables."""
     rows = []
     done = ranked_agg[ranked_agg["status"] == COMPLETED]
     for method, g in done.groupby("method", sort=False):
         top = g.iloc[0]
         accs = seed_test_accuracies(runs, top["sweep"], top["trial_id"])
-        rows.append({"method": method, "trial_id": top["trial_id"], "n_seeds": int(top["n_seeds"]),
-                     "val_mean": top["mean"], "val_std": top["std"], "test_n": len(accs),
+        low, high = t_interval(accs)
+        rows.append({"method": method, "trial_id": top["trial_id"], "dataset": top.get("dataset"),
+                     "model": top.get("model"), "test_n": len(accs),
                      "test_mean": float(np.mean(accs)) if accs else float("nan"),
-                     "test_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan")})
+                     "test_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"),
+                     "test_low": low, "test_high": high})
     return pd.DataFrame(rows)
+
+
+@dataclass
+class _Inputs:
+    """What every section of one report reads."""
+
+    res: LoadResult
+    agg: pd.DataFrame  # configurations at the budget, ranked best first
+    metric: str
+    mode: str
+    searched: list[str]
+    budget: str | int
+    out: Path
+
+
+def _section_headline(x: _Inputs) -> list[str]:
+    """The confirmation runs of each sweep that has them: the figures a paper would print."""
+    md = []
+    for name, s in x.res.sweeps.items():
+        state = s.get("confirmation") or {}
+        runs = pd.DataFrame(state.get("runs", []))
+        if runs.empty:
+            continue
+        table = arm_table(runs, x.metric)
+        md += [f"## Headline: confirmation runs of `{name}`", "",
+               f"The search's top configurations and the baselines, trained again on fresh seeds "
+               f"{state['seeds']} at the full budget. Validation and test per arm ({INTERVAL} intervals over "
+               "seeds, n shown); test was read once per run, after training, and chose nothing.", "",
+               _md_table(table), "### Paired by seed, on test (one family, Holm-corrected)", "",
+               _md_table(arm_comparisons(runs, "test_accuracy")),
+               "### Paired by seed, on validation (one family, Holm-corrected)", "",
+               _md_table(arm_comparisons(runs, x.metric)), "### Arms", ""]
+        md += [f"- `{a}` ({arm['method']}): " + (", ".join(f"`{k}={v}`" for k, v in arm["params"].items())
+                                                  or "the base config") +
+               (f" (search trial `{arm['from_trial']}`)" if arm.get("from_trial") else " (not in the search)")
+               for a, arm in state["arms"].items()]
+        md.append("")
+        base = runs.merge(table[["arm", "test_mean", "test_low", "test_high", "n"]], on="arm").drop_duplicates("arm")
+        dataset_model = x.res.runs.groupby("sweep")[["dataset", "model"]].first()
+        if name in dataset_model.index:
+            base = base.assign(dataset=dataset_model.loc[name, "dataset"], model=dataset_model.loc[name, "model"],
+                               test_n=base["n"])
+            md += ["### Beside the published test accuracies (same model and dataset only)", "",
+                   _md_table(published_beside(base)), ""]
+    return md
+
+
+def _section_trials(x: _Inputs) -> list[str]:
+    counts = x.res.trials["status"].value_counts().to_dict()
+    md = ["## Trials", "", ", ".join(f"{v} {k}" for k, v in counts.items()), ""]
+    errored = x.res.trials[x.res.trials["status"] == ERROR]
+    if not errored.empty:
+        md += ["Errored trials:", "", _md_table(errored[["sweep", "trial_id", "error"]])]
+    return md
+
+
+def _section_configurations(x: _Inputs) -> list[str]:
+    cols = ["sweep", "trial_id", "method", *[c for c in x.searched if c in x.agg], "status", STEP, "n_seeds",
+            "mean", "std", "ci_low", "ci_high"]
+    md = ["## Configurations (mean over seeds, 95% Student-t interval)", "",
+          "Ranked: `completed` rows (trained to the full budget) first, then by mean. `ci_low`/`ci_high`: the "
+          f"{INTERVAL} interval of the mean over the `n_seeds` seeds.", ""]
+    if (x.agg["n_seeds"] < 2).any():
+        md += ["Rows with fewer than 2 seeds have no interval: one value says nothing about the seed-to-seed "
+               "spread.", ""]
+    return md + [_md_table(x.agg[cols])]
+
+
+def _section_comparisons(x: _Inputs) -> list[str]:
+    """Every configuration against the best DSS and label-only ones, at equal budget, as one family
+    of tests: p-values Holm-corrected over all the comparisons in this report."""
+    parts = [paired_comparison(x.res.runs, x.agg, b, x.metric, x.budget) for b in (DSS, LABEL_ONLY)]
+    missing = [b for b, c in zip((DSS, LABEL_ONLY), parts) if c.empty]
+    comp = pd.concat([c for c in parts if not c.empty], ignore_index=True) if len(missing) < 2 else pd.DataFrame()
+    md = ["## Against the baselines (paired by seed, equal budget)", ""]
+    md += [f"_no completed {b} configuration in these sweeps_\n" for b in missing]
+    if comp.empty:
+        return md
+    done = comp[comp["compared"]].copy()
+    done["p_holm"] = holm(done["p_value"])
+    n_tests = int(done["p_value"].notna().sum())
+    md += [f"Paired by seed at the baseline's step; `ci_low`/`ci_high`: {INTERVAL} interval of the mean "
+           f"difference; `effect_dz`: mean difference / sd of the differences; `p_holm`: paired t-test "
+           f"p-values Holm-corrected over the {n_tests} tests of this report (one family).", ""]
+    cols = ["baseline", "sweep", "trial_id", "method", "step", "n_pairs", "mean_diff", "ci_low", "ci_high",
+            "effect_dz", "p_value", "p_holm"]
+    md.append(_md_table(done[cols]) if not done.empty else "_(no configuration at a baseline's budget)_\n")
+    skipped = comp[~comp["compared"]]
+    if not skipped.empty:
+        md += [f"Not compared ({len(skipped)}): trained to another step than the baseline "
+               f"(early-stopped configurations are compared only at a step both reached, `--budget STEP`): "
+               + ", ".join(f"`{r.trial_id}` (step {r.step} vs {r.baseline_step})" for r in skipped.itertuples()), ""]
+    return md
+
+
+def _section_results_table(table: pd.DataFrame) -> list[str]:
+    return ["## Results table (validation, best completed configuration per method)", "",
+            "Validation means at this sweep's budget. Published numbers are test accuracies and stand only "
+            "beside our test figures (`--test-methods`).", "",
+            _md_table(table.reset_index().rename(columns={"index": "method"})) if not table.empty else "_(none)_\n"]
+
+
+def _section_best(x: _Inputs, evaluate_test: bool, test_methods: bool) -> list[str]:
+    best = best_entry(x.agg, x.res.runs, x.metric, x.mode, x.searched, evaluate_test=False)
+    if best is None:
+        return ["## Best configuration", "", "No configuration completed its budget yet.", ""]
+    md = []
+    test, how = _best_test(best, x.res.sweeps, x.res.runs, evaluate_test)
+    if test_methods:
+        per_method = method_test_table(x.agg, x.res.runs)
+        md += ["## Test split, each method's best configuration (computed once, for this report)", "",
+               "Each method's configuration was chosen on validation; test was read once, here, and chose "
+               "nothing.", "", _md_table(per_method[["method", "trial_id", "test_n", "test_mean", "test_std",
+                                                      "test_low", "test_high"]]),
+               "### Beside the published test accuracies (same model and dataset only)", "",
+               _md_table(published_beside(per_method))]
+    params = ", ".join(f"`{k}={v}`" for k, v in best["params"].items())
+    test_text = f"{test:.4f}" if test is not None else "n/a"
+    return md + ["## Best configuration", "", f"Trial `{best['trial_id']}` ({best['method']}): {params}", "",
+                 f"- validation {x.metric}: {best[x.metric]:.4f} (n={best['n_seeds']} seeds)",
+                 f"- test accuracy: {test_text} ({how}; never seen by the searcher)", ""]
+
+
+def _section_compute(x: _Inputs) -> list[str]:
+    runs = x.res.runs
+    finals = at_budget(runs)
+    eval_s = float(runs["eval_time_s"].sum()) if "eval_time_s" in runs else 0.0
+    trial_hours = (finals["train_time_s"].sum() + eval_s) / 3600
+    gpu_hours = float((finals["train_time_s"] * finals["num_workers"].fillna(1))[finals["use_gpu"]].sum()) / 3600
+    md = ["## Compute", "", f"- in-loop run time (training + validation), all runs: {trial_hours:.3f} h",
+          f"- GPU-hours: {gpu_hours:.3f}"]
+    for name, s in x.res.sweeps.items():
+        summ = s.get("summary") or {}
+        if summ.get("overhead_ratio"):
+            md.append(f"- sweep `{name}`: wall {summ['wall_time_s']:.0f} s for {summ['trial_train_time_s']:.0f} s of "
+                      f"in-loop training; overhead ratio {summ['overhead_ratio']:.2f}")
+    return md + [""]
+
+
+def _section_plots(x: _Inputs, space: dict, notes: list[str]) -> tuple[list[str], list[str]]:
+    """Draws the plots into the report folder; returns (the importances section, plot file names)."""
+    agg, metric, written, md = x.agg, x.metric, [], []
+    if "loss.mi_weight" in agg:
+        _save(plots.metric_vs_param(agg, "loss.mi_weight", metric, log_x=True), x.out, "metric_vs_mi_weight.png",
+              written)
+    if "loss.critic_size" in agg and "loss.mi_weight" in agg:
+        full = agg[(agg["status"] == COMPLETED) & agg["method"].str.startswith("MI")]  # one budget in a cell
+        _save(plots.heatmap(full, "loss.mi_weight", "loss.critic_size", metric),
+              x.out, "critic_size_x_mi_weight.png", written)
+    if "loss.rationale_weight" in agg:
+        _save(plots.metric_vs_param(agg, "loss.rationale_weight", metric), x.out, "rationale_weight.png", written)
+    top = [(r["sweep"], r["trial_id"]) for _, r in agg.head(6).iterrows()]
+    labels = {(r["sweep"], r["trial_id"]): f"{r['trial_id']} {r['method']}" for _, r in agg.iterrows()}
+    _save(plots.learning_curves(x.res.runs, metric, top, labels), x.out, "learning_curves.png", written)
+    try:  # equal budgets only: an early-stopped trial's value is not comparable with a finished one's
+        done = agg[agg["status"] == COMPLETED].rename(columns={"mean": "_value"})
+        study = plots.optuna_study_from_trials(done, space, "_value", x.mode)
+        if len(study.trials) >= 2:
+            _save(plots.optimization_history(study), x.out, "optuna_history.png", written)
+            fig, imp = plots.importances(study)
+            _save(fig, x.out, "param_importances.png", written)
+            md += [f"## Hyperparameter importances (Optuna fANOVA over the {len(study.trials)} completed trials: equal budget)", "",
+                   _md_table(pd.DataFrame({"param": list(imp), "importance": list(imp.values())}))]
+    except Exception as e:  # noqa: BLE001 - importances need enough varied trials; say why not
+        notes.append(f"Optuna history/importances not drawn: {type(e).__name__}: {e}")
+    return md, written
 
 
 def build_report(paths: list[str], out_dir: str | None = None, budget: str | int = "final",
                  evaluate_test: bool = True, test_methods: bool = False) -> dict:
+    """Load the sweeps, write ``report.md`` / ``report.html`` with plots and exports; one function per section."""
     res = load_results(paths)
     out = Path(out_dir) if out_dir else Path(paths[0]).expanduser() / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -81,105 +265,28 @@ def build_report(paths: list[str], out_dir: str | None = None, budget: str | int
     md = ["# mmi-ray sweep report", ""]
     if first is None or res.runs.empty:
         md.append("No evaluations found in " + ", ".join(map(str, paths)) + ".")
-        for n in notes:
-            md.append(f"- {n}")
-        (out / "report.md").write_text("\n".join(md) + "\n")
-        return {"report": str(out / "report.md"), "plots": [], "notes": notes}
+        md += [f"- {n}" for n in notes]
+        (out / REPORT_MD).write_text("\n".join(md) + "\n")
+        return {"report": str(out / REPORT_MD), "plots": [], "notes": notes}
     spec = first["spec"]
-    metric = spec["objective"]["metric"]
-    mode = spec["objective"]["mode"]
+    metric, mode = spec["objective"]["metric"], spec["objective"]["mode"]
     searched = sorted({k for s in res.sweeps.values() for k in s["spec"]["search"]})
-    runs = res.runs
-    agg = ranked(aggregate(runs, metric, searched, budget), mode)
+    x = _Inputs(res, ranked(aggregate(res.runs, metric, searched, budget), mode), metric, mode, searched, budget, out)
+    table = paper_table(x.agg)
     md += [f"Sweeps: {', '.join(res.sweeps)}. Objective: `{metric}` ({mode}), at budget `{budget}`.", ""]
-
-    # status
-    counts = res.trials["status"].value_counts().to_dict()
-    md += ["## Trials", "", ", ".join(f"{v} {k}" for k, v in counts.items()), ""]
-    errored = res.trials[res.trials["status"] == ERROR]
-    if not errored.empty:
-        md += ["Errored trials:", "", _md_table(errored[["sweep", "trial_id", "error"]])]
-
-    # configurations
-    show_cols = ["sweep", "trial_id", "method", *[c for c in searched if c in agg], "status", "step", "n_seeds",
-                 "mean", "std", "ci_low", "ci_high"]
-    md += ["## Configurations (mean over seeds, 95% bootstrap CI)", "",
-           "Ranked: `completed` rows (trained to the full budget) first, then by mean.", "",
-           _md_table(agg[show_cols])]
-
-    # comparisons
-    md += ["## Against the baselines (paired by seed)", ""]
-    for baseline in (DSS, LABEL_ONLY):
-        comp = paired_comparison(runs, agg, baseline, metric, budget)
-        md += [f"### vs {baseline}", ""]
-        md.append(_md_table(comp) if not comp.empty else f"_no completed {baseline} configuration in these sweeps_\n")
-    table = paper_table(agg)
-    md += ["## Results table (validation, best completed configuration per method)", "",
-           "Published numbers are test accuracies at full scale (t5-v1_1-base, method.md); ours are "
-           "validation means at this sweep's budget.", "",
-           _md_table(table.reset_index().rename(columns={"index": "method"})) if not table.empty else "_(none)_\n"]
-
-    # best + compute
-    best = best_entry(agg, runs, metric, mode, searched, evaluate_test=False)
-    if best is not None:
-        test, how = _best_test(best, res.sweeps, runs, evaluate_test)
-        if test_methods:
-            md += ["## Test split, each method's best configuration (computed once, for this report)", "",
-                   "For an ablation: never used to choose anything.", "",
-                   _md_table(method_test_table(agg, runs))]
-        params = ", ".join(f"`{k}={v}`" for k, v in best["params"].items())
-        test_text = f"{test:.4f}" if test is not None else "n/a"
-        md += ["## Best configuration", "", f"Trial `{best['trial_id']}` ({best['method']}): {params}", "",
-               f"- validation {metric}: {best[metric]:.4f} (n={best['n_seeds']} seeds)",
-               f"- test accuracy: {test_text} ({how}; never seen by the searcher)", ""]
-    else:
-        md += ["## Best configuration", "", "No configuration completed its budget yet.", ""]
-    finals = runs.loc[runs.groupby(["sweep", "trial_id", "seed"])["step"].idxmax()]
-    eval_s = runs.groupby(["sweep", "trial_id", "seed"])["eval_time_s"].sum() if "eval_time_s" in runs else 0
-    trial_hours = (finals["train_time_s"].sum() + float(getattr(eval_s, "sum", lambda: 0)())) / 3600
-    gpu_hours = float((finals["train_time_s"] * finals["num_workers"].fillna(1))[finals["use_gpu"]].sum()) / 3600
-    md += ["## Compute", "", f"- in-loop run time (training + validation), all runs: {trial_hours:.3f} h",
-           f"- GPU-hours: {gpu_hours:.3f}"]
-    for name, s in res.sweeps.items():
-        summ = s.get("summary") or {}
-        if summ.get("overhead_ratio"):
-            md.append(f"- sweep `{name}`: wall {summ['wall_time_s']:.0f} s for {summ['trial_train_time_s']:.0f} s of "
-                      f"in-loop training; overhead ratio {summ['overhead_ratio']:.2f}")
-    md.append("")
-
-    # plots
-    written: list[str] = []
-    mlabel = metric
-    if "loss.mi_weight" in agg:
-        _save(plots.metric_vs_param(agg, "loss.mi_weight", mlabel, log_x=True), out, "metric_vs_mi_weight.png", written)
-    if "loss.critic_size" in agg and "loss.mi_weight" in agg:
-        _save(plots.heatmap(agg[agg["method"].str.startswith("MI")], "loss.mi_weight", "loss.critic_size", mlabel),
-              out, "critic_size_x_mi_weight.png", written)
-    if "loss.rationale_weight" in agg:
-        _save(plots.metric_vs_param(agg, "loss.rationale_weight", mlabel), out, "rationale_weight.png", written)
-    top = [(r["sweep"], r["trial_id"]) for _, r in agg.head(6).iterrows()]
-    labels = {(r["sweep"], r["trial_id"]): f"{r['trial_id']} {r['method']}" for _, r in agg.iterrows()}
-    _save(plots.learning_curves(runs, metric, top, labels), out, "learning_curves.png", written)
-    try:
-        tri = agg.rename(columns={"mean": "_value"})
-        study = plots.optuna_study_from_trials(tri, spec["search"], "_value", mode)
-        if len(study.trials) >= 2:
-            _save(plots.optimization_history(study), out, "optuna_history.png", written)
-            fig, imp = plots.importances(study)
-            _save(fig, out, "param_importances.png", written)
-            md += ["## Hyperparameter importances (Optuna fANOVA on the trials table)", "",
-                   _md_table(pd.DataFrame({"param": list(imp), "importance": list(imp.values())}))]
-    except Exception as e:  # noqa: BLE001 - importances need enough varied trials; say why not
-        notes.append(f"Optuna history/importances not drawn: {type(e).__name__}: {e}")
+    md += _section_headline(x) + _section_trials(x) + _section_configurations(x) + _section_comparisons(x)
+    md += _section_results_table(table) + _section_best(x, evaluate_test, test_methods) + _section_compute(x)
+    importances, written = _section_plots(x, spec["search"], notes)
+    md += importances
     md += ["## Plots", ""] + [f"![{w}]({w})" for w in written] + [""]
     md += ["## Files", ""] + [f"- `{f}`" for f in exported] + [""]
     if notes:
         md += ["## Left out", ""] + [f"- {n}" for n in notes] + [""]
     text = "\n".join(md)
-    (out / "report.md").write_text(text)
-    (out / "report.html").write_text(_html(text))
-    return {"report": str(out / "report.md"), "html": str(out / "report.html"), "plots": written,
-            "notes": notes, "configurations": len(agg), "table": table}
+    (out / REPORT_MD).write_text(text)
+    (out / REPORT_HTML).write_text(_html(text))
+    return {"report": str(out / REPORT_MD), "html": str(out / REPORT_HTML), "plots": written,
+            "notes": notes, "configurations": len(x.agg), "table": table}
 
 
 def _html(md: str) -> str:

@@ -128,6 +128,21 @@ class Tracking(_Section):
     """W&B project (needs ``mmi-ray[wandb]``); None disables."""
 
 
+class Confirm(_Section):
+    """Confirmation runs after the search: the best configurations and the baselines trained again on
+    fresh seeds at the full budget. Only these feed the headline table (validation and test per seed;
+    test read once per run, after training, and never used to choose)."""
+
+    top_k: int = Field(3, ge=1)
+    """The best completed configurations of the search (ranked on validation) to train again."""
+    seeds: list[int] = Field([1000, 1001, 1002, 1003, 1004], min_length=2)
+    """Fresh training seeds, disjoint from the search's ``seeds``; every arm trains on all of them."""
+    baselines: bool = True
+    """Also train DSS (``loss.mi_weight: 0``) and label-only (``loss.mi_weight: 0``,
+    ``loss.rationale_weight: 0``) on the same seeds and budget: the best such configuration of the
+    search if it found one, else the base config with those weights."""
+
+
 class SweepSpec(_Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     """Sweep name: the folder under ``storage_path``."""
@@ -156,6 +171,8 @@ class SweepSpec(_Section):
     """Optuna storage URL; None uses ``sqlite:///<sweep dir>/optuna.db``."""
     failure: Failure = Failure()
     tracking: Tracking = Tracking()
+    confirm: Confirm | None = None
+    """Confirmation runs after the search (none when absent; ``mmi-ray confirm`` runs them later)."""
 
     @model_validator(mode="after")
     def _points_in_space(self):
@@ -174,6 +191,12 @@ class SweepSpec(_Section):
             raise ValueError("num_trials must be >= the number of points_to_evaluate")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds must be distinct")
+        if self.confirm is not None:
+            if len(set(self.confirm.seeds)) != len(self.confirm.seeds):
+                raise ValueError("confirm.seeds must be distinct")
+            if set(self.confirm.seeds) & set(self.seeds):
+                raise ValueError(f"confirm.seeds must be fresh: {sorted(set(self.confirm.seeds) & set(self.seeds))} "
+                                 "also in seeds")
         r = self.resources
         if r.in_process and (len(self.seeds) > 1 or r.num_workers > 1 or r.use_gpu or is_uri(self.storage_path)):
             raise ValueError("resources.in_process: needs one seed, one CPU worker (use_gpu: false) and a local "
@@ -204,31 +227,34 @@ class LoadedSweep:
     def max_steps(self) -> int:
         return self.base.train.max_steps
 
-    def in_process(self) -> bool:
-        """Whether trials run their training loop in the Tune trial process (see Resources.in_process)."""
+    def in_process(self, n_seeds: int | None = None) -> bool:
+        """Whether trials of ``n_seeds`` seeds (default: the spec's) run their training loop in the Tune
+        trial process (see Resources.in_process)."""
         r = self.spec.resources
+        n = n_seeds or len(self.spec.seeds)
         if r.in_process is not None:
-            return r.in_process
-        return (len(self.spec.seeds) == 1 and r.num_workers == 1 and not r.use_gpu and not r.worker_resources
+            return r.in_process and n == 1
+        return (n == 1 and r.num_workers == 1 and not r.use_gpu and not r.worker_resources
                 and not r.driver_resource and not is_uri(self.spec.storage_path))
 
-    def trial_cpus(self) -> float:
+    def trial_cpus(self, n_seeds: int | None = None) -> float:
         """CPUs one trial holds: its seed runs train side by side."""
         r = self.spec.resources
-        return len(self.spec.seeds) * r.num_workers * r.cpus_per_worker
+        return (n_seeds or len(self.spec.seeds)) * r.num_workers * r.cpus_per_worker
 
-    def derived_concurrency(self, cluster: dict[str, float]) -> int:
+    def derived_concurrency(self, cluster: dict[str, float], n_seeds: int | None = None,
+                            n_trials: int | None = None) -> int:
         """Trials that fit the cluster at once (each holds ``trial_cpus()``; drivers and Train
         controllers take no CPU), unless ``max_concurrent_trials`` is given."""
         if self.spec.max_concurrent_trials:
             return self.spec.max_concurrent_trials
         r = self.spec.resources
-        k = len(self.spec.seeds)
-        cpu_need = self.trial_cpus()
+        k = n_seeds or len(self.spec.seeds)
+        cpu_need = self.trial_cpus(k)
         fits = math.floor(cluster.get("CPU", 1) / cpu_need) if cpu_need else 1
         if r.use_gpu:
             fits = min(fits, math.floor(cluster.get("GPU", 0) / (k * r.num_workers)))
-        return max(1, min(fits, self.spec.num_trials))
+        return max(1, min(fits, n_trials or self.spec.num_trials))
 
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> LoadedSweep:

@@ -97,26 +97,39 @@ def _ensure_config(run_dir: str, cfg) -> None:
 
 
 def trial_driver(params: dict, payload: dict) -> None:
-    """The Tune function trainable: one configuration, ``len(seeds)`` Train runs, mean reports."""
+    """The Tune function trainable: one configuration, one Train run per seed, mean reports. A search
+    trial's ``params`` are the searched values (seeds: the spec's); a confirmation trial's are
+    ``{"arm": name, "seed": k}``, the arm's values in ``payload["arms"]``."""
     import ray
+    from ray import tune
+
+    sweep = LoadedSweep(SweepSpec.model_validate(payload["spec"]), payload["base_raw"], payload["source"])
+    if "arm" in params:
+        searched, seeds = payload["arms"][params["arm"]], [int(params["seed"])]
+    else:
+        searched, seeds = {k: params[k] for k in sweep.spec.search}, list(sweep.spec.seeds)
+    trial_id = tune.get_context().get_trial_id()
+    driver_node = ray.get_runtime_context().get_node_id()
+    runs_root = join(payload["sweep_dir"], RUNS_DIR)
+    if sweep.in_process(len(seeds)):
+        return _train_in_trial(sweep, searched, seeds[0], trial_id, runs_root, driver_node)
+    return _train_with_ray_train(sweep, searched, seeds, trial_id, runs_root, driver_node)
+
+
+def _train_with_ray_train(sweep: LoadedSweep, searched: dict, seeds: list[int], trial_id: str, runs_root: str,
+                          driver_node: str) -> None:
+    """One Ray Train run per seed, side by side; reports the mean over seeds at each evaluation."""
     from ray import tune
     from ray.util.queue import Empty, Queue
 
     from ..train import build_trainer, metrics_callback
 
-    sweep = LoadedSweep(SweepSpec.model_validate(payload["spec"]), payload["base_raw"], payload["source"])
     spec = sweep.spec
-    searched = {k: params[k] for k in spec.search}
-    trial_id = tune.get_context().get_trial_id()
-    driver_node = ray.get_runtime_context().get_node_id()
-    runs_root = join(payload["sweep_dir"], RUNS_DIR)
-    if sweep.in_process():
-        return _train_in_trial(sweep, searched, trial_id, runs_root, driver_node)
     q = Queue(actor_options={"num_cpus": 0})
     history: dict[int, dict[int, dict]] = {}  # step -> seed -> metrics
     errors: dict[int, BaseException] = {}
     threads = []
-    for seed in spec.seeds:
+    for seed in seeds:
         cfg = sweep.trial_config(searched, seed, runs_root)
         name = run_name(trial_id, seed)
         run_dir = join(runs_root, name)
@@ -145,7 +158,7 @@ def trial_driver(params: dict, payload: dict) -> None:
     # again (so the trial's final metrics are fresh) and the ones that follow
     already = max(_reported_steps(tune.get_context().get_trial_dir()), default=0)
     reported = max((s for s in history if s < already), default=0)
-    k = len(spec.seeds)
+    k = len(seeds)
 
     def flush():
         nonlocal reported
@@ -178,7 +191,7 @@ def trial_driver(params: dict, payload: dict) -> None:
         raise RuntimeError(f"seed {seed}: {type(root).__name__}: {root}") from err
 
 
-def _train_in_trial(sweep: LoadedSweep, searched: dict, trial_id: str, runs_root: str, node: str) -> None:
+def _train_in_trial(sweep: LoadedSweep, searched: dict, seed: int, trial_id: str, runs_root: str, node: str) -> None:
     """One seed, one CPU worker: run the training loop in this Tune trial process (no Train
     controller or worker group), writing the same run folder as a Ray Train run; a retried or
     restored trial resumes from its newest checkpoint."""
@@ -188,7 +201,6 @@ def _train_in_trial(sweep: LoadedSweep, searched: dict, trial_id: str, runs_root
     from ..worker import in_process_env
 
     spec = sweep.spec
-    seed = spec.seeds[0]
     cfg = sweep.trial_config(searched, seed, runs_root)
     run_dir = Path(runs_root) / run_name(trial_id, seed)
     _ensure_config(str(run_dir), cfg)

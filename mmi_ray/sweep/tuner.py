@@ -17,9 +17,39 @@ from ..storage import ensure_writable, exists, is_uri, join, read_text, write_te
 from .spec import LoadedSweep, SweepSpec
 
 
+def _searcher_class():
+    from ray.tune.search.optuna import OptunaSearch
+
+    class BudgetAwareOptunaSearch(OptunaSearch):
+        """Ray's OptunaSearch, told what early stopping means. Intermediate values are keyed by the
+        training step (not by Tune's report count), and a trial that ended short of the full budget
+        without an error (ASHA stopped it) reaches Optuna as PRUNED, its value the last intermediate
+        one, so TPE never takes a 40-step score for a finished 120-step one."""
+
+        def __init__(self, *args, budget_steps: int, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.budget_steps = budget_steps
+            self.reported: dict[str, set[int]] = {}
+
+        def on_trial_result(self, trial_id: str, result: dict):
+            step = int(result.get(STEP, 0))
+            self.reported.setdefault(trial_id, set()).add(step)
+            super().on_trial_result(trial_id, {**result, "training_iteration": step})
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+            step = int((result or {}).get(STEP, 0))
+            if result and not error and step not in self.reported.get(trial_id, set()):
+                self.on_trial_result(trial_id, result)  # Tune withholds the result a scheduler stopped on
+            self.reported.pop(trial_id, None)
+            stopped = bool(result) and not error and step < self.budget_steps
+            # no result and no error: OptunaSearch tells the trial as PRUNED, valued at its last report
+            super().on_trial_complete(trial_id, None if stopped else result, error)
+
+    return BudgetAwareOptunaSearch
+
+
 def _searcher(sweep: LoadedSweep, sweep_dir: str):
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     spec = sweep.spec
     url = spec.study_storage
@@ -28,7 +58,8 @@ def _searcher(sweep: LoadedSweep, sweep_dir: str):
         Path(db_dir).mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{Path(db_dir, OPTUNA_DB if not is_uri(sweep_dir) else f'{spec.name}.db')}"
     storage = optuna.storages.RDBStorage(url)
-    return OptunaSearch(
+    return _searcher_class()(
+        budget_steps=sweep.max_steps,
         space={k: p.optuna_distribution() for k, p in spec.search.items()},
         metric=spec.objective.metric,
         mode=spec.objective.mode,
@@ -53,7 +84,9 @@ def _callbacks(spec: SweepSpec) -> list:
     return cbs
 
 
-def _trainable(sweep: LoadedSweep, payload: dict):
+def trainable(sweep: LoadedSweep, payload: dict, n_seeds: int | None = None):
+    """The trial driver with its resources: the worker's CPUs when it trains in its own process,
+    else a sliver (its Train runs reserve their own)."""
     from ray import tune
 
     from .trial import trial_driver
@@ -62,7 +95,7 @@ def _trainable(sweep: LoadedSweep, payload: dict):
         trial_driver(config, payload)
 
     r = sweep.spec.resources
-    if sweep.in_process():  # the trial trains itself: it holds the worker's CPUs
+    if sweep.in_process(n_seeds):  # the trial trains itself: it holds the worker's CPUs
         return tune.with_resources(mmi_trial, {"CPU": r.cpus_per_worker})
     return tune.with_resources(mmi_trial, {r.driver_resource: 0.01} if r.driver_resource else {"CPU": 0.01})
 
@@ -78,13 +111,13 @@ def cluster_resources() -> dict[str, float]:
     return dict(ray.cluster_resources())
 
 
-def _check_fits(sweep: LoadedSweep, cluster: dict[str, float]) -> None:
+def check_fits(sweep: LoadedSweep, cluster: dict[str, float], n_seeds: int | None = None) -> None:
     """One trial must fit the cluster; on a cluster of our own (no RAY_ADDRESS) nothing will come."""
     spec = sweep.spec
-    need = sweep.trial_cpus()
+    need = sweep.trial_cpus(n_seeds)
     if need <= cluster.get("CPU", 0):
         return
-    msg = (f"resources: one trial runs {len(spec.seeds)} seed(s) x {spec.resources.num_workers} worker(s) x "
+    msg = (f"resources: one trial runs {n_seeds or len(spec.seeds)} seed(s) x {spec.resources.num_workers} worker(s) x "
            f"{spec.resources.cpus_per_worker} CPU = {need:g} CPUs side by side, but the cluster has "
            f"{cluster.get('CPU', 0):g}; lower resources.cpus_per_worker (fractions work) or the seeds")
     if not os.environ.get("RAY_ADDRESS"):
@@ -124,13 +157,13 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1) -> dic
 
     payload = {"spec": spec.model_dump(mode="json"), "base_raw": sweep.base_raw, "source": sweep.source,
                "sweep_dir": sweep_dir}
-    trainable = _trainable(sweep, payload)
+    driver = trainable(sweep, payload)
     cluster = cluster_resources()
-    _check_fits(sweep, cluster)
+    check_fits(sweep, cluster)
     concurrency = sweep.derived_concurrency(cluster)
     t0 = time.time()
     if resume and tune.Tuner.can_restore(sweep_dir):
-        tuner = tune.Tuner.restore(sweep_dir, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(sweep_dir, trainable=driver, resume_unfinished=True, resume_errored=True)
     else:
         searcher, study_url = _searcher(sweep, sweep_dir)
         if spec.scheduler.type == "asha":
@@ -139,7 +172,7 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1) -> dic
         else:
             scheduler = FIFOScheduler()
         tuner = tune.Tuner(
-            trainable,
+            driver,
             tune_config=tune.TuneConfig(
                 metric=spec.objective.metric,
                 mode=spec.objective.mode,
@@ -168,4 +201,8 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1) -> dic
 
     summary = summarize(sweep, sweep_dir, wall)
     write_text(join(sweep_dir, SWEEP_SUMMARY_FILE), json.dumps(summary, indent=2, default=str))
+    if spec.confirm is not None:
+        from .confirm import run_confirmation
+
+        summary["confirmation"] = run_confirmation(sweep, sweep_dir, spec.confirm, verbose)
     return summary

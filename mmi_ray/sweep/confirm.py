@@ -1,0 +1,184 @@
+"""Confirmation runs: after the search, train the top-k configurations and the DSS and label-only
+baselines again on fresh seeds at the full budget, as their own Tune experiment in ``confirm/``.
+
+The search chose on validation; nothing here chooses. Each confirmation run is one (arm, seed)
+trial; after the runs, test accuracy is read once per run from its final checkpoint and kept in
+``confirm/confirmation.json`` (a resumed or repeated confirmation never reads test again). Only
+these runs feed the headline table (mmi_ray/analysis/stats.py ``arm_table`` / ``arm_comparisons``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..analysis.best import ranked
+from ..analysis.load import load_sweep_dir
+from ..analysis.stats import DSS, LABEL_ONLY, aggregate, best_of_method
+from ..errors import ConfigError
+from ..layout import (
+    CHECKPOINT_PATH,
+    COMPLETED,
+    CONFIRM_DIR,
+    CONFIRMATION_FILE,
+    PARAMS_FILE,
+    RUNS_DIR,
+    STEP,
+    TRIAL_PREFIX,
+    is_divergence,
+    read_metrics,
+    run_name,
+    trial_dir_name,
+)
+from ..storage import exists, join, read_text, write_text
+from .spec import Confirm, LoadedSweep
+
+BASELINE_PARAMS = {DSS: {"loss.mi_weight": 0.0}, LABEL_ONLY: {"loss.mi_weight": 0.0, "loss.rationale_weight": 0.0}}
+"""What makes a configuration DSS or label-only, set on the base config when the search found none."""
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def choose_arms(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm) -> dict[str, dict[str, Any]]:
+    """The arms to confirm, from the search's completed configurations ranked on validation:
+    ``top1..topk``, then the DSS and label-only baselines (unless a top arm already is one)."""
+    spec = sweep.spec
+    obj, searched = spec.objective.metric, list(spec.search)
+    res = load_sweep_dir(sweep_dir, finished=True)
+    agg = ranked(aggregate(res.runs, obj, searched), spec.objective.mode)
+    done = agg[agg["status"] == COMPLETED] if not agg.empty else agg
+    if done.empty:
+        raise ConfigError(sweep.source, "confirm: no configuration of the search completed its budget; "
+                                        "nothing to confirm")
+    arms: dict[str, dict[str, Any]] = {}
+    for i, (_, row) in enumerate(done.head(confirm.top_k).iterrows(), start=1):
+        arms[f"top{i}"] = {"method": row["method"], "params": {k: _plain(row[k]) for k in searched},
+                           "from_trial": row["trial_id"], f"search_{obj}": float(row["mean"])}
+    if confirm.baselines:
+        for method, params in BASELINE_PARAMS.items():
+            if any(a["method"] == method for a in arms.values()):
+                continue
+            best = best_of_method(done, method, spec.objective.mode)
+            if best is not None:
+                arms[method] = {"method": method, "params": {k: _plain(best[k]) for k in searched},
+                                "from_trial": best["trial_id"], f"search_{obj}": float(best["mean"])}
+            else:
+                arms[method] = {"method": method, "params": dict(params), "from_trial": None}
+    for arm in arms.values():  # every arm must make a valid config before anything trains
+        sweep.trial_config(arm["params"], confirm.seeds[0], "/tmp")
+    return arms
+
+
+def _read_state(confirm_dir: str) -> dict:
+    path = join(confirm_dir, CONFIRMATION_FILE)
+    return json.loads(read_text(path)) if exists(path) else {}
+
+
+def collect(sweep: LoadedSweep, confirm_dir: str, state: dict) -> list[dict]:
+    """One record per finished confirmation run: arm, method, seed, step, the validation objective,
+    and test accuracy, read from its final checkpoint now unless an earlier call read it already."""
+    from ..evaluate import evaluate_checkpoint
+
+    obj = sweep.spec.objective.metric
+    known = {(r["arm"], r["seed"]): r for r in state.get("runs", [])}
+    out = []
+    for tdir in sorted(Path(confirm_dir).glob(f"{TRIAL_PREFIX}*")):
+        if not (tdir / PARAMS_FILE).exists():
+            continue
+        params = json.loads((tdir / PARAMS_FILE).read_text())
+        arm, seed = params["arm"], int(params["seed"])
+        tid = tdir.name[len(TRIAL_PREFIX):]
+        history = [m for m in read_metrics(join(confirm_dir, RUNS_DIR, run_name(tid, seed))) if not is_divergence(m)]
+        final = history[-1] if history else None
+        if final is None or final[STEP] < sweep.max_steps:
+            continue  # diverged, failed or unfinished: not a confirmation figure
+        record = known.get((arm, seed))
+        if record is None or record.get("trial_id") != tid:
+            record = {"arm": arm, "method": state["arms"][arm]["method"], "seed": seed, "trial_id": tid,
+                      STEP: int(final[STEP]), obj: float(final[obj]),
+                      "test_accuracy": evaluate_checkpoint(final[CHECKPOINT_PATH], "test")["test_accuracy"]}
+        out.append(record)
+    return sorted(out, key=lambda r: (list(state["arms"]).index(r["arm"]), r["seed"]))
+
+
+def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbose: int = 1) -> dict:
+    """Train (or resume) the confirmation runs of a finished search; returns and writes
+    ``confirm/confirmation.json``: the arms, their runs (validation and test per seed), the seeds."""
+    from ray import tune
+
+    from ..ray_init import init_ray
+    from .tuner import check_fits, cluster_resources, trainable
+
+    spec = sweep.spec
+    if set(confirm.seeds) & set(spec.seeds):
+        raise ConfigError(sweep.source, f"confirm.seeds: must be fresh, {sorted(set(confirm.seeds) & set(spec.seeds))} "
+                                        "were search seeds")
+    confirm_dir = join(sweep_dir, CONFIRM_DIR)
+    state = _read_state(confirm_dir)
+    if state and state.get("seeds") != list(confirm.seeds):
+        raise ConfigError(sweep.source, f"confirm.seeds: {CONFIRM_DIR}/ holds runs on seeds {state['seeds']}; "
+                                        "confirm with the same seeds")
+    if not state:
+        state = {"seeds": list(confirm.seeds), "arms": choose_arms(sweep, sweep_dir, confirm), "runs": []}
+        write_text(join(confirm_dir, CONFIRMATION_FILE), json.dumps(state, indent=2))
+    init_ray(log_to_driver=verbose > 1)
+    payload = {"spec": spec.model_dump(mode="json"), "base_raw": sweep.base_raw, "source": sweep.source,
+               "sweep_dir": confirm_dir, "arms": {k: a["params"] for k, a in state["arms"].items()}}
+    driver = trainable(sweep, payload, n_seeds=1)
+    cluster = cluster_resources()
+    check_fits(sweep, cluster, n_seeds=1)
+    n_runs = len(state["arms"]) * len(confirm.seeds)
+    if tune.Tuner.can_restore(confirm_dir):
+        tuner = tune.Tuner.restore(confirm_dir, trainable=driver, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            driver,
+            param_space={"arm": tune.grid_search(list(state["arms"])), "seed": tune.grid_search(list(confirm.seeds))},
+            tune_config=tune.TuneConfig(num_samples=1,
+                                        max_concurrent_trials=sweep.derived_concurrency(cluster, 1, n_runs),
+                                        trial_name_creator=lambda t: trial_dir_name(t.trial_id),
+                                        trial_dirname_creator=lambda t: trial_dir_name(t.trial_id)),
+            run_config=tune.RunConfig(name=CONFIRM_DIR, storage_path=sweep_dir,
+                                      failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
+                                      verbose=verbose),
+        )
+        if verbose:
+            print(f"[mmi-ray] confirmation: {len(state['arms'])} arms ({', '.join(state['arms'])}) x "
+                  f"{len(confirm.seeds)} fresh seeds = {n_runs} runs at the full budget", flush=True)
+    tuner.fit()
+    state["runs"] = collect(sweep, confirm_dir, state)
+    write_text(join(confirm_dir, CONFIRMATION_FILE), json.dumps(state, indent=2))
+    return state
+
+
+def headline(state: dict, metric: str) -> tuple:
+    """(per-arm table, comparisons on test, comparisons on validation) from a confirmation state."""
+    import pandas as pd
+
+    from ..analysis.stats import arm_comparisons, arm_table
+
+    runs = pd.DataFrame(state.get("runs", []))
+    if runs.empty:
+        return pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
+    return arm_table(runs, metric), arm_comparisons(runs, "test_accuracy"), arm_comparisons(runs, metric)
+
+
+def print_headline(state: dict, metric: str) -> None:
+    table, test_cmp, _ = headline(state, metric)
+    print(f"\n[mmi-ray] confirmation runs (fresh seeds {state['seeds']}, full budget; the headline):")
+    if table.empty:
+        print("  no confirmation run finished")
+        return
+    for r in table.itertuples():
+        arm = state["arms"][r.arm]
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in arm["params"].items())
+        print(f"  {r.arm:<10} {r.method:<14} n={r.n}  val {100 * r.val_mean:6.2f} [{100 * r.val_low:.2f}, "
+              f"{100 * r.val_high:.2f}]  test {100 * r.test_mean:6.2f} [{100 * r.test_low:.2f}, {100 * r.test_high:.2f}]"
+              f"  ({params or 'base config'})")
+    for r in test_cmp.itertuples():
+        print(f"  test: {r.arm} - {r.baseline}: {100 * r.mean_diff:+.2f} points [{100 * r.ci_low:+.2f}, "
+              f"{100 * r.ci_high:+.2f}], d_z {r.effect_dz:.2f}, p {r.p_value:.3g} (Holm {r.p_holm:.3g}), n={r.n_pairs}")
+    print("  (95% Student-t intervals over seeds; test read once per run, after training; it chose nothing)")
