@@ -45,7 +45,9 @@ def load_config(path: Path) -> Config:
 
 
 def restore(state: dict, module: DistillModule, optimizer, scheduler, stream: BatchStream, cfg: Config) -> int:
-    """Load a checkpoint's state into a freshly built run; returns the step to continue from."""
+    """Load a checkpoint's state into a freshly built run whose model is already placed on its device;
+    returns the step to continue from. The optimizer's state is cast to each parameter's device and
+    dtype as it loads (``Optimizer.load_state_dict``), so it follows the model onto a GPU."""
     if state["fingerprint"] != cfg.fingerprint():
         raise MmiError("checkpoint was written by a different config; refusing to resume from it")
     module.load_state_dict(state["model"])

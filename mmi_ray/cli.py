@@ -27,7 +27,7 @@ def cmd_train(args) -> int:
     # fail on bad data or model names here, before any Ray work starts
     load_splits(cfg.data)
     build_tokenizer(cfg.model)
-    summary = run_training(cfg, source=args.config, verbose=not args.quiet)
+    summary = run_training(cfg, source=args.config, verbose=not args.quiet, ray_logs=args.verbose)
     f = summary["final"]
     print(f"[mmi-ray] done: {summary['run_dir']}")
     print(f"[mmi-ray] final step {f['step']}: val_accuracy {100 * f['val_accuracy']:.2f}% "
@@ -67,7 +67,7 @@ def cmd_sweep(args) -> int:
     from .config import check_paths
 
     check_paths(sweep.base, f"{args.spec} (base)")
-    summary = run_sweep(sweep, resume=args.resume, verbose=0 if args.quiet else 1)
+    summary = run_sweep(sweep, resume=args.resume, verbose=0 if args.quiet else 2 if args.verbose else 1)
     print_summary(summary)
     if summary.get("confirmation"):
         from .sweep.confirm import print_headline
@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="training config YAML (see configs/)")
     t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. loss.mi_weight=0.2")
     t.add_argument("--quiet", action="store_true", help="no per-evaluation lines")
+    t.add_argument("--verbose", action="store_true", help="also Ray Train's own per-report log lines")
     t.set_defaults(fn=cmd_train)
 
     w = sub.add_parser("sweep", help="a Ray Tune + Optuna sweep over a YAML spec (see sweeps/)")
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("overrides", nargs="*", help="dotted key=value overrides of the spec, e.g. num_trials=4")
     w.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     w.add_argument("--quiet", action="store_true", help="no trial table while running")
+    w.add_argument("--verbose", action="store_true", help="also every worker's log and Ray Train's own lines")
     w.add_argument("--no-report", action="store_true", help="skip the analysis report at the end")
     w.set_defaults(fn=cmd_sweep)
 

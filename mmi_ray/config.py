@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .storage import is_uri, resolve_storage
 
 # The names of the registries, defined once: the Literal types below use them, and a test holds the
 # registries themselves (data/dss.py DSS_DATASETS, data/builtin.py GENERATORS, losses.py
@@ -85,7 +86,8 @@ class DataConfig(_Section):
     dataset: Literal[DATASETS] = "builtin"
     """Which dataset: the generated offline task or one of the four DSS datasets."""
     source: Literal["local", "hub"] = "local"
-    """DSS data from ``data_dir`` (the released layout) or from the hub with ``datasets`` (online)."""
+    """DSS data from ``data_dir`` (the released layout), or from the hub with ``datasets`` (online; gold rows
+    only, no teacher rationales, so label-only training)."""
     data_dir: str | None = None
     """Folder holding ``NAME/NAME_{split}.json`` and ``NAME/llm/`` (the DSS ``datasets/`` folder)."""
     label_type: Literal["gold", "teacher"] = "gold"
@@ -167,7 +169,8 @@ class TrainConfig(_Section):
     bucket_by_length: bool = True
     """Group examples of similar input and rationale length into batches (less padding)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """``auto`` uses bf16 autocast on GPU and fp32 on CPU."""
+    """``fp32`` is the reference code's default; ``bf16`` autocasts the forward passes (GPU, or CPU);
+    ``auto`` uses bf16 on GPU and fp32 on CPU. Paper configs state theirs."""
 
     @property
     def examples_per_worker_step(self) -> int:
@@ -210,6 +213,15 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     scaling: ScalingConfig = ScalingConfig()
     run: RunConfig = RunConfig()
+
+    @model_validator(mode="after")
+    def _rationales_available(self):
+        d, loss = self.data, self.loss
+        if d.dataset != "builtin" and d.source == "hub" and (loss.rationale_weight > 0 or loss.mi_weight > 0):
+            raise ValueError("data.source: 'hub' has the gold rows but no teacher rationales, and DSS / MI "
+                             "(loss.rationale_weight or loss.mi_weight > 0) would train on empty targets; use "
+                             "source 'local' with the DSS files in data.data_dir, or label-only (both weights 0)")
+        return self
 
     def examples_per_step(self) -> int:
         """Training examples per optimizer step, across all workers."""
@@ -322,6 +334,32 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
     return out
 
 
+PATH_KEYS = (("data", "data_dir"), ("model", "name"), ("model", "tokenizer"), ("run", "storage_path"))
+"""Config values that may name a local folder."""
+
+
+def _is_local_path(key: tuple[str, str], value: str) -> bool:
+    if is_uri(value):  # a storage URI (s3://, gs://) stays as it is
+        return False
+    if key[0] == "model":  # a hub name ("google/t5-v1_1-base") stays a name unless a folder says otherwise
+        return value != "tiny" and (value.startswith((".", "/", "~")) or Path(value).expanduser().exists())
+    return True
+
+
+def resolve_paths(raw: dict, base: Path | None = None) -> dict:
+    """Relative local paths made absolute against ``base`` (the directory the command runs in), on
+    the driver, before anything moves to a worker (whose own working directory is elsewhere); a
+    relative ``run.storage_path`` goes under ``storage.results_root()`` (see there for ray jobs)."""
+    out = copy.deepcopy(raw)
+    base = base or Path.cwd()
+    for section, key in PATH_KEYS:
+        value = (out.get(section) or {}).get(key) if isinstance(out.get(section), dict) else None
+        if isinstance(value, str) and value and _is_local_path((section, key), value):
+            out[section][key] = (resolve_storage(value) if (section, key) == ("run", "storage_path")
+                                 else str((base / Path(value).expanduser()).resolve()))
+    return out
+
+
 def config_from_dict(raw: dict, source: str = "config", prefix: str = "") -> Config:
     try:
         return Config.model_validate(raw)
@@ -330,8 +368,9 @@ def config_from_dict(raw: dict, source: str = "config", prefix: str = "") -> Con
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a training config YAML, apply ``key=value`` overrides, validate everything."""
-    raw = apply_overrides(read_yaml(path), overrides)
+    """Read a training config YAML, apply ``key=value`` overrides, make relative paths absolute against
+    the working directory, validate everything."""
+    raw = resolve_paths(apply_overrides(read_yaml(path), overrides))
     return config_from_dict(raw, source=str(path))
 
 

@@ -74,14 +74,9 @@ def run_loop(cfg: Config, env: WorkerEnv) -> None:
 
     scheduler = get_linear_schedule_with_warmup(optimizer, cfg.optim.warmup_steps, cfg.train.max_steps)
 
+    model = env.wrap_model(module)  # placed first: restored optimizer state then follows its parameters
     state = env.latest_state()
-    start_step = restore(state, module, optimizer, scheduler, stream, cfg) if state is not None else 0
-    model = env.wrap_model(module)
-    if world == 1:  # prepare_model moves optimizer-held tensors implicitly only for DDP; be explicit
-        for st in optimizer.state.values():
-            for k, v in st.items():
-                if torch.is_tensor(v) and k != "step":
-                    st[k] = v.to(device)
+    start_step = restore(state, unwrap(model), optimizer, scheduler, stream, cfg) if state is not None else 0
     use_bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
     if rank == 0 and start_step == 0:

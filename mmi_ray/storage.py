@@ -14,6 +14,35 @@ def is_uri(path: str) -> bool:
     return "://" in path
 
 
+RESULTS_ENV = "MMI_RAY_RESULTS"
+JOB_RESULTS_DEFAULT = "~/mmi-ray-results"
+
+
+def in_ray_job() -> bool:
+    """Whether this process is a ``ray job submit`` driver: its working directory is a package Ray
+    unpacked for the job (and deletes later)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ or "working_dir_files" in Path.cwd().parts
+
+
+def results_root() -> Path:
+    """Where a relative storage path (``run.storage_path``, a spec's ``storage_path``) lands:
+    ``$MMI_RAY_RESULTS`` when set; under ``ray job submit``, ``~/mmi-ray-results`` on the node that
+    runs the job's driver (the head, by default), since the job's working directory is deleted with
+    the job; otherwise the directory the command runs in."""
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV]).expanduser()
+    if in_ray_job():
+        return Path(JOB_RESULTS_DEFAULT).expanduser()
+    return Path.cwd()
+
+
+def resolve_storage(path: str) -> str:
+    """A storage URI as it is; a local path made absolute (a relative one under ``results_root()``)."""
+    if is_uri(path):
+        return path
+    return str((results_root() / Path(path).expanduser()).resolve())
+
+
 def join(base: str, *parts: str) -> str:
     if is_uri(base):
         return "/".join([base.rstrip("/"), *parts])

@@ -11,8 +11,8 @@ import json
 import math
 import os
 import uuid
-from pathlib import Path
 
+from . import capacity
 from .config import Config
 from .errors import ConfigError, NonFiniteLossError, StorageError
 from .layout import (
@@ -24,7 +24,7 @@ from .layout import (
     read_metrics,
 )
 from .ray_init import init_ray
-from .storage import ensure_writable, exists, is_uri, join, read_text, write_text
+from .storage import ensure_writable, exists, join, read_text, resolve_storage, write_text
 
 PROPAGATED_ENV_PREFIX = "MMI_RAY_"
 """mmi-ray's own settings (``MMI_RAY_*``) set where a run is launched reach its Train workers."""
@@ -79,10 +79,11 @@ def _single_worker_config():
     return NoProcessGroup()
 
 
-def build_trainer(cfg: Config, run_name: str, storage_path: str, callbacks=None):
+def build_trainer(cfg: Config, run_name: str, storage_path: str, callbacks=None, ray_logs: bool = False):
     """The Ray Train ``TorchTrainer`` for one config: workers, backend, checkpoints, failure policy.
-    Several workers train with DDP over a gloo (CPU) or NCCL (GPU) process group."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    Several workers train with DDP over a gloo (CPU) or NCCL (GPU) process group. Ray Train's own
+    per-report INFO lines are shown only with ``ray_logs`` (``--verbose``); warnings always."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from .worker import train_loop
@@ -106,19 +107,14 @@ def build_trainer(cfg: Config, run_name: str, storage_path: str, callbacks=None)
             failure_config=FailureConfig(max_failures=cfg.run.max_failures, controller_failure_limit=3),
             callbacks=callbacks or [],
             worker_runtime_env={"env_vars": env_vars} if env_vars else None,
+            logging_config=LoggingConfig(log_level="INFO" if ray_logs else "WARNING"),
         ),
     )
 
 
-def resolve_storage(path: str) -> str:
-    """A storage URI as it is; a local path made absolute."""
-    if is_uri(path):
-        return path
-    return str(Path(path).expanduser().resolve())
-
-
 def prepare_run(cfg: Config, source: str) -> tuple[str, str, bool]:
-    """(storage, run name, resuming). Refuses to touch a finished run; writes the resolved config."""
+    """(storage, run name, resuming). Refuses to touch a finished run or one with another config;
+    writes nothing (``write_run_config`` does, once the cluster can hold the run)."""
     storage = resolve_storage(cfg.run.storage_path)
     try:
         ensure_writable(storage)
@@ -134,22 +130,28 @@ def prepare_run(cfg: Config, source: str) -> tuple[str, str, bool]:
         if old.fingerprint() != cfg.fingerprint():
             raise ConfigError(source, f"run.name: run '{name}' exists with a different config; choose another name")
         resuming = True
-    else:
-        write_text(join(run_dir, CONFIG_FILE), cfg.model_copy(update={
-            "run": cfg.run.model_copy(update={"name": name})}).to_yaml())
     return storage, name, resuming
 
 
-def run_training(cfg: Config, source: str = "config", verbose: bool = True) -> dict:
+def write_run_config(cfg: Config, run_dir: str, name: str) -> None:
+    """The resolved config, with its run name, as the run folder's ``config.yaml``."""
+    if not exists(join(run_dir, CONFIG_FILE)):
+        write_text(join(run_dir, CONFIG_FILE), cfg.model_copy(update={
+            "run": cfg.run.model_copy(update={"name": name})}).to_yaml())
+
+
+def run_training(cfg: Config, source: str = "config", verbose: bool = True, ray_logs: bool = False) -> dict:
     """Fit one run; returns its summary (also written to ``summary.json``)."""
     storage, name, resuming = prepare_run(cfg, source)
     run_dir = join(storage, name)
     init_ray(num_cpus=_local_cpus(cfg), log_to_driver=verbose)
+    capacity.check(cfg.scaling, cfg.scaling.num_workers, "scaling", source, f"{cfg.scaling.num_workers} worker(s)")
+    write_run_config(cfg, run_dir, name)
     if verbose:
         print(f"[mmi-ray] run {'resumed' if resuming else 'started'}: {run_dir}", flush=True)
         print(f"[mmi-ray] {cfg.scaling.num_workers} worker(s) x {cfg.train.batch_size} examples x "
               f"{cfg.train.grad_accum_steps} accumulation = {cfg.examples_per_step()} examples per step", flush=True)
-    trainer = build_trainer(cfg, name, storage, callbacks=[metrics_callback(run_dir, verbose)])
+    trainer = build_trainer(cfg, name, storage, callbacks=[metrics_callback(run_dir, verbose)], ray_logs=ray_logs)
     result = trainer.fit()
     lines = read_metrics(run_dir)
     if lines and is_divergence(lines[-1]):

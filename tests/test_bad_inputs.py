@@ -70,6 +70,7 @@ CASES = [
     ("bad label_type", lambda t: [T, cfg(t), "data.label_type=silver"], "c.yaml: data.label_type:"),
     ("valid_fraction above 1", lambda t: [T, cfg(t), "data.valid_fraction=1.5"], "c.yaml: data.valid_fraction:"),
     ("unwritable storage", lambda t: [T, cfg(t), "run.storage_path=/etc/hostname/x"], "run.storage_path: cannot write"),
+    ("hub data for DSS/MI (no rationales)", lambda t: [T, cfg(t), "data.dataset=cqa", "data.source=hub"], "c.yaml: data.source: 'hub' has the gold rows but no teacher rationales"),
     # DSS data files
     ("gold train file missing", lambda t: [T, cfg(t), "data.dataset=cqa", f"data.data_dir={_no_gold(t)}"], "cqa_train.json: file not found"),
     ("teacher/gold line counts differ", lambda t: [T, cfg(t), "data.dataset=cqa", f"data.data_dir={dss(t, outputs=(OUT,))}"], "1 teacher outputs for 2 rows in cqa_train.json"),
@@ -92,6 +93,7 @@ CASES = [
     ("spec: base missing", lambda t: ["sweep", spec(t, base="nope.yaml")], "spec.yaml: base: file not found"),
     ("spec: point outside space", lambda t: ["sweep", spec(t, points_to_evaluate=[{"loss.mi_weight": 3.0}])], "points_to_evaluate[0].loss.mi_weight: 3.0 is outside the search space"),
     ("spec: resume a sweep that never ran", lambda t: ["sweep", spec(t), "--resume"], "spec.yaml: name: no sweep 's'"),
+    ("spec: MLflow file store", lambda t: ["sweep", spec(t, tracking={"mlflow_uri": f"file://{t}/mlruns"})], "spec.yaml: tracking.mlflow_uri: MLflow 3 refuses file stores"),
     ("spec: a renamed resources key", lambda t: ["sweep", spec(t, resources={"workers": 2})], "spec.yaml: resources.workers: unknown key (now called resources.num_workers)"),
     ("spec: confirmation seeds not fresh", lambda t: ["sweep", spec(t, seeds=[0, 1], confirm={"seeds": [1, 2]})], "spec.yaml: confirm.seeds must be fresh: [1] also in seeds"),
     ("confirm: not a sweep folder", lambda t: ["confirm", str(t)], "no sweep_spec.yaml: not a sweep folder"),

@@ -27,6 +27,14 @@ def test_equation_metric_small_mode(tmp_path):
     assert "### Equation metric" in (tmp_path / "B.md").read_text()
 
 
+def test_gpu_check_small_mode_runs_the_projects_loop_and_restores_exactly(tmp_path):
+    import gpu_check
+
+    res = gpu_check.main(["--small", "--out", str(tmp_path / "B.md")])
+    assert res["examples_per_s"] > 0 and res["restore_diff"] == 0.0  # restored on CPU: identical
+    assert "| restored from step 2 on the device vs uninterrupted" in (tmp_path / "B.md").read_text()
+
+
 def test_reference_loop_small_mode(tmp_path):
     import reference_loop
 

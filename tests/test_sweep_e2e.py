@@ -177,18 +177,28 @@ def test_resume_after_driver_killed_finishes_without_rerunning(ray_head, tmp_pat
     assert "best configuration" in out
 
 
-def test_ray_job_submit_runs_a_sweep(ray_head, tmp_path):
-    spec = write_spec(tmp_path, "submitted", num_trials=2)
+def test_ray_job_submit_runs_a_sweep_and_its_results_outlive_the_job(ray_head, tmp_path):
+    """Ray's own CLI submits the sweep with a relative storage_path. The job's working directory is a
+    package Ray deletes, so the results go under the results root (MMI_RAY_RESULTS here; by default
+    ~/mmi-ray-results on the head), which the job prints when it starts and when it ends."""
+    spec = write_spec(tmp_path, "submitted", num_trials=2, storage_path="results")
+    root = tmp_path / "results-root"
     env = ray_head["env"]
+    runtime_env = {"excludes": [".venv", ".git", "runs", "results", "__pycache__"],
+                   "env_vars": {"MMI_RAY_RESULTS": str(root)}}
     cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", ray_head["dashboard"],
-           "--working-dir", str(REPO),
-           "--runtime-env-json", json.dumps({"excludes": [".venv", ".git", "runs", "results", "__pycache__"]}),
+           "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env),
            "--", "mmi-ray", "sweep", str(spec), "--quiet"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "succeeded" in (r.stdout + r.stderr).lower()
-    summary = json.loads((tmp_path / "results" / "submitted" / "sweep_summary.json").read_text())
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-6000:]
+    assert "succeeded" in out.lower()
+    sweep_dir = root / "results" / "submitted"
+    summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
     assert summary["trials"] == 2 and summary["best"] is not None
+    assert summary["sweep_dir"] == str(sweep_dir) and "working_dir_files" not in summary["sweep_dir"]
+    assert f"[mmi-ray] sweep 'submitted' results: {sweep_dir}" in out  # where, at the start
+    assert f"[mmi-ray] sweep 'submitted' in {sweep_dir}" in out  # and at the end
 
 
 def test_asha_stops_a_poor_trial_and_the_next_one_still_runs(ray_session, tmp_path):

@@ -29,7 +29,7 @@ def test_each_spec_states_its_hardware_and_the_cpu_ones_start_on_two_cores(path)
         assert "GPU" in header
         return
     assert "2 CPU cores" in header or "2 cores" in header, header
-    check_fits(sweep, {"CPU": 2.0})  # raises when one trial cannot start on 2 cores
+    check_fits(sweep, [{"CPU": 2.0}])  # raises when one trial cannot start on 2 cores
     assert sweep.derived_concurrency({"CPU": 2.0}) >= 1
 
 

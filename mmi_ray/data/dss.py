@@ -205,8 +205,8 @@ def available_splits(name: str, data_dir: str | Path) -> list[str]:
 
 
 def load_hub_split(name: str, split: str) -> SplitData:  # pragma: no cover - needs the network
-    """Gold rows from the hub with ``datasets`` (online only); the teacher outputs are not on the
-    hub, so rationales stay empty unless a ``data_dir`` provides them."""
+    """Gold rows from the hub with ``datasets`` (online only). The teacher outputs are not on the hub,
+    so rationales stay empty: ``Config`` allows this source for label-only training only."""
     try:
         import datasets  # noqa: PLC0415
     except ImportError:

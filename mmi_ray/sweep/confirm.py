@@ -126,10 +126,11 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
         write_text(join(confirm_dir, CONFIRMATION_FILE), json.dumps(state, indent=2))
     init_ray(log_to_driver=verbose > 1)
     payload = {"spec": spec.model_dump(mode="json"), "base_raw": sweep.base_raw, "source": sweep.source,
-               "sweep_dir": confirm_dir, "arms": {k: a["params"] for k, a in state["arms"].items()}}
+               "sweep_dir": confirm_dir, "arms": {k: a["params"] for k, a in state["arms"].items()},
+               "ray_logs": verbose > 1}
     driver = trainable(sweep, payload, n_seeds=1)
+    check_fits(sweep, n_seeds=1)
     cluster = cluster_resources()
-    check_fits(sweep, cluster, n_seeds=1)
     n_runs = len(state["arms"]) * len(confirm.seeds)
     if tune.Tuner.can_restore(confirm_dir):
         tuner = tune.Tuner.restore(confirm_dir, trainable=driver, resume_unfinished=True, resume_errored=True)

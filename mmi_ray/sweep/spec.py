@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..config import (
     Config,
@@ -22,6 +22,7 @@ from ..config import (
     flatten,
     format_validation_error,
     read_yaml,
+    resolve_paths,
     set_dotted,
 )
 from ..errors import ConfigError
@@ -123,7 +124,16 @@ class Tracking(_Section):
     MLflow and W&B are optional extras."""
 
     mlflow_uri: str | None = None
-    """MLflow tracking URI (needs ``mmi-ray[mlflow]``); None disables."""
+    """MLflow tracking URI (needs ``mmi-ray[mlflow]``), e.g. ``sqlite:///mlflow.db`` or ``http://...``; None
+    disables. File stores (``file://`` or a plain path) are refused: MLflow 3 no longer accepts them."""
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _mlflow_store(cls, uri: str | None) -> str | None:
+        if uri and (uri.startswith("file:") or not is_uri(uri)):
+            raise ValueError("MLflow 3 refuses file stores; use a database such as 'sqlite:///mlflow.db' "
+                             "(every trial is logged there) or a tracking server 'http://...'")
+        return uri
     wandb_project: str | None = None
     """W&B project (needs ``mmi-ray[wandb]``); None disables."""
 
@@ -277,7 +287,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> LoadedSw
         base_raw, base_source = apply_overrides(spec.base, []), f"{source} (base)"
     for key, value in flatten(spec.overrides).items():
         set_dotted(base_raw, key.split("."), value, f"{source} (overrides)")
-    sweep = LoadedSweep(spec, base_raw, source, base_source)
+    sweep = LoadedSweep(spec, resolve_paths(base_raw), source, base_source)
     base = sweep.base
     # every searched key must exist in the config, and every candidate value must validate
     for key, p in spec.search.items():

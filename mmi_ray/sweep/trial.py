@@ -113,11 +113,12 @@ def trial_driver(params: dict, payload: dict) -> None:
     runs_root = join(payload["sweep_dir"], RUNS_DIR)
     if sweep.in_process(len(seeds)):
         return _train_in_trial(sweep, searched, seeds[0], trial_id, runs_root, driver_node)
-    return _train_with_ray_train(sweep, searched, seeds, trial_id, runs_root, driver_node)
+    return _train_with_ray_train(sweep, searched, seeds, trial_id, runs_root, driver_node,
+                                 bool(payload.get("ray_logs")))
 
 
 def _train_with_ray_train(sweep: LoadedSweep, searched: dict, seeds: list[int], trial_id: str, runs_root: str,
-                          driver_node: str) -> None:
+                          driver_node: str, ray_logs: bool = False) -> None:
     """One Ray Train run per seed, side by side; reports the mean over seeds at each evaluation."""
     from ray import tune
     from ray.util.queue import Empty, Queue
@@ -143,7 +144,8 @@ def _train_with_ray_train(sweep: LoadedSweep, searched: dict, seeds: list[int], 
             continue  # this seed finished before the trial was interrupted
         _ensure_config(run_dir, cfg)
         trainer = build_trainer(cfg, name, runs_root,
-                                callbacks=[metrics_callback(run_dir, verbose=False), _queue_callback(q, seed)])
+                                callbacks=[metrics_callback(run_dir, verbose=False), _queue_callback(q, seed)],
+                                ray_logs=ray_logs)
 
         def fit(trainer=trainer, seed=seed):
             try:

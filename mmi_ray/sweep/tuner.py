@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import ConfigError, StorageError
 from ..layout import OPTUNA_DB, SPEC_FILE, STEP, SWEEP_SUMMARY_FILE, spec_text, trial_dir_name
 from ..ray_init import init_ray
-from ..storage import ensure_writable, exists, is_uri, join, read_text, write_text
+from ..storage import ensure_writable, exists, is_uri, join, read_text, resolve_storage, write_text
 from .spec import LoadedSweep, SweepSpec
 
 
@@ -101,7 +101,8 @@ def trainable(sweep: LoadedSweep, payload: dict, n_seeds: int | None = None):
 
 
 def sweep_dir_of(spec: SweepSpec) -> tuple[str, str]:
-    storage = spec.storage_path if is_uri(spec.storage_path) else str(Path(spec.storage_path).expanduser().resolve())
+    """(storage root, sweep folder); a relative ``storage_path`` under ``storage.results_root()``."""
+    storage = resolve_storage(spec.storage_path)
     return storage, join(storage, spec.name)
 
 
@@ -111,18 +112,22 @@ def cluster_resources() -> dict[str, float]:
     return dict(ray.cluster_resources())
 
 
-def check_fits(sweep: LoadedSweep, cluster: dict[str, float], n_seeds: int | None = None) -> None:
-    """One trial must fit the cluster; on a cluster of our own (no RAY_ADDRESS) nothing will come."""
-    spec = sweep.spec
-    need = sweep.trial_cpus(n_seeds)
-    if need <= cluster.get("CPU", 0):
-        return
-    msg = (f"resources: one trial runs {n_seeds or len(spec.seeds)} seed(s) x {spec.resources.num_workers} worker(s) x "
-           f"{spec.resources.cpus_per_worker} CPU = {need:g} CPUs side by side, but the cluster has "
-           f"{cluster.get('CPU', 0):g}; lower resources.cpus_per_worker (fractions work) or the seeds")
-    if not os.environ.get("RAY_ADDRESS"):
-        raise ConfigError(sweep.source, msg)
-    print(f"[mmi-ray] warning: {msg} (waiting for the autoscaler)", flush=True)
+def check_fits(sweep: LoadedSweep, nodes: list[dict[str, float]] | None = None, n_seeds: int | None = None) -> None:
+    """One trial (its seed runs side by side) must fit the cluster, and its driver must find its
+    resource: an error on a Ray of our own, a warning on a cluster that may autoscale."""
+    from .. import capacity
+
+    spec, r = sweep.spec, sweep.spec.resources
+    nodes = capacity.live_nodes() if nodes is None else nodes
+    k = n_seeds or len(spec.seeds)
+    capacity.check(r, k * r.num_workers, "resources", sweep.source,
+                   f"one trial runs {k} seed(s) x {r.num_workers} worker(s) side by side", nodes,
+                   hints={"CPU": "lower resources.cpus_per_worker (fractions work) or the seeds"})
+    if r.driver_resource and not any(n.get(r.driver_resource, 0) > 0 for n in nodes):
+        msg = f"resources.driver_resource: no node carries '{r.driver_resource}', so no trial driver can start"
+        if not os.environ.get("RAY_ADDRESS"):
+            raise ConfigError(sweep.source, msg)
+        print(f"[mmi-ray] warning: {sweep.source}: {msg} (waiting for the autoscaler)", flush=True)
 
 
 def _start_or_resume(sweep: LoadedSweep, storage: str, sweep_dir: str, resume: bool) -> None:
@@ -151,16 +156,16 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1) -> dic
     spec = sweep.spec
     storage, sweep_dir = sweep_dir_of(spec)
     _start_or_resume(sweep, storage, sweep_dir, resume)
+    print(f"[mmi-ray] sweep '{spec.name}' results: {sweep_dir}", flush=True)
     init_ray(log_to_driver=verbose > 1)
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     payload = {"spec": spec.model_dump(mode="json"), "base_raw": sweep.base_raw, "source": sweep.source,
-               "sweep_dir": sweep_dir}
+               "sweep_dir": sweep_dir, "ray_logs": verbose > 1}
     driver = trainable(sweep, payload)
-    cluster = cluster_resources()
-    check_fits(sweep, cluster)
-    concurrency = sweep.derived_concurrency(cluster)
+    check_fits(sweep)
+    concurrency = sweep.derived_concurrency(cluster_resources())
     t0 = time.time()
     if resume and tune.Tuner.can_restore(sweep_dir):
         tuner = tune.Tuner.restore(sweep_dir, trainable=driver, resume_unfinished=True, resume_errored=True)

@@ -1,0 +1,133 @@
+"""The training loop without Ray: restored state follows the placed parameters, bf16 on CPU, and
+relative paths resolved where the command runs."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_overrides
+from mmi_ray.checkpoint import restore, save_checkpoint
+from mmi_ray.config import load_config
+from mmi_ray.data.batching import BatchStream
+from mmi_ray.model import build_seq2seq, build_tokenizer
+from mmi_ray.objective import DistillModule
+from mmi_ray.recipe import build_optimizer, run_loop
+from mmi_ray.worker import WorkerEnv, local_env
+
+REPO = Path(__file__).resolve().parents[1]
+CFG = REPO / "configs" / "tiny_builtin.yaml"
+
+
+def _fresh(cfg):
+    tok = build_tokenizer(cfg.model)
+    torch.manual_seed(0)
+    module = DistillModule(build_seq2seq(cfg.model, tok, 0), cfg.loss)
+    opt = build_optimizer(module, cfg)
+    from transformers import get_linear_schedule_with_warmup
+
+    return module, opt, get_linear_schedule_with_warmup(opt, 0, cfg.train.max_steps)
+
+
+def test_restored_optimizer_state_follows_the_placed_parameters(tmp_path):
+    """A run restores after its model is placed; AdamW's moments then take each parameter's device
+    and dtype. Here the placement is float64 on the CPU (a GPU moves device the same way)."""
+    cfg = load_config(CFG, tiny_overrides(tmp_path, **{"loss.mi_estimator": "infonce"}))
+    module, opt, sched = _fresh(cfg)
+    batch_loss = sum(p.float().pow(2).sum() for p in module.parameters()) * 1e-6
+    batch_loss.backward()
+    opt.step()
+    stream = BatchStream(list(range(8)), 4, 0, False, 1, 0, 1)  # only its position is saved
+    save_checkpoint(tmp_path, module, opt, sched, 1, stream, cfg, {"train_time_s": 1.0})
+    from mmi_ray.checkpoint import load_state
+
+    state = load_state(tmp_path)
+    assert all(v.dtype == torch.float32 for st in state["optimizer"]["state"].values()
+               for k, v in st.items() if torch.is_tensor(v) and k != "step")
+    module2, opt2, sched2 = _fresh(cfg)
+    module2.to(torch.float64)  # "placement": what prepare_model / .to(device) does before restore
+    assert restore(state, module2, opt2, sched2, BatchStream(list(range(8)), 4, 0, False, 1, 0, 1), cfg) == 1
+    for group in opt2.param_groups:
+        for p in group["params"]:
+            for k, v in opt2.state[p].items():
+                if torch.is_tensor(v) and k != "step":
+                    assert v.dtype == p.dtype == torch.float64 and v.device == p.device, k
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path):
+    """``train.precision: bf16`` autocasts on any device: on CPU the loss terms stay finite and differ
+    from the fp32 run's (bf16 rounding), so the autocast really ran."""
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        out: list[dict] = []
+        cfg = load_config(CFG, tiny_overrides(tmp_path, **{"train.max_steps": 6, "train.eval_every": 3,
+                                                           "train.precision": precision, "loss.mi_estimator": "maxpool"}))
+        run_loop(cfg, local_env(lambda m, _c, out=out: out.append(m)))
+        runs[precision] = out
+    assert [m["step"] for m in runs["bf16"]] == [3, 6]
+    assert all(math.isfinite(m[k]) for m in runs["bf16"] for k in ("loss", "label", "rationale", "mi"))
+    assert runs["bf16"][0]["loss"] != runs["fp32"][0]["loss"]
+
+
+def test_relative_paths_resolve_where_the_command_runs(tmp_path, monkeypatch):
+    (tmp_path / "dss" / "cqa").mkdir(parents=True)
+    (tmp_path / "ckpt").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(REPO / "configs" / "cqa_t5_base.yaml",
+                      ["data.data_dir=dss", "model.name=./ckpt", "run.storage_path=out"])
+    assert cfg.data.data_dir == str(tmp_path / "dss") and cfg.model.name == str(tmp_path / "ckpt")
+    assert cfg.run.storage_path == str(tmp_path / "out")
+    hub = load_config(REPO / "configs" / "cqa_t5_base.yaml", ["data.data_dir=dss", "run.storage_path=s3://b/x"])
+    assert hub.model.name == "google/t5-v1_1-base" and hub.run.storage_path == "s3://b/x"  # names and URIs stay
+
+
+def test_a_sweep_resolves_its_base_paths_on_the_driver(tmp_path, monkeypatch):
+    import yaml
+
+    from mmi_ray.sweep import load_sweep
+
+    (tmp_path / "data" / "anli1").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"name": "s", "base": str(CFG), "num_trials": 1,
+                                    "overrides": {"data.dataset": "anli1", "data.data_dir": "data"},
+                                    "search": {"loss.mi_weight": {"type": "uniform", "low": 0.0, "high": 1.0}}}))
+    sweep = load_sweep(spec)
+    cfg = sweep.trial_config({"loss.mi_weight": 0.2}, 0, "/elsewhere")  # as a trial builds it, in another directory
+    assert cfg.data.data_dir == str(tmp_path / "data")
+
+
+def test_fault_hook_is_off_unless_a_test_sets_it(monkeypatch, tmp_path):
+    from mmi_ray import faults
+
+    monkeypatch.delenv(faults.FAULT_ENV, raising=False)
+    env = WorkerEnv(0, 1, torch.device("cpu"), lambda: None, lambda m, c: None, lambda m: m)
+    env.after_step(0, 15)  # nothing happens
+    marker = tmp_path / "m"
+    monkeypatch.setenv(faults.FAULT_ENV, f'{{"step": 3, "marker": "{marker}"}}')
+    env = WorkerEnv(0, 1, torch.device("cpu"), lambda: None, lambda m, c: None, lambda m: m)
+    env.after_step(1, 3)  # another rank: nothing
+    with pytest.raises(RuntimeError, match="injected fault at step 3"):
+        env.after_step(0, 3)
+    env.after_step(0, 3)  # once only: the marker is there
+    assert marker.exists()
+
+
+def test_relative_storage_under_a_ray_job_goes_to_a_results_root_that_outlives_it(tmp_path, monkeypatch):
+    from mmi_ray.storage import RESULTS_ENV, results_root
+
+    monkeypatch.delenv(RESULTS_ENV, raising=False)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    job_pkg = tmp_path / "runtime_resources" / "working_dir_files" / "_ray_pkg_abc"
+    job_pkg.mkdir(parents=True)
+    monkeypatch.chdir(job_pkg)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert results_root() == tmp_path / "home" / "mmi-ray-results"
+    cfg = load_config(CFG, ["run.storage_path=runs"])
+    assert cfg.run.storage_path == str(tmp_path / "home" / "mmi-ray-results" / "runs")
+    monkeypatch.setenv(RESULTS_ENV, str(tmp_path / "keep"))
+    assert load_config(CFG, ["run.storage_path=runs"]).run.storage_path == str(tmp_path / "keep" / "runs")
+    monkeypatch.delenv(RESULTS_ENV)
+    monkeypatch.chdir(tmp_path)  # an ordinary command: where it runs
+    assert load_config(CFG, ["run.storage_path=runs"]).run.storage_path == str(tmp_path / "runs")
