@@ -26,7 +26,7 @@ lint: install
 
 # the whole suite (what CI runs)
 test: install lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # everyday lane: everything but the suites that start Ray (tests marked `ray`)
 test-fast: install lint
