@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     keys = ["loss", "label", "rationale", "mi", "val_accuracy"]
     diff = max(abs(resumed[-1][k] - full[-1][k]) for k in keys)
     # analytic FLOPs from the mean token lengths the loop ran (padding included as the loop pads)
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
     c = AutoConfig.from_pretrained(student)
     tok = AutoTokenizer.from_pretrained(student)
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     peak = peak_tflops(name, args.peak_tflops) if gpu else None
     tflops = flops_per_example * ex_s / 1e12
     overhead = [m / d for m, d in zip(rates["dss"], rates["mi"])]  # DSS rate / MI rate = step-time ratio
-    params = sum(p.numel() for p in __import__("transformers").AutoModelForSeq2SeqLM.from_pretrained(student).parameters())
+    params = sum(p.numel() for p in AutoModelForSeq2SeqLM.from_pretrained(student).parameters())
     lines = [
         f"student: t5-v1_1-{'base' if not args.small else 'tiny'} shape, {params / 1e6:.0f}M parameters, output layer "
         f"{c.vocab_size}, built offline in {build_s:.0f} s; device {name}; bf16 autocast; batch {args.batch}; "

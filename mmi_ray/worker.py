@@ -98,7 +98,13 @@ def ray_worker_env() -> WorkerEnv:
 
 
 def train_loop(loop_config: dict) -> None:
-    """Ray Train worker entry point. ``loop_config = {"config": <Config as dict>}``."""
+    """Ray Train worker entry point. ``loop_config = {"config": <Config as dict>, "ray_logs": bool}``."""
+    import logging
+
     from .recipe import run_loop
 
+    if not loop_config.get("ray_logs"):
+        # Ray Train's worker logs each report at INFO through a logger named after its file, which its
+        # own log_level setting misses; INFO on this worker's root logger is Ray's chatter, not ours
+        logging.getLogger().setLevel(logging.WARNING)
     run_loop(Config.model_validate(loop_config["config"]), ray_worker_env())

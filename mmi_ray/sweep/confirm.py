@@ -112,10 +112,7 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
     from ..ray_init import init_ray
     from .tuner import check_fits, cluster_resources, trainable
 
-    spec = sweep.spec
-    if set(confirm.seeds) & set(spec.seeds):
-        raise ConfigError(sweep.source, f"confirm.seeds: must be fresh, {sorted(set(confirm.seeds) & set(spec.seeds))} "
-                                        "were search seeds")
+    spec = sweep.spec  # its validation already holds confirm.seeds apart from the search's seeds
     confirm_dir = join(sweep_dir, CONFIRM_DIR)
     state = _read_state(confirm_dir)
     if state and state.get("seeds") != list(confirm.seeds):
