@@ -57,7 +57,7 @@ def best_entry(agg: pd.DataFrame, runs: pd.DataFrame, metric: str, mode: str, se
     if best is None:
         return None
     entry = {"sweep": best["sweep"], "trial_id": best["trial_id"], "method": best["method"],
-             "params": {k: _plain(best[k]) for k in searched if k in best}, metric: float(best["mean"]),
+             "params": searched_values(best, searched), metric: float(best["mean"]),
              STEP: int(best[STEP]), "n_seeds": int(best["n_seeds"])}
     if evaluate_test:
         tests = seed_test_accuracies(runs, best["sweep"], best["trial_id"])
@@ -67,5 +67,6 @@ def best_entry(agg: pd.DataFrame, runs: pd.DataFrame, metric: str, mode: str, se
     return entry
 
 
-def _plain(v):
-    return v.item() if hasattr(v, "item") else v
+def searched_values(row: pd.Series, searched: list[str]) -> dict[str, Any]:
+    """A configuration's searched values as plain Python (numpy scalars unwrapped)."""
+    return {k: row[k].item() if hasattr(row[k], "item") else row[k] for k in searched if k in row}

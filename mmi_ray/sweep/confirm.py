@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..analysis.best import ranked
+from ..analysis.best import ranked, searched_values
 from ..analysis.load import load_sweep_dir
 from ..analysis.stats import DSS, LABEL_ONLY, aggregate, best_of_method
 from ..errors import ConfigError
@@ -38,10 +38,6 @@ BASELINE_PARAMS = {DSS: {"loss.mi_weight": 0.0}, LABEL_ONLY: {"loss.mi_weight": 
 """What makes a configuration DSS or label-only, set on the base config when the search found none."""
 
 
-def _plain(v):
-    return v.item() if hasattr(v, "item") else v
-
-
 def choose_arms(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm) -> dict[str, dict[str, Any]]:
     """The arms to confirm, from the search's completed configurations ranked on validation:
     ``top1..topk``, then the DSS and label-only baselines (unless a top arm already is one)."""
@@ -53,20 +49,18 @@ def choose_arms(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm) -> dict[st
     if done.empty:
         raise ConfigError(sweep.source, "confirm: no configuration of the search completed its budget; "
                                         "nothing to confirm")
-    arms: dict[str, dict[str, Any]] = {}
-    for i, (_, row) in enumerate(done.head(confirm.top_k).iterrows(), start=1):
-        arms[f"top{i}"] = {"method": row["method"], "params": {k: _plain(row[k]) for k in searched},
-                           "from_trial": row["trial_id"], f"search_{obj}": float(row["mean"])}
+    def from_search(row) -> dict[str, Any]:
+        return {"method": row["method"], "params": searched_values(row, searched), "from_trial": row["trial_id"],
+                f"search_{obj}": float(row["mean"])}
+
+    arms = {f"top{i}": from_search(row) for i, (_, row) in enumerate(done.head(confirm.top_k).iterrows(), start=1)}
     if confirm.baselines:
         for method, params in BASELINE_PARAMS.items():
             if any(a["method"] == method for a in arms.values()):
                 continue
             best = best_of_method(done, method, spec.objective.mode)
-            if best is not None:
-                arms[method] = {"method": method, "params": {k: _plain(best[k]) for k in searched},
-                                "from_trial": best["trial_id"], f"search_{obj}": float(best["mean"])}
-            else:
-                arms[method] = {"method": method, "params": dict(params), "from_trial": None}
+            arms[method] = (from_search(best) if best is not None
+                            else {"method": method, "params": dict(params), "from_trial": None})
     for arm in arms.values():  # every arm must make a valid config before anything trains
         sweep.trial_config(arm["params"], confirm.seeds[0], "/tmp")
     return arms
