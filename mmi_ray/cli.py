@@ -1,4 +1,4 @@
-"""The ``mmi-ray`` command line: ``train``, ``sweep``, ``analyze``, ``plan`` and ``data``.
+"""mmi-ray: chain-of-thought distillation with the MI method on Ray: train, sweep, confirm, analyze, plan, data.
 
 Errors in user input print as one line each (file and key named) with exit code 2, no traceback.
 Importing this module changes nothing in the environment; Ray's is set where Ray is started

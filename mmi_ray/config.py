@@ -36,7 +36,8 @@ class ModelConfig(_Section):
     """Student: ``tiny`` (random small T5, byte tokenizer, no files), a hub name such as
     ``google/t5-v1_1-base``, or a local checkpoint directory."""
     tokenizer: str | None = None
-    """Tokenizer name or path; None uses ``name`` (``tiny`` uses ByT5's byte tokenizer)."""
+    """Tokenizer name or path; None uses ``name`` (``tiny`` uses ByT5's byte tokenizer). ``words``: one
+    token per word of the built-in task (no files; built-in data only), which ``props`` learns fastest with."""
     d_model: int = Field(128, ge=8)
     """tiny preset: hidden width."""
     num_layers: int = Field(2, ge=1)
@@ -78,6 +79,9 @@ class BuiltinDataConfig(_Section):
     ``props`` (teacher knowledge only the rationales carry; used by the ablation sweep)."""
     max_operand: int = Field(20, ge=3, le=99)
     """Largest number in the generated problems (smaller is easier)."""
+    props_boxes: int = Field(60, ge=1, le=120)
+    """``props``: held-out boxes per split (validation and test each ask the colour of their own boxes,
+    in turn; as many training boxes have their colour taught). Rows beyond this repeat a box."""
     seed: int = 0
     """Seed of the generator (the data itself); the training seed is ``train.seed``."""
 
@@ -162,6 +166,12 @@ class TrainConfig(_Section):
     """Examples per generation batch during validation."""
     max_new_tokens: int = Field(64, ge=1)
     """Greedy decoding limit for label predictions."""
+    eval_rationales: int = Field(0, ge=0)
+    """At each evaluation also generate the ``explain:`` rationale (greedy) of the first N validation
+    examples: BLEU and ROUGE-L against the teacher's, and faithfulness (does the student's own
+    rationale reach its own answer); 0 = off. Its cost is logged as ``val_rationale_s``."""
+    max_rationale_tokens: int = Field(128, ge=1)
+    """Greedy decoding limit for those rationales."""
     keep_checkpoints: int = Field(2, ge=1)
     """Checkpoints kept per run (the newest)."""
     seed: int = 0
@@ -221,6 +231,9 @@ class Config(_Section):
             raise ValueError("data.source: 'hub' has the gold rows but no teacher rationales, and DSS / MI "
                              "(loss.rationale_weight or loss.mi_weight > 0) would train on empty targets; use "
                              "source 'local' with the DSS files in data.data_dir, or label-only (both weights 0)")
+        if self.model.tokenizer == "words" and d.dataset != "builtin":
+            raise ValueError(f"model.tokenizer: 'words' knows only the built-in task's words; dataset '{d.dataset}' "
+                             "needs the model's own tokenizer (leave model.tokenizer unset) or 'byt5'")
         return self
 
     def examples_per_step(self) -> int:

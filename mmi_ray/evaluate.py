@@ -15,7 +15,7 @@ from .checkpoint import load_config, load_state
 from .config import Config
 from .data import load_splits
 from .data.batching import pad, predict_inputs
-from .metrics import label_correct
+from .metrics import ece_equal_mass, ece_equal_width, label_correct
 from .model import build_seq2seq, build_tokenizer
 from .objective import DistillModule
 
@@ -27,11 +27,22 @@ def all_reduce(t: torch.Tensor, op=None) -> torch.Tensor:
     return t
 
 
+def gather(items: list) -> list:
+    """Every worker's list, concatenated in rank order (unchanged with one worker)."""
+    if dist.is_available() and dist.is_initialized():
+        out = [None] * dist.get_world_size()
+        dist.all_gather_object(out, items)
+        return [x for part in out for x in part]
+    return items
+
+
 @torch.no_grad()
 def evaluate(module: DistillModule, tokenizer, examples, predict_ids, cfg: Config, device, rank: int = 0,
              world: int = 1, prefix: str = "val") -> dict:
     """Accuracy (overall and per task family) of greedy label generation on this worker's shard of
-    ``examples``; counts are summed over workers, so every rank returns the same figures."""
+    ``examples``, and its calibration: ECE of the first decoder step's largest softmax probability,
+    as the MI paper's code bins it (``_ece``: 100 equal-mass bins) and the usual way (``_ece15``: 15
+    equal-width bins). Counts and scores are gathered over workers: every rank returns the same."""
     module.eval()
     tasks = sorted({e.task for e in examples})
     correct = torch.zeros(len(tasks) + 1, dtype=torch.float64)
@@ -39,26 +50,68 @@ def evaluate(module: DistillModule, tokenizer, examples, predict_ids, cfg: Confi
     mine = list(range(rank, len(examples), world))
     mine.sort(key=lambda i: len(predict_ids[i]))  # similar lengths per generation batch
     bs = cfg.train.eval_batch_size
+    scored = []  # (confidence, prediction, gold, correct) per example of this worker
+    predicted: dict[int, str] = {}
     for start in range(0, len(mine), bs):
         idx = mine[start : start + bs]
         ids = pad([predict_ids[i] for i in idx], tokenizer.pad_token_id).to(device)
-        out = module.predict_labels(ids, ids.ne(tokenizer.pad_token_id), cfg.train.max_new_tokens)
+        out, conf = module.predict_labels(ids, ids.ne(tokenizer.pad_token_id), cfg.train.max_new_tokens)
         preds = tokenizer.batch_decode(out, skip_special_tokens=True)
-        for i, pred in zip(idx, preds):
+        for i, pred, c in zip(idx, preds, conf.tolist()):
             ex = examples[i]
             ok = float(label_correct(pred, ex.label, ex.kind))
+            scored.append((c, pred.strip(), ex.label, bool(ok)))
+            predicted[i] = pred.strip()
             t = tasks.index(ex.task)
             correct[t] += ok
             total[t] += 1
             correct[-1] += ok
             total[-1] += 1
     counts = all_reduce(torch.stack([correct, total]).to(device)).cpu()
+    scored = gather(scored)
+    rationale_metrics = _rationales(module, tokenizer, examples, predicted, cfg, device, rank, world, prefix)
     module.train()
-    metrics = {f"{prefix}_accuracy": float(counts[0, -1] / counts[1, -1].clamp_min(1))}
+    conf, preds, golds, ok = zip(*scored) if scored else ((), (), (), ())
+    metrics = {f"{prefix}_accuracy": float(counts[0, -1] / counts[1, -1].clamp_min(1)), f"{prefix}_n": int(counts[1, -1]),
+               f"{prefix}_ece": ece_equal_mass(conf, ok, preds, golds), f"{prefix}_ece15": ece_equal_width(conf, ok),
+               **rationale_metrics}
     if len(tasks) > 1:
         for t, name in enumerate(tasks):
             metrics[f"{prefix}_accuracy_{name}"] = float(counts[0, t] / counts[1, t].clamp_min(1))
     return metrics
+
+
+def _rationales(module: DistillModule, tokenizer, examples, predicted: dict[int, str], cfg: Config, device,
+                rank: int, world: int, prefix: str) -> dict:
+    """``train.eval_rationales`` > 0: the first N examples' ``explain:`` generations (this worker's
+    share of them), scored once gathered (see ``rationale_eval``); their cost in ``_rationale_s``."""
+    n = min(cfg.train.eval_rationales, len(examples))
+    if n == 0:
+        return {}
+    import time
+
+    from .data.batching import RATIONALE_PREFIX
+    from .rationale_eval import score_rationales
+
+    t0 = time.perf_counter()
+    mine = [i for i in range(rank, n, world) if i in predicted]
+    records = []
+    bs = cfg.train.eval_batch_size
+    for start in range(0, len(mine), bs):
+        idx = mine[start:start + bs]
+        enc = tokenizer([RATIONALE_PREFIX + examples[i].input for i in idx], max_length=cfg.model.max_source_length,
+                        truncation=True, padding=True, return_tensors="pt").to(device)
+        out = module.student.generate(input_ids=enc.input_ids, attention_mask=enc.attention_mask, do_sample=False,
+                                      num_beams=1, max_new_tokens=cfg.train.max_rationale_tokens)
+        for i, text in zip(idx, tokenizer.batch_decode(out, skip_special_tokens=True)):
+            ex = examples[i]
+            records.append((text.strip(), ex.rationale, predicted[i], ex.label, ex.kind, ex.task, ex.input))
+    records = gather(records)
+    scores = score_rationales(records)
+    seconds = all_reduce(torch.tensor([time.perf_counter() - t0], dtype=torch.float64, device=device),
+                         op=dist.ReduceOp.MAX if dist.is_available() and dist.is_initialized() else None).item()
+    return {**{f"{prefix}_rationale_{k}": v for k, v in scores.items()}, f"{prefix}_rationale_n": len(records),
+            f"{prefix}_rationale_s": seconds}
 
 
 def evaluate_checkpoint(checkpoint_dir: str | Path, split: str = "test", device: str = "cpu") -> dict:

@@ -12,6 +12,7 @@ here. Plain Python (no Ray, no torch), so ``analysis/`` can read results anywher
     <storage>/<sweep name>/                one sweep (``mmi-ray sweep``)
         sweep_spec.yaml                    the spec and base config the sweep started with
         sweep_summary.json  trials.csv     written when the sweep ended
+        ended_trials.json                  how each ended trial ended, as it happened
         optuna.db                          the Optuna study (local storage)
         trial_<id>/                        Tune's trial folder: params.json, result.json, error.txt
         runs/<id>_seed<k>/                 one run folder (as above) per trial and seed
@@ -34,6 +35,7 @@ from .storage import exists, join, read_text, write_text
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 RUN_SUMMARY_FILE = "summary.json"
+WORKER_ERROR_FILE = "worker_error.txt"  # every failed rank's traceback, written by the driver
 CHECKPOINT_PREFIX = "checkpoint_"
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
@@ -50,15 +52,22 @@ CONFIRM_DIR = "confirm"
 CONFIRMATION_FILE = "confirmation.json"
 """In ``confirm/``: each confirmation run's arm, seed, final validation and (read once) test figures."""
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
+METHODS_PLOT = "accuracy_by_method.png"  # the report's first figure
 TRIAL_PREFIX = "trial_"
 # Tune's own files in a trial folder (read, never written, by us)
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
 
+TRIAL_ENDS_FILE = "ended_trials.json"
+"""In a sweep folder: how each trial that ended ended (completed / stopped early by the scheduler /
+error), written as it happens; a trial short of its budget and not in it was interrupted."""
+
 # --- trial status words (also their ranking order: completed trials first)
 COMPLETED, STOPPED, ERROR, RUNNING, NOT_RUN = "completed", "stopped early", "error", "running", "not run"
-STATUSES = (COMPLETED, STOPPED, ERROR, RUNNING, NOT_RUN)
+INTERRUPTED = "interrupted"
+"""Short of its budget when the sweep was stopped (Ctrl-C, time budget): resumable, not judged."""
+STATUSES = (COMPLETED, STOPPED, INTERRUPTED, ERROR, RUNNING, NOT_RUN)
 
 # --- metric record keys
 STEP = "step"

@@ -101,3 +101,39 @@ def accuracy(preds: Sequence[str], golds: Sequence[str], kinds: Sequence[str] | 
     if isinstance(kinds, str):
         kinds = [kinds] * len(golds)
     return sum(label_correct(p, g, k) for p, g, k in zip(preds, golds, kinds)) / len(golds)
+
+
+def ece_equal_mass(confidences: Sequence[float], correct: Sequence[bool], preds: Sequence[str] = (),
+                   golds: Sequence[str] = (), bins: int = 100) -> float:
+    """Expected calibration error as the MI paper's released code defines it (``calib_metrics.
+    ece_equal_mass``): examples sorted by confidence (then prediction, then gold, as its tuple sort
+    does) into ``bins`` bins of ``ceil(N / bins)`` examples, ``sum |accuracy - mean confidence| x
+    size / N``. Below 100 examples every bin holds one. (The released code scores a first-token id
+    against the whole tokenised label, which never matches; here ``correct`` is whether the full
+    greedy answer is right.)"""
+    n = len(confidences)
+    if n == 0:
+        return float("nan")
+    preds = list(preds) or [""] * n
+    golds = list(golds) or [""] * n
+    rows = sorted(zip(confidences, preds, golds, correct), key=lambda r: (r[0], r[1], r[2]))
+    per_bin = math.ceil(n / bins)
+    total = 0.0
+    for start in range(0, n, per_bin):
+        chunk = rows[start:start + per_bin]
+        acc = sum(bool(r[3]) for r in chunk) / len(chunk)
+        conf = sum(r[0] for r in chunk) / len(chunk)
+        total += abs(acc - conf) * len(chunk)
+    return total / n
+
+
+def ece_equal_width(confidences: Sequence[float], correct: Sequence[bool], bins: int = 15) -> float:
+    """The usual equal-width ECE (15 bins, L1), by torchmetrics' binary calibration error over
+    (confidence, correct) pairs."""
+    if len(confidences) == 0:
+        return float("nan")
+    import torch
+    from torchmetrics.functional.classification import binary_calibration_error
+
+    return float(binary_calibration_error(torch.tensor(list(confidences), dtype=torch.float64),
+                                          torch.tensor([int(bool(c)) for c in correct]), n_bins=bins, norm="l1"))

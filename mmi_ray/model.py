@@ -39,6 +39,8 @@ def build_tokenizer(cfg: ModelConfig):
         from transformers import ByT5Tokenizer
 
         return ByT5Tokenizer()
+    if name == "words":
+        return words_tokenizer()
     from transformers import AutoTokenizer
 
     try:
@@ -46,6 +48,24 @@ def build_tokenizer(cfg: ModelConfig):
     except Exception as e:  # noqa: BLE001 - any loading failure becomes one actionable line
         key = "model.tokenizer" if cfg.tokenizer else "model.name"
         raise ModelError(f"{key}: cannot load tokenizer '{name}' ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def words_tokenizer():
+    """A word-level tokenizer over the built-in task's fixed vocabulary (no files, no training): every
+    word, number (0-999), box name and punctuation mark of the generated text is one token, so a
+    ``props`` box is one token and sequences are a quarter of their byte length. Text from elsewhere
+    maps to ``<unk>``: use it with ``data.dataset: builtin`` only."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from .data.builtin import vocabulary
+
+    words = ["<pad>", "</s>", "<unk>", *vocabulary()]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()  # runs of word characters, runs of punctuation
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
 def _first_line(e: Exception) -> str:

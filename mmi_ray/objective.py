@@ -72,6 +72,9 @@ class DistillModule(nn.Module):
         return LossTerms(loss, label_ce, rat_ce, mi, est)
 
     @torch.no_grad()
-    def predict_labels(self, input_ids: Tensor, mask: Tensor, max_new_tokens: int) -> Tensor:
-        return self.student.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                     do_sample=False, num_beams=1)
+    def predict_labels(self, input_ids: Tensor, mask: Tensor, max_new_tokens: int) -> tuple[Tensor, Tensor]:
+        """Greedy label generation: (token ids, confidence), the confidence being the largest softmax
+        probability of the first decoder step (the MI paper's calibration measure)."""
+        out = self.student.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                    do_sample=False, num_beams=1, return_dict_in_generate=True, output_logits=True)
+        return out.sequences, out.logits[0].float().softmax(-1).max(-1).values

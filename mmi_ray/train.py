@@ -14,11 +14,18 @@ import uuid
 
 from . import capacity
 from .config import Config
-from .errors import ConfigError, NonFiniteLossError, StorageError
+from .errors import (
+    ConfigError,
+    NonFiniteLossError,
+    StorageError,
+    WorkerFailedError,
+    describe_worker_failures,
+)
 from .layout import (
     CHECKPOINT_PATH,
     CONFIG_FILE,
     RUN_SUMMARY_FILE,
+    WORKER_ERROR_FILE,
     MetricsLog,
     is_divergence,
     read_metrics,
@@ -152,7 +159,15 @@ def run_training(cfg: Config, source: str = "config", verbose: bool = True, ray_
         print(f"[mmi-ray] {cfg.scaling.num_workers} worker(s) x {cfg.train.batch_size} examples x "
               f"{cfg.train.grad_accum_steps} accumulation = {cfg.examples_per_step()} examples per step", flush=True)
     trainer = build_trainer(cfg, name, storage, callbacks=[metrics_callback(run_dir, verbose)], ray_logs=ray_logs)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as e:
+        described = describe_worker_failures(e)
+        if described is None:
+            raise
+        line, text = described
+        write_text(join(run_dir, WORKER_ERROR_FILE), text + "\n")
+        raise WorkerFailedError(f"{line} (tracebacks: {join(run_dir, WORKER_ERROR_FILE)})") from None
     lines = read_metrics(run_dir)
     if lines and is_divergence(lines[-1]):
         raise NonFiniteLossError(f"{run_dir}: {lines[-1]['error']}")

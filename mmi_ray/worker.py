@@ -97,6 +97,10 @@ def ray_worker_env() -> WorkerEnv:
     return WorkerEnv(ctx.get_world_rank(), world, device, latest_state, report, wrap)
 
 
+def _drop_user_error(record) -> bool:
+    return not record.getMessage().startswith("Error in training function")
+
+
 def train_loop(loop_config: dict) -> None:
     """Ray Train worker entry point. ``loop_config = {"config": <Config as dict>, "ray_logs": bool}``."""
     import logging
@@ -107,4 +111,9 @@ def train_loop(loop_config: dict) -> None:
         # Ray Train's worker logs each report at INFO through a logger named after its file, which its
         # own log_level setting misses; INFO on this worker's root logger is Ray's chatter, not ours
         logging.getLogger().setLevel(logging.WARNING)
+        # the driver reports a worker's error once, in one line (its traceback goes to the run's
+        # worker_error.txt), so Ray Train's own console copy of that traceback is dropped here
+        for handler in logging.getLogger("ray.train").handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.addFilter(_drop_user_error)
     run_loop(Config.model_validate(loop_config["config"]), ray_worker_env())

@@ -181,6 +181,8 @@ def test_report_on_a_fake_sweep(tmp_path):
     for name in r["plots"]:
         assert (tmp_path / "report" / name).stat().st_size > 1000
     assert {"metric_vs_mi_weight.png", "rationale_weight.png", "learning_curves.png"} <= set(r["plots"])
+    # it opens with accuracy by method (each method's best configuration here: no confirmation runs)
+    assert r["plots"][0] == "accuracy_by_method.png" and text.index("accuracy_by_method.png") < text.index("## Trials")
     assert "## Best configuration" in text and "Trial `t1`" in text
     assert "1 error" in text and "damaged JSON line skipped" in text
     assert "overhead ratio 1.25" in text
@@ -200,3 +202,52 @@ def test_analyze_command_takes_options_before_the_folders(tmp_path, capsys):
     d = write_fake_sweep(tmp_path)
     assert main(["analyze", "--no-test", "--out", str(tmp_path / "rep"), str(d)]) == 0
     assert "Trial `t1`" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_method_summary_says_what_its_intervals_count():
+    """The sweep's closing "by method" lines: with several seeds a Student-t interval over seeds and
+    a paired one for the gap to label-only; with one seed, Wilson over the validation questions and
+    Newcombe's interval for the gap (hand-checked values)."""
+    from mmi_ray.analysis.stats import aggregate, newcombe_difference, wilson_interval
+    from mmi_ray.sweep.summary import method_summary
+
+    methods = {"dss": (0.5, 0.0), "mi": (0.5, 0.1), "lab": (0.0, 0.0)}
+    runs = _runs({"dss": [0.60, 0.62, 0.58], "mi": [0.65, 0.69, 0.64], "lab": [0.50, 0.52, 0.48]}, methods)
+    out = method_summary(aggregate(runs, "val_accuracy", ["loss.rationale_weight", "loss.mi_weight"]), runs,
+                         "val_accuracy", "max", ["loss.rationale_weight", "loss.mi_weight"])
+    assert [e["method"] for e in out] == ["MI (maxpool)", "DSS", "label-only"]
+    mi = out[0]
+    assert mi["interval"] == "Student-t over 3 seeds" and mi["vs_label_only"] == pytest.approx(0.16)
+    assert (mi["low"], mi["high"]) == pytest.approx(t_interval([0.65, 0.69, 0.64]))
+    assert (mi["vs_low"], mi["vs_high"]) == pytest.approx(t_interval([0.15, 0.17, 0.16]))
+    assert "vs_label_only" not in out[2]
+
+    one = _runs({"dss": [0.9], "lab": [0.25]}, methods).assign(val_n=60)
+    out = method_summary(aggregate(one, "val_accuracy", ["loss.rationale_weight", "loss.mi_weight"]), one,
+                         "val_accuracy", "max", ["loss.rationale_weight", "loss.mi_weight"])
+    dss, lab = out
+    assert dss["interval"] == "Wilson over 60 questions, 1 seed" and dss["n_questions"] == 60
+    assert (lab["low"], lab["high"]) == pytest.approx((0.1578, 0.3723), abs=1e-4)  # 15 of 60, by hand
+    assert (dss["low"], dss["high"]) == pytest.approx(wilson_interval(54, 60))
+    assert (dss["vs_low"], dss["vs_high"]) == pytest.approx(newcombe_difference(0.9, 60, 0.25, 60))
+    assert dss["vs_low"] < 0.65 < dss["vs_high"]
+
+
+def test_arm_comparisons_are_one_family_with_each_pair_once():
+    """Confirmation arms against DSS and label-only, paired by seed: DSS vs label-only is one
+    comparison (not also label-only vs DSS), and Holm runs over exactly these three."""
+    from mmi_ray.analysis.stats import arm_comparisons, arm_table, holm
+
+    acc = {"top1": [0.93, 0.95, 0.90], "DSS": [0.96, 0.97, 0.95], "label-only": [0.25, 0.20, 0.30]}
+    method = {"top1": "MI (maxpool)", "DSS": "DSS", "label-only": "label-only"}
+    runs = pd.DataFrame([{"arm": a, "method": method[a], "seed": s, "test_accuracy": v, "val_accuracy": v,
+                          "val_n": 60, "test_n": 60} for a, vals in acc.items() for s, v in enumerate(vals)])
+    cmp = arm_comparisons(runs)
+    assert [(r.arm, r.baseline) for r in cmp.itertuples()] == [("top1", "DSS"), ("label-only", "DSS"),
+                                                               ("top1", "label-only")]
+    first = cmp.iloc[0]
+    assert first["mean_diff"] == pytest.approx(-0.1 / 3) and first["n_pairs"] == 3
+    assert (first["ci_low"], first["ci_high"]) == pytest.approx(t_interval([-0.03, -0.02, -0.05]))
+    assert list(cmp["p_holm"]) == pytest.approx(list(holm(cmp["p_value"])))
+    table = arm_table(runs)
+    assert list(table["test_n"]) == [60, 60, 60] and list(table["n"]) == [3, 3, 3]

@@ -71,6 +71,7 @@ CASES = [
     ("valid_fraction above 1", lambda t: [T, cfg(t), "data.valid_fraction=1.5"], "c.yaml: data.valid_fraction:"),
     ("unwritable storage", lambda t: [T, cfg(t), "run.storage_path=/etc/hostname/x"], "run.storage_path: cannot write"),
     ("hub data for DSS/MI (no rationales)", lambda t: [T, cfg(t), "data.dataset=cqa", "data.source=hub"], "c.yaml: data.source: 'hub' has the gold rows but no teacher rationales"),
+    ("`model.tokenizer: words` with a DSS dataset", lambda t: [T, cfg(t), "model.tokenizer=words", "data.dataset=cqa", "data.data_dir=/nonexistent"], "c.yaml: model.tokenizer: 'words' knows only the built-in task's words"),
     # DSS data files
     ("gold train file missing", lambda t: [T, cfg(t), "data.dataset=cqa", f"data.data_dir={_no_gold(t)}"], "cqa_train.json: file not found"),
     ("teacher/gold line counts differ", lambda t: [T, cfg(t), "data.dataset=cqa", f"data.data_dir={dss(t, outputs=(OUT,))}"], "1 teacher outputs for 2 rows in cqa_train.json"),

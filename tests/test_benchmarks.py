@@ -27,6 +27,16 @@ def test_equation_metric_small_mode(tmp_path):
     assert "### Equation metric" in (tmp_path / "B.md").read_text()
 
 
+def test_beyond_accuracy_small_mode(tmp_path):
+    import beyond_accuracy
+
+    rows = beyond_accuracy.main(["--steps", "4", "--rationales", "6", "--out", str(tmp_path / "B.md"),
+                                 "data.builtin.num_train=100", "model.d_model=32", "model.d_ff=64"])
+    assert [r["method"] for r in rows] == ["label-only", "DSS", "MI (maxpool)"]
+    assert all(0 <= r["val_ece"] <= 1 and r["rationale_s"] > 0 and r["train_s"] > 0 for r in rows)
+    assert "### Beyond accuracy" in (tmp_path / "B.md").read_text()
+
+
 def test_gpu_check_small_mode_runs_the_projects_loop_and_restores_exactly(tmp_path):
     import gpu_check
 
@@ -84,12 +94,12 @@ def test_ray_benchmarks_small_mode(ray_session, tmp_path):
                          "model.d_model=32", "model.d_ff=64", "model.num_layers=1", "data.builtin.num_train=200"])
     assert [r["workers"] for r in rows] == [2] and rows[0]["examples_per_s"] > 0
 
-    res = sweep_overhead.main([str(REPO / "sweeps" / "quickstart.yaml"), "num_trials=2", "scheduler.type=none",
+    res = sweep_overhead.main([str(REPO / "sweeps" / "quickstart.yaml"), "num_trials=3", "scheduler.type=none",
                                "overrides.data.builtin.num_test=10",
                                "overrides.train.max_steps=4", "overrides.train.eval_every=2",
                                "overrides.data.builtin.num_train=200", "overrides.data.builtin.num_valid=10",
                                "overrides.model.d_model=32", "overrides.model.d_ff=64", "--out", str(tmp_path / "B.md")])
-    assert res["trials"] == 2 and res["train_s"] > 0 and res["ratio"] > 0
+    assert res["trials"] == 3 and res["train_s"] > 0 and res["ratio"] > 0
     assert res["trial_total_s"] >= res["train_s"] and res["slots"] >= 1
 
     eff = search_efficiency.main(["--small", "--replays", "3", "--keep", str(tmp_path / "grid"),

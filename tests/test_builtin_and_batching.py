@@ -1,4 +1,7 @@
 from collections import Counter
+from pathlib import Path
+
+import pytest
 
 from mmi_ray.config import ModelConfig
 from mmi_ray.data.batching import BatchStream, collate, epoch_batches, tokenize
@@ -80,25 +83,54 @@ def test_workers_of_one_step_get_neighbouring_batches_of_the_bucketed_order():
 
 
 def test_props_labels_alone_cannot_answer_validation_but_rationales_can():
-    """The ablation family: validation asks the colour of boxes whose training questions are all
-    "is it big?", and size says nothing about colour; the teacher's rationales name every colour."""
-    from mmi_ray.data.builtin import PROP_COLORS, WORLD
+    """The ablation family: validation and test ask the colour of boxes whose training questions
+    are all "is it big?" (size says nothing about colour); the teacher's rationales name every
+    colour. Each split asks its own 60 boxes, once each (60 independent questions), none asked in
+    another split; the world (which box has which colour) depends on the data seed."""
+    import re
 
-    names, color, size, held = WORLD
-    s = builtin_splits(2000, 300, 300, seed=0, tasks=["props"], teacher_error_rate=0.0)
-    obj = lambda e: e.input.lower().split("box ")[1][0].upper()  # noqa: E731
+    from mmi_ray.data.builtin import PROP_COLORS, PropsWorld
+
+    w = PropsWorld(0, 60)
+    s = builtin_splits(2000, 60, 60, seed=0, tasks=["props"], teacher_error_rate=0.0)
+    obj = lambda e: re.search(r"box ([A-Z]{2}):", e.input).group(1)  # noqa: E731
     asked = {(obj(e), "color" if "olor" in e.input else "size") for e in s.train.examples}
-    assert {x for x, q in asked if q == "color"} == set(names) - held  # held boxes: colour never asked in training
-    assert {x for x, q in asked if q == "size"} == set(names)
-    for split in (s.valid, s.test):
-        assert {obj(e) for e in split.examples} == held and {e.label for e in split.examples} == set(PROP_COLORS)
+    assert {x for x, q in asked if q == "color"} == set(w.boxes["train"])  # held boxes: colour never asked in training
+    assert {x for x, q in asked if q == "size"} == set(w.all)
+    for split, name in ((s.valid, "valid"), (s.test, "test")):
+        keys = [obj(e) for e in split.examples]
+        assert sorted(keys) == sorted(w.boxes[name]) and len(set(keys)) == len(keys) == 60  # >= 50 independent questions
+        assert {e.label for e in split.examples} == set(PROP_COLORS)
         assert max(sum(e.label == c for e in split.examples) for c in PROP_COLORS) / len(split) < 0.35
+    assert not {obj(e) for e in s.valid.examples} & {obj(e) for e in s.test.examples}  # sealed test
     assert not {e.input for e in s.train.examples} & {e.input for e in s.valid.examples + s.test.examples}
+    held = set(w.boxes["valid"]) | set(w.boxes["test"])
     for c in PROP_COLORS:  # within each colour of held boxes, sizes are not constant: size tells nothing
-        assert {e.label for e in s.train.examples if obj(e) in held and color[obj(e)] == c} == {"yes", "no"}
-    assert all(e.rationale.startswith(f"It is {color[obj(e)]} and {size[obj(e)]},") for e in s.train.examples)
-    noisy = generate(400, 0, ["props"], 0.5)
-    slipped = [e for e in noisy if not e.rationale.startswith(f"It is {color[obj(e)]} and {size[obj(e)]},")]
+        assert {e.label for e in s.train.examples if obj(e) in held and w.color[obj(e)] == c} == {"yes", "no"}
+    assert all(e.rationale == f"{w.color[obj(e)]}, {w.size[obj(e)]}" for e in s.train.examples)
+    other = PropsWorld(1, 60)  # another data seed, another world
+    assert other.boxes != w.boxes and [other.color[k] for k in w.all if k in other.color] != [w.color[k] for k in w.all
+                                                                                            if k in other.color]
+    noisy = generate(400, 0, ["props"], 0.5, world=w)
+    slipped = [e for e in noisy if e.rationale != f"{w.color[obj(e)]}, {w.size[obj(e)]}"]
     assert 0.35 < len(slipped) / len(noisy) < 0.65
-    assert all(e.rationale.endswith(f", so {e.teacher_label}.") for e in noisy)
     assert all(e.teacher_label != e.label for e in slipped)
+
+
+def test_words_tokenizer_covers_every_generated_word_and_round_trips_labels():
+    """The ``words`` tokenizer (built-in task only): no generated word is unknown, a props box is
+    one token, labels decode to themselves; another dataset with it is refused at validation."""
+    from mmi_ray.config import load_config
+    from mmi_ray.errors import ConfigError
+    from mmi_ray.model import words_tokenizer
+
+    tk = words_tokenizer()
+    exs = generate(400, 5, ["arith", "choice", "nli", "props"], 0.3, max_operand=40)
+    for e in exs:
+        for text in (e.input, e.label, e.rationale):
+            assert tk.unk_token_id not in tk(text).input_ids, text
+        assert tk.decode(tk(e.label).input_ids, skip_special_tokens=True) == e.label
+    assert len(tk("box KQ: what color?").input_ids) == 7  # box, KQ, :, what, color, ?, </s>
+    with pytest.raises(ConfigError, match="model.tokenizer: 'words'"):
+        load_config(str(Path(__file__).parents[1] / "configs/tiny_builtin.yaml"),
+                    ["model.tokenizer=words", "data.dataset=cqa", "data.data_dir=/x"])

@@ -56,16 +56,17 @@ def test_publish_checkpoint_is_whole_and_keeps_the_newest(tmp_path):
 
 
 def test_statuses_are_one_vocabulary():
-    assert layout.STATUSES[0] == layout.COMPLETED and len(set(layout.STATUSES)) == 5
+    assert layout.STATUSES[0] == layout.COMPLETED and len(set(layout.STATUSES)) == 6
+    assert layout.INTERRUPTED in layout.STATUSES and layout.STOPPED in layout.STATUSES
 
 
 def test_registries_have_exactly_the_config_names():
-    from mmi_ray.data.builtin import GENERATORS
+    from mmi_ray.data.builtin import TASKS
     from mmi_ray.data.dss import DSS_DATASETS
     from mmi_ray.losses import MI_ESTIMATORS
 
     assert set(DSS_DATASETS) == set(DSS_NAMES) and len(DSS_DATASETS) == len(DSS_NAMES)
-    assert set(GENERATORS) == set(BUILTIN_TASKS)
+    assert set(TASKS) == set(BUILTIN_TASKS) and len(TASKS) == len(BUILTIN_TASKS)
     assert set(MI_ESTIMATORS) == set(MI_ESTIMATOR_NAMES)
     assert DataConfig(dataset="anli1", data_dir="x").dataset == "anli1"
     assert LossConfig(mi_estimator="nwj").mi_estimator == "nwj"

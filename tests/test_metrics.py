@@ -86,3 +86,21 @@ def test_scoring_ten_thousand_random_outputs_terminates():
     t0 = time.perf_counter()
     results = [label_correct(t, "( 84.0 / 2.0 )", "equation") for t in texts]
     assert time.perf_counter() - t0 < 20.0 and not any(results[-1_000:])  # towers: all wrong, none slow
+
+
+def test_ece_matches_hand_computed_cases():
+    """The MI paper's equal-mass ECE (100 bins: below 100 examples one example per bin) and the
+    equal-width 15-bin ECE (torchmetrics), on cases computed by hand."""
+    from mmi_ray.metrics import ece_equal_mass, ece_equal_width
+
+    conf, ok = [0.9, 0.8, 0.3, 0.6], [True, False, False, True]
+    assert ece_equal_mass(conf, ok) == pytest.approx((0.1 + 0.8 + 0.3 + 0.4) / 4)
+    assert ece_equal_width(conf, ok) == pytest.approx(0.4)  # each in a bin of its own
+    # two examples in one equal-width bin [0.6, 0.667): accuracy 0.5 against mean confidence 0.63
+    assert ece_equal_width([0.61, 0.65], [False, True]) == pytest.approx(0.13)
+    assert ece_equal_mass([0.61, 0.65], [False, True]) == pytest.approx((0.61 + 0.35) / 2)
+    # 200 examples: equal-mass bins of 2, sorted by confidence; the 0.5 ones alternate right/wrong
+    conf = [0.5] * 100 + [0.9] * 100
+    ok = [i % 2 == 0 for i in range(100)] + [True] * 100
+    assert ece_equal_mass(conf, ok) == pytest.approx(0.05) and ece_equal_width(conf, ok) == pytest.approx(0.05)
+    assert math.isnan(ece_equal_mass([], []))

@@ -68,6 +68,8 @@ def test_bf16_autocast_trains_on_cpu(tmp_path):
     assert [m["step"] for m in runs["bf16"]] == [3, 6]
     assert all(math.isfinite(m[k]) for m in runs["bf16"] for k in ("loss", "label", "rationale", "mi"))
     assert runs["bf16"][0]["loss"] != runs["fp32"][0]["loss"]
+    # every evaluation also gives its question count and calibration (both ECEs lie in [0, 1])
+    assert all(m["val_n"] == 40 and 0 <= m["val_ece"] <= 1 and 0 <= m["val_ece15"] <= 1 for m in runs["fp32"])
 
 
 def test_relative_paths_resolve_where_the_command_runs(tmp_path, monkeypatch):
@@ -131,3 +133,51 @@ def test_relative_storage_under_a_ray_job_goes_to_a_results_root_that_outlives_i
     monkeypatch.delenv(RESULTS_ENV)
     monkeypatch.chdir(tmp_path)  # an ordinary command: where it runs
     assert load_config(CFG, ["run.storage_path=runs"]).run.storage_path == str(tmp_path / "runs")
+
+
+def test_worker_failures_become_one_line_naming_ranks_and_cause():
+    """Ray Train's public ``WorkerGroupError`` / ``ControllerError`` carry each rank's traceback; the
+    driver turns them into one line (same cause on several ranks said once) and the full text."""
+    import logging
+
+    from ray.train import ControllerError, WorkerGroupError
+
+    from mmi_ray.errors import DataError, describe_worker_failures
+    from mmi_ray.worker import _drop_user_error
+
+    tb = 'Traceback (most recent call last):\n  File "x.py", line 1, in f\nmmi_ray.errors.DataError: {}\n'
+    # Ray hands over each rank's exception, and the tracebacks in the error's message
+    e = WorkerGroupError(tb.format("row 3 bad"), {1: DataError("row 3 bad"), 0: DataError("row 3 bad"),
+                                                  2: RuntimeError("CUDA out of memory")})
+    line, text = describe_worker_failures(e)
+    assert line == "Train worker ranks 0, 1: DataError: row 3 bad; Train worker rank 2: RuntimeError: CUDA out of memory"
+    assert text.index("rank 0: DataError") < text.index("rank 1: DataError") < text.index("rank 2: RuntimeError")
+    assert 'File "x.py"' in text
+    # a traceback handed over as text gives its last line
+    assert describe_worker_failures(WorkerGroupError("", {0: Exception(tb.format("bad"))}))[0] == \
+        "Train worker rank 0: DataError: bad"
+    assert describe_worker_failures(ControllerError(ValueError("no placement")))[0] == \
+        "Ray Train controller: ValueError: no placement"
+    assert describe_worker_failures(ValueError("not from Ray Train")) is None
+    rec = lambda msg: logging.LogRecord("ray.train", logging.ERROR, "f", 1, msg, None, None)  # noqa: E731
+    assert not _drop_user_error(rec("Error in training function:\nTraceback ..."))
+    assert _drop_user_error(rec("Worker group failed to start"))
+
+
+def test_rationale_metrics_are_logged_only_when_asked_for(tmp_path):
+    """``train.eval_rationales: N`` adds BLEU, ROUGE-L, faithfulness and their cost to each
+    evaluation, for label-only, DSS and MI alike (the rationale head is trained or not); off, none."""
+    props = REPO / "configs" / "tiny_props.yaml"
+    common = [f"run.storage_path={tmp_path}", "data.builtin.num_train=200", "train.max_steps=10", "train.eval_every=10",
+              "model.d_model=32", "model.d_ff=64"]
+    for method in (["loss.rationale_weight=0", "loss.mi_weight=0"], ["loss.mi_weight=0.1"]):
+        out: list[dict] = []
+        run_loop(load_config(props, [*common, *method, "train.eval_rationales=12"]),
+                 local_env(lambda m, _c, out=out: out.append(m)))
+        m = out[-1]
+        assert m["val_rationale_n"] == 12 and m["val_rationale_s"] > 0
+        assert 0 <= m["val_rationale_bleu"] <= 100 and 0 <= m["val_rationale_rougeL"] <= 1
+        assert 0 <= m["val_rationale_faithful"] <= m["val_rationale_answered"] <= 1
+    out = []
+    run_loop(load_config(props, common), local_env(lambda m, _c: out.append(m)))
+    assert not [k for k in out[-1] if "rationale_" in k]

@@ -48,12 +48,12 @@ def write_spec(tmp_path: Path, name: str, **changes) -> Path:
 
 
 def test_small_sweep_with_seeds_completes_and_writes_trials(ray_session, tmp_path):
-    sweep = load_sweep(write_spec(tmp_path, "small", seeds=[0, 1]))
+    sweep = load_sweep(write_spec(tmp_path, "small", seeds=[0, 1], num_trials=2))
     summary = run_sweep(sweep, verbose=0)
     sweep_dir = tmp_path / "results" / "small"
-    assert summary["trials"] == 3
+    assert summary["trials"] == 2
     trial_dirs = sorted(p for p in sweep_dir.iterdir() if p.name.startswith("trial_"))
-    assert len(trial_dirs) == 3
+    assert len(trial_dirs) == 2
     for d in trial_dirs:
         tid = d.name[len("trial_"):]
         rows = [json.loads(x) for x in (d / "result.json").read_text().splitlines()]
@@ -66,11 +66,11 @@ def test_small_sweep_with_seeds_completes_and_writes_trials(ray_session, tmp_pat
             assert (run / "metrics.jsonl").exists() and any(run.glob("checkpoint_*"))
     # Optuna study on disk, openable with Optuna's own tools; the points to evaluate came first
     study = optuna.load_study(study_name="small", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
-    assert len(study.trials) == 3
-    assert [t.params for t in study.trials[:2]] == POINTS
+    assert len(study.trials) == 2
+    assert [t.params for t in study.trials] == POINTS
     # the summary ranks completed trials only, and evaluated the best once on test
     trials = read_trials(sweep_dir / "trials.csv")
-    assert len(trials) == 3 and set(trials["status"]) <= {"completed", "stopped early"}
+    assert len(trials) == 2 and set(trials["status"]) <= {"completed", "stopped early"}
     best = summary["best"]
     assert best is not None
     assert trials.loc[trials["trial_id"] == best["trial_id"], "status"].item() == "completed"
@@ -80,7 +80,7 @@ def test_small_sweep_with_seeds_completes_and_writes_trials(ray_session, tmp_pat
     from mmi_ray.analysis.report import build_report
 
     report = build_report([str(sweep_dir)], str(tmp_path / "report"), test_methods=True)
-    assert report["configurations"] == 3
+    assert report["configurations"] == 2
     text = Path(report["report"]).read_text()
     assert f"Trial `{best['trial_id']}`" in text and "from the sweep's final summary" in text
     # --test-methods: each method's best configuration evaluated on test now; for the best trial this
@@ -141,25 +141,41 @@ def _cli(args, env, **kw):
                             stderr=subprocess.STDOUT, text=True, **kw)
 
 
-def test_resume_after_driver_killed_finishes_without_rerunning(ray_head, tmp_path, capsys):
+def _wait_for_finished_trial(proc, sweep_dir, exclude=(), timeout=400):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(2)
+        for d in sorted(sweep_dir.glob("trial_*")):
+            res = d / "result.json"
+            if d not in exclude and res.exists() and any(json.loads(x)["step"] == 30 for x in res.read_text().splitlines()):
+                return d
+        assert proc.poll() is None, proc.stdout.read()
+    raise AssertionError("no trial finished in time")
+
+
+def test_resume_after_driver_killed_or_interrupted_finishes_without_rerunning(ray_head, tmp_path, capsys):
+    """The driver is SIGKILLed after one trial; resumed, it gets a Ctrl-C (SIGINT) after another, and
+    says so in words that match (trials "interrupted", not "stopped early"; resume with
+    ``mmi-ray sweep SPEC --resume``, not Tune's ``Tuner.restore``); the last resume finishes the
+    sweep without running a finished trial again. Off a terminal the live view prints plain lines."""
     spec = write_spec(tmp_path, "resumable", num_trials=4, scheduler={"type": "none"},
                       max_concurrent_trials=1)
     sweep_dir = tmp_path / "results" / "resumable"
     proc = _cli(["sweep", str(spec), "--quiet"], ray_head["env"], start_new_session=True)
-    finished = None
-    deadline = time.time() + 400
-    while time.time() < deadline and finished is None:
-        time.sleep(2)
-        for d in sweep_dir.glob("trial_*"):
-            res = d / "result.json"
-            if res.exists() and any(json.loads(x)["step"] == 30 for x in res.read_text().splitlines()):
-                finished = d
-        assert proc.poll() is None, proc.stdout.read()
-    assert finished is not None, "no trial finished in time"
+    finished = _wait_for_finished_trial(proc, sweep_dir)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep
     proc.wait()
     before = (finished / "result.json").read_text()
     run_before = (sweep_dir / "runs" / f"{finished.name[6:]}_seed0" / "metrics.jsonl").read_text()
+
+    proc = _cli(["sweep", str(spec), "--resume"], ray_head["env"], start_new_session=True)
+    _wait_for_finished_trial(proc, sweep_dir, exclude=(finished,))
+    os.kill(proc.pid, signal.SIGINT)  # Ctrl-C
+    out, _ = proc.communicate(timeout=300)
+    assert "Tuner.restore" not in out and f"resume it with: mmi-ray sweep {spec} --resume" in out, out
+    assert "\r" not in out and "[mmi-ray] sweep 'resumable': " in out and "Trial status" not in out, out
+    statuses = set(read_trials(sweep_dir / "trials.csv")["status"])
+    assert "stopped early" not in statuses and statuses & {"interrupted", "not run"}, statuses
 
     t_resume = time.time()
     r = _cli(["sweep", str(spec), "--resume", "--quiet"], ray_head["env"])

@@ -37,25 +37,21 @@ def test_train_cli_two_workers_writes_run_and_loss_goes_down(ray_session, tmp_pa
     assert m[-1]["loss"] < 0.7 * m[0]["loss"]
     assert m[-1]["label"] < 0.7 * m[0]["label"] and m[-1]["rationale"] < 0.7 * m[0]["rationale"]
     assert all(0.0 <= x["val_accuracy"] <= 1.0 for x in m)
+    assert all(x["val_n"] == 40 and 0 <= x["val_ece"] <= 1 for x in m)  # gathered from both workers
     saved = load_config(run / "config.yaml")
     assert saved.scaling.num_workers == 2 and saved.run.name == run.name
     out = capsys.readouterr().out
     assert "examples per step" in out and "final step 40" in out
 
 
-def test_two_runs_of_the_same_config_never_collide(ray_session, tmp_path):
+def test_runs_of_the_same_config_never_collide_and_a_finished_name_is_kept(ray_session, tmp_path):
     ov = tiny_overrides(tmp_path, **{"train.max_steps": 10})
-    a = run_training(load_config(CFG, ov), verbose=False)
+    a = run_training(load_config(CFG, [*ov, "run.name=fixed"]), verbose=False)
     b = run_training(load_config(CFG, ov), verbose=False)
     assert a["run_dir"] != b["run_dir"]
     assert Path(a["run_dir"], "summary.json").exists() and Path(b["run_dir"], "summary.json").exists()
-
-
-def test_finished_run_name_is_not_overwritten(ray_session, tmp_path):
-    ov = tiny_overrides(tmp_path, **{"train.max_steps": 10, "run.name": "fixed"})
-    run_training(load_config(CFG, ov), verbose=False)
     before = (tmp_path / "runs" / "fixed" / "metrics.jsonl").read_text()
-    assert main(["train", str(CFG), *ov]) == 2
+    assert main(["train", str(CFG), *ov, "run.name=fixed"]) == 2  # finished: never overwritten
     assert (tmp_path / "runs" / "fixed" / "metrics.jsonl").read_text() == before
 
 
@@ -74,3 +70,25 @@ def test_restore_after_worker_failure_gives_same_metrics(ray_session, tmp_path, 
     keys = ["loss", "label", "rationale", "mi", "mi_estimate", "val_accuracy"]
     for x, y in zip(a, b):
         assert {k: x[k] for k in keys} == {k: y[k] for k in keys}
+
+
+def test_an_error_inside_a_worker_reaches_the_user_once_in_one_line(ray_head, tmp_path):
+    """``mmi-ray train`` as a user runs it (a process of its own on the cluster): a worker raises at
+    step 3, and the console shows that error once, as one ``mmi-ray: error:`` line naming the rank
+    and the cause, with no traceback; every failed rank's traceback is in the run's worker_error.txt."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**ray_head["env"], FAULT_ENV: json.dumps({"step": 3, "marker": str(tmp_path / "m")})}
+    env.pop("PYTEST_CURRENT_TEST", None)
+    ov = tiny_overrides(tmp_path, **{"train.max_steps": 10, "run.max_failures": 0, "run.name": "fails"})
+    p = subprocess.run([sys.executable, "-m", "mmi_ray.cli", "train", str(CFG), *ov], env=env, capture_output=True,
+                       text=True, timeout=300, cwd=os.fspath(tmp_path))
+    console = p.stdout + p.stderr
+    assert p.returncode == 2, console
+    errors = [x for x in p.stderr.splitlines() if x.startswith("mmi-ray: error:")]
+    saved = tmp_path / "runs" / "fails" / "worker_error.txt"
+    assert errors == [f"mmi-ray: error: Train worker rank 0: RuntimeError: injected fault at step 3 (tracebacks: {saved})"]
+    assert console.count("injected fault") == 1 and "Traceback" not in console, console
+    assert "injected fault at step 3" in saved.read_text() and "faults.py" in saved.read_text()

@@ -24,6 +24,7 @@ from ..layout import (
     CONFIRMATION_FILE,
     ERROR,
     ERROR_FILE,
+    INTERRUPTED,
     NOT_RUN,
     PARAMS_FILE,
     RUNNING,
@@ -32,6 +33,7 @@ from ..layout import (
     STEP,
     STOPPED,
     SWEEP_SUMMARY_FILE,
+    TRIAL_ENDS_FILE,
     TRIAL_PREFIX,
     is_divergence,
     parse_run_name,
@@ -75,14 +77,21 @@ def _localize(path: str) -> Path:
     return dest
 
 
-def _trial_status(trial_dir: Path | None, last_step: int, max_steps: int, finished_sweep: bool) -> str:
-    if trial_dir is not None and (trial_dir / ERROR_FILE).exists():
+def _trial_status(trial_dir: Path | None, last_step: int, max_steps: int, finished_sweep: bool,
+                  ended: str | None = None, ends_known: bool = False) -> str:
+    """``ended``: the trial's entry in ``ended_trials.json``; ``ends_known``: the sweep kept that file
+    (older sweeps did not: a trial short of its budget in a finished sweep then counts as stopped)."""
+    if ended == ERROR or (trial_dir is not None and (trial_dir / ERROR_FILE).exists()):
         return ERROR
     if last_step >= max_steps:
         return COMPLETED
     if last_step == 0:
         return NOT_RUN if finished_sweep else RUNNING
-    return STOPPED if finished_sweep else RUNNING
+    if not finished_sweep:
+        return RUNNING
+    if ends_known and ended != STOPPED:
+        return INTERRUPTED
+    return STOPPED
 
 
 def load_sweep_dir(path: str | Path, finished: bool | None = None) -> LoadResult:
@@ -149,14 +158,21 @@ def load_sweep_dir(path: str | Path, finished: bool | None = None) -> LoadResult
                     skipped.append(f"{tdir / PARAMS_FILE}: damaged")
             trial_rows[tid] = {"sweep": name, "trial_id": tid, **params,
                                "method": run_method({**flatten(base), **params}), "last_steps": [0], "diverged": ""}
+    ends, ends_known = {}, (root / TRIAL_ENDS_FILE).exists()
+    if ends_known:
+        try:
+            ends = json.loads((root / TRIAL_ENDS_FILE).read_text())
+        except json.JSONDecodeError:
+            skipped.append(f"{root / TRIAL_ENDS_FILE}: damaged, ignored")
+            ends_known = False
     trials = []
     for tid, t in trial_rows.items():
         tdir = trial_dirs.get(tid)
         last = min(t.pop("last_steps"))
         diverged = t.pop("diverged")
-        status = ERROR if diverged else _trial_status(tdir, last, max_steps, finished)
+        status = ERROR if diverged else _trial_status(tdir, last, max_steps, finished, ends.get(tid), ends_known)
         err = diverged
-        if status == ERROR and not err:
+        if status == ERROR and not err and tdir is not None and (tdir / ERROR_FILE).exists():
             lines = [x for x in (tdir / ERROR_FILE).read_text(errors="replace").splitlines() if x.strip()]
             err = lines[-1][:300] if lines else "error"
         trials.append({**t, "status": status, "steps_reached": last, "max_steps": max_steps, "error": err})

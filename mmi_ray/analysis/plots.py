@@ -11,6 +11,40 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
+def accuracy_by_method(points: pd.DataFrame, title: str):
+    """The first figure of a report: one column per arm (or method), a point per seed, the mean as
+    a bar and its 95% Student-t interval; one panel per split (``points``: group, split, value)."""
+    from .stats import t_interval
+
+    splits = list(dict.fromkeys(points["split"]))
+    groups = list(dict.fromkeys(points["group"]))
+    fig, axes = plt.subplots(1, len(splits), figsize=(max(6.5 / len(splits), 1.4 * len(groups) + 1.5) * len(splits),
+                                                      4.3), squeeze=False, sharey=True)
+    rng = np.random.default_rng(0)
+    for ax, split in zip(axes[0], splits):
+        for i, g in enumerate(groups):
+            v = points.loc[(points["split"] == split) & (points["group"] == g), "value"].astype(float).to_numpy()
+            if not len(v):
+                continue
+            ax.scatter(i + rng.uniform(-0.12, 0.12, len(v)), 100 * v, s=18, color="grey", alpha=0.7, zorder=2)
+            lo, hi = t_interval(v)
+            ax.hlines(100 * v.mean(), i - 0.25, i + 0.25, color="C0", lw=2.5, zorder=3)
+            if lo == lo:
+                ax.errorbar(i, 100 * v.mean(), yerr=[[100 * (v.mean() - lo)], [100 * (hi - v.mean())]], color="C0",
+                            capsize=6, lw=1.5, zorder=3)
+            ax.annotate(f"{100 * v.mean():.1f}\nn={len(v)}", (i + 0.28, 100 * v.mean()), fontsize=8, va="center")
+        ax.set_xticks(range(len(groups)), groups, fontsize=8)
+        ax.set_ylim(-3, 103)  # an interval past 0 or 100 (few seeds) is cut at the axis
+        ax.set_xlim(-0.6, len(groups) - 0.2)
+        ax.set_title(split, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("accuracy (%)")
+    fig.suptitle(title + "\ngrey: one seed each; blue: the mean and its 95% Student-t interval over seeds",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def metric_vs_param(agg: pd.DataFrame, param: str, metric_label: str, log_x: bool = False):
     """Mean validation metric against one hyperparameter, a line with interval bars per method through
     the configurations trained to the full budget only; early-stopped ones (a smaller budget) are

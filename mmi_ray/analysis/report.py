@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..layout import COMPLETED, ERROR, REPORT_DIR, REPORT_HTML, REPORT_MD, STEP
+from ..layout import COMPLETED, ERROR, METHODS_PLOT, REPORT_DIR, REPORT_HTML, REPORT_MD, STEP
 from . import plots
 from .best import best_entry, ranked, seed_test_accuracies
 from .load import LoadResult, export, load_results
@@ -224,9 +224,34 @@ def _section_compute(x: _Inputs) -> list[str]:
     return md + [""]
 
 
+def method_points(x: _Inputs) -> tuple[pd.DataFrame, str]:
+    """Per-seed accuracies by method for the report's first plot: the confirmation runs (validation
+    and test) where a sweep has them, else each method's best configuration at the full budget
+    (validation only, and optimistic: the same figures chose it)."""
+    rows = []
+    for s in x.res.sweeps.values():
+        runs = pd.DataFrame((s.get("confirmation") or {}).get("runs", []))
+        for r in runs.itertuples():
+            group = f"{r.arm}\n{r.method}" if r.arm != r.method else r.arm  # e.g. "top1\nMI (maxpool)"
+            rows += [{"group": group, "split": "validation", "value": getattr(r, x.metric)},
+                     {"group": group, "split": "test", "value": r.test_accuracy}]
+    if rows:
+        return pd.DataFrame(rows), "Accuracy by method (confirmation runs on fresh seeds)"
+    done = x.agg[x.agg["status"] == COMPLETED]
+    for method, g in done.groupby("method", sort=False):
+        sweep, tid = g.iloc[0]["sweep"], g.iloc[0]["trial_id"]
+        runs = x.res.runs[(x.res.runs["sweep"] == sweep) & (x.res.runs["trial_id"] == tid)]
+        last = runs[runs["step"] == runs["step"].max()]
+        rows += [{"group": method, "split": "validation", "value": v} for v in last[x.metric]]
+    return pd.DataFrame(rows), "Accuracy by method (each method's best configuration, chosen on these figures)"
+
+
 def _section_plots(x: _Inputs, space: dict, notes: list[str]) -> tuple[list[str], list[str]]:
     """Draws the plots into the report folder; returns (the importances section, plot file names)."""
     agg, metric, written, md = x.agg, x.metric, [], []
+    points, title = method_points(x)
+    if not points.empty:
+        _save(plots.accuracy_by_method(points, title), x.out, METHODS_PLOT, written)
     if "loss.mi_weight" in agg:
         _save(plots.metric_vs_param(agg, "loss.mi_weight", metric, log_x=True), x.out, "metric_vs_mi_weight.png",
               written)
@@ -274,9 +299,11 @@ def build_report(paths: list[str], out_dir: str | None = None, budget: str | int
     x = _Inputs(res, ranked(aggregate(res.runs, metric, searched, budget), mode), metric, mode, searched, budget, out)
     table = paper_table(x.agg)
     md += [f"Sweeps: {', '.join(res.sweeps)}. Objective: `{metric}` ({mode}), at budget `{budget}`.", ""]
+    importances, written = _section_plots(x, spec["search"], notes)
+    if METHODS_PLOT in written:  # the report opens with it
+        md += [f"![accuracy by method]({METHODS_PLOT})", ""]
     md += _section_headline(x) + _section_trials(x) + _section_configurations(x) + _section_comparisons(x)
     md += _section_results_table(table) + _section_best(x, evaluate_test, test_methods) + _section_compute(x)
-    importances, written = _section_plots(x, spec["search"], notes)
     md += importances
     md += ["## Plots", ""] + [f"![{w}]({w})" for w in written] + [""]
     md += ["## Files", ""] + [f"- `{f}`" for f in exported] + [""]

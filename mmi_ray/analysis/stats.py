@@ -87,6 +87,24 @@ def _t_quantile(q: float, df: int) -> float:
     return float(stats.t.ppf(q, df))
 
 
+def wilson_interval(correct: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of an accuracy over ``n`` independent questions (scipy's); (NaN, NaN)
+    when ``n`` is 0. One training seed: it says nothing about seed-to-seed variation."""
+    if not n:
+        return (math.nan, math.nan)
+    ci = stats.binomtest(int(round(correct)), int(n)).proportion_ci(confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def newcombe_difference(p1: float, n1: int, p2: float, n2: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Interval of ``p1 - p2`` from the two Wilson intervals (Newcombe's method 10). For two runs
+    scored on the same questions it ignores the pairing, so it is wider than a paired interval."""
+    l1, u1 = wilson_interval(p1 * n1, n1, confidence)
+    l2, u2 = wilson_interval(p2 * n2, n2, confidence)
+    d = p1 - p2
+    return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
 def config_keys(runs: pd.DataFrame, searched: list[str]) -> list[str]:
     return ["sweep", "trial_id", "method", *[c for c in searched if c in runs]]
 
@@ -201,30 +219,38 @@ def published_beside(test: pd.DataFrame, scale: float = 100.0) -> pd.DataFrame:
 
 def arm_table(runs: pd.DataFrame, metric: str = "val_accuracy", confidence: float = 0.95) -> pd.DataFrame:
     """Per confirmation arm: n seeds, then the validation and the test mean, each with its Student-t
-    interval, in separate columns."""
+    interval over seeds, in separate columns; ``val_n`` / ``test_n``: the questions each run was
+    scored on (the interval covers seed-to-seed variation on those questions)."""
     rows = []
     for arm, g in runs.groupby("arm", sort=False):
         vlo, vhi = t_interval(g[metric], confidence)
         tlo, thi = t_interval(g["test_accuracy"], confidence)
-        rows.append({"arm": arm, "method": g["method"].iloc[0], "n": len(g), "val_mean": float(g[metric].mean()),
-                     "val_low": vlo, "val_high": vhi, "test_mean": float(g["test_accuracy"].mean()),
-                     "test_low": tlo, "test_high": thi})
+        row = {"arm": arm, "method": g["method"].iloc[0], "n": len(g), "val_mean": float(g[metric].mean()),
+               "val_low": vlo, "val_high": vhi, "test_mean": float(g["test_accuracy"].mean()),
+               "test_low": tlo, "test_high": thi}
+        for k in ("val_n", "test_n"):  # questions per run (older confirmation files lack them)
+            if k in g and g[k].notna().all():
+                row[k] = int(g[k].max())
+        if "test_ece" in g and g["test_ece"].notna().all():  # calibration: the MI paper's equal-mass ECE
+            row["test_ece"] = float(g["test_ece"].mean())
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
 def arm_comparisons(runs: pd.DataFrame, column: str = "test_accuracy", confidence: float = 0.95) -> pd.DataFrame:
     """Every arm against the DSS and the label-only arm, paired by seed on ``column``: mean
     difference with its Student-t interval, effect size d_z, paired t-test p, n, and the p-values
-    Holm-corrected over all these comparisons (one family)."""
-    rows = []
+    Holm-corrected over all these comparisons (one family; DSS against label-only counted once)."""
+    rows, done = [], set()
     for baseline in (DSS, LABEL_ONLY):
         base_arms = runs.loc[runs["method"] == baseline, "arm"]
         if base_arms.empty:
             continue
         base = runs[runs["arm"] == base_arms.iloc[0]].set_index("seed")[column]
         for arm, g in runs.groupby("arm", sort=False):
-            if arm == base_arms.iloc[0]:
+            if arm == base_arms.iloc[0] or (base_arms.iloc[0], arm) in done:
                 continue
+            done.add((arm, base_arms.iloc[0]))
             mine = g.set_index("seed")[column]
             seeds = sorted(set(mine.index) & set(base.index))
             diffs = np.array([mine[s] - base[s] for s in seeds], dtype=float)

@@ -12,9 +12,10 @@ that the teacher's rationale spells out (so rationale supervision carries the re
 A fourth family, ``props``, is built for the label-only vs DSS ablation. A tiny student trained
 from scratch learns none of the three above in a few hundred steps, with or without rationales, so
 they cannot show what rationales add. In ``props`` the rationale carries knowledge that the labels
-do not: the colour of each lettered box, known only to the teacher. Validation asks a question
-whose answer the training labels leave open (see ``gen_props``). Its validation and test splits
-ask about the same held-out boxes (disjoint from training questions, not from each other).
+do not: the colour of each two-letter box, known only to the teacher. Validation and test ask
+questions whose answers the training labels leave open, each split about its own boxes (see
+``PropsWorld``): the test is sealed from validation, and a split asks as many independent
+questions as it has boxes (60 by default).
 
 A simulated teacher slips with probability ``teacher_error_rate``: one intermediate value is off,
 and its label follows its own wrong working, as a real LLM teacher's does.
@@ -111,57 +112,78 @@ def gen_nli(rng: random.Random, err: bool, hi: int = 20, split: str = "train") -
     return Example(x, label, rationale, t_label, "text", "nli")
 
 
-def _world(seed: int = 7, n_objects: int = 24) -> tuple[list[str], dict[str, str], dict[str, str], set[str]]:
-    """The simulated teacher's hidden knowledge for ``props``: lettered boxes, each with a colour and
-    a size (independent), and the half of the boxes whose colour is never asked in training."""
-    rng = random.Random(seed)
-    names = rng.sample([c for c in "ABCDEFGHJKLMNOPQRSTUVXYZ"], n_objects)  # no I, W: questions start with them
-    color = {w: PROP_COLORS[i % len(PROP_COLORS)] for i, w in enumerate(names)}
-    size = {w: ["big", "small"][(i // 8) % 2] for i, w in enumerate(names)}  # both sizes in every colour
-    held = {w for i, w in enumerate(names) if (i // len(PROP_COLORS)) % 2}  # each colour equally often
-    return names, color, size, held
-
-
 PROP_COLORS = ["red", "gold", "blue", "green"]
-WORLD = _world()
-PROP_QUESTIONS = {"color": ["What color is box {x}?", "Which color does box {x} have?", "Box {x} has which color?"],
-                  "size": ["Is box {x} big?", "Is box {x} a big one?", "Would you call box {x} big?"]}
+PROP_LETTERS = "BCDFGHJKLMNPQRSTVXZ"  # 19 consonants (no box spells a word): 361 two-letter boxes
+PROP_QUESTIONS = {"color": ["box {x}: what color?", "box {x}: which color?", "box {x}: its color?"],
+                  "size": ["box {x}: is it big?", "box {x}: big or not?", "box {x}: a big one?"]}
 
 
-def gen_props(rng: random.Random, err: bool, hi: int = 20, split: str = "train") -> Example:
-    """What colour is a lettered box (or: is it big)? Only the teacher knows the boxes, and its
-    rationale describes the box ("It is blue and small, so no."). Training asks the colour of half
-    the boxes; the other half are asked only whether they are big. Validation and test ask the colour
-    of that other half. Size says nothing about colour, so from the labels alone those answers
-    cannot be known (chance is 1 in 4): only the rationales carry them."""
-    names, color, size, held = WORLD
-    if split == "train":
-        x = rng.choice(names)
-        ask = "color" if x not in held and rng.random() < 0.5 else "size"
-    else:
-        x, ask = rng.choice(sorted(held)), "color"
-    q = rng.choice(PROP_QUESTIONS[ask]).format(x=x)
-    c, sz = color[x], size[x]
-    gold = c if ask == "color" else ("yes" if sz == "big" else "no")
-    if err and ask == "color":
-        c = rng.choice([k for k in PROP_COLORS if k != c])
-    elif err:
-        sz = "small" if sz == "big" else "big"
-    t_label = c if ask == "color" else ("yes" if sz == "big" else "no")
-    return Example(q, gold, f"It is {c} and {sz}, so {t_label}.", t_label, "text", "props")
+class PropsWorld:
+    """The simulated teacher's hidden knowledge for ``props``: two-letter boxes, each with a colour
+    and a size drawn independently (balanced: every colour has as many big boxes as small ones).
+
+    The boxes fall in three disjoint groups: ``taught`` (their colour is asked in training),
+    ``valid`` and ``test`` (``held`` boxes each: in training only "is it big?" is asked about them,
+    and validation / test ask their colour, each split its own boxes). So no test question is ever
+    asked in validation, and neither in training. Each split asks each of its boxes in turn, so a
+    split of ``held`` rows asks ``held`` independent questions. The world depends on the data seed."""
+
+    def __init__(self, seed: int, held: int = 60, taught: int | None = None):
+        taught = held if taught is None else taught
+        keys = [a + b for a in PROP_LETTERS for b in PROP_LETTERS]
+        if 2 * held + taught > len(keys):
+            raise ValueError(f"props: {2 * held + taught} boxes asked for, {len(keys)} exist")
+        rng = random.Random(f"props-world-{seed}")
+        rng.shuffle(keys)
+        self.boxes = {"train": keys[:taught], "valid": keys[taught:taught + held],
+                      "test": keys[taught + held:taught + 2 * held]}
+        self.all = keys[:taught + 2 * held]
+        traits = [(c, s) for c in PROP_COLORS for s in ("big", "small")]
+        self.color, self.size = {}, {}
+        for i, k in enumerate(self.all):
+            if i % len(traits) == 0:
+                rng.shuffle(traits)
+            self.color[k], self.size[k] = traits[i % len(traits)]
+        self.asked = {"valid": 0, "test": 0}
+
+    def __call__(self, rng: random.Random, err: bool, hi: int = 20, split: str = "train") -> Example:
+        """What colour is a box (or: is it big)? Only the teacher knows the boxes; its rationale
+        describes the box ("It is blue and small, so no."). Size says nothing about colour, so from
+        the labels alone a held box's colour cannot be known (chance is 1 in 4): only the rationales
+        carry it."""
+        if split == "train":
+            x = rng.choice(self.all)
+            ask = "color" if x in self.boxes["train"] and rng.random() < 0.5 else "size"
+        else:
+            boxes = self.boxes[split]
+            x, ask = boxes[self.asked[split] % len(boxes)], "color"
+            self.asked[split] += 1
+        q = rng.choice(PROP_QUESTIONS[ask]).format(x=x)
+        c, sz = self.color[x], self.size[x]
+        gold = c if ask == "color" else ("yes" if sz == "big" else "no")
+        if err and ask == "color":
+            c = rng.choice([k for k in PROP_COLORS if k != c])
+        elif err:
+            sz = "small" if sz == "big" else "big"
+        t_label = c if ask == "color" else ("yes" if sz == "big" else "no")
+        return Example(q, gold, f"{c}, {sz}", t_label, "text", "props")
 
 
 # Every generator takes (rng, teacher slips, largest operand, split); only ``props`` draws differently
-# per split. Its inputs repeat within a split (12 boxes x 3 phrasings), and its splits are disjoint
-# by construction, so it is exempt from the distinct-input rule.
-GENERATORS = {"arith": gen_arith, "choice": gen_choice, "nli": gen_nli, "props": gen_props}
+# per split (from a world made per data seed). Its training inputs repeat (each box is asked about
+# many times) and its splits are disjoint by construction, so it is exempt from the distinct-input rule.
+GENERATORS = {"arith": gen_arith, "choice": gen_choice, "nli": gen_nli}
+WORLDS = {"props": PropsWorld}
+"""Families drawn from a world made per data seed (a ``PropsWorld`` is called like a generator)."""
+TASKS = (*GENERATORS, *WORLDS)
 REPEATING = {"props"}
 
 
 def generate(n: int, seed: int, tasks: list[str], error_rate: float, exclude: set[str] | None = None,
-             max_operand: int = 20, split: str = "train") -> list[Example]:
+             max_operand: int = 20, split: str = "train", world: PropsWorld | None = None) -> list[Example]:
     """``n`` examples, the families in turn, none whose input is in ``exclude``."""
     rng = random.Random(seed)
+    gens = {**GENERATORS, "props": world or WORLDS["props"](0)}
     out: list[Example] = []
     seen = set(exclude or ())
     tries = 0
@@ -171,7 +193,7 @@ def generate(n: int, seed: int, tasks: list[str], error_rate: float, exclude: se
             raise RuntimeError(f"could not generate {n} distinct examples for tasks {tasks}")
         task = tasks[len(out) % len(tasks)]
         err = rng.random() < error_rate
-        ex = GENERATORS[task](rng, err, max_operand, split)
+        ex = gens[task](rng, err, max_operand, split)
         if ex.input in seen and task not in REPEATING:
             continue
         seen.add(ex.input)
@@ -180,13 +202,30 @@ def generate(n: int, seed: int, tasks: list[str], error_rate: float, exclude: se
 
 
 def builtin_splits(num_train: int, num_valid: int, num_test: int, seed: int, tasks: list[str],
-                   teacher_error_rate: float, max_operand: int = 20) -> Splits:
-    """Train, validation and test with disjoint inputs (``props``: validation and test share theirs);
-    only training rationales carry slips."""
-    train = generate(num_train, seed * 3 + 0, tasks, teacher_error_rate, max_operand=max_operand)
+                   teacher_error_rate: float, max_operand: int = 20, props_boxes: int = 60) -> Splits:
+    """Train, validation and test with disjoint inputs (``props``: disjoint questions, each split its
+    own boxes); only training rationales carry slips."""
+    world = PropsWorld(seed, props_boxes) if "props" in tasks else None
+    train = generate(num_train, seed * 3 + 0, tasks, teacher_error_rate, max_operand=max_operand, world=world)
     seen = {e.input for e in train}
-    valid = generate(num_valid, seed * 3 + 1, tasks, 0.0, exclude=seen, max_operand=max_operand, split="valid")
+    valid = generate(num_valid, seed * 3 + 1, tasks, 0.0, exclude=seen, max_operand=max_operand, split="valid",
+                     world=world)
     seen |= {e.input for e in valid}
-    test = generate(num_test, seed * 3 + 2, tasks, 0.0, exclude=seen, max_operand=max_operand, split="test")
+    test = generate(num_test, seed * 3 + 2, tasks, 0.0, exclude=seen, max_operand=max_operand, split="test",
+                    world=world)
     return Splits(SplitData("train", train, 0, "builtin"), SplitData("valid", valid, 0, "builtin"),
                   SplitData("test", test, 0, "builtin"))
+
+
+def vocabulary() -> list[str]:
+    """Every word the generators can write (the ``words`` tokenizer's vocabulary), sorted: the task
+    prefixes, numbers 0-999, ``props`` boxes, and the words and marks of generated text."""
+    import re
+
+    words = {"predict", "explain", ":", *map(str, range(1000)), *(a + b for a in PROP_LETTERS for b in PROP_LETTERS)}
+    world = PropsWorld(0)
+    for split in ("train", "valid", "test"):
+        for ex in generate(400, 0, ["arith", "choice", "nli", "props"], 0.5, split=split, max_operand=99, world=world):
+            for text in (ex.input, ex.label, ex.rationale):
+                words.update(re.findall(r"\w+|[^\w\s]+", text))
+    return sorted(words)

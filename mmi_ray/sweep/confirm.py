@@ -91,9 +91,13 @@ def collect(sweep: LoadedSweep, confirm_dir: str, state: dict) -> list[dict]:
             continue  # diverged, failed or unfinished: not a confirmation figure
         record = known.get((arm, seed))
         if record is None or record.get("trial_id") != tid:
+            test = evaluate_checkpoint(final[CHECKPOINT_PATH], "test")
             record = {"arm": arm, "method": state["arms"][arm]["method"], "seed": seed, "trial_id": tid,
                       STEP: int(final[STEP]), obj: float(final[obj]),
-                      "test_accuracy": evaluate_checkpoint(final[CHECKPOINT_PATH], "test")["test_accuracy"]}
+                      # every figure of the final validation and the one test evaluation: accuracy,
+                      # questions counted (_n), calibration (_ece), rationale scores when configured
+                      **{k: v for k, v in final.items() if k.startswith("val_") and k != obj},
+                      **{k: v for k, v in test.items() if k.startswith("test_")}}
         out.append(record)
     return sorted(out, key=lambda r: (list(state["arms"]).index(r["arm"]), r["seed"]))
 
@@ -104,6 +108,7 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
     from ray import tune
 
     from ..ray_init import init_ray
+    from .live import SweepProgress, configure, hide_tune_restore_hint, tune_verbosity
     from .tuner import check_fits, cluster_resources, trainable
 
     spec = sweep.spec  # its validation already holds confirm.seeds apart from the search's seeds
@@ -123,6 +128,10 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
     check_fits(sweep, n_seeds=1)
     cluster = cluster_resources()
     n_runs = len(state["arms"]) * len(confirm.seeds)
+    hide_tune_restore_hint()
+    tune_verbose = tune_verbosity(verbose)
+    configure(show=verbose == 1)
+    progress = SweepProgress(confirm_dir, "confirmation", n_runs, sweep.max_steps, [], None, show=verbose == 1)
     if tune.Tuner.can_restore(confirm_dir):
         tuner = tune.Tuner.restore(confirm_dir, trainable=driver, resume_unfinished=True, resume_errored=True)
     else:
@@ -135,7 +144,7 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
                                         trial_dirname_creator=lambda t: trial_dir_name(t.trial_id)),
             run_config=tune.RunConfig(name=CONFIRM_DIR, storage_path=sweep_dir,
                                       failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
-                                      verbose=verbose),
+                                      callbacks=[progress], verbose=tune_verbose),
         )
         if verbose:
             print(f"[mmi-ray] confirmation: {len(state['arms'])} arms ({', '.join(state['arms'])}) x "
@@ -164,13 +173,20 @@ def print_headline(state: dict, metric: str) -> None:
     if table.empty:
         print("  no confirmation run finished")
         return
+
+    def pct(lo, hi):  # an accuracy's interval, cut at 0 and 100 (few seeds can reach past them)
+        return f"[{max(0.0, 100 * lo):.2f}, {min(100.0, 100 * hi):.2f}]"
+
     for r in table.itertuples():
         arm = state["arms"][r.arm]
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in arm["params"].items())
-        print(f"  {r.arm:<10} {r.method:<14} n={r.n}  val {100 * r.val_mean:6.2f} [{100 * r.val_low:.2f}, "
-              f"{100 * r.val_high:.2f}]  test {100 * r.test_mean:6.2f} [{100 * r.test_low:.2f}, {100 * r.test_high:.2f}]"
-              f"  ({params or 'base config'})")
+        print(f"  {r.arm:<10} {r.method:<14} n={r.n} seeds  val {100 * r.val_mean:6.2f} {pct(r.val_low, r.val_high)}"
+              f"  test {100 * r.test_mean:6.2f} {pct(r.test_low, r.test_high)}  ({params or 'base config'})")
     for r in test_cmp.itertuples():
         print(f"  test: {r.arm} - {r.baseline}: {100 * r.mean_diff:+.2f} points [{100 * r.ci_low:+.2f}, "
               f"{100 * r.ci_high:+.2f}], d_z {r.effect_dz:.2f}, p {r.p_value:.3g} (Holm {r.p_holm:.3g}), n={r.n_pairs}")
-    print("  (95% Student-t intervals over seeds; test read once per run, after training; it chose nothing)")
+    questions = {k: int(v) for k in ("val_n", "test_n") if k in table and (v := table[k].max()) == v}
+    asked = (f"; each run scored on {questions['val_n']} validation and {questions['test_n']} test questions"
+             if len(questions) == 2 else "")
+    print(f"  (95% Student-t intervals over seeds, cut at 0 and 100{asked}; test read once per run, after training; "
+          "it chose nothing)")

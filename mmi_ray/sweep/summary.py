@@ -11,10 +11,18 @@ from typing import Any
 
 import pandas as pd
 
-from ..analysis.best import best_entry, ranked
+from ..analysis.best import best_entry, ranked, searched_values
 from ..analysis.load import load_sweep_dir
-from ..analysis.stats import aggregate, at_budget
-from ..layout import STEP, TRIALS_FILE
+from ..analysis.stats import (
+    LABEL_ONLY,
+    aggregate,
+    at_budget,
+    best_of_method,
+    newcombe_difference,
+    t_interval,
+    wilson_interval,
+)
+from ..layout import COMPLETED, STEP, TRIALS_FILE
 from ..storage import join, write_text
 from .spec import LoadedSweep
 
@@ -43,6 +51,48 @@ def format_table(df: pd.DataFrame, sweep: LoadedSweep) -> str:
     return show.to_string(index=False)
 
 
+def _final_rows(runs: pd.DataFrame, sweep: str, trial_id: str) -> pd.DataFrame:
+    g = runs[(runs["sweep"] == sweep) & (runs["trial_id"] == trial_id)]
+    return g.loc[g.groupby("seed")[STEP].idxmax()].sort_values("seed")
+
+
+def method_summary(agg: pd.DataFrame, runs: pd.DataFrame, metric: str, mode: str, searched: list[str]) -> list[dict]:
+    """Each method's best completed configuration (equal budget), best first, with an interval that
+    says what it counts: Student-t over seeds with 2 or more seeds, else Wilson over the validation
+    questions of the one seed; and its difference from label-only, when the sweep trained it."""
+    if agg.empty:
+        return []
+    done = agg[agg["status"] == COMPLETED]
+    out = []
+    for method in done["method"].drop_duplicates():
+        best = best_of_method(done, method, mode)
+        finals = _final_rows(runs, best["sweep"], best["trial_id"])
+        vals = finals[metric].astype(float).tolist()
+        n_q = int(finals["val_n"].iloc[0]) if "val_n" in finals and finals["val_n"].notna().all() else 0
+        e = {"method": method, "trial_id": best["trial_id"], "params": searched_values(best, searched),
+             "mean": float(best["mean"]), "n_seeds": len(vals), "n_questions": n_q, "per_seed": vals}
+        if len(vals) >= 2:
+            e["low"], e["high"] = t_interval(vals)
+            e["interval"] = f"Student-t over {len(vals)} seeds"
+        elif n_q and metric.endswith("accuracy"):  # a share of questions answered right
+            e["low"], e["high"] = wilson_interval(vals[0] * n_q, n_q)
+            e["interval"] = f"Wilson over {n_q} questions, 1 seed"
+        out.append(e)
+    out.sort(key=lambda e: e["mean"], reverse=mode == "max")
+    base = next((e for e in out if e["method"] == LABEL_ONLY), None)
+    for e in out:
+        if base is None or e is base:
+            continue
+        e["vs_label_only"] = e["mean"] - base["mean"]
+        if e["n_seeds"] >= 2 and base["n_seeds"] == e["n_seeds"]:
+            e["vs_low"], e["vs_high"] = t_interval([a - b for a, b in zip(e["per_seed"], base["per_seed"])])
+        elif (e["n_seeds"] == 1 and base["n_seeds"] == 1 and e["n_questions"] and base["n_questions"]
+              and metric.endswith("accuracy")):
+            e["vs_low"], e["vs_high"] = newcombe_difference(e["mean"], e["n_questions"], base["mean"],
+                                                            base["n_questions"])
+    return out
+
+
 def summarize(sweep: LoadedSweep, sweep_dir: str, wall_s: float, evaluate_test: bool = True) -> dict[str, Any]:
     spec = sweep.spec
     obj, mode, searched = spec.objective.metric, spec.objective.mode, list(spec.search)
@@ -64,6 +114,7 @@ def summarize(sweep: LoadedSweep, sweep_dir: str, wall_s: float, evaluate_test: 
         "trial_train_time_s": train_time,
         "overhead_ratio": wall_s / train_time if train_time else None,
         "best": best_entry(agg, res.runs, obj, mode, searched, evaluate_test),
+        "methods": method_summary(agg, res.runs, obj, mode, searched),
         "table": format_table(df, sweep) if not df.empty else "",
     }
 
@@ -77,6 +128,7 @@ def print_summary(summary: dict) -> None:
     if summary["overhead_ratio"]:
         print(f"wall time {summary['wall_time_s']:.0f} s; in-loop training time of all runs "
               f"{summary['trial_train_time_s']:.0f} s; overhead ratio {summary['overhead_ratio']:.2f}")
+    _print_methods(summary)
     b = summary["best"]
     if b is None:
         print("no trial completed: no best configuration (early-stopped trials are not ranked against finished ones)")
@@ -87,3 +139,30 @@ def print_summary(summary: dict) -> None:
     if "test_accuracy" in b:
         line += f"; test_accuracy {b['test_accuracy']:.4f} (computed once, for this report)"
     print(line)
+
+
+def _pct(lo, hi) -> str:
+    return f"[{100 * lo:.1f}, {100 * hi:.1f}]" if lo == lo and hi == hi else "(no interval)"
+
+
+def _print_methods(summary: dict) -> None:
+    methods = summary.get("methods") or []
+    if len(methods) < 2:
+        return
+    obj = summary["objective"]["metric"]
+    step = summary["best"][STEP] if summary.get("best") else "the full"
+    print(f"\nby method ({obj}, each method's best configuration at {step} steps; chosen on these figures, "
+          "so a little optimistic):")
+    width = max(len(e["method"]) for e in methods)
+    for e in methods:
+        line = f"  {e['method']:<{width}}  {100 * e['mean']:5.1f}% {_pct(e.get('low', float('nan')), e.get('high', float('nan')))}"
+        if "vs_label_only" in e:
+            line += (f"  {100 * e['vs_label_only']:+.1f} points vs label-only "
+                     f"{_pct(e.get('vs_low', float('nan')), e.get('vs_high', float('nan')))}")
+        print(line)
+    kinds = sorted({e["interval"] for e in methods if "interval" in e})
+    if kinds:
+        note = "; ".join(kinds)
+        if any(e["n_seeds"] == 1 for e in methods):
+            note += ": seed-to-seed variation is not in these intervals (confirmation runs measure it)"
+        print(f"  (95% intervals: {note})")

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import NonFiniteLossError, root_cause
+from ..errors import NonFiniteLossError, WorkerFailedError, describe_worker_failures, root_cause
 from ..layout import (
     CHECKPOINT_PATH,
     CONFIG_FILE,
@@ -24,6 +24,7 @@ from ..layout import (
     RESULT_FILE,
     RUNS_DIR,
     STEP,
+    WORKER_ERROR_FILE,
     is_divergence,
     read_metrics,
     run_name,
@@ -34,6 +35,8 @@ from .spec import LoadedSweep, SweepSpec
 
 DRIVER_NODE_ID = "driver_node_id"
 """Reported by every trial: the node its driver ran on (placement checks)."""
+TIMESTEPS_TOTAL = "timesteps_total"
+"""Tune's own result key (``ray.tune.result``), set to the training step: TensorBoard's x axis."""
 
 
 def aggregate(per_seed: dict[int, dict], objective: str) -> dict[str, Any]:
@@ -167,7 +170,8 @@ def _train_with_ray_train(sweep: LoadedSweep, searched: dict, seeds: list[int], 
         for step in sorted(s for s in history if s > reported):
             if len(history[step]) < k:
                 break
-            tune.report({**aggregate(history[step], spec.objective.metric), DRIVER_NODE_ID: driver_node})
+            tune.report({**aggregate(history[step], spec.objective.metric), DRIVER_NODE_ID: driver_node,
+                         TIMESTEPS_TOTAL: step})
             reported = step
 
     flush()
@@ -189,6 +193,11 @@ def _train_with_ray_train(sweep: LoadedSweep, searched: dict, seeds: list[int], 
         seed, err = next(iter(errors.items()))
         if isinstance(err, NonFiniteLossError):
             raise NonFiniteLossError(f"seed {seed}: {err}")
+        described = describe_worker_failures(err)
+        if described is not None:  # as `mmi-ray train` does: one line, the tracebacks in the run folder
+            line, text = described
+            write_text(join(runs_root, run_name(trial_id, seed), WORKER_ERROR_FILE), text + "\n")
+            raise WorkerFailedError(f"seed {seed}: {line}") from None
         root = root_cause(err)
         raise RuntimeError(f"seed {seed}: {type(root).__name__}: {root}") from err
 
@@ -210,7 +219,7 @@ def _train_in_trial(sweep: LoadedSweep, searched: dict, seed: int, trial_id: str
 
     def to_tune(m: dict) -> None:
         if not is_divergence(m):
-            tune.report({**aggregate({seed: m}, obj), DRIVER_NODE_ID: node})
+            tune.report({**aggregate({seed: m}, obj), DRIVER_NODE_ID: node, TIMESTEPS_TOTAL: m[STEP]})
 
     env, state = in_process_env(run_dir, cfg.train.keep_checkpoints, node, to_tune)
     start = state[STEP] if state is not None else 0

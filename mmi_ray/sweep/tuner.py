@@ -11,7 +11,14 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, StorageError
-from ..layout import OPTUNA_DB, SPEC_FILE, STEP, SWEEP_SUMMARY_FILE, spec_text, trial_dir_name
+from ..layout import (
+    OPTUNA_DB,
+    SPEC_FILE,
+    STEP,
+    SWEEP_SUMMARY_FILE,
+    spec_text,
+    trial_dir_name,
+)
 from ..ray_init import init_ray
 from ..storage import ensure_writable, exists, is_uri, join, read_text, resolve_storage, write_text
 from .spec import LoadedSweep, SweepSpec
@@ -151,6 +158,13 @@ def _start_or_resume(sweep: LoadedSweep, storage: str, sweep_dir: str, resume: b
         write_text(join(sweep_dir, SPEC_FILE), text)
 
 
+def _ends_missing(sweep_dir: str, num_trials: int) -> int:
+    """Trials of the sweep that never ended (interrupted or never started)."""
+    from .live import read_ends
+
+    return max(0, num_trials - len(read_ends(sweep_dir)))
+
+
 def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1) -> dict:
     """Run (or resume) the sweep and return its summary (also written to ``sweep_summary.json``)."""
     spec = sweep.spec
@@ -161,10 +175,23 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1) -> dic
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from .live import (
+        SweepProgress,
+        configure,
+        hide_tune_restore_hint,
+        tensorboard_hint,
+        tune_verbosity,
+    )
+
     payload = {"spec": spec.model_dump(mode="json"), "base_raw": sweep.base_raw, "source": sweep.source,
                "sweep_dir": sweep_dir, "ray_logs": verbose > 1}
     driver = trainable(sweep, payload)
     check_fits(sweep)
+    hide_tune_restore_hint()
+    tune_verbose = tune_verbosity(verbose)
+    configure(show=verbose == 1)
+    progress = SweepProgress(sweep_dir, f"sweep '{spec.name}'", spec.num_trials, sweep.max_steps, spec.seeds,
+                             spec.objective.metric, spec.objective.mode, show=verbose == 1)
     concurrency = sweep.derived_concurrency(cluster_resources())
     t0 = time.time()
     if resume and tune.Tuner.can_restore(sweep_dir):
@@ -193,19 +220,27 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1) -> dic
                 name=spec.name,
                 storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
-                callbacks=_callbacks(spec),
-                verbose=verbose,
+                callbacks=[*_callbacks(spec), progress],
+                verbose=tune_verbose,
             ),
         )
         if verbose:
             print(f"[mmi-ray] sweep '{spec.name}': {spec.num_trials} trials x {len(spec.seeds)} seed(s), "
                   f"{concurrency} at once; Optuna study in {study_url}", flush=True)
+    if verbose:
+        print(tensorboard_hint(sweep_dir), flush=True)
     tuner.fit()
     wall = time.time() - t0
     from .summary import summarize
 
     summary = summarize(sweep, sweep_dir, wall)
     write_text(join(sweep_dir, SWEEP_SUMMARY_FILE), json.dumps(summary, indent=2, default=str))
+    stopped = _ends_missing(sweep_dir, spec.num_trials)
+    summary["interrupted"] = stopped
+    if stopped:
+        print(f"[mmi-ray] the sweep stopped with {stopped} trial(s) unfinished (Ctrl-C or failure.time_budget_s); "
+              f"resume it with: mmi-ray sweep {sweep.source} --resume", flush=True)
+        return summary
     if spec.confirm is not None:
         from .confirm import run_confirmation
 
