@@ -15,6 +15,9 @@ def _trial(tid, **config):
 
 
 def test_live_view_counts_best_at_full_budget_interval_and_time_left(tmp_path, capsys, monkeypatch):
+    from mmi_ray.sweep.live import configure
+
+    configure(None)  # the view the callback was made with (no invocation chose one)
     clock = [1000.0]
     monkeypatch.setattr("mmi_ray.sweep.live.time.time", lambda: clock[0])
     p = SweepProgress(str(tmp_path), "sweep 'demo'", 4, 100, [0, 1, 2], "val_accuracy", "max", heartbeat_s=1e9)
@@ -99,6 +102,6 @@ def test_a_resumed_sweep_keeps_earlier_ends_and_this_invocations_view(tmp_path, 
         restored.on_trial_result(0, [], _trial("b"), {"step": 10, "val_accuracy": 0.5})
         restored.on_trial_complete(0, [], _trial("b"))
     finally:
-        configure(show=False)
+        configure(None)
     assert json.loads((tmp_path / "ended_trials.json").read_text()) == {"a": "stopped early", "b": "completed"}
     assert "x: 1/3 done, 0 running, 1 stopped early" in capsys.readouterr().out

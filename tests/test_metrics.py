@@ -104,3 +104,22 @@ def test_ece_matches_hand_computed_cases():
     ok = [i % 2 == 0 for i in range(100)] + [True] * 100
     assert ece_equal_mass(conf, ok) == pytest.approx(0.05) and ece_equal_width(conf, ok) == pytest.approx(0.05)
     assert math.isnan(ece_equal_mass([], []))
+
+
+def test_equal_width_ece_bins_exactly_as_torchmetrics():
+    """Our 15-bin ECE (no torchmetrics import in the trial processes) equals torchmetrics' binary
+    calibration error on random data, bin edges and 1.0 included."""
+    import random
+
+    import torch
+    from torchmetrics.functional.classification import binary_calibration_error
+
+    from mmi_ray.metrics import ece_equal_width
+
+    rng = random.Random(0)
+    for n in (1, 7, 100, 1000):
+        conf = [rng.choice([rng.random(), 1.0, 0.0, round(rng.randint(0, 15) / 15, 12)]) for _ in range(n)]
+        ok = [rng.random() < c for c in conf]
+        ref = float(binary_calibration_error(torch.tensor(conf, dtype=torch.float64), torch.tensor([int(x) for x in ok]),
+                                             n_bins=15, norm="l1"))
+        assert ece_equal_width(conf, ok) == pytest.approx(ref, abs=1e-9), n

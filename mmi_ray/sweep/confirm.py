@@ -149,7 +149,10 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
         if verbose:
             print(f"[mmi-ray] confirmation: {len(state['arms'])} arms ({', '.join(state['arms'])}) x "
                   f"{len(confirm.seeds)} fresh seeds = {n_runs} runs at the full budget", flush=True)
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        configure(None)
     state["runs"] = collect(sweep, confirm_dir, state)
     write_text(join(confirm_dir, CONFIRMATION_FILE), json.dumps(state, indent=2))
     return state

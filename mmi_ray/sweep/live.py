@@ -54,10 +54,14 @@ def hide_tune_restore_hint() -> None:
 _SESSION: dict = {}
 
 
-def configure(show: bool) -> None:
-    """This invocation's choice of view. Tune pickles its callbacks with the experiment and, on
-    ``--resume``, runs the pickled ones: so what may differ between invocations is read at setup."""
-    _SESSION["show"] = show
+def configure(show: bool | None) -> None:
+    """This invocation's choice of view (None: the callback's own). Tune pickles its callbacks with
+    the experiment and, on ``--resume``, runs the pickled ones: so what may differ between
+    invocations is read at setup."""
+    if show is None:
+        _SESSION.pop("show", None)
+    else:
+        _SESSION["show"] = show
 
 
 def read_ends(sweep_dir: str) -> dict[str, str]:

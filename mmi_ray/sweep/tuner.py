@@ -229,7 +229,10 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1) -> dic
                   f"{concurrency} at once; Optuna study in {study_url}", flush=True)
     if verbose:
         print(tensorboard_hint(sweep_dir), flush=True)
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        configure(None)
     wall = time.time() - t0
     from .summary import summarize
 
