@@ -39,14 +39,18 @@ def best_configuration(agg: pd.DataFrame, mode: str = "max") -> pd.Series | None
     return None if done.empty else done.iloc[0]
 
 
-def seed_test_accuracies(runs: pd.DataFrame, sweep: str, trial_id: str) -> list[float]:
-    """Test accuracy of each seed's final checkpoint of one trial (computed now), in seed order."""
+def seed_test_results(runs: pd.DataFrame, sweep: str, trial_id: str) -> list[dict]:
+    """The test evaluation of each seed's final checkpoint of one trial (computed now), in seed order."""
     from ..evaluate import evaluate_checkpoint
 
     g = runs[(runs["sweep"] == sweep) & (runs["trial_id"] == trial_id)]
     finals = g.loc[g.groupby("seed")[STEP].idxmax()].sort_values("seed")
-    return [evaluate_checkpoint(p, "test")["test_accuracy"] for p in finals[CHECKPOINT_PATH].dropna()
-            if Path(p).exists()]
+    return [evaluate_checkpoint(p, "test") for p in finals[CHECKPOINT_PATH].dropna() if Path(p).exists()]
+
+
+def seed_test_accuracies(runs: pd.DataFrame, sweep: str, trial_id: str) -> list[float]:
+    """Test accuracy of each seed's final checkpoint of one trial (computed now), in seed order."""
+    return [r["test_accuracy"] for r in seed_test_results(runs, sweep, trial_id)]
 
 
 def best_entry(agg: pd.DataFrame, runs: pd.DataFrame, metric: str, mode: str, searched: list[str],
@@ -60,10 +64,12 @@ def best_entry(agg: pd.DataFrame, runs: pd.DataFrame, metric: str, mode: str, se
              "params": searched_values(best, searched), metric: float(best["mean"]),
              STEP: int(best[STEP]), "n_seeds": int(best["n_seeds"])}
     if evaluate_test:
-        tests = seed_test_accuracies(runs, best["sweep"], best["trial_id"])
+        results = seed_test_results(runs, best["sweep"], best["trial_id"])
+        tests = [r["test_accuracy"] for r in results]
         if tests:
             entry["test_accuracy"] = sum(tests) / len(tests)
             entry["test_accuracy_per_seed"] = tests
+            entry["test_n"] = results[0].get("test_n")  # questions each seed's run was scored on
     return entry
 
 

@@ -137,7 +137,16 @@ def print_summary(summary: dict) -> None:
     print(f"best configuration (completed trials, equal budget of {b[STEP]} steps): {params}")
     line = f"  {obj} {b[obj]:.4f}"
     if "test_accuracy" in b:
-        line += f"; test_accuracy {b['test_accuracy']:.4f} (computed once, for this report)"
+        tests, n_q = b["test_accuracy_per_seed"], b.get("test_n")
+        if len(tests) >= 2:
+            lo, hi = t_interval(tests)
+            shown = f" [{lo:.4f}, {hi:.4f}] (95% t, n={len(tests)} seeds)"
+        elif n_q:
+            lo, hi = wilson_interval(tests[0] * n_q, n_q)
+            shown = f" [{lo:.4f}, {hi:.4f}] (95% Wilson, n={n_q} questions, 1 seed)"
+        else:
+            shown = ""
+        line += f"; test_accuracy {b['test_accuracy']:.4f}{shown} (computed once, for this report)"
     print(line)
 
 
