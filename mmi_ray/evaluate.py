@@ -90,18 +90,18 @@ def _rationales(module: DistillModule, tokenizer, examples, predicted: dict[int,
         return {}
     import time
 
-    from .data.batching import RATIONALE_PREFIX
+    from .data.batching import RATIONALE_PREFIX, _ids
     from .rationale_eval import score_rationales
 
     t0 = time.perf_counter()
     mine = [i for i in range(rank, n, world) if i in predicted]
     records = []
     bs = cfg.train.eval_batch_size
+    explain_ids = _ids(tokenizer, [RATIONALE_PREFIX + examples[i].input for i in mine], cfg.model.max_source_length)
     for start in range(0, len(mine), bs):
         idx = mine[start:start + bs]
-        enc = tokenizer([RATIONALE_PREFIX + examples[i].input for i in idx], max_length=cfg.model.max_source_length,
-                        truncation=True, padding=True, return_tensors="pt").to(device)
-        out = module.student.generate(input_ids=enc.input_ids, attention_mask=enc.attention_mask, do_sample=False,
+        ids = pad(explain_ids[start:start + bs], tokenizer.pad_token_id).to(device)
+        out = module.student.generate(input_ids=ids, attention_mask=ids.ne(tokenizer.pad_token_id), do_sample=False,
                                       num_beams=1, max_new_tokens=cfg.train.max_rationale_tokens)
         for i, text in zip(idx, tokenizer.batch_decode(out, skip_special_tokens=True)):
             ex = examples[i]

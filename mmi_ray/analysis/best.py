@@ -39,12 +39,17 @@ def best_configuration(agg: pd.DataFrame, mode: str = "max") -> pd.Series | None
     return None if done.empty else done.iloc[0]
 
 
+def final_rows(runs: pd.DataFrame, sweep: str, trial_id: str) -> pd.DataFrame:
+    """One trial's last evaluation of each seed, in seed order."""
+    g = runs[(runs["sweep"] == sweep) & (runs["trial_id"] == trial_id)]
+    return g.loc[g.groupby("seed")[STEP].idxmax()].sort_values("seed")
+
+
 def seed_test_results(runs: pd.DataFrame, sweep: str, trial_id: str) -> list[dict]:
     """The test evaluation of each seed's final checkpoint of one trial (computed now), in seed order."""
     from ..evaluate import evaluate_checkpoint
 
-    g = runs[(runs["sweep"] == sweep) & (runs["trial_id"] == trial_id)]
-    finals = g.loc[g.groupby("seed")[STEP].idxmax()].sort_values("seed")
+    finals = final_rows(runs, sweep, trial_id)
     return [evaluate_checkpoint(p, "test") for p in finals[CHECKPOINT_PATH].dropna() if Path(p).exists()]
 
 

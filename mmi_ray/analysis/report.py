@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..layout import COMPLETED, ERROR, METHODS_PLOT, REPORT_DIR, REPORT_HTML, REPORT_MD, STEP
 from . import plots
-from .best import best_entry, ranked, seed_test_accuracies
+from .best import best_entry, final_rows, ranked, seed_test_accuracies
 from .load import LoadResult, export, load_results
 from .stats import (
     DSS,
@@ -239,9 +239,7 @@ def method_points(x: _Inputs) -> tuple[pd.DataFrame, str]:
         return pd.DataFrame(rows), "Accuracy by method (confirmation runs on fresh seeds)"
     done = x.agg[x.agg["status"] == COMPLETED]
     for method, g in done.groupby("method", sort=False):
-        sweep, tid = g.iloc[0]["sweep"], g.iloc[0]["trial_id"]
-        runs = x.res.runs[(x.res.runs["sweep"] == sweep) & (x.res.runs["trial_id"] == tid)]
-        last = runs[runs["step"] == runs["step"].max()]
+        last = final_rows(x.res.runs, g.iloc[0]["sweep"], g.iloc[0]["trial_id"])
         rows += [{"group": method, "split": "validation", "value": v} for v in last[x.metric]]
     return pd.DataFrame(rows), "Accuracy by method (each method's best configuration, chosen on these figures)"
 

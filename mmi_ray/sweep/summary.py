@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..analysis.best import best_entry, ranked, searched_values
+from ..analysis.best import best_entry, final_rows, ranked, searched_values
 from ..analysis.load import load_sweep_dir
 from ..analysis.stats import (
     LABEL_ONLY,
@@ -51,11 +51,6 @@ def format_table(df: pd.DataFrame, sweep: LoadedSweep) -> str:
     return show.to_string(index=False)
 
 
-def _final_rows(runs: pd.DataFrame, sweep: str, trial_id: str) -> pd.DataFrame:
-    g = runs[(runs["sweep"] == sweep) & (runs["trial_id"] == trial_id)]
-    return g.loc[g.groupby("seed")[STEP].idxmax()].sort_values("seed")
-
-
 def method_summary(agg: pd.DataFrame, runs: pd.DataFrame, metric: str, mode: str, searched: list[str]) -> list[dict]:
     """Each method's best completed configuration (equal budget), best first, with an interval that
     says what it counts: Student-t over seeds with 2 or more seeds, else Wilson over the validation
@@ -66,7 +61,7 @@ def method_summary(agg: pd.DataFrame, runs: pd.DataFrame, metric: str, mode: str
     out = []
     for method in done["method"].drop_duplicates():
         best = best_of_method(done, method, mode)
-        finals = _final_rows(runs, best["sweep"], best["trial_id"])
+        finals = final_rows(runs, best["sweep"], best["trial_id"])
         vals = finals[metric].astype(float).tolist()
         n_q = int(finals["val_n"].iloc[0]) if "val_n" in finals and finals["val_n"].notna().all() else 0
         e = {"method": method, "trial_id": best["trial_id"], "params": searched_values(best, searched),
