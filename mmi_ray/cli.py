@@ -27,7 +27,7 @@ def cmd_train(args) -> int:
     # fail on bad data or model names here, before any Ray work starts
     load_splits(cfg.data)
     build_tokenizer(cfg.model)
-    summary = run_training(cfg, source=args.config, verbose=not args.quiet, ray_logs=args.verbose)
+    summary = run_training(cfg, source=args.config, verbose=not args.quiet, ray_logs=args.verbose, rerun=args.rerun)
     f = summary["final"]
     print(f"[mmi-ray] done: {summary['run_dir']}")
     print(f"[mmi-ray] final step {f['step']}: val_accuracy {100 * f['val_accuracy']:.2f}% "
@@ -67,7 +67,8 @@ def cmd_sweep(args) -> int:
     from .config import check_paths
 
     check_paths(sweep.base, f"{args.spec} (base)")
-    summary = run_sweep(sweep, resume=args.resume, verbose=0 if args.quiet else 2 if args.verbose else 1)
+    summary = run_sweep(sweep, resume=args.resume, verbose=0 if args.quiet else 2 if args.verbose else 1,
+                        rerun=args.rerun)
     print_summary(summary)
     if summary.get("confirmation"):
         from .sweep.confirm import print_headline
@@ -109,7 +110,7 @@ def cmd_confirm(args) -> int:
         sweep = LoadedSweep(SweepSpec.model_validate(spec_raw), base_raw, source)
     except ValidationError as e:
         raise ConfigError("command line", format_validation_error(e)) from None
-    state = run_confirmation(sweep, sweep_dir, sweep.spec.confirm, verbose=0 if args.quiet else 1)
+    state = run_confirmation(sweep, sweep_dir, sweep.spec.confirm, verbose=0 if args.quiet else 1, rerun=args.rerun)
     print_headline(state, sweep.spec.objective.metric)
     return 0
 
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. loss.mi_weight=0.2")
     t.add_argument("--quiet", action="store_true", help="no per-evaluation lines")
     t.add_argument("--verbose", action="store_true", help="also Ray Train's own per-report log lines")
+    t.add_argument("--rerun", action="store_true", help="train runs again even when a finished run of the same identity (config, data, code) exists")
     t.set_defaults(fn=cmd_train)
 
     w = sub.add_parser("sweep", help="a Ray Tune + Optuna sweep over a YAML spec (see sweeps/)")
@@ -144,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--quiet", action="store_true", help="no trial table while running")
     w.add_argument("--verbose", action="store_true", help="also every worker's log and Ray Train's own lines")
     w.add_argument("--no-report", action="store_true", help="skip the analysis report at the end")
+    w.add_argument("--rerun", action="store_true", help="train runs again even when a finished run of the same identity (config, data, code) exists")
     w.set_defaults(fn=cmd_sweep)
 
     c = sub.add_parser("confirm", help="train a finished sweep's top configurations and the baselines again on fresh seeds")
@@ -151,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--top-k", type=int, default=None, help="configurations to confirm (default: the spec's, else 3)")
     c.add_argument("--seeds", type=int, nargs="+", default=None, help="fresh seeds (default: the spec's, else 1000-1004)")
     c.add_argument("--quiet", action="store_true", help="no trial table while running")
+    c.add_argument("--rerun", action="store_true", help="train runs again even when a finished run of the same identity (config, data, code) exists")
     c.set_defaults(fn=cmd_confirm)
 
     pl = sub.add_parser("plan", help="what a sweep will ask of a cluster: trials at once, nodes, GPU-hours, cost")

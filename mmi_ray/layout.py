@@ -8,7 +8,10 @@ here. Plain Python (no Ray, no torch), so ``analysis/`` can read results anywher
         config.yaml                        the resolved training config
         metrics.jsonl                      one JSON line per evaluation (or the divergence record)
         summary.json                       written when the run finished
+        reused.json                        when adopted from an earlier run of the same identity
+        test_eval.json                     its one test evaluation (confirmation runs)
         checkpoint_0000100/                state.pt (tensors) + meta.json (step, metrics, config)
+    <storage>/run_index/<identity>.json    the furthest run of each identity (run reuse)
     <storage>/<sweep name>/                one sweep (``mmi-ray sweep``)
         sweep_spec.yaml                    the spec and base config the sweep started with
         sweep_summary.json  trials.csv     written when the sweep ended
@@ -36,9 +39,17 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 RUN_SUMMARY_FILE = "summary.json"
 WORKER_ERROR_FILE = "worker_error.txt"  # every failed rank's traceback, written by the driver
+REUSED_FILE = "reused.json"
+"""In a run folder adopted from an earlier run of the same identity (mmi_ray/reuse.py): where from."""
+TEST_EVAL_FILE = "test_eval.json"
+"""In a run folder: its one test evaluation (step and figures), kept so that no later reader reads test again."""
 CHECKPOINT_PREFIX = "checkpoint_"
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
+
+# --- a storage root
+RUN_INDEX_DIR = "run_index"
+"""``<storage root>/run_index/<identity>.json``: the furthest run of each identity (mmi_ray/reuse.py)."""
 
 # --- a sweep folder
 SPEC_FILE = "sweep_spec.yaml"

@@ -147,10 +147,32 @@ def write_run_config(cfg: Config, run_dir: str, name: str) -> None:
             "run": cfg.run.model_copy(update={"name": name})}).to_yaml())
 
 
-def run_training(cfg: Config, source: str = "config", verbose: bool = True, ray_logs: bool = False) -> dict:
-    """Fit one run; returns its summary (also written to ``summary.json``)."""
+def _summary(run_dir: str, lines: list[dict]) -> dict:
+    best = max(lines, key=lambda m: m["val_accuracy"])
+    final = lines[-1]
+    return {"run_dir": run_dir, "final": final, "best_val_accuracy": best["val_accuracy"], "best_step": best["step"],
+            "checkpoint": final.get(CHECKPOINT_PATH)}
+
+
+def run_training(cfg: Config, source: str = "config", verbose: bool = True, ray_logs: bool = False,
+                 rerun: bool = False) -> dict:
+    """Fit one run; returns its summary (also written to ``summary.json``). A run whose identity
+    (config, data, code: mmi_ray/reuse.py) finished before under the same storage root is adopted,
+    not trained, unless ``rerun``."""
+    from . import reuse
+
     storage, name, resuming = prepare_run(cfg, source)
     run_dir = join(storage, name)
+    root = reuse.index_root(storage, not rerun)
+    note = None if resuming else reuse.adopt(cfg, run_dir, root, allow_partial=False)
+    if note is not None:
+        write_run_config(cfg, run_dir, name)
+        summary = {**_summary(run_dir, read_metrics(run_dir)), "reused_from": note["from"]}
+        write_text(join(run_dir, RUN_SUMMARY_FILE), json.dumps(summary, indent=2))
+        if verbose:
+            print(f"[mmi-ray] reused the finished run {note['from']} (same config, data and code): nothing trained; "
+                  "--rerun trains it again", flush=True)
+        return summary
     init_ray(num_cpus=_local_cpus(cfg), log_to_driver=verbose)
     capacity.check(cfg.scaling, cfg.scaling.num_workers, "scaling", source, f"{cfg.scaling.num_workers} worker(s)")
     write_run_config(cfg, run_dir, name)
@@ -171,15 +193,10 @@ def run_training(cfg: Config, source: str = "config", verbose: bool = True, ray_
     lines = read_metrics(run_dir)
     if lines and is_divergence(lines[-1]):
         raise NonFiniteLossError(f"{run_dir}: {lines[-1]['error']}")
-    best = max(lines, key=lambda m: m["val_accuracy"])
-    summary = {
-        "run_dir": run_dir,
-        "final": result.metrics,
-        "best_val_accuracy": best["val_accuracy"],
-        "best_step": best["step"],
-        "checkpoint": result.checkpoint.path if result.checkpoint else None,
-    }
+    summary = {**_summary(run_dir, lines), "final": result.metrics,
+               "checkpoint": result.checkpoint.path if result.checkpoint else None}
     write_text(join(run_dir, RUN_SUMMARY_FILE), json.dumps(summary, indent=2))
+    reuse.register(run_dir, root)
     return summary
 
 

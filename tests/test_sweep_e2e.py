@@ -257,7 +257,8 @@ def test_in_process_trials_equal_ray_train_trials(ray_session, tmp_path):
                           resources={"num_workers": 1, "cpus_per_worker": 1, "in_process": mode})
         sweep = load_sweep(spec)
         assert sweep.in_process() is mode
-        summary = run_sweep(sweep, verbose=0)
+        summary = run_sweep(sweep, verbose=0, rerun=True)  # the same identity: train it again, don't reuse
+        assert summary["reused_runs"] == 0
         assert summary["status_counts"] == {"completed": 1}
         sweep_dir = tmp_path / "results" / name
         trials = read_trials(sweep_dir / "trials.csv")
@@ -354,3 +355,57 @@ def test_confirmation_runs_resume_and_a_changed_test_split_steers_nothing(ray_se
     text = Path(build_report([str(sealed_dir)], str(tmp_path / "rep"), evaluate_test=False)["report"]).read_text()
     assert text.index("## Headline: confirmation runs") < text.index("## Trials")
     assert "| arm | method | n | val_mean | val_low | val_high | test_mean | test_low | test_high |" in text
+
+
+def test_finished_runs_are_never_trained_twice(ray_session, tmp_path, capsys):
+    """A spec run twice trains nothing the second time; a second spec that shares the DSS baseline
+    adopts it and trains only its new configuration; ``--rerun`` trains again."""
+    def spec(name, mi_values):
+        return write_spec(tmp_path, name, num_trials=2, scheduler={"type": "none"},
+                          search={"loss.mi_weight": {"type": "choice", "values": mi_values}},
+                          points_to_evaluate=[{"loss.mi_weight": v} for v in mi_values])
+
+    def runs(name):  # run folder -> (adopted from, inode of its final checkpoint's weights)
+        out = {}
+        for run in sorted((tmp_path / "results" / name / "runs").iterdir()):
+            final = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+            out[run.name] = (json.loads((run / "reused.json").read_text())["from"] if (run / "reused.json").exists()
+                             else None, (Path(final["checkpoint_path"]) / "state.pt").stat().st_ino, final)
+        return out
+
+    first = run_sweep(load_sweep(spec("first", [0.0, 0.1])), verbose=0)
+    assert first["reused_runs"] == 0 and first["runs"] == 2
+    a = runs("first")
+    assert all(src is None for src, _, _ in a.values())
+    capsys.readouterr()
+    again = run_sweep(load_sweep(spec("again", [0.0, 0.1])), verbose=1)
+    from mmi_ray.sweep.summary import print_summary
+
+    print_summary(again)
+    out = capsys.readouterr().out
+    assert "reused: 2 of 2 runs were adopted" in out
+    b = runs("again")
+    assert again["reused_runs"] == 2 and all(src is not None for src, _, _ in b.values())
+    # nothing trained: every final checkpoint is the first sweep's file, every record the same figure
+    assert sorted(ino for _, ino, _ in b.values()) == sorted(ino for _, ino, _ in a.values())
+    key = lambda f: (f["step"], f["val_accuracy"], f["loss"])  # noqa: E731
+    assert sorted(key(f) for _, _, f in b.values()) == sorted(key(f) for _, _, f in a.values())
+    assert again["best"]["params"] == first["best"]["params"]
+
+    shared = run_sweep(load_sweep(spec("shares-dss", [0.0, 0.3])), verbose=0)  # DSS shared, MI 0.3 is new
+    c = runs("shares-dss")
+    assert shared["reused_runs"] == 1
+    dss_first = next(ino for src, ino, f in a.values() if src is None)
+    adopted = [ino for src, ino, _ in c.values() if src is not None]
+    trained = [ino for src, ino, _ in c.values() if src is None]
+    assert len(adopted) == 1 and len(trained) == 1 and trained[0] not in {ino for _, ino, _ in a.values()}
+    assert adopted[0] in {ino for _, ino, _ in a.values()} and dss_first in {ino for _, ino, _ in a.values()}
+    dss_cfg = yaml.safe_load(next(p for p in (tmp_path / "results" / "shares-dss" / "runs").glob("*/reused.json"))
+                             .parent.joinpath("config.yaml").read_text())
+    assert dss_cfg["loss"]["mi_weight"] == 0.0  # what was shared is the DSS baseline
+    report = (tmp_path / "results" / "shares-dss" / "sweep_summary.json")
+    assert json.loads(report.read_text())["reused_runs"] == 1
+
+    forced = run_sweep(load_sweep(spec("forced", [0.0, 0.1])), verbose=0, rerun=True)
+    assert forced["reused_runs"] == 0
+    assert not {ino for _, ino, _ in runs("forced").values()} & {ino for _, ino, _ in a.values()}

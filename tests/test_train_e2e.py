@@ -50,6 +50,10 @@ def test_runs_of_the_same_config_never_collide_and_a_finished_name_is_kept(ray_s
     b = run_training(load_config(CFG, ov), verbose=False)
     assert a["run_dir"] != b["run_dir"]
     assert Path(a["run_dir"], "summary.json").exists() and Path(b["run_dir"], "summary.json").exists()
+    # the same config, data and code finished before: b adopted a and trained nothing (--rerun would
+    # train: tests/test_sweep_e2e.py::test_finished_runs_are_never_trained_twice)
+    assert b["reused_from"] == str(Path(a["run_dir"]).resolve()) and b["final"]["step"] == 10
+    assert Path(b["checkpoint"], "state.pt").stat().st_ino == Path(a["checkpoint"], "state.pt").stat().st_ino
     before = (tmp_path / "runs" / "fixed" / "metrics.jsonl").read_text()
     assert main(["train", str(CFG), *ov, "run.name=fixed"]) == 2  # finished: never overwritten
     assert (tmp_path / "runs" / "fixed" / "metrics.jsonl").read_text() == before

@@ -40,6 +40,7 @@ from ..layout import (
     read_metrics,
     read_spec,
 )
+from ..reuse import reused_from
 from ..storage import is_uri
 from .stats import run_method
 
@@ -130,6 +131,7 @@ def load_sweep_dir(path: str | Path, finished: bool | None = None) -> LoadResult
             skipped.append(f"{cfg_path}: damaged, run left out")
             continue
         params = {k: cfg.get(k) for k in searched}
+        reused = reused_from(run) is not None  # adopted from an earlier run (mmi_ray/reuse.py)
         history = read_metrics(run, skipped)
         if not history:
             skipped.append(f"{run}: no evaluations yet")
@@ -141,12 +143,14 @@ def load_sweep_dir(path: str | Path, finished: bool | None = None) -> LoadResult
             rows.append({"sweep": name, "trial_id": tid, "seed": seed, **params, "method": run_method(cfg),
                          "dataset": cfg.get("data.dataset"), "model": cfg.get("model.name"),
                          "use_gpu": bool(cfg.get("scaling.use_gpu")), "num_workers": cfg.get("scaling.num_workers"),
+                         "reused": reused,
                          **{k: v for k, v in m.items() if k != CHECKPOINT_PATH},
                          CHECKPOINT_PATH: m.get(CHECKPOINT_PATH)})
         last = max((int(m[STEP]) for m in history), default=0)
         t = trial_rows.setdefault(tid, {"sweep": name, "trial_id": tid, **params, "method": run_method(cfg),
-                                        "last_steps": [], "diverged": ""})
+                                        "last_steps": [], "diverged": "", "reused_runs": 0})
         t["last_steps"].append(last)
+        t["reused_runs"] += reused
         t["diverged"] = t["diverged"] or diverged
     for tid, tdir in trial_dirs.items():  # trials whose runs never started (errors before training)
         if tid not in trial_rows:
@@ -157,7 +161,8 @@ def load_sweep_dir(path: str | Path, finished: bool | None = None) -> LoadResult
                 except json.JSONDecodeError:
                     skipped.append(f"{tdir / PARAMS_FILE}: damaged")
             trial_rows[tid] = {"sweep": name, "trial_id": tid, **params,
-                               "method": run_method({**flatten(base), **params}), "last_steps": [0], "diverged": ""}
+                               "method": run_method({**flatten(base), **params}), "last_steps": [0], "diverged": "",
+                               "reused_runs": 0}
     ends, ends_known = {}, (root / TRIAL_ENDS_FILE).exists()
     if ends_known:
         try:

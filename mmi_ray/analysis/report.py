@@ -135,6 +135,10 @@ def _section_headline(x: _Inputs) -> list[str]:
 def _section_trials(x: _Inputs) -> list[str]:
     counts = x.res.trials["status"].value_counts().to_dict()
     md = ["## Trials", "", ", ".join(f"{v} {k}" for k, v in counts.items()), ""]
+    reused = int(x.res.trials["reused_runs"].sum()) if "reused_runs" in x.res.trials else 0
+    if reused:
+        md += [f"{reused} run(s) were adopted from earlier runs of the same config, data and code (mmi_ray/reuse.py), "
+               "not trained again: the configurations table counts them in `reused_runs`.", ""]
     errored = x.res.trials[x.res.trials["status"] == ERROR]
     if not errored.empty:
         md += ["Errored trials:", "", _md_table(errored[["sweep", "trial_id", "error"]])]
@@ -150,7 +154,11 @@ def _section_configurations(x: _Inputs) -> list[str]:
     if (x.agg["n_seeds"] < 2).any():
         md += ["Rows with fewer than 2 seeds have no interval: one value says nothing about the seed-to-seed "
                "spread.", ""]
-    return md + [_md_table(x.agg[cols])]
+    agg = x.agg
+    if "reused_runs" in x.res.trials and x.res.trials["reused_runs"].any():  # adopted, not trained: marked
+        agg = agg.merge(x.res.trials[["sweep", "trial_id", "reused_runs"]], on=["sweep", "trial_id"], how="left")
+        cols.append("reused_runs")
+    return md + [_md_table(agg[cols])]
 
 
 def _section_comparisons(x: _Inputs) -> list[str]:

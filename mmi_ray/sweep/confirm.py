@@ -31,6 +31,7 @@ from ..layout import (
     run_name,
     trial_dir_name,
 )
+from ..reuse import cached_test, reused_from
 from ..storage import exists, join, read_text, write_text
 from .spec import Confirm, LoadedSweep
 
@@ -91,29 +92,36 @@ def collect(sweep: LoadedSweep, confirm_dir: str, state: dict) -> list[dict]:
             continue  # diverged, failed or unfinished: not a confirmation figure
         record = known.get((arm, seed))
         if record is None or record.get("trial_id") != tid:
-            test = evaluate_checkpoint(final[CHECKPOINT_PATH], "test")
+            run_dir = join(confirm_dir, RUNS_DIR, run_name(tid, seed))  # read once per run identity
+            test = cached_test(run_dir, final[CHECKPOINT_PATH], int(final[STEP]),
+                               lambda ckpt: evaluate_checkpoint(ckpt, "test"))
             record = {"arm": arm, "method": state["arms"][arm]["method"], "seed": seed, "trial_id": tid,
                       STEP: int(final[STEP]), obj: float(final[obj]),
                       # every figure of the final validation and the one test evaluation: accuracy,
                       # questions counted (_n), calibration (_ece), rationale scores when configured
                       **{k: v for k, v in final.items() if k.startswith("val_") and k != obj},
                       **{k: v for k, v in test.items() if k.startswith("test_")}}
+            if reused_from(run_dir):
+                record["reused_from"] = reused_from(run_dir)
         out.append(record)
     return sorted(out, key=lambda r: (list(state["arms"]).index(r["arm"]), r["seed"]))
 
 
-def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbose: int = 1) -> dict:
+def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbose: int = 1,
+                     rerun: bool = False) -> dict:
     """Train (or resume) the confirmation runs of a finished search; returns and writes
     ``confirm/confirmation.json``: the arms, their runs (validation and test per seed), the seeds."""
     from ray import tune
 
     from ..ray_init import init_ray
+    from ..reuse import index_root, tune_callback
     from .live import SweepProgress, configure, hide_tune_restore_hint, tune_verbosity
-    from .tuner import check_fits, cluster_resources, trainable
+    from .tuner import check_fits, cluster_resources, sweep_dir_of, trainable
 
     spec = sweep.spec  # its validation already holds confirm.seeds apart from the search's seeds
     confirm_dir = join(sweep_dir, CONFIRM_DIR)
     state = _read_state(confirm_dir)
+    reuse_root = index_root(sweep_dir_of(spec)[0], not rerun)
     if state and state.get("seeds") != list(confirm.seeds):
         raise ConfigError(sweep.source, f"confirm.seeds: {CONFIRM_DIR}/ holds runs on seeds {state['seeds']}; "
                                         "confirm with the same seeds")
@@ -123,7 +131,7 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
     init_ray(log_to_driver=verbose > 1)
     payload = {"spec": spec.model_dump(mode="json"), "base_raw": sweep.base_raw, "source": sweep.source,
                "sweep_dir": confirm_dir, "arms": {k: a["params"] for k, a in state["arms"].items()},
-               "ray_logs": verbose > 1}
+               "ray_logs": verbose > 1, "reuse_root": reuse_root}
     driver = trainable(sweep, payload, n_seeds=1)
     check_fits(sweep, n_seeds=1)
     cluster = cluster_resources()
@@ -144,7 +152,9 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
                                         trial_dirname_creator=lambda t: trial_dir_name(t.trial_id)),
             run_config=tune.RunConfig(name=CONFIRM_DIR, storage_path=sweep_dir,
                                       failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
-                                      callbacks=[progress], verbose=tune_verbose),
+                                      callbacks=[progress, *filter(None, [tune_callback(
+                                          join(confirm_dir, RUNS_DIR), reuse_root)])],
+                                      verbose=tune_verbose),
         )
         if verbose:
             print(f"[mmi-ray] confirmation: {len(state['arms'])} arms ({', '.join(state['arms'])}) x "

@@ -98,13 +98,17 @@ def summarize(sweep: LoadedSweep, sweep_dir: str, wall_s: float, evaluate_test: 
         write_text(join(sweep_dir, TRIALS_FILE), df.to_csv(index=False))
     counts = df["status"].value_counts().to_dict() if not df.empty else {}
     finals = at_budget(res.runs)
-    train_time = float(finals["train_time_s"].fillna(0).sum()) if "train_time_s" in finals else 0.0
+    reused = int(res.trials["reused_runs"].sum()) if "reused_runs" in res.trials else 0
+    trained = finals[~finals["reused"].astype(bool)] if "reused" in finals else finals  # adopted runs cost nothing here
+    train_time = float(trained["train_time_s"].fillna(0).sum()) if "train_time_s" in trained else 0.0
     return {
         "sweep": spec.name,
         "sweep_dir": sweep_dir,
         "objective": {"metric": obj, "mode": mode},
         "trials": int(len(df)),
         "status_counts": counts,
+        "runs": int(res.runs[["trial_id", "seed"]].drop_duplicates().shape[0]) if not res.runs.empty else 0,
+        "reused_runs": reused,
         "wall_time_s": wall_s,
         "trial_train_time_s": train_time,
         "overhead_ratio": wall_s / train_time if train_time else None,
@@ -120,6 +124,9 @@ def print_summary(summary: dict) -> None:
     print(summary["table"])
     counts = ", ".join(f"{v} {k}" for k, v in summary["status_counts"].items())
     print(f"\ntrials: {summary['trials']} ({counts})")
+    if summary.get("reused_runs"):
+        print(f"reused: {summary['reused_runs']} of {summary['runs']} runs were adopted from earlier runs of the same "
+              "config, data and code, not trained (--rerun trains them again)")
     if summary["overhead_ratio"]:
         print(f"wall time {summary['wall_time_s']:.0f} s; in-loop training time of all runs "
               f"{summary['trial_train_time_s']:.0f} s; overhead ratio {summary['overhead_ratio']:.2f}")

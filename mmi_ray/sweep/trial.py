@@ -30,6 +30,7 @@ from ..layout import (
     run_name,
     seed_key,
 )
+from ..reuse import adopt
 from ..storage import exists, join, write_text
 from .spec import LoadedSweep, SweepSpec
 
@@ -114,15 +115,17 @@ def trial_driver(params: dict, payload: dict) -> None:
     trial_id = tune.get_context().get_trial_id()
     driver_node = ray.get_runtime_context().get_node_id()
     runs_root = join(payload["sweep_dir"], RUNS_DIR)
+    reuse_root = payload.get("reuse_root")
     if sweep.in_process(len(seeds)):
-        return _train_in_trial(sweep, searched, seeds[0], trial_id, runs_root, driver_node)
+        return _train_in_trial(sweep, searched, seeds[0], trial_id, runs_root, driver_node, reuse_root)
     return _train_with_ray_train(sweep, searched, seeds, trial_id, runs_root, driver_node,
-                                 bool(payload.get("ray_logs")))
+                                 bool(payload.get("ray_logs")), reuse_root)
 
 
 def _train_with_ray_train(sweep: LoadedSweep, searched: dict, seeds: list[int], trial_id: str, runs_root: str,
-                          driver_node: str, ray_logs: bool = False) -> None:
-    """One Ray Train run per seed, side by side; reports the mean over seeds at each evaluation."""
+                          driver_node: str, ray_logs: bool = False, reuse_root: str | None = None) -> None:
+    """One Ray Train run per seed, side by side; reports the mean over seeds at each evaluation. A
+    seed whose identity finished before (``reuse_root``'s index) is adopted, not trained."""
     from ray import tune
     from ray.util.queue import Empty, Queue
 
@@ -137,6 +140,7 @@ def _train_with_ray_train(sweep: LoadedSweep, searched: dict, seeds: list[int], 
         cfg = sweep.trial_config(searched, seed, runs_root)
         name = run_name(trial_id, seed)
         run_dir = join(runs_root, name)
+        adopt(cfg, run_dir, reuse_root, allow_partial=False)
         done = read_metrics(run_dir)
         diverged = [m for m in done if is_divergence(m)]
         if diverged:  # deterministic: running it again would diverge again
@@ -202,10 +206,12 @@ def _train_with_ray_train(sweep: LoadedSweep, searched: dict, seeds: list[int], 
         raise RuntimeError(f"seed {seed}: {type(root).__name__}: {root}") from err
 
 
-def _train_in_trial(sweep: LoadedSweep, searched: dict, seed: int, trial_id: str, runs_root: str, node: str) -> None:
+def _train_in_trial(sweep: LoadedSweep, searched: dict, seed: int, trial_id: str, runs_root: str, node: str,
+                    reuse_root: str | None = None) -> None:
     """One seed, one CPU worker: run the training loop in this Tune trial process (no Train
     controller or worker group), writing the same run folder as a Ray Train run; a retried or
-    restored trial resumes from its newest checkpoint."""
+    restored trial resumes from its newest checkpoint, and so does a run adopted from an earlier
+    run of the same identity that was stopped early (a finished one trains nothing)."""
     from ray import tune
 
     from ..recipe import run_loop
@@ -214,6 +220,7 @@ def _train_in_trial(sweep: LoadedSweep, searched: dict, seed: int, trial_id: str
     spec = sweep.spec
     cfg = sweep.trial_config(searched, seed, runs_root)
     run_dir = Path(runs_root) / run_name(trial_id, seed)
+    adopt(cfg, run_dir, reuse_root, allow_partial=True)
     _ensure_config(str(run_dir), cfg)
     obj = spec.objective.metric
 

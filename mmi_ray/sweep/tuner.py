@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import ConfigError, StorageError
 from ..layout import (
     OPTUNA_DB,
+    RUNS_DIR,
     SPEC_FILE,
     STEP,
     SWEEP_SUMMARY_FILE,
@@ -165,8 +166,10 @@ def _ends_missing(sweep_dir: str, num_trials: int) -> int:
     return max(0, num_trials - len(read_ends(sweep_dir)))
 
 
-def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1) -> dict:
-    """Run (or resume) the sweep and return its summary (also written to ``sweep_summary.json``)."""
+def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, rerun: bool = False) -> dict:
+    """Run (or resume) the sweep and return its summary (also written to ``sweep_summary.json``).
+    Runs whose identity finished before under the storage root are adopted, not trained
+    (mmi_ray/reuse.py), unless ``rerun``."""
     spec = sweep.spec
     storage, sweep_dir = sweep_dir_of(spec)
     _start_or_resume(sweep, storage, sweep_dir, resume)
@@ -175,6 +178,7 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1) -> dic
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from ..reuse import index_root, tune_callback
     from .live import (
         SweepProgress,
         configure,
@@ -183,8 +187,9 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1) -> dic
         tune_verbosity,
     )
 
+    reuse_root = index_root(storage, not rerun)
     payload = {"spec": spec.model_dump(mode="json"), "base_raw": sweep.base_raw, "source": sweep.source,
-               "sweep_dir": sweep_dir, "ray_logs": verbose > 1}
+               "sweep_dir": sweep_dir, "ray_logs": verbose > 1, "reuse_root": reuse_root}
     driver = trainable(sweep, payload)
     check_fits(sweep)
     hide_tune_restore_hint()
@@ -220,7 +225,8 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1) -> dic
                 name=spec.name,
                 storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
-                callbacks=[*_callbacks(spec), progress],
+                callbacks=[*_callbacks(spec), progress,
+                           *filter(None, [tune_callback(join(sweep_dir, RUNS_DIR), reuse_root)])],
                 verbose=tune_verbose,
             ),
         )
@@ -247,5 +253,5 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1) -> dic
     if spec.confirm is not None:
         from .confirm import run_confirmation
 
-        summary["confirmation"] = run_confirmation(sweep, sweep_dir, spec.confirm, verbose)
+        summary["confirmation"] = run_confirmation(sweep, sweep_dir, spec.confirm, verbose, rerun=rerun)
     return summary
