@@ -1,4 +1,4 @@
-"""mmi-ray: chain-of-thought distillation with the MI method on Ray: train, sweep, confirm, analyze, plan, data.
+"""mmi-ray: chain-of-thought distillation with the MI method on Ray: train, sweep, confirm, analyze, table, plan, data.
 
 Errors in user input print as one line each (file and key named) with exit code 2, no traceback.
 Importing this module changes nothing in the environment; Ray's is set where Ray is started
@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("rest", nargs=argparse.REMAINDER)
     a.set_defaults(fn=lambda args: __import__("mmi_ray.analysis.report", fromlist=["main"]).main(args.rest))
 
+    tb = sub.add_parser("table", help="the paper table: datasets x methods from confirmation runs (Markdown, LaTeX)",
+                        add_help=False)
+    tb.add_argument("rest", nargs=argparse.REMAINDER)
+
     d = sub.add_parser("data", help="load a DSS dataset and report rows, parse failures, teacher accuracy")
     d.add_argument("name", choices=DSS_NAMES)
     d.add_argument("--data-dir", required=True, help="the DSS datasets/ folder")
@@ -181,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         from .analysis.report import main as analyze
 
         run = lambda: analyze(argv[1:])  # noqa: E731
+    elif argv[:1] == ["table"]:
+        from .analysis.table import main as table
+
+        run = lambda: table(argv[1:])  # noqa: E731
     else:
         args = build_parser().parse_args(argv)
         run = lambda: args.fn(args)  # noqa: E731

@@ -251,3 +251,26 @@ def test_arm_comparisons_are_one_family_with_each_pair_once():
     assert list(cmp["p_holm"]) == pytest.approx(list(holm(cmp["p_value"])))
     table = arm_table(runs)
     assert list(table["test_n"]) == [60, 60, 60] and list(table["n"]) == [3, 3, 3]
+
+
+def test_pareto_front_on_a_hand_made_case():
+    from mmi_ray.analysis.stats import pareto_front
+
+    # (accuracy max, ece min) per configuration, two seeds each; c is dominated by a, e is unfinished
+    figures = {"a": (0.9, 0.05), "b": (0.95, 0.20), "c": (0.85, 0.10), "d": (0.60, 0.01), "e": (0.99, 0.0)}
+    rows = []
+    for tid, (acc, ece) in figures.items():
+        for seed, jitter in ((0, -0.01), (1, 0.01)):
+            for step in (10, 20):
+                rows.append({"sweep": "s", "trial_id": tid, "seed": seed, "step": step, "method": "DSS",
+                             "loss.mi_weight": 0.0, "val_accuracy": acc + jitter, "val_ece": ece,
+                             "status": "stopped early" if tid == "e" else "completed"})
+    front = pareto_front(pd.DataFrame(rows), [("val_accuracy", "max"), ("val_ece", "min")], ["loss.mi_weight"])
+    assert set(front["trial_id"]) == {"a", "b", "c", "d"}  # completed only
+    assert dict(zip(front["trial_id"], front["pareto"])) == {"b": True, "a": True, "d": True, "c": False}
+    assert list(front["trial_id"]) == ["b", "a", "d", "c"]  # the front first, by the first objective
+    assert front.set_index("trial_id").loc["a", "val_accuracy"] == pytest.approx(0.9)
+    assert (front["n_seeds"] == 2).all()
+    # the modes count: minimising both, d (lowest on both) dominates every other configuration
+    flipped = pareto_front(pd.DataFrame(rows), [("val_accuracy", "min"), ("val_ece", "min")], [])
+    assert set(flipped.loc[flipped["pareto"], "trial_id"]) == {"d"}

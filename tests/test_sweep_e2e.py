@@ -406,6 +406,26 @@ def test_finished_runs_are_never_trained_twice(ray_session, tmp_path, capsys):
     report = (tmp_path / "results" / "shares-dss" / "sweep_summary.json")
     assert json.loads(report.read_text())["reused_runs"] == 1
 
-    forced = run_sweep(load_sweep(spec("forced", [0.0, 0.1])), verbose=0, rerun=True)
+    # --rerun trains anew; this one also searches two objectives (Optuna's multi-objective TPE)
+    two = [{"metric": "val_accuracy", "mode": "max"}, {"metric": "val_ece", "mode": "min"}]
+    forced = run_sweep(load_sweep(write_spec(tmp_path, "forced", num_trials=2, objective=two, scheduler={"type": "none"},
+                                             search={"loss.mi_weight": {"type": "choice", "values": [0.0, 0.1]}},
+                                             points_to_evaluate=[{"loss.mi_weight": 0.0}, {"loss.mi_weight": 0.1}])),
+                       verbose=0, rerun=True)
     assert forced["reused_runs"] == 0
     assert not {ino for _, ino, _ in runs("forced").values()} & {ino for _, ino, _ in a.values()}
+    study = optuna.load_study(study_name="forced", storage=f"sqlite:///{tmp_path / 'results' / 'forced' / 'optuna.db'}")
+    assert len(study.directions) == 2
+    told = [t.values for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pareto = forced["pareto"]
+    assert len(pareto) == 2 and any(r["pareto"] for r in pareto)
+    assert len(told) == 2
+    for r in pareto:  # the searcher was told both figures, the summary's front holds the same ones
+        assert any(v == pytest.approx([r["val_accuracy"], r["val_ece"]]) for v in told)
+    print_summary(forced)
+    assert "Pareto front on val_accuracy (max), val_ece (min)" in capsys.readouterr().out
+    from mmi_ray.analysis.report import build_report
+
+    rep = build_report([str(tmp_path / "results" / "forced")], str(tmp_path / "rep"), evaluate_test=False)
+    assert "pareto_front.png" in rep["plots"]
+    assert "## Pareto front: `val_accuracy` (max), `val_ece` (min)" in Path(rep["report"]).read_text()

@@ -89,6 +89,13 @@ def test_good_spec_builds_trial_configs(tmp_path):
     ({"name": "has space"}, "name: String should match pattern"),
     ({"base": "no_such.yaml"}, "base: file not found"),
     ({"overrides": {"loss.mi_weight": -1}}, "loss.mi_weight: Input should be greater than or equal to 0"),
+    ({"objective": []}, "objective: an empty list"),
+    ({"objective": [{"metric": "val_accuracy"}, {"metric": "val_accuracy", "mode": "min"}]},
+     "objective: each metric once"),
+    ({"objective": [{"metric": "val_accuracy"}, {"metric": "test_ece", "mode": "min"}]},
+     "objective.1: the objective must be a validation metric, not a test metric (got 'test_ece')"),
+    ({"objective": [{"metric": "val_accuracy"}, {"metric": "val_rationale_bleu"}]},
+     "objective.1.metric: 'val_rationale_bleu' needs rationales generated at evaluation; set train.eval_rationales"),
 ])
 def test_bad_specs_name_the_key(tmp_path, changes, expected):
     with pytest.raises(ConfigError) as e:
@@ -115,3 +122,23 @@ def test_command_line_overrides_reach_the_base_config(tmp_path):
     sweep = load_sweep(p, ["overrides.train.max_steps=70", "num_trials=2", "overrides.data.builtin.num_train=99"])
     assert sweep.base.train.max_steps == 70 and sweep.base.data.builtin.num_train == 99
     assert sweep.spec.num_trials == 2
+
+
+def test_several_objectives_make_a_multi_objective_spec(tmp_path):
+    one = _load(tmp_path, good_spec())
+    assert [o.metric for o in one.spec.objectives] == ["val_accuracy"] and not one.spec.more_objectives
+    two = _load(tmp_path, good_spec(objective=[{"metric": "val_accuracy", "mode": "max"},
+                                               {"metric": "val_ece", "mode": "min"}]))
+    assert [(o.metric, o.mode) for o in two.spec.objectives] == [("val_accuracy", "max"), ("val_ece", "min")]
+    assert two.spec.objective.metric == "val_accuracy"  # the primary one: ASHA, ranking, confirmation
+    # what trials receive (the dumped spec) validates back to the same objectives
+    from mmi_ray.sweep.spec import SweepSpec
+
+    again = SweepSpec.model_validate(two.spec.model_dump(mode="json"))
+    assert again.objectives == two.spec.objectives
+    # the searcher Tune gets is Optuna's multi-objective TPE, one direction per objective
+    from mmi_ray.sweep.tuner import _searcher
+
+    searcher, _ = _searcher(two, str(tmp_path / "sweep"))
+    assert searcher.metric == ["val_accuracy", "val_ece"]
+    assert searcher._ot_study.directions[1].name == "MINIMIZE" and len(searcher._ot_study.directions) == 2

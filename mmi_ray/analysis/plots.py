@@ -164,3 +164,21 @@ def importances(study):
     ax.set_title("hyperparameter importances")
     fig.tight_layout()
     return fig, imp
+
+
+def pareto(front: pd.DataFrame, x: tuple[str, str], y: tuple[str, str]):
+    """Every completed configuration on two objectives (``(metric, mode)``), the Pareto front joined
+    and labelled by method; arrows on the axes say which way is better."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.6))
+    rest, best = front[~front["pareto"]], front[front["pareto"]].sort_values(x[0])
+    ax.scatter(rest[x[0]], rest[y[0]], s=22, color="grey", alpha=0.6, label="dominated")
+    ax.plot(best[x[0]], best[y[0]], "-o", color="tab:red", ms=7, label="Pareto front", zorder=3)
+    for _, r in best.iterrows():
+        ax.annotate(r["method"], (r[x[0]], r[y[0]]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel(f"{x[0]} ({'higher' if x[1] == 'max' else 'lower'} is better)")
+    ax.set_ylabel(f"{y[0]} ({'higher' if y[1] == 'max' else 'lower'} is better)")
+    ax.set_title(f"Completed configurations ({len(front)}, mean over seeds, full budget)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -30,6 +30,7 @@ from .stats import (
     holm,
     paired_comparison,
     paper_table,
+    pareto_front,
     published_beside,
     t_interval,
 )
@@ -129,6 +130,29 @@ def _section_headline(x: _Inputs) -> list[str]:
                                test_n=base["n"])
             md += ["### Beside the published test accuracies (same model and dataset only)", "",
                    _md_table(published_beside(base)), ""]
+    return md
+
+
+PARETO_PLOT = "pareto_front.png"
+
+
+def _section_pareto(x: _Inputs, spec: dict, written: list[str]) -> list[str]:
+    """A multi-objective spec: the Pareto front of the completed configurations, a table and a plot."""
+    objectives = [(o["metric"], o["mode"]) for o in [spec["objective"], *spec.get("more_objectives", [])]]
+    if len(objectives) < 2:
+        return []
+    front = pareto_front(x.res.runs, objectives, x.searched)
+    names = ", ".join(f"`{m}` ({mode})" for m, mode in objectives)
+    md = [f"## Pareto front: {names}", ""]
+    if front.empty:
+        return md + ["No configuration completed the full budget with every objective reported.", ""]
+    _save(plots.pareto(front, objectives[0], objectives[1]), x.out, PARETO_PLOT, written)
+    cols = ["sweep", "trial_id", "method", *[c for c in x.searched if c in front], *[m for m, _ in objectives],
+            "n_seeds"]
+    md += [f"{int(front['pareto'].sum())} of {len(front)} completed configurations are on the front (mean over seeds "
+           "at the full budget; none is worse on every objective than another one). Chosen on validation: "
+           "the confirmation runs measure them again.", "", _md_table(front[front["pareto"]][cols]),
+           f"![Pareto front]({PARETO_PLOT})", ""]
     return md
 
 
@@ -308,7 +332,8 @@ def build_report(paths: list[str], out_dir: str | None = None, budget: str | int
     importances, written = _section_plots(x, spec["search"], notes)
     if METHODS_PLOT in written:  # the report opens with it
         md += [f"![accuracy by method]({METHODS_PLOT})", ""]
-    md += _section_headline(x) + _section_trials(x) + _section_configurations(x) + _section_comparisons(x)
+    md += _section_headline(x) + _section_pareto(x, spec, written) + _section_trials(x) + _section_configurations(x)
+    md += _section_comparisons(x)
     md += _section_results_table(table) + _section_best(x, evaluate_test, test_methods) + _section_compute(x)
     md += importances
     md += ["## Plots", ""] + [f"![{w}]({w})" for w in written] + [""]

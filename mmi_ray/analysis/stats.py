@@ -266,3 +266,36 @@ def arm_comparisons(runs: pd.DataFrame, column: str = "test_accuracy", confidenc
     if not out.empty:
         out["p_holm"] = holm(out["p_value"])
     return out
+
+
+# --- several objectives (a multi-objective spec)
+
+
+def pareto_front(runs: pd.DataFrame, objectives: list[tuple[str, str]], searched: list[str]) -> pd.DataFrame:
+    """The configurations that completed the full budget, one row each: method, searched values,
+    each objective's mean over seeds at the final evaluation, ``n_seeds``, and ``pareto``: no other
+    configuration is at least as good on every objective and better on one (``objectives``: (metric,
+    mode) pairs). Front first, then by the first objective."""
+    from ..layout import COMPLETED
+
+    metrics = [m for m, _ in objectives]
+    if runs.empty or "status" not in runs or any(m not in runs for m in metrics):
+        return pd.DataFrame()
+    final = at_budget(runs[runs["status"] == COMPLETED])
+    if final.empty:
+        return pd.DataFrame()
+    keys = ["sweep", "trial_id"]
+    first = final.groupby(keys, sort=False)[["method", *[k for k in searched if k in final]]].first()
+    means = final.groupby(keys, sort=False)[metrics].mean()
+    out = first.join(means).join(final.groupby(keys, sort=False).size().rename("n_seeds")).reset_index()
+    # as losses (lower is better) for the dominance test; a configuration missing a figure is not on the front
+    loss = np.column_stack([out[m].to_numpy(float) * (-1 if mode == "max" else 1) for m, mode in objectives])
+    ok = ~np.isnan(loss).any(axis=1)
+    front = []
+    for i in range(len(out)):
+        others = loss[ok & (np.arange(len(out)) != i)]
+        dominated = bool(((others <= loss[i]).all(axis=1) & (others < loss[i]).any(axis=1)).any())
+        front.append(bool(ok[i]) and not dominated)
+    out["pareto"] = front
+    first_metric, first_mode = objectives[0]
+    return out.sort_values(["pareto", first_metric], ascending=[False, first_mode == "min"]).reset_index(drop=True)

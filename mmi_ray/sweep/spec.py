@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -165,6 +166,11 @@ class SweepSpec(_Section):
     points_to_evaluate: list[dict[str, Any]] = []
     """Configurations the searcher tries first (e.g. the paper defaults, the DSS baseline)."""
     objective: Objective = Objective()
+    """The objective, or (given as a list) the first of several: then the search is Optuna's
+    multi-objective TPE over all of them, and this first one is the primary objective (ASHA's
+    stopping rule, the ranking of configurations, the choice of confirmation arms)."""
+    more_objectives: list[Objective] = []
+    """The further objectives of a multi-objective spec (``objective: [a, b, ...]`` sets them)."""
     num_trials: int = Field(..., ge=1)
     """Configurations to try (each trained once per seed)."""
     seeds: list[int] = Field([0], min_length=1)
@@ -184,8 +190,29 @@ class SweepSpec(_Section):
     confirm: Confirm | None = None
     """Confirmation runs after the search (none when absent; ``mmi-ray confirm`` runs them later)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _objective_list(cls, data):
+        """``objective: [{metric, mode}, ...]``: the first is ``objective``, the rest ``more_objectives``."""
+        if isinstance(data, dict) and isinstance(data.get("objective"), list):
+            objs = data["objective"]
+            if not objs:
+                raise ValueError("objective: an empty list; give one objective or several")
+            if data.get("more_objectives"):
+                raise ValueError("objective: a list, and more_objectives too; give the objectives in one place")
+            data = {**data, "objective": objs[0], "more_objectives": objs[1:]}
+        return data
+
+    @property
+    def objectives(self) -> list[Objective]:
+        """Every objective, the primary one first (one for a single-objective spec)."""
+        return [self.objective, *self.more_objectives]
+
     @model_validator(mode="after")
     def _points_in_space(self):
+        metrics = [o.metric for o in self.objectives]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"objective: each metric once (got {metrics})")
         if not self.search:
             raise ValueError("search: the space is empty; name at least one key to search")
         for i, p in enumerate(self.points_to_evaluate):
@@ -274,7 +301,11 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> LoadedSw
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(source, format_validation_error(e)) from None
+        problems = format_validation_error(e)
+        if isinstance(raw.get("objective"), list):  # name the key as the spec wrote it: objective.<i>
+            problems = [re.sub(r"^more_objectives\.(\d+)", lambda m: f"objective.{int(m.group(1)) + 1}", x)
+                        for x in problems]
+        raise ConfigError(source, problems) from None
     if isinstance(spec.base, str):
         base_path = Path(spec.base)
         if not base_path.is_absolute():
@@ -304,6 +335,10 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> LoadedSw
             sweep.trial_config(point, spec.seeds[0], "/tmp")
         except ConfigError as e:
             raise ConfigError(source, [f"points_to_evaluate[{i}]: {x.split(': ', 1)[-1]}" for x in e.problems]) from None
+    for i, o in enumerate(spec.objectives):  # a metric the evaluation will report
+        if "_rationale_" in o.metric and base.train.eval_rationales == 0:
+            raise ConfigError(source, f"objective{f'.{i}' if spec.more_objectives else ''}.metric: '{o.metric}' needs rationales generated at evaluation; "
+                                      "set train.eval_rationales (in overrides) to the number to score")
     if spec.scheduler.type == "asha" and spec.scheduler.grace_period > base.train.max_steps:
         raise ConfigError(source, f"scheduler.grace_period: {spec.scheduler.grace_period} exceeds train.max_steps "
                                   f"({base.train.max_steps})")

@@ -19,6 +19,7 @@ from ..analysis.stats import (
     at_budget,
     best_of_method,
     newcombe_difference,
+    pareto_front,
     t_interval,
     wilson_interval,
 )
@@ -114,6 +115,9 @@ def summarize(sweep: LoadedSweep, sweep_dir: str, wall_s: float, evaluate_test: 
         "overhead_ratio": wall_s / train_time if train_time else None,
         "best": best_entry(agg, res.runs, obj, mode, searched, evaluate_test),
         "methods": method_summary(agg, res.runs, obj, mode, searched),
+        "objectives": [{"metric": o.metric, "mode": o.mode} for o in spec.objectives],
+        "pareto": (pareto_front(res.runs, [(o.metric, o.mode) for o in spec.objectives], searched)
+                   .to_dict("records") if spec.more_objectives else []),
         "table": format_table(df, sweep) if not df.empty else "",
     }
 
@@ -131,6 +135,7 @@ def print_summary(summary: dict) -> None:
         print(f"wall time {summary['wall_time_s']:.0f} s; in-loop training time of all runs "
               f"{summary['trial_train_time_s']:.0f} s; overhead ratio {summary['overhead_ratio']:.2f}")
     _print_methods(summary)
+    _print_pareto(summary)
     b = summary["best"]
     if b is None:
         print("no trial completed: no best configuration (early-stopped trials are not ranked against finished ones)")
@@ -177,3 +182,16 @@ def _print_methods(summary: dict) -> None:
         if any(e["n_seeds"] == 1 for e in methods):
             note += ": seed-to-seed variation is not in these intervals (confirmation runs measure it)"
         print(f"  (95% intervals: {note})")
+
+
+def _print_pareto(summary: dict) -> None:
+    rows = summary.get("pareto") or []
+    if not rows:
+        return
+    objs = summary["objectives"]
+    front = [r for r in rows if r["pareto"]]
+    names = ", ".join(f"{o['metric']} ({o['mode']})" for o in objs)
+    print(f"\nPareto front on {names}: {len(front)} of {len(rows)} completed configurations "
+          "(mean over seeds, full budget; none is worse on every objective than another):")
+    table = pd.DataFrame(front)[["trial_id", "method", *[o["metric"] for o in objs], "n_seeds"]]
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

@@ -69,8 +69,9 @@ def _searcher(sweep: LoadedSweep, sweep_dir: str):
     return _searcher_class()(
         budget_steps=sweep.max_steps,
         space={k: p.optuna_distribution() for k, p in spec.search.items()},
-        metric=spec.objective.metric,
-        mode=spec.objective.mode,
+        # one objective: its metric and mode; several: lists, and Optuna's TPE is multi-objective
+        metric=[o.metric for o in spec.objectives] if spec.more_objectives else spec.objective.metric,
+        mode=[o.mode for o in spec.objectives] if spec.more_objectives else spec.objective.mode,
         points_to_evaluate=[dict(p) for p in spec.points_to_evaluate] or None,
         sampler=optuna.samplers.TPESampler(seed=spec.searcher_seed),
         study_name=spec.name,
@@ -233,6 +234,11 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, rerun:
         if verbose:
             print(f"[mmi-ray] sweep '{spec.name}': {spec.num_trials} trials x {len(spec.seeds)} seed(s), "
                   f"{concurrency} at once; Optuna study in {study_url}", flush=True)
+            if spec.more_objectives:
+                names = ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives)
+                print(f"[mmi-ray] objectives: {names}: multi-objective TPE; the report gives the Pareto front"
+                      + (f"; ASHA stops trials on {spec.objective.metric} alone" if spec.scheduler.type == "asha"
+                         else ""), flush=True)
     if verbose:
         print(tensorboard_hint(sweep_dir), flush=True)
     try:
