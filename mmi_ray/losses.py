@@ -25,6 +25,7 @@ class PassOutput:
     logits: Tensor  # [B, T, V] decoder logits
     mask: Tensor  # [B, T] bool, True at real (non-padded) target positions
     hidden: Tensor | None = None  # [B, T, D] last decoder hidden state (learned critics only)
+    pooled: Tensor | None = None  # [B, V] max over positions of the softmax (``maxpool``, from ce_and_maxpool)
 
 
 @dataclass
@@ -52,6 +53,85 @@ def maxpool_ce(label_logits: Tensor, rationale_logits: Tensor) -> Tensor:
     return nn.CrossEntropyLoss()(e1, p1)
 
 
+CHUNK_ELEMENTS = 1 << 25
+"""Largest ``[b, T, V]`` slice the fused CE + max-pool works on at once (128 MB in float32)."""
+
+
+class _CEMaxPool(torch.autograd.Function):
+    """Token cross-entropy and the max-pooled softmax ``max_t softmax(x)[b, t, :]`` from one pass.
+
+    Forward: per batch slice, ``log p = x - logsumexp(x)`` (what the cross-entropy computes anyway),
+    the cross-entropy from it, and the max over positions of ``log p`` (its argmax kept): the pooled
+    probabilities are ``exp`` of that ``[B, V]`` maximum, so no ``[B, T, V]`` softmax is kept, or
+    made twice. Saved for backward: the logits (alive for the cross-entropy anyway), the ``[B, T]``
+    log-normalisers and the ``[B, V]`` argmax.
+
+    Backward: with ``s = softmax(x)`` recomputed once per slice, the gradient is
+    ``s * (c_ce - sum_w) - onehot_ce + w``, where the pooled term's ``w`` is non-zero only at each
+    ``(b, argmax_t, v)``: ``g_pool * pooled``, scattered, and ``sum_w`` its ``[B, T]`` sums. The same
+    work as the cross-entropy's own backward, plus two scatters of ``[B, V]`` and ``[B, T]``.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, labels: Tensor):
+        b_, t_, v_ = logits.shape
+        valid = labels.ne(IGNORE)
+        target = labels.clamp_min(0)
+        lse = logits.new_empty((b_, t_), dtype=torch.float32)
+        log_pooled = logits.new_empty((b_, v_), dtype=torch.float32)
+        arg = torch.empty((b_, v_), dtype=torch.long, device=logits.device)
+        nll = logits.new_zeros((), dtype=torch.float32)
+        step = max(1, CHUNK_ELEMENTS // max(1, t_ * v_))
+        for b0 in range(0, b_, step):
+            sl = slice(b0, b0 + step)
+            x = logits[sl].float()
+            logp = torch.log_softmax(x, dim=-1)  # [b, T, V]
+            at = target[sl].unsqueeze(-1)
+            picked = logp.gather(-1, at).squeeze(-1)  # log p of the target token
+            lse[sl] = x.gather(-1, at).squeeze(-1) - picked  # logsumexp(x), read off at the target
+            nll -= (picked * valid[sl]).sum()
+            log_pooled[sl], arg[sl] = logp.max(dim=1)
+        n = valid.sum().clamp_min(1)
+        ctx.save_for_backward(logits, labels, lse, arg, log_pooled)
+        ctx.set_materialize_grads(False)
+        return nll / n, log_pooled.exp()
+
+    @staticmethod
+    def backward(ctx, g_ce: Tensor | None, g_pool: Tensor | None):
+        logits, labels, lse, arg, log_pooled = ctx.saved_tensors
+        if g_ce is None and g_pool is None:
+            return None, None
+        b_, t_, v_ = logits.shape
+        valid = labels.ne(IGNORE)
+        target = labels.clamp_min(0)
+        c_ce = (valid * (g_ce.float() / valid.sum().clamp_min(1)) if g_ce is not None
+                else torch.zeros((b_, t_), dtype=torch.float32, device=logits.device))  # g / n where counted
+        coef = c_ce
+        w = None
+        if g_pool is not None:
+            w = g_pool.float() * log_pooled.exp()  # [B, V]: the pooled term's gradient at each argmax
+            coef = coef.scatter_add(1, arg, -w)  # minus sum_w[b, t]
+        # written in place into one float32 buffer: each fresh [B, T, V] tensor costs a pass of page faults
+        grad = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
+        step = max(1, CHUNK_ELEMENTS // max(1, t_ * v_))
+        for b0 in range(0, b_, step):
+            sl = slice(b0, b0 + step)
+            g = grad[sl]
+            torch.sub(logits[sl], lse[sl].unsqueeze(-1), out=g)
+            g.exp_().mul_(coef[sl].unsqueeze(-1))  # s * (c_ce - sum_w)
+            if g_ce is not None:  # - onehot at the target, for the positions the cross-entropy counts
+                g.scatter_add_(-1, target[sl].unsqueeze(-1), -c_ce[sl].unsqueeze(-1))
+            if w is not None:  # + w at (b, argmax_t, v)
+                g.scatter_add_(1, arg[sl].unsqueeze(1), w[sl].unsqueeze(1))
+        return grad.to(logits.dtype), None
+
+
+def ce_and_maxpool(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """(``token_ce(logits, labels)``, ``softmax(logits).max(dim=1).values``) from one pass over the
+    ``[B, T, V]`` logits; values and gradients equal those of the two computed apart."""
+    return _CEMaxPool.apply(logits, labels)
+
+
 def _contrastive_estimate(scores: Tensor) -> Tensor:
     """InfoNCE bound ``log B - CE(scores, diagonal)`` for a [B, B] score matrix (rows: rationale i,
     columns: label j)."""
@@ -67,16 +147,26 @@ def masked_mean(hidden: Tensor, mask: Tensor) -> Tensor:
 
 class MaxPoolMI(nn.Module):
     """``maxpool``: the released estimator, exactly. Its estimate contrasts the same score
-    (``-CE(e1_i, p1_j)``) over the batch, i.e. an InfoNCE bound with that fixed critic."""
+    (``-CE(e1_i, p1_j)``) over the batch, i.e. an InfoNCE bound with that fixed critic. When the
+    passes bring their pooled probabilities (``PassOutput.pooled``, from ``ce_and_maxpool``), no
+    ``[B, T, V]`` softmax is computed here at all."""
 
     learned = False
     needs_hidden = False
+    pools = True
+    """The passes may compute ``pooled`` with their cross-entropy (mmi_ray/objective.py)."""
 
     def forward(self, label: PassOutput, rationale: PassOutput) -> MIResult:
-        loss = maxpool_ce(label.logits, rationale.logits)
+        if label.pooled is None or rationale.pooled is None:  # the released formula, as written
+            loss = maxpool_ce(label.logits, rationale.logits)
+            with torch.no_grad():
+                p1 = torch.softmax(label.logits.float(), -1).max(1).values  # [B, V]
+                e1 = torch.softmax(rationale.logits.float(), -1).max(1).values  # [B, V]
+        else:
+            p1, e1 = label.pooled.detach(), rationale.pooled
+            loss = nn.CrossEntropyLoss()(e1, p1)  # the pooled probabilities as logits, as released
+            e1 = e1.detach()
         with torch.no_grad():
-            p1 = torch.softmax(label.logits.float(), -1).max(1).values  # [B, V]
-            e1 = torch.softmax(rationale.logits.float(), -1).max(1).values  # [B, V]
             scores = torch.log_softmax(e1, -1) @ p1.T  # [B, B]: sum_v p1_j[v] log_softmax(e1_i)[v]
             est = _contrastive_estimate(scores)
         return MIResult(loss, est)

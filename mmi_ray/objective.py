@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import LossConfig
-from .losses import IGNORE, PassOutput, build_estimator, token_ce
+from .losses import IGNORE, PassOutput, build_estimator, ce_and_maxpool, token_ce
 from .model import d_model_of
 
 
@@ -44,7 +44,8 @@ class DistillModule(nn.Module):
             else None
         )
 
-    def _pass(self, input_ids: Tensor, mask: Tensor, labels: Tensor, hidden: bool) -> tuple[Tensor, PassOutput]:
+    def _pass(self, input_ids: Tensor, mask: Tensor, labels: Tensor, hidden: bool,
+              pool: bool = False) -> tuple[Tensor, PassOutput]:
         dec_in = self.student.prepare_decoder_input_ids_from_labels(labels=labels)
         out = self.student(
             input_ids=input_ids,
@@ -54,16 +55,21 @@ class DistillModule(nn.Module):
             use_cache=False,
         )
         h = out.decoder_hidden_states[-1] if hidden else None  # [B, T, D]
+        if pool:  # the max-pool MI term's pooled softmax, from the cross-entropy's own pass
+            ce, pooled = ce_and_maxpool(out.logits, labels)
+            return ce, PassOutput(out.logits, labels.ne(IGNORE), h, pooled)
         return token_ce(out.logits, labels), PassOutput(out.logits, labels.ne(IGNORE), h)
 
     def forward(self, batch: dict[str, Tensor]) -> LossTerms:
         c = self.cfg
         hidden = self.estimator is not None and self.estimator.needs_hidden
-        label_ce, label_out = self._pass(batch["predict_ids"], batch["predict_mask"], batch["label_ids"], hidden)
+        pool = getattr(self.estimator, "pools", False)
+        label_ce, label_out = self._pass(batch["predict_ids"], batch["predict_mask"], batch["label_ids"], hidden, pool)
         zero = label_ce.new_zeros(())
         rat_ce, rat_out = zero, None
         if self.use_rationale:
-            rat_ce, rat_out = self._pass(batch["explain_ids"], batch["explain_mask"], batch["rationale_ids"], hidden)
+            rat_ce, rat_out = self._pass(batch["explain_ids"], batch["explain_mask"], batch["rationale_ids"], hidden,
+                                         pool)
         mi, est = zero, zero.new_full((), float("nan"))
         if self.estimator is not None:
             r = self.estimator(label_out, rat_out)

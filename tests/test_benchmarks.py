@@ -12,11 +12,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 def test_mi_overhead_small_mode(tmp_path, capsys):
     import mi_overhead
 
-    rows = mi_overhead.main(["--steps", "1", "--batch", "4", "--out", str(tmp_path / "B.md")])
-    assert [name for name, _ in rows] == ["DSS", "maxpool", "maxpool_masked", "infonce", "nwj"]
-    assert all(t > 0 for _, t in rows)
+    res = mi_overhead.main(["--pairs", "2", "--steps", "1", "--batch", "4", "--variants", "maxpool",
+                            "maxpool (released, unfused)", "--out", str(tmp_path / "B.md")])
+    assert list(res["ratios"]) == ["DSS", "maxpool", "maxpool (released, unfused)"]
+    assert res["ratios"]["DSS"] == [1.0, 1.0] and all(len(v) == 2 and min(v) > 0 for v in res["ratios"].values())
+    assert all(min(v) > 0 for v in res["tokens_per_s"].values()) and min(res["peak_rss_mb"].values()) > 100
     text = (tmp_path / "B.md").read_text()
-    assert "| maxpool |" in text and "python benchmarks/mi_overhead.py --steps 1" in text
+    assert "| maxpool |" in text and "python benchmarks/mi_overhead.py --pairs 2" in text
+    assert "maxpool's extra memory:" in text
 
 
 def test_equation_metric_small_mode(tmp_path):

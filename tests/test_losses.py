@@ -149,3 +149,57 @@ def test_masked_variant_ignores_padding():
     assert a.item() == pytest.approx(b.item(), rel=1e-6)
     # and it is a true cross-entropy of normalised distributions: >= 0
     assert a.item() >= 0 and F.softmax(P, -1).sum().item() > 0
+
+
+@pytest.mark.parametrize("chunk", [1 << 25, 40])  # one slice, and a slice per batch row
+def test_fused_cross_entropy_and_max_pool_equal_the_two_computed_apart(chunk, monkeypatch):
+    """ce_and_maxpool: the cross-entropy, the pooled softmax, and the gradients of any mix of the two
+    (the MI term's soft-target CE on the pooled values included) equal the released formula's."""
+    import mmi_ray.losses as losses
+
+    monkeypatch.setattr(losses, "CHUNK_ELEMENTS", chunk)
+    g = torch.Generator().manual_seed(3)
+    B, Tl, Tr, V = 5, 3, 9, 13
+    xl = (3 * torch.randn(B, Tl, V, generator=g)).requires_grad_()
+    xr = (3 * torch.randn(B, Tr, V, generator=g)).requires_grad_()
+    yl, yr = torch.randint(0, V, (B, Tl), generator=g), torch.randint(0, V, (B, Tr), generator=g)
+    yl[0, 2], yr[:, 6:] = -100, -100  # padding: not in the cross-entropy, still in the max-pool (released quirk)
+    ref = 0.5 * losses.token_ce(xl, yl) + 0.7 * losses.token_ce(xr, yr) + 0.3 * maxpool_ce(xl, xr)
+    ref_grads = torch.autograd.grad(ref, [xl, xr])
+    ce_l, pool_l = losses.ce_and_maxpool(xl, yl)
+    ce_r, pool_r = losses.ce_and_maxpool(xr, yr)
+    assert torch.allclose(pool_r, torch.softmax(xr, -1).max(1).values, atol=1e-6)
+    assert torch.allclose(ce_r, F.cross_entropy(xr.reshape(-1, V), yr.reshape(-1), ignore_index=-100), atol=1e-6)
+    fused = 0.5 * ce_l + 0.7 * ce_r + 0.3 * torch.nn.CrossEntropyLoss()(pool_r, pool_l.detach())
+    assert fused.item() == pytest.approx(ref.item(), abs=1e-6)
+    for a, b in zip(ref_grads, torch.autograd.grad(fused, [xl, xr])):
+        assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
+    # each output alone: the cross-entropy's gradient, and the pooled values' gradient
+    _, pool_only = losses.ce_and_maxpool(xr, yr)
+    w = torch.randn(B, V, generator=g)
+    (ga,) = torch.autograd.grad((pool_only * w).sum(), [xr])
+    (gb,) = torch.autograd.grad((torch.softmax(xr, -1).max(1).values * w).sum(), [xr])
+    assert torch.allclose(ga, gb, atol=1e-6)
+
+
+def test_maxpool_module_uses_the_fused_pass_and_gives_the_released_loss_and_gradients():
+    """DistillModule with maxpool pools inside the cross-entropy pass; the loss, MI estimate and every
+    parameter gradient equal the estimator computing the released formula from the logits."""
+    cfg = LossConfig(mi_weight=0.5, mi_estimator="maxpool")
+    module, batch = _tiny_module(cfg)
+    module.eval()
+    fused = module(batch)
+    fused.loss.backward()
+    fused_grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+    module.zero_grad()
+    est = module.estimator
+    module.estimator = type("Plain", (torch.nn.Module,), {"needs_hidden": False, "forward": lambda self, lab, rat: est(
+        PassOutput(lab.logits, lab.mask), PassOutput(rat.logits, rat.mask))})()  # no pooled: the released formula
+    plain = module(batch)
+    plain.loss.backward()
+    assert fused.loss.item() == pytest.approx(plain.loss.item(), rel=1e-6)
+    assert fused.mi.item() == pytest.approx(plain.mi.item(), rel=1e-6)
+    assert fused.mi_estimate.item() == pytest.approx(plain.mi_estimate.item(), abs=1e-5)
+    for n, p in module.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(p.grad, fused_grads[n], atol=1e-6, rtol=1e-4), n
