@@ -188,9 +188,11 @@ def adopt(cfg: Config, run_dir: str | Path, root: str | None, allow_partial: boo
     entry = lookup(cfg, root)
     if entry is None or Path(entry["run_dir"]).resolve() == dst.resolve():
         return None
-    if not entry["finished"] and not allow_partial:
-        return None
     src = Path(entry["run_dir"])
+    if not entry["finished"]:  # it resumes from the source's checkpoint, which must be this config's to the
+        # last field (checkpoint.restore compares fingerprints, e.g. CPUs per worker, which identity leaves out)
+        if not allow_partial or Config.from_yaml((src / CONFIG_FILE).read_text()).fingerprint() != cfg.fingerprint():
+            return None
     dst.mkdir(parents=True, exist_ok=True)
     for ckpt in sorted(src.glob(f"{CHECKPOINT_PREFIX}*")):
         if not ckpt.is_dir():

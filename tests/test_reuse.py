@@ -94,6 +94,10 @@ def test_the_index_keeps_the_furthest_run_and_partial_runs_only_where_resumable(
     part = fake_run(tmp_path / "runs", "a_seed0", cfg, [10])
     reuse.register(part, root)
     assert reuse.adopt(cfg, tmp_path / "x", root, allow_partial=False) is None  # a Ray Train run: finished only
+    # a run that resumes the source's checkpoint needs its exact config (checkpoint.restore checks it)
+    other_cpus = cfg_with("train.max_steps=30", "scaling.cpus_per_worker=0.5")
+    assert reuse.identity(other_cpus) == reuse.identity(cfg)
+    assert reuse.adopt(other_cpus, tmp_path / "z", root, allow_partial=True) is None
     assert reuse.adopt(cfg, tmp_path / "y", root, allow_partial=True)["step"] == 10
     full = fake_run(tmp_path / "runs", "b_seed0", cfg, [10, 20, 30])
     reuse.register(full, root)
