@@ -24,8 +24,8 @@ def test_train_cli_two_workers_writes_run_and_loss_goes_down(ray_session, tmp_pa
     rc = main(["train", str(CFG), *tiny_overrides(tmp_path, **{"scaling.num_workers": 2, "train.max_steps": 40,
                                                                 "optim.lr": 3e-3})])
     assert rc == 0
-    runs = list((tmp_path / "runs").iterdir())
-    assert len(runs) == 1
+    runs = [p for p in (tmp_path / "runs").iterdir() if p.name != "run_index"]  # the storage root's reuse index
+    assert len(runs) == 1 and len(list((tmp_path / "runs" / "run_index").glob("*.json"))) == 1
     run = runs[0]
     names = {p.name for p in run.iterdir()}
     assert {"config.yaml", "metrics.jsonl", "summary.json"} <= names

@@ -140,7 +140,8 @@ def _train_with_ray_train(sweep: LoadedSweep, searched: dict, seeds: list[int], 
         cfg = sweep.trial_config(searched, seed, runs_root)
         name = run_name(trial_id, seed)
         run_dir = join(runs_root, name)
-        adopt(cfg, run_dir, reuse_root, allow_partial=False)
+        if adopt(cfg, run_dir, reuse_root, allow_partial=False) is not None:
+            _ensure_config(run_dir, cfg)  # adopted finished: it trains nothing, but its folder is a whole run
         done = read_metrics(run_dir)
         diverged = [m for m in done if is_divergence(m)]
         if diverged:  # deterministic: running it again would diverge again
