@@ -184,7 +184,9 @@ def test_resume_after_driver_killed_or_interrupted_finishes_without_rerunning(ra
     done_before = tuple(d for d in sweep_dir.glob("trial_*") if _finished(d, 60))
 
     proc = _cli(["sweep", str(spec), "--resume"], ray_head["env"], start_new_session=True)
-    _wait_for_finished_trial(proc, sweep_dir, exclude=done_before, final=60)  # one the resumed driver finished
+    done = _wait_for_finished_trial(proc, sweep_dir, exclude=done_before, final=60)  # the resumed driver finished one
+    # Ctrl-C while a later trial is mid-run (reported step 20, not 60): not at a trial's very end
+    _wait_for_finished_trial(proc, sweep_dir, exclude=(*done_before, done), final=20)
     os.kill(proc.pid, signal.SIGINT)  # Ctrl-C
     out, _ = proc.communicate(timeout=300)
     assert "Tuner.restore" not in out and f"resume it with: mmi-ray sweep {spec} --resume" in out, out

@@ -219,8 +219,6 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, rerun:
                 num_samples=spec.num_trials,
                 max_concurrent_trials=concurrency,
                 time_budget_s=spec.failure.time_budget_s,
-                # a trial that trains in its own process reuses the previous trial's (imports, ~6 s here)
-                reuse_actors=sweep.in_process(),
                 trial_name_creator=lambda t: trial_dir_name(t.trial_id),
                 trial_dirname_creator=lambda t: trial_dir_name(t.trial_id),
             ),
