@@ -38,7 +38,7 @@ from .layout import (
     is_divergence,
     read_metrics,
 )
-from .storage import is_uri
+from .storage import is_uri, write_text
 
 NOT_RESULT_FIELDS = (("run",), ("scaling", "cpus_per_worker"), ("scaling", "worker_resources"),
                      ("scaling", "torch_threads"), ("train", "keep_checkpoints"))
@@ -137,10 +137,7 @@ def register(run_dir: str | Path, root: str | None) -> str | None:
             return ident
     except (OSError, ValueError, KeyError):
         pass
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = entry.with_name(f".{entry.name}.{os.getpid()}")
-    tmp.write_text(json.dumps({"run_dir": str(run), "step": step, "finished": step >= cfg.train.max_steps}))
-    os.replace(tmp, entry)
+    write_text(str(entry), json.dumps({"run_dir": str(run), "step": step, "finished": step >= cfg.train.max_steps}))
     return ident
 
 
@@ -211,9 +208,7 @@ def adopt(cfg: Config, run_dir: str | Path, root: str | None, allow_partial: boo
         lines.append(json.dumps(m))
     note = {"from": str(src), "identity": entry["identity"], "step": entry["step"], "finished": entry["finished"]}
     (dst / REUSED_FILE).write_text(json.dumps(note, indent=2))
-    tmp = dst / f".{METRICS_FILE}.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, dst / METRICS_FILE)  # last: a folder with records is an adopted one
+    write_text(str(dst / METRICS_FILE), "\n".join(lines) + "\n")  # last: a folder with records is an adopted one
     return note
 
 
@@ -239,9 +234,7 @@ def cached_test(run_dir: str | Path, checkpoint: str, step: int, evaluate) -> di
     except (OSError, ValueError, KeyError):
         pass
     figures = evaluate(checkpoint)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps({STEP: step, "metrics": figures}, indent=2, default=float))
-    os.replace(tmp, p)
+    write_text(str(p), json.dumps({STEP: step, "metrics": figures}, indent=2, default=float))
     return figures
 
 
