@@ -70,9 +70,13 @@ PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
 
-TRIAL_ENDS_FILE = "ended_trials.json"
+TRIAL_ENDS_FILE = "ended_trials.jsonl"
 """In a sweep folder: how each trial that ended ended (completed / stopped early by the scheduler /
-error), written as it happens; a trial short of its budget and not in it was interrupted."""
+error), a JSON line ``{"trial_id", "end"}`` each, written as it happens; a trial short of its budget
+and not in it was interrupted. Not a ``.json`` file: a restored Tune experiment copies every
+top-level ``*.json`` of its folder aside and syncs the copies back over the originals as it runs."""
+LEGACY_TRIAL_ENDS_FILE = "ended_trials.json"
+"""The same record as one JSON object, as sweeps before the change wrote it (read, never written)."""
 
 # --- trial status words (also their ranking order: completed trials first)
 COMPLETED, STOPPED, ERROR, RUNNING, NOT_RUN = "completed", "stopped early", "error", "running", "not run"
@@ -149,6 +153,37 @@ def read_metrics(run_dir: str | Path, skipped: list[str] | None = None) -> list[
             continue
         out.append(record)
     return out
+
+
+def read_trial_ends(folder: str | Path, skipped: list[str] | None = None) -> dict[str, str] | None:
+    """How each ended trial of a sweep (or confirmation) folder ended: ``{trial_id: end}``, the
+    newest line of a trial winning; None when the folder holds no record. Damaged lines are left
+    out, and listed in ``skipped`` when given."""
+    ends: dict[str, str] | None = None
+    legacy = join(str(folder), LEGACY_TRIAL_ENDS_FILE)
+    if exists(legacy):
+        try:
+            ends = {str(k): str(v) for k, v in json.loads(read_text(legacy)).items()}
+        except (json.JSONDecodeError, AttributeError):
+            if skipped is not None:
+                skipped.append(f"{legacy}: damaged, ignored")
+    path = join(str(folder), TRIAL_ENDS_FILE)
+    if exists(path):
+        ends = ends or {}
+        for n, line in enumerate(read_text(path).splitlines(), start=1):
+            try:
+                record = json.loads(line)
+                ends[str(record["trial_id"])] = str(record["end"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                if skipped is not None and line.strip():
+                    skipped.append(f"{path}: line {n}: damaged, ignored")
+    return ends
+
+
+def write_trial_ends(folder: str | Path, ends: dict[str, str]) -> None:
+    """Write a folder's trial ends whole (atomically on local disks)."""
+    write_text(join(str(folder), TRIAL_ENDS_FILE),
+               "".join(json.dumps({"trial_id": t, "end": e}) + "\n" for t, e in ends.items()))
 
 
 class MetricsLog:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -50,6 +51,15 @@ def build_optimizer(module: torch.nn.Module, cfg: Config) -> torch.optim.Optimiz
 
 def run_loop(cfg: Config, env: WorkerEnv) -> None:
     """The training loop of one worker."""
+    for _ in iter_loop(cfg, env):
+        pass
+
+
+def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
+    """The training loop of one worker, paused after each report (it yields the step reported): a
+    caller that stops iterating (``close()``) stops the run there, with no training done past its
+    last report. A Tune class trainable steps it, so a stopped trial never trains on (see
+    ``sweep/trial.py``)."""
     rank, world, device = env.rank, env.world, env.device
     torch.set_num_threads(cfg.scaling.torch_threads or max(1, math.ceil(cfg.scaling.cpus_per_worker)))
 
@@ -128,6 +138,7 @@ def run_loop(cfg: Config, env: WorkerEnv) -> None:
         first_bad = int(all_reduce(torch.tensor(float(first_bad), device=device), dist.ReduceOp.MIN))
         if first_bad <= cfg.train.max_steps:
             env.report(divergence_record(done, first_bad), None)
+            yield done
             return
         avg = all_reduce(sums.clone()) / (since_report * world)
         t_eval = time.perf_counter()
@@ -153,3 +164,4 @@ def run_loop(cfg: Config, env: WorkerEnv) -> None:
         step_losses.clear()
         since_report = n_examples = n_tokens = 0
         interval_time = 0.0
+        yield done

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from mmi_ray.analysis.load import _trial_status
+from mmi_ray.layout import TRIAL_ENDS_FILE, read_trial_ends, write_trial_ends
 from mmi_ray.sweep.live import SweepProgress
 
 
@@ -35,7 +36,7 @@ def test_live_view_counts_best_at_full_budget_interval_and_time_left(tmp_path, c
     p.on_trial_start(0, [], c)
     p.on_trial_error(0, [], c)
     assert p.counts() == {"done": 1, "running": 0, "stopped early": 1, "failed": 1}
-    assert json.loads((tmp_path / "ended_trials.json").read_text()) == {"a": "completed", "b": "stopped early",
+    assert read_trial_ends(tmp_path) == {"a": "completed", "b": "stopped early",
                                                                       "c": "error"}
     line = p.line()
     assert line.startswith("[mmi-ray] sweep 'demo': 1/4 done, 0 running, 1 stopped early, 1 failed")
@@ -70,14 +71,14 @@ def test_quiet_view_prints_nothing_but_still_records_how_trials_ended(tmp_path, 
     p.on_trial_result(0, [], _trial("a"), {"step": 10, "val_accuracy": 0.5})
     p.on_trial_complete(0, [], _trial("a"))
     assert capsys.readouterr().out == ""
-    assert json.loads((tmp_path / "ended_trials.json").read_text()) == {"a": "completed"}
+    assert read_trial_ends(tmp_path) == {"a": "completed"}
 
 
 @pytest.mark.parametrize("last, finished, ended, known, status", [
     (100, True, "completed", True, "completed"),
     (40, True, "stopped early", True, "stopped early"),  # the scheduler stopped it
     (40, True, None, True, "interrupted"),                # Ctrl-C or the time budget: resumable
-    (40, True, None, False, "stopped early"),             # a sweep from before ended_trials.json
+    (40, True, None, False, "stopped early"),             # a sweep from before the trial-ends record
     (40, False, None, True, "running"),
     (0, True, None, True, "not run"),
     (40, True, "error", True, "error"),
@@ -103,5 +104,22 @@ def test_a_resumed_sweep_keeps_earlier_ends_and_this_invocations_view(tmp_path, 
         restored.on_trial_complete(0, [], _trial("b"))
     finally:
         configure(None)
-    assert json.loads((tmp_path / "ended_trials.json").read_text()) == {"a": "stopped early", "b": "completed"}
+    assert read_trial_ends(tmp_path) == {"a": "stopped early", "b": "completed"}
     assert "x: 1/3 done, 0 running, 1 stopped early" in capsys.readouterr().out
+
+
+def test_trial_ends_survive_a_restored_experiment_and_old_records_are_read(tmp_path):
+    """Tune copies a restored experiment's top-level ``*.json`` files aside and syncs the copies back
+    over the originals while it runs: the record is JSON lines in a ``.jsonl`` file, which it leaves
+    alone. A sweep from before the change (``ended_trials.json``) is still read; a damaged line is
+    named and skipped."""
+    assert read_trial_ends(tmp_path) is None  # no record: a sweep from before any
+    (tmp_path / "ended_trials.json").write_text(json.dumps({"a": "completed", "b": "stopped early"}))
+    assert read_trial_ends(tmp_path) == {"a": "completed", "b": "stopped early"}
+    write_trial_ends(tmp_path, {"b": "completed", "c": "error"})
+    assert (tmp_path / "ended_trials.jsonl").exists() and not TRIAL_ENDS_FILE.endswith((".json", ".pkl"))
+    with open(tmp_path / "ended_trials.jsonl", "a") as f:
+        f.write('{"trial_id": "d", "en')  # cut short by a kill
+    skipped = []
+    assert read_trial_ends(tmp_path, skipped) == {"a": "completed", "b": "completed", "c": "error"}
+    assert skipped == [f"{tmp_path / 'ended_trials.jsonl'}: line 3: damaged, ignored"]

@@ -181,3 +181,21 @@ def test_rationale_metrics_are_logged_only_when_asked_for(tmp_path):
     out = []
     run_loop(load_config(props, common), local_env(lambda m, _c: out.append(m)))
     assert not [k for k in out[-1] if "rationale_" in k]
+
+
+def test_a_loop_stopped_between_reports_trains_no_further(tmp_path):
+    """``iter_loop`` pauses after each report: a caller that stops (a Tune trial that ASHA or Ctrl-C
+    stopped) leaves no step trained past the last report, and its next report is the next
+    evaluation's (what the class trainable of in-process trials relies on)."""
+    from mmi_ray.recipe import iter_loop
+
+    steps_run: list[int] = []
+    out: list[dict] = []
+    cfg = load_config(CFG, tiny_overrides(tmp_path, **{"train.max_steps": 9, "train.eval_every": 3}))
+    env = local_env(lambda m, _c: out.append(m))
+    env.after_step = lambda rank, step: steps_run.append(step)
+    loop = iter_loop(cfg, env)
+    assert next(loop) == 3 and [m["step"] for m in out] == [3] and steps_run == [1, 2, 3]
+    assert next(loop) == 6 and [m["step"] for m in out] == [3, 6] and steps_run == [1, 2, 3, 4, 5, 6]
+    loop.close()  # stopped here
+    assert steps_run == [1, 2, 3, 4, 5, 6] and [m["step"] for m in out] == [3, 6]

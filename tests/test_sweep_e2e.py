@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import read_trials
+from mmi_ray.layout import read_metrics, read_trial_ends
 from mmi_ray.sweep import load_sweep, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,8 +152,21 @@ def _cli(args, env, **kw):
 
 
 def _finished(d: Path, final: int) -> bool:
+    """The newest step the trial reported is ``final`` (its last step: it finished; an earlier one:
+    it is mid-run)."""
     res = d / "result.json"
-    return res.exists() and any(json.loads(x)["step"] == final for x in res.read_text().splitlines() if x.strip())
+    steps = []
+    for line in res.read_text().splitlines() if res.exists() else []:
+        try:
+            steps.append(json.loads(line)["step"])
+        except ValueError:  # a line being written
+            pass
+    return bool(steps) and steps[-1] == final
+
+
+def _last_step(run_dir: Path) -> int | None:
+    steps = [m["step"] for m in read_metrics(run_dir)]
+    return steps[-1] if steps else None
 
 
 def _wait_for_finished_trial(proc, sweep_dir, exclude=(), timeout=400, final=30):
@@ -172,7 +186,7 @@ def test_resume_after_driver_killed_or_interrupted_finishes_without_rerunning(ra
     ``mmi-ray sweep SPEC --resume``, not Tune's ``Tuner.restore``); the last resume finishes the
     sweep without running a finished trial again. Off a terminal the live view prints plain lines."""
     spec = write_spec(tmp_path, "resumable", num_trials=4, scheduler={"type": "none"}, max_concurrent_trials=1,
-                      extra_overrides={"train.max_steps": 60, "train.eval_every": 20})  # long enough to interrupt
+                      extra_overrides={"train.max_steps": 60, "train.eval_every": 15})  # long enough to interrupt
     sweep_dir = tmp_path / "results" / "resumable"
     proc = _cli(["sweep", str(spec), "--quiet"], ray_head["env"], start_new_session=True)
     finished = _wait_for_finished_trial(proc, sweep_dir, final=60)
@@ -184,9 +198,12 @@ def test_resume_after_driver_killed_or_interrupted_finishes_without_rerunning(ra
     done_before = tuple(d for d in sweep_dir.glob("trial_*") if _finished(d, 60))
 
     proc = _cli(["sweep", str(spec), "--resume"], ray_head["env"], start_new_session=True)
-    done = _wait_for_finished_trial(proc, sweep_dir, exclude=done_before, final=60)  # the resumed driver finished one
-    # Ctrl-C while a later trial is mid-run (reported step 20, not 60): not at a trial's very end
-    _wait_for_finished_trial(proc, sweep_dir, exclude=(*done_before, done), final=20)
+    _wait_for_finished_trial(proc, sweep_dir, exclude=done_before, final=60)  # the resumed driver finished one
+    # Ctrl-C while a later trial is mid-run (its run's newest report: step 15 of 60), not at its end
+    deadline = time.time() + 300
+    while not any(_last_step(r) == 15 for r in (sweep_dir / "runs").glob("*_seed0")):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.05)
     os.kill(proc.pid, signal.SIGINT)  # Ctrl-C
     out, _ = proc.communicate(timeout=300)
     assert "Tuner.restore" not in out and f"resume it with: mmi-ray sweep {spec} --resume" in out, out
@@ -202,6 +219,10 @@ def test_resume_after_driver_killed_or_interrupted_finishes_without_rerunning(ra
         print(f"\n[driver kill] --resume finished the remaining trials in {time.time() - t_resume:.0f} s")
     trials = read_trials(sweep_dir / "trials.csv")
     assert len(trials) == 4 and (trials["status"] == "completed").all()
+    # every end is on record, those of the resumed invocations too (Tune's restore once synced a stale
+    # copy of the record back over it, and the finished sweep said it had stopped short)
+    assert read_trial_ends(sweep_dir) == {t: "completed" for t in trials["trial_id"]}
+    assert "stopped with" not in out, out
     after = (finished / "result.json").read_text()
     assert after.startswith(before), "a finished trial's results were rewritten"
     again = [json.loads(x)["step"] for x in after[len(before):].splitlines()]

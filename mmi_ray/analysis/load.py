@@ -33,12 +33,12 @@ from ..layout import (
     STEP,
     STOPPED,
     SWEEP_SUMMARY_FILE,
-    TRIAL_ENDS_FILE,
     TRIAL_PREFIX,
     is_divergence,
     parse_run_name,
     read_metrics,
     read_spec,
+    read_trial_ends,
 )
 from ..reuse import reused_from
 from ..storage import is_uri
@@ -80,7 +80,7 @@ def _localize(path: str) -> Path:
 
 def _trial_status(trial_dir: Path | None, last_step: int, max_steps: int, finished_sweep: bool,
                   ended: str | None = None, ends_known: bool = False) -> str:
-    """``ended``: the trial's entry in ``ended_trials.json``; ``ends_known``: the sweep kept that file
+    """``ended``: the trial's entry in ``ended_trials.jsonl``; ``ends_known``: the sweep kept that file
     (older sweeps did not: a trial short of its budget in a finished sweep then counts as stopped)."""
     if ended == ERROR or (trial_dir is not None and (trial_dir / ERROR_FILE).exists()):
         return ERROR
@@ -163,13 +163,9 @@ def load_sweep_dir(path: str | Path, finished: bool | None = None) -> LoadResult
             trial_rows[tid] = {"sweep": name, "trial_id": tid, **params,
                                "method": run_method({**flatten(base), **params}), "last_steps": [0], "diverged": "",
                                "reused_runs": 0}
-    ends, ends_known = {}, (root / TRIAL_ENDS_FILE).exists()
-    if ends_known:
-        try:
-            ends = json.loads((root / TRIAL_ENDS_FILE).read_text())
-        except json.JSONDecodeError:
-            skipped.append(f"{root / TRIAL_ENDS_FILE}: damaged, ignored")
-            ends_known = False
+    ends = read_trial_ends(root, skipped)
+    ends_known = ends is not None
+    ends = ends or {}
     trials = []
     for tid, t in trial_rows.items():
         tdir = trial_dirs.get(tid)

@@ -146,7 +146,7 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
         tuner = tune.Tuner(
             driver,
             param_space={"arm": tune.grid_search(list(state["arms"])), "seed": tune.grid_search(list(confirm.seeds))},
-            tune_config=tune.TuneConfig(num_samples=1,
+            tune_config=tune.TuneConfig(num_samples=1, reuse_actors=sweep.in_process(1),
                                         max_concurrent_trials=sweep.derived_concurrency(cluster, 1, n_runs),
                                         trial_name_creator=lambda t: trial_dir_name(t.trial_id),
                                         trial_dirname_creator=lambda t: trial_dir_name(t.trial_id)),

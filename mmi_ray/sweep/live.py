@@ -1,6 +1,6 @@
 """What a sweep shows while it runs: one compact view instead of Tune's wide tables.
 
-``SweepProgress`` is a Tune callback. It records how each trial ended in ``ended_trials.json`` (so
+``SweepProgress`` is a Tune callback. It records how each trial ended in ``ended_trials.jsonl`` (so
 the summary can tell a trial the scheduler stopped from one a Ctrl-C interrupted) and, unless
 quiet, shows trials done / running / stopped early / failed, the best configuration so far at the
 full budget (its mean over seeds with a Student-t interval when it has 2 or more seeds), the
@@ -10,14 +10,12 @@ place; elsewhere (CI, ``ray job logs``) it prints plain lines when something cha
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
 from ray.tune import Callback
 
-from ..layout import COMPLETED, ERROR, STEP, STOPPED, TRIAL_ENDS_FILE, seed_key
-from ..storage import join, write_text
+from ..layout import COMPLETED, ERROR, STEP, STOPPED, read_trial_ends, seed_key, write_trial_ends
 
 
 def tune_verbosity(verbose: int) -> int:
@@ -65,16 +63,8 @@ def configure(show: bool | None) -> None:
 
 
 def read_ends(sweep_dir: str) -> dict[str, str]:
-    """``ended_trials.json`` of a sweep folder ({} when absent or damaged)."""
-    from ..storage import exists, read_text
-
-    path = join(sweep_dir, TRIAL_ENDS_FILE)
-    if not exists(path):
-        return {}
-    try:
-        return json.loads(read_text(path))
-    except json.JSONDecodeError:
-        return {}
+    """How each ended trial of a sweep folder ended ({} when none is recorded)."""
+    return read_trial_ends(sweep_dir) or {}
 
 
 def _duration(s: float) -> str:
@@ -145,7 +135,7 @@ class SweepProgress(Callback):
     def _end(self, trial_id: str, how: str) -> None:
         self.running.discard(trial_id)
         self.ends[trial_id] = how
-        write_text(join(self.sweep_dir, TRIAL_ENDS_FILE), json.dumps(self.ends, indent=1))
+        write_trial_ends(self.sweep_dir, self.ends)
         self._update(force=True)
 
     def unfinished(self) -> int:

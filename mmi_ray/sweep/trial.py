@@ -3,8 +3,9 @@
 Ray's Train-in-Tune pattern (Ray 2.60, Train V2): the driver builds one ``TorchTrainer`` per seed,
 named after the trial id so that a retried or restored trial resumes from its own checkpoints, runs
 them side by side, and reports the mean over seeds of every metric at each evaluation step. A
-one-seed, one-CPU-worker trial trains in the trial process itself (``resources.in_process``),
-writing the same run folder through ``worker.in_process_env``.
+one-seed, one-CPU-worker trial trains in the trial process itself (``resources.in_process``), a
+class trainable that steps the loop from one evaluation to the next, writing the same run folder
+through ``worker.in_process_env``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import math
 import queue as pyqueue
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,26 +102,63 @@ def _ensure_config(run_dir: str, cfg) -> None:
         write_text(join(run_dir, CONFIG_FILE), cfg.to_yaml())
 
 
+def _trial_inputs(params: dict, payload: dict) -> tuple[LoadedSweep, dict, list[int]]:
+    """The sweep, searched values and seeds of a trial. A search trial's ``params`` are the searched
+    values (seeds: the spec's); a confirmation trial's are ``{"arm": name, "seed": k}``, the arm's
+    values in ``payload["arms"]``."""
+    sweep = LoadedSweep(SweepSpec.model_validate(payload["spec"]), payload["base_raw"], payload["source"])
+    if "arm" in params:
+        return sweep, payload["arms"][params["arm"]], [int(params["seed"])]
+    return sweep, {k: params[k] for k in sweep.spec.search}, list(sweep.spec.seeds)
+
+
 def trial_driver(params: dict, payload: dict) -> None:
-    """The Tune function trainable: one configuration, one Train run per seed, mean reports. A search
-    trial's ``params`` are the searched values (seeds: the spec's); a confirmation trial's are
-    ``{"arm": name, "seed": k}``, the arm's values in ``payload["arms"]``."""
+    """The Tune function trainable of a trial whose seeds train as Ray Train runs: one configuration,
+    one Train run per seed, mean reports."""
     import ray
     from ray import tune
 
-    sweep = LoadedSweep(SweepSpec.model_validate(payload["spec"]), payload["base_raw"], payload["source"])
-    if "arm" in params:
-        searched, seeds = payload["arms"][params["arm"]], [int(params["seed"])]
-    else:
-        searched, seeds = {k: params[k] for k in sweep.spec.search}, list(sweep.spec.seeds)
-    trial_id = tune.get_context().get_trial_id()
-    driver_node = ray.get_runtime_context().get_node_id()
-    runs_root = join(payload["sweep_dir"], RUNS_DIR)
-    reuse_root = payload.get("reuse_root")
-    if sweep.in_process(len(seeds)):
-        return _train_in_trial(sweep, searched, seeds[0], trial_id, runs_root, driver_node, reuse_root)
-    return _train_with_ray_train(sweep, searched, seeds, trial_id, runs_root, driver_node,
-                                 bool(payload.get("ray_logs")), reuse_root)
+    sweep, searched, seeds = _trial_inputs(params, payload)
+    _train_with_ray_train(sweep, searched, seeds, tune.get_context().get_trial_id(),
+                          join(payload["sweep_dir"], RUNS_DIR), ray.get_runtime_context().get_node_id(),
+                          bool(payload.get("ray_logs")), payload.get("reuse_root"))
+
+
+def in_process_trainable(payload: dict):
+    """The Tune class trainable of a trial that trains in its own process (one seed, one CPU worker):
+    each ``step()`` trains up to the next evaluation and returns its report, so a trial that Tune
+    stops (ASHA, Ctrl-C) trains no further, and its process can take the next trial at once
+    (``reuse_actors``: no second start of Python, torch and transformers)."""
+    from ray import tune
+
+    class mmi_trial(tune.Trainable):  # stable name: Tuner.restore needs the same trainable
+        def setup(self, config):
+            self._results = _in_process_results(config, payload, self.trial_id, self.logdir)
+
+        def step(self):
+            try:
+                result = next(self._results)
+            except StopIteration:
+                raise RuntimeError(f"trial {self.trial_id}: the run ended without its final report") from None
+            return result
+
+        # Tune saves a trial it pauses or interrupts; the run's own checkpoints live in its run
+        # folder, where a restarted trial finds them, so Tune's checkpoint is a marker only
+        def save_checkpoint(self, checkpoint_dir):
+            return {"trial_id": self.trial_id}
+
+        def load_checkpoint(self, checkpoint):
+            pass
+
+        def reset_config(self, new_config):
+            self._results.close()
+            self.setup(new_config)
+            return True
+
+        def cleanup(self):
+            self._results.close()
+
+    return mmi_trial
 
 
 def _train_with_ray_train(sweep: LoadedSweep, searched: dict, seeds: list[int], trial_id: str, runs_root: str,
@@ -207,27 +246,32 @@ def _train_with_ray_train(sweep: LoadedSweep, searched: dict, seeds: list[int], 
         raise RuntimeError(f"seed {seed}: {type(root).__name__}: {root}") from err
 
 
-def _train_in_trial(sweep: LoadedSweep, searched: dict, seed: int, trial_id: str, runs_root: str, node: str,
-                    reuse_root: str | None = None) -> None:
-    """One seed, one CPU worker: run the training loop in this Tune trial process (no Train
-    controller or worker group), writing the same run folder as a Ray Train run; a retried or
-    restored trial resumes from its newest checkpoint, and so does a run adopted from an earlier
-    run of the same identity that was stopped early (a finished one trains nothing)."""
-    from ray import tune
+def _in_process_results(params: dict, payload: dict, trial_id: str, trial_dir: str) -> Iterator[dict]:
+    """The reports of one in-process trial, for Tune, one per evaluation (the last says ``done``):
+    the loop runs in this process (no Train controller or worker group), writing the same run folder
+    as a Ray Train run; a retried or restored trial resumes from its newest checkpoint, and so does a
+    run adopted from an earlier run of the same identity that was stopped early (a finished one
+    trains nothing)."""
+    import ray
 
-    from ..recipe import run_loop
+    from ..recipe import iter_loop
     from ..worker import in_process_env
 
+    sweep, searched, seeds = _trial_inputs(params, payload)
+    seed, node = seeds[0], ray.get_runtime_context().get_node_id()
     spec = sweep.spec
+    runs_root = join(payload["sweep_dir"], RUNS_DIR)
     cfg = sweep.trial_config(searched, seed, runs_root)
     run_dir = Path(runs_root) / run_name(trial_id, seed)
-    adopt(cfg, run_dir, reuse_root, allow_partial=True)
+    adopt(cfg, run_dir, payload.get("reuse_root"), allow_partial=True)
     _ensure_config(str(run_dir), cfg)
-    obj = spec.objective.metric
+    obj, last = spec.objective.metric, cfg.train.max_steps
+    pending: list[dict] = []
 
     def to_tune(m: dict) -> None:
         if not is_divergence(m):
-            tune.report({**aggregate({seed: m}, obj), DRIVER_NODE_ID: node, TIMESTEPS_TOTAL: m[STEP]})
+            pending.append({**aggregate({seed: m}, obj), DRIVER_NODE_ID: node, TIMESTEPS_TOTAL: m[STEP],
+                            "done": m[STEP] >= last})
 
     env, state = in_process_env(run_dir, cfg.train.keep_checkpoints, node, to_tune)
     start = state[STEP] if state is not None else 0
@@ -235,13 +279,17 @@ def _train_in_trial(sweep: LoadedSweep, searched: dict, seed: int, trial_id: str
     if done and is_divergence(done[-1]):  # deterministic: running it again would diverge again
         raise NonFiniteLossError(f"seed {seed}: {done[-1]['error']}")
     # restored: Tune holds the steps in result.json; report the newest again and the ones after it
-    already = max(_reported_steps(tune.get_context().get_trial_dir()), default=0)
+    already = max(_reported_steps(trial_dir), default=0)
     reported = max((m[STEP] for m in done if m[STEP] < already), default=0)
     for m in done:
         if m[STEP] > reported:
             to_tune(m)
-    if start < cfg.train.max_steps:
-        run_loop(cfg, env)
+    yield from pending
+    pending.clear()
+    if start < last:
+        for _ in iter_loop(cfg, env):
+            yield from pending
+            pending.clear()
     after = read_metrics(run_dir)
     if after and is_divergence(after[-1]):
         raise NonFiniteLossError(f"seed {seed}: {after[-1]['error']}")

@@ -94,18 +94,20 @@ def _callbacks(spec: SweepSpec) -> list:
 
 
 def trainable(sweep: LoadedSweep, payload: dict, n_seeds: int | None = None):
-    """The trial driver with its resources: the worker's CPUs when it trains in its own process,
-    else a sliver (its Train runs reserve their own)."""
+    """The trial with its resources: a class trainable that trains in its own process and holds the
+    worker's CPUs, or a function trainable (the driver) that holds a sliver while its Train runs
+    reserve their own."""
     from ray import tune
 
-    from .trial import trial_driver
+    from .trial import in_process_trainable, trial_driver
+
+    r = sweep.spec.resources
+    if sweep.in_process(n_seeds):  # the trial trains itself: it holds the worker's CPUs
+        return tune.with_resources(in_process_trainable(payload), {"CPU": r.cpus_per_worker})
 
     def mmi_trial(config):  # stable name: Tuner.restore needs the same trainable
         trial_driver(config, payload)
 
-    r = sweep.spec.resources
-    if sweep.in_process(n_seeds):  # the trial trains itself: it holds the worker's CPUs
-        return tune.with_resources(mmi_trial, {"CPU": r.cpus_per_worker})
     return tune.with_resources(mmi_trial, {r.driver_resource: 0.01} if r.driver_resource else {"CPU": 0.01})
 
 
@@ -219,6 +221,9 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, rerun:
                 num_samples=spec.num_trials,
                 max_concurrent_trials=concurrency,
                 time_budget_s=spec.failure.time_budget_s,
+                # in-process trials (class trainables) take the next trial in the same process:
+                # no second start of Python, torch and transformers (~6 s a trial here)
+                reuse_actors=sweep.in_process(),
                 trial_name_creator=lambda t: trial_dir_name(t.trial_id),
                 trial_dirname_creator=lambda t: trial_dir_name(t.trial_id),
             ),
