@@ -12,13 +12,17 @@ itself (one process, no Ray), with its length-bucketed two-task batches.
 Same semantics on both sides: the same randomly initialised student (``build_seq2seq`` with the same
 seed: tiny T5-v1.1 style, gated-gelu, dropout 0.1, ByT5 byte tokenizer), the same CQA training
 examples and truncation, batch size, AdamW lr and schedule, gradient clipping, loss weights and MI
-term. Throughput is examples/s over steps ``warmup+1 .. steps`` (evaluation excluded), median of
-``repeats`` runs; tokens/s counts real (unpadded) tokens of both tasks' inputs and targets.
+term. Throughput is examples/s over steps ``warmup+1 .. steps`` (evaluation excluded). The sides
+run in interleaved rounds (``--repeats``, at least 5; order shuffled each round), a ratio is
+mmi-ray's over the reference's in the same round, printed as the median over rounds with the min and
+max; tokens/s counts the real (non-pad) tokens of the batches each side ran, both tasks' inputs and
+targets.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import tempfile
 import time
@@ -53,8 +57,9 @@ def bench_config(args, mi: bool) -> Config:
         f"loss.mi_weight={0.1 if mi else 0.0}", "loss.mi_estimator=maxpool"])
 
 
-def ours(cfg: Config, warmup: int) -> float:
-    """examples/s of run_loop after ``warmup`` steps (from its own in-loop timers)."""
+def ours(cfg: Config, warmup: int) -> tuple[float, float]:
+    """(examples/s, tokens/s) of run_loop after ``warmup`` steps, from its own in-loop timers and
+    counts (tokens: non-pad tokens of the batches run)."""
     reports: list[dict] = []
     run_loop(cfg, local_env(lambda m, _c: reports.append(m)))
     after = [m for m in reports if m["step"] > warmup]
@@ -62,11 +67,14 @@ def ours(cfg: Config, warmup: int) -> float:
         raise RuntimeError("no report after the warm-up steps: use --steps > --warmup")
     examples = (cfg.train.max_steps - warmup) * cfg.train.batch_size
     seconds = after[-1]["train_time_s"] - reports[0]["train_time_s"]
-    return examples / seconds
+    prev = [reports[0], *after[:-1]]
+    tokens = sum(m["tokens_per_s"] * (m["train_time_s"] - p["train_time_s"]) for m, p in zip(after, prev))
+    return examples / seconds, tokens / seconds
 
 
-def reference(cfg: Config, warmup: int) -> float:
-    """examples/s of the reference-style Seq2SeqTrainer loop after ``warmup`` steps."""
+def reference(cfg: Config, warmup: int) -> tuple[float, float]:
+    """(examples/s, tokens/s) of the reference-style Seq2SeqTrainer loop after ``warmup`` steps
+    (tokens: non-pad tokens of the batches its collator built, one batch per step)."""
     from transformers import (
         DataCollatorForSeq2Seq,
         Seq2SeqTrainer,
@@ -85,8 +93,11 @@ def reference(cfg: Config, warmup: int) -> float:
         model = build_seq2seq(cfg.model, tok, cfg.train.seed)
     mi_weight, alpha = cfg.loss.mi_weight, cfg.loss.label_weight
 
+    batch_tokens: list[int] = []
+
     class TaskPrefixDataCollator(DataCollatorForSeq2Seq):
         def __call__(self, features, return_tensors=None):
+            batch_tokens.append(sum(len(f[k]) for f in features for k in ("pred_ids", "expl_ids", "labels", "aux_labels")))
             pred = [{"input_ids": f["pred_ids"], "attention_mask": [1] * len(f["pred_ids"]), "labels": f["labels"]}
                     for f in features]
             expl = [{"input_ids": f["expl_ids"], "attention_mask": [1] * len(f["expl_ids"]),
@@ -121,15 +132,12 @@ def reference(cfg: Config, warmup: int) -> float:
                                     data_collator=TaskPrefixDataCollator(tok, model=model), callbacks=[timer])
         trainer.train()
     n = cfg.train.max_steps - warmup
-    return n * cfg.train.batch_size / (timer.times[-1] - timer.times[warmup - 1])
+    seconds = timer.times[-1] - timer.times[warmup - 1]
+    return n * cfg.train.batch_size / seconds, sum(batch_tokens[warmup:cfg.train.max_steps]) / seconds
 
 
-def tokens_per_example(cfg: Config) -> float:
-    """Mean real tokens per example over both tasks (inputs and targets), on the training split."""
-    tok = build_tokenizer(cfg.model)
-    t = tokenize(load_splits(cfg.data).train.examples, tok, cfg.model.max_source_length, cfg.model.max_target_length)
-    total = sum(len(x) for field in (t.predict_ids, t.explain_ids, t.label_ids, t.rationale_ids) for x in field)
-    return total / len(t)
+def _spread(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.2f} [{min(xs):.2f}, {max(xs):.2f}]"
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=10, help="steps left out of the timing")
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data-dir", default=str(DEFAULT_DATA) if (DEFAULT_DATA / "cqa").is_dir() else None,
                     help="DSS datasets folder (CQA); without it the built-in task is used (small mode)")
@@ -147,30 +155,36 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = ap.parse_args(argv)
     if args.builtin:
         args.data_dir = None
+    rng = random.Random(0)
     rows = []
     for mi in {"off": [False], "on": [True], "both": [False, True]}[args.mi]:
         cfg = bench_config(args, mi)
-        per_ex = tokens_per_example(cfg)
         stock = cfg.model_copy(update={"model": cfg.model.model_copy(update={"fast_dropout": False})})
-        ref, ours_, ours_stock = [], [], []
-        for _ in range(args.repeats):  # interleaved, so drift in machine speed hits all alike
-            ref.append(reference(cfg, args.warmup))
-            ours_.append(ours(cfg, args.warmup))
-            ours_stock.append(ours(stock, args.warmup))
-        r, o, o_stock = statistics.median(ref), statistics.median(ours_), statistics.median(ours_stock)
-        rows.append({"mi": "on (maxpool, 0.1)" if mi else "off (DSS)", "reference": r, "ours": o,
-                     "ours_stock_dropout": o_stock, "tokens_per_example": per_ex, "ratio": o / r,
-                     "ratio_stock_dropout": o_stock / r, "runs_ref": ref, "runs_ours": ours_,
-                     "runs_ours_stock_dropout": ours_stock})
+        sides = {"reference": lambda c=cfg: reference(c, args.warmup), "ours": lambda c=cfg: ours(c, args.warmup),
+                 "ours_stock_dropout": lambda c=stock: ours(c, args.warmup)}
+        runs: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
+        for _ in range(args.repeats):  # interleaved rounds, order shuffled: drift hits every side alike
+            for k in rng.sample(list(sides), len(sides)):
+                runs[k].append(sides[k]())
+        ratio = [o[0] / r[0] for o, r in zip(runs["ours"], runs["reference"])]
+        ratio_stock = [o[0] / r[0] for o, r in zip(runs["ours_stock_dropout"], runs["reference"])]
+        med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in runs.items()}
+        rows.append({"mi": "on (maxpool, 0.1)" if mi else "off (DSS)", "reference": med["reference"][0],
+                     "ours": med["ours"][0], "ours_stock_dropout": med["ours_stock_dropout"][0],
+                     "reference_tok_s": med["reference"][1], "ours_tok_s": med["ours"][1],
+                     "ratio": statistics.median(ratio), "ratios": ratio, "ratio_stock_dropout": statistics.median(ratio_stock),
+                     "ratios_stock_dropout": ratio_stock, "runs": runs})
     data = "CQA train (DSS files)" if args.data_dir else "built-in task (small mode)"
     head = (f"tiny T5-v1.1-style student (d_model 64, 2+2 layers, dropout 0.1, byte tokenizer, max input 512), "
-            f"{data}, batch {args.batch}, {args.threads} thread(s), steps {args.warmup + 1}-{args.steps}, "
-            f"median of {args.repeats}")
+            f"{data}, batch {args.batch}, {args.threads} thread(s), steps {args.warmup + 1}-{args.steps}; "
+            f"{args.repeats} interleaved rounds (order shuffled per round); ex/s and tok/s: medians over rounds "
+            f"(tok/s: non-pad tokens of the batches run); ratio: mmi-ray ex/s over the reference's in the same "
+            f"round, median [min, max] over rounds" + ("" if args.repeats >= 5 else
+                                                        " (fewer than 5 rounds: a smoke run, not a figure)"))
     lines = [head, "", "| MI term | reference ex/s | mmi-ray ex/s | reference tok/s | mmi-ray tok/s | ratio | "
-                       "mmi-ray with stock dropout: ex/s (ratio) |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {x['mi']} | {x['reference']:.1f} | {x['ours']:.1f} | {x['reference'] * x['tokens_per_example']:.0f} "
-              f"| {x['ours'] * x['tokens_per_example']:.0f} | **{x['ratio']:.2f}x** | {x['ours_stock_dropout']:.1f} "
-              f"({x['ratio_stock_dropout']:.2f}x) |" for x in rows]
+                       "mmi-ray with stock dropout: ratio |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {x['mi']} | {x['reference']:.1f} | {x['ours']:.1f} | {x['reference_tok_s']:.0f} | {x['ours_tok_s']:.0f} "
+              f"| **{_spread(x['ratios'])}x** | {_spread(x['ratios_stock_dropout'])}x |" for x in rows]
     publish(lines, args.out, "reference_loop.py", argv, "Training loop vs reference-style loop")
     return rows
 

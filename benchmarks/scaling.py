@@ -1,16 +1,23 @@
-"""Data-parallel scaling (issue 7, figure 4): 2 Ray Train workers against 1 on this machine.
+"""Data-parallel scaling (issue 7, figure 4; issue 17, item 5): Ray Train workers against 1 worker
+and against the machine's own ceiling, plain processes without Ray.
 
-    python benchmarks/scaling.py [--steps 150] [--batch 32] [--workers 1 2] [--out BENCHMARKS.md] [overrides ...]
+    python benchmarks/scaling.py [--steps 150] [--batch 32] [--workers 1 2] [--rounds 5] [--ceiling]
+                                 [--out BENCHMARKS.md] [overrides ...]
 
-Each run is ``mmi-ray train configs/tiny_builtin.yaml`` (``train.run_training``: a Ray Train run on a
-local Ray) with ``batch`` examples per worker per step (weak scaling: 2 workers do twice the
-examples per step). Throughput is training examples/s from the loop's own timers (evaluation and
-start-up excluded), over every evaluation interval after the first (warm-up).
+Each Ray run is ``mmi-ray train configs/tiny_builtin.yaml`` (``train.run_training``: a Ray Train run
+on a local Ray) with ``batch`` examples per worker per step (weak scaling: 2 workers do twice the
+examples per step). With ``--ceiling``, k plain processes (no Ray, no DDP: the same loop, one
+thread each) run at once, their examples/s summed: the most k workers could reach here. Throughput
+is training examples/s from the loop's own timers (evaluation and start-up excluded), over every
+evaluation interval after the first (warm-up). Every side runs once per round, the order shuffled
+per round; ratios are taken within a round and printed as median [min, max] over rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -74,31 +81,64 @@ def ceiling(k: int, args) -> float:
     return sum(rates)
 
 
+def _spread(xs: list[float], digits: int = 3) -> str:
+    return f"{statistics.median(xs):.{digits}f} [{min(xs):.{digits}f}, {max(xs):.{digits}f}]"
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (at least 5 for a figure)")
     ap.add_argument("--ceiling", action="store_true",
-                    help="also run 1 and 2 independent loops at once without Ray (the machine's own limit)")
+                    help="also run as many plain processes at once without Ray (the machine's own limit)")
     ap.add_argument("--out", default=None)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
+    sides = [("ray", w) for w in args.workers] + ([("plain", w) for w in args.workers] if args.ceiling else [])
+    rates: dict[tuple[str, int], list[float]] = {k: [] for k in sides}
+    step_s: dict[tuple[str, int], list[float]] = {k: [] for k in sides}
+    rng = random.Random(0)
+    import ray
+
+    ours = not ray.is_initialized()  # else a Ray someone else started (a test's shared head): leave it be
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [throughput(w, args, tmp) for w in args.workers]
-    base = rows[0]["examples_per_s"]
-    extra = []
-    if args.ceiling:
-        alone = [ceiling(k, args) for k in (1, 2)]
-        extra = ["", f"Without Ray or DDP, independent loops at once: 1 -> {alone[0]:.1f} ex/s, 2 -> {alone[1]:.1f} "
-                     f"ex/s ({alone[1] / alone[0]:.2f}x): the most 2 workers could reach on this machine."]
-        rows.append({"ceiling_1": alone[0], "ceiling_2": alone[1]})
+        for r in range(args.rounds):
+            for kind, w in rng.sample(sides, len(sides)):
+                if kind == "plain" and ours and ray.is_initialized():
+                    ray.shutdown()  # no idle Ray beside the plain processes
+                if kind == "ray":
+                    row = throughput(w, args, str(Path(tmp) / f"r{r}"))
+                    rates[kind, w].append(row["examples_per_s"])
+                    step_s[kind, w].append(row["step_s"])
+                else:
+                    rates[kind, w].append(ceiling(w, args))
+    if ours and ray.is_initialized():
+        ray.shutdown()
+    base = ("ray", args.workers[0])
+    rows = []
+    for kind, w in sides:
+        ratio = [a / b for a, b in zip(rates[kind, w], rates[base])]
+        row = {"side": kind, "workers": w, "examples_per_s": statistics.median(rates[kind, w]), "runs": rates[kind, w],
+               "vs_base": ratio}
+        if kind == "ray":
+            row["step_s"] = statistics.median(step_s[kind, w])
+            if ("plain", w) in rates:
+                row["vs_plain"] = [a / b for a, b in zip(rates[kind, w], rates["plain", w])]
+        rows.append(row)
     head = (f"tiny T5 (configs/tiny_builtin.yaml), {args.batch} examples per worker per step, 1 CPU (1 thread) per "
-            f"worker, steps {args.eval_every + 1}-{args.steps}")
-    lines = [head, "", "| workers | examples/s | s/step | vs 1 worker |", "|---|---|---|---|"]
-    lines += [f"| {r['workers']} | {r['examples_per_s']:.1f} | {r['step_s']:.3f} | {r['examples_per_s'] / base:.2f}x |"
-              for r in rows if "workers" in r] + extra
+            f"worker, steps {args.eval_every + 1}-{args.steps}; {args.rounds} interleaved rounds (order shuffled per "
+            f"round); examples/s: median over rounds; ratios within a round, median [min, max] over rounds"
+            + ("" if args.rounds >= 5 else " (fewer than 5 rounds: a smoke run, not a figure)"))
+    lines = [head, "", f"| run | examples/s | vs Ray {args.workers[0]} worker(s) | vs as many plain processes |",
+             "|---|---|---|---|"]
+    for row in rows:
+        name = (f"Ray Train, {row['workers']} worker(s)" if row["side"] == "ray" else
+                f"{row['workers']} plain process(es) at once, no Ray")
+        vs_plain = f"**{_spread(row['vs_plain'])}**" if "vs_plain" in row else ""
+        lines.append(f"| {name} | {row['examples_per_s']:.1f} | {_spread(row['vs_base'])}x | {vs_plain} |")
     publish(lines, args.out, "scaling.py", argv, "Data-parallel scaling")
     return rows
 

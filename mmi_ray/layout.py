@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from .storage import exists, join, read_text, write_text
+from .storage import exists, is_uri, join, read_text, write_text
 
 # --- a run folder
 CONFIG_FILE = "config.yaml"
@@ -180,10 +180,16 @@ def read_trial_ends(folder: str | Path, skipped: list[str] | None = None) -> dic
     return ends
 
 
-def write_trial_ends(folder: str | Path, ends: dict[str, str]) -> None:
-    """Write a folder's trial ends whole (atomically on local disks)."""
-    write_text(join(str(folder), TRIAL_ENDS_FILE),
-               "".join(json.dumps({"trial_id": t, "end": e}) + "\n" for t, e in ends.items()))
+def write_trial_ends(folder: str | Path, ends: dict[str, str], new: str | None = None) -> None:
+    """Record how trials ended: on a local disk the ``new`` trial's line is appended (a sweep of n
+    trials writes O(n) bytes, not O(n^2)); on a storage URI, or without ``new``, the whole record
+    is written (atomically on local disks)."""
+    path = join(str(folder), TRIAL_ENDS_FILE)
+    if new is not None and not is_uri(path) and exists(path):
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"trial_id": new, "end": ends[new]}) + "\n")
+        return
+    write_text(path, "".join(json.dumps({"trial_id": t, "end": e}) + "\n" for t, e in ends.items()))
 
 
 class MetricsLog:

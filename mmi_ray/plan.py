@@ -32,6 +32,7 @@ class NodeType:
     instance: str
     spot: bool
     custom: dict = field(default_factory=dict)
+    min_workers: int = 0
 
 
 @dataclass
@@ -57,7 +58,7 @@ def node_types(cluster: dict) -> tuple[dict[str, NodeType], str]:
             s.get("preemptible") for s in (cfg.get("scheduling") or []) if isinstance(s, dict))
         out[name] = NodeType(name, float(res.get("CPU", 0)), float(res.get("GPU", 0)),
                              int(nt.get("max_workers", 0)), instance, spot,
-                             {k: v for k, v in res.items() if k not in ("CPU", "GPU")})
+                             {k: v for k, v in res.items() if k not in ("CPU", "GPU")}, int(nt.get("min_workers", 0)))
     return out, provider
 
 
@@ -110,6 +111,10 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
                         f"cluster can ever have: it will never start")
     if at_once == 0:
         warnings.append("no trial fits this cluster at its maximum size")
+    elif not spec.max_concurrent_trials and any(t.max_workers > t.min_workers for t in workers.values()):
+        warnings.append(f"set max_concurrent_trials: {at_once} in the spec: without it a sweep sizes its concurrency "
+                        "from the nodes up when it starts, and on an autoscaling cluster that start without workers "
+                        "asks for one trial's nodes at a time")
 
     # nodes: fill the cheapest-per-GPU types first
     need_runs = at_once * k

@@ -96,6 +96,9 @@ def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
               f"{cfg.examples_per_step()} examples per optimizer step over {world} worker(s)", flush=True)
 
     # --- the loop
+    token_fields = [train_tok.predict_ids, train_tok.label_ids]
+    if module.use_rationale:
+        token_fields += [train_tok.explain_ids, train_tok.rationale_ids]
     sums = torch.zeros(len(LOSS_TERMS), device=device)
     step_losses: list[torch.Tensor] = []
     since_report = n_examples = n_tokens = 0
@@ -116,8 +119,7 @@ def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
             sums += torch.stack([getattr(terms, n).detach().float() for n in LOSS_TERMS]) / len(micro)
             step_losses.append(terms.loss.detach().float())
             n_examples += len(idx)
-            n_tokens += sum(batch[key].numel() for key in ("predict_ids", "label_ids", "explain_ids", "rationale_ids")
-                            if key in batch)
+            n_tokens += sum(len(ids[i]) for ids in token_fields for i in idx)  # real tokens, not padding
         if cfg.optim.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
         optimizer.step()

@@ -51,11 +51,15 @@ def test_gpu_check_small_mode_runs_the_projects_loop_and_restores_exactly(tmp_pa
 def test_reference_loop_small_mode(tmp_path):
     import reference_loop
 
-    rows = reference_loop.main(["--builtin", "--steps", "3", "--warmup", "1", "--repeats", "1", "--batch", "4",
+    rows = reference_loop.main(["--builtin", "--steps", "3", "--warmup", "1", "--repeats", "2", "--batch", "4",
                                 "--mi", "on", "--out", str(tmp_path / "B.md")])
-    assert len(rows) == 1 and rows[0]["mi"].startswith("on")
-    assert rows[0]["reference"] > 0 and rows[0]["ours"] > 0 and rows[0]["tokens_per_example"] > 10
-    assert "| on (maxpool, 0.1) |" in (tmp_path / "B.md").read_text()
+    assert len(rows) == 1 and rows[0]["mi"].startswith("on") and len(rows[0]["ratios"]) == 2
+    assert rows[0]["reference"] > 0 and rows[0]["ours"] > 0
+    # tokens counted from the batches run: per example, between a short and a long built-in example
+    for side in ("reference", "ours"):
+        assert 20 < rows[0][f"{side}_tok_s"] / rows[0][side] < 2000, side
+    text = (tmp_path / "B.md").read_text()
+    assert "| on (maxpool, 0.1) |" in text and "a smoke run, not a figure" in text
 
 
 def test_gpu_mfu_small_mode_counts_flops(tmp_path):
@@ -92,17 +96,21 @@ def test_ray_benchmarks_small_mode(ray_session, tmp_path):
     import search_efficiency
     import sweep_overhead
 
-    rows = scaling.main(["--steps", "4", "--eval-every", "2", "--batch", "4", "--workers", "2",
-                         "--out", str(tmp_path / "B.md"),
+    rows = scaling.main(["--steps", "4", "--eval-every", "2", "--batch", "4", "--workers", "2", "--rounds", "1",
+                         "--ceiling", "--out", str(tmp_path / "B.md"),
                          "model.d_model=32", "model.d_ff=64", "model.num_layers=1", "data.builtin.num_train=200"])
-    assert [r["workers"] for r in rows] == [2] and rows[0]["examples_per_s"] > 0
+    assert [(r["side"], r["workers"]) for r in rows] == [("ray", 2), ("plain", 2)]
+    assert rows[0]["examples_per_s"] > 0 and rows[1]["examples_per_s"] > 0
+    assert rows[0]["vs_plain"] == [rows[0]["examples_per_s"] / rows[1]["examples_per_s"]]
+    assert "| 2 plain process(es) at once, no Ray |" in (tmp_path / "B.md").read_text()
 
     res = sweep_overhead.main([str(REPO / "sweeps" / "quickstart.yaml"), "num_trials=3", "scheduler.type=none",
                                "overrides.data.builtin.num_test=10",
                                "overrides.train.max_steps=4", "overrides.train.eval_every=2",
                                "overrides.data.builtin.num_train=200", "overrides.data.builtin.num_valid=10",
-                               "overrides.model.d_model=32", "overrides.model.d_ff=64", "--out", str(tmp_path / "B.md")])
-    assert res["trials"] == 3 and res["train_s"] > 0 and res["ratio"] > 0
+                               "overrides.model.d_model=32", "overrides.model.d_ff=64", "--repeats", "1",
+                               "--out", str(tmp_path / "B.md")])
+    assert res["trials"] == 3 and res["command_s"] > res["wall_s"] and len(res["runs"]) == 1 and res["train_s"] > 0 and res["ratio"] > 0
     assert res["trial_total_s"] >= res["train_s"] and res["slots"] >= 1
 
     eff = search_efficiency.main(["--small", "--replays", "3", "--keep", str(tmp_path / "grid"),

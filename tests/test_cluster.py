@@ -91,7 +91,11 @@ def test_plan_paper_spec_on_aws_by_hand():
     per_gpu_hour = (8 * 0.40 + 2 * 5.672) / 16
     head = 0.384 * (16 * 3 * 10000 * 0.9 / 3600) / 15
     assert plan.cost_full == pytest.approx(120 * per_gpu_hour + head)
-    assert plan.warnings == []
+    # the one piece of advice: an autoscaling cluster starts without workers, so the spec must say
+    # how many trials run at once (derived from the nodes up at the start it would be 1)
+    assert plan.warnings == [f"set max_concurrent_trials: {plan.trials_at_once} in the spec: without it a sweep sizes "
+                             "its concurrency from the nodes up when it starts, and on an autoscaling cluster that "
+                             "start without workers asks for one trial's nodes at a time"]
 
 
 def test_asha_expected_steps():

@@ -116,8 +116,10 @@ def test_trial_ends_survive_a_restored_experiment_and_old_records_are_read(tmp_p
     assert read_trial_ends(tmp_path) is None  # no record: a sweep from before any
     (tmp_path / "ended_trials.json").write_text(json.dumps({"a": "completed", "b": "stopped early"}))
     assert read_trial_ends(tmp_path) == {"a": "completed", "b": "stopped early"}
-    write_trial_ends(tmp_path, {"b": "completed", "c": "error"})
-    assert (tmp_path / "ended_trials.jsonl").exists() and not TRIAL_ENDS_FILE.endswith((".json", ".pkl"))
+    write_trial_ends(tmp_path, {"b": "completed"})
+    write_trial_ends(tmp_path, {"b": "completed", "c": "error"}, new="c")  # appended: one line
+    assert (tmp_path / "ended_trials.jsonl").read_text().count("\n") == 2
+    assert not TRIAL_ENDS_FILE.endswith((".json", ".pkl"))
     with open(tmp_path / "ended_trials.jsonl", "a") as f:
         f.write('{"trial_id": "d", "en')  # cut short by a kill
     skipped = []

@@ -135,7 +135,7 @@ class SweepProgress(Callback):
     def _end(self, trial_id: str, how: str) -> None:
         self.running.discard(trial_id)
         self.ends[trial_id] = how
-        write_trial_ends(self.sweep_dir, self.ends)
+        write_trial_ends(self.sweep_dir, self.ends, new=trial_id)
         self._update(force=True)
 
     def unfinished(self) -> int:

@@ -107,8 +107,9 @@ class Resources(WorkerResources):
     node only, so a spot preemption never kills a driver. None: drivers take 0.01 CPU anywhere."""
     in_process: bool | None = None
     """Train inside the Tune trial itself, with no Ray Train controller or worker group (saves their
-    start-up, ~2/3 of a short CPU trial). None (auto): when a trial is one seed on one CPU worker,
-    with local storage and no driver or worker resources; false: always a Ray Train run."""
+    start-up, ~2/3 of a short CPU trial); the trial then holds the worker's CPUs and
+    ``worker_resources``. None (auto): when a trial is one seed on one CPU worker, with local storage
+    and no driver or worker resources; false: always a Ray Train run."""
 
 
 class Failure(_Section):

@@ -102,8 +102,8 @@ def trainable(sweep: LoadedSweep, payload: dict, n_seeds: int | None = None):
     from .trial import in_process_trainable, trial_driver
 
     r = sweep.spec.resources
-    if sweep.in_process(n_seeds):  # the trial trains itself: it holds the worker's CPUs
-        return tune.with_resources(in_process_trainable(payload), {"CPU": r.cpus_per_worker})
+    if sweep.in_process(n_seeds):  # the trial trains itself: it holds the worker's CPUs and resources
+        return tune.with_resources(in_process_trainable(payload), {"CPU": r.cpus_per_worker, **r.worker_resources})
 
     def mmi_trial(config):  # stable name: Tuner.restore needs the same trainable
         trial_driver(config, payload)
@@ -177,7 +177,9 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, rerun:
     storage, sweep_dir = sweep_dir_of(spec)
     _start_or_resume(sweep, storage, sweep_dir, resume)
     print(f"[mmi-ray] sweep '{spec.name}' results: {sweep_dir}", flush=True)
+    t_ray = time.time()
     init_ray(log_to_driver=verbose > 1)
+    t_ray = time.time() - t_ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -246,14 +248,20 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, rerun:
                          else ""), flush=True)
     if verbose:
         print(tensorboard_hint(sweep_dir), flush=True)
+    cpu0 = os.times()
     try:
         tuner.fit()
     finally:
         configure(None)
     wall = time.time() - t0
+    cpu1 = os.times()
     from .summary import summarize
 
+    t_sum = time.time()
     summary = summarize(sweep, sweep_dir, wall)
+    # where the command's time went outside the trials (benchmarks/sweep_overhead.py reports it)
+    summary["phases"] = {"ray_start_s": t_ray, "fit_s": wall, "summary_s": time.time() - t_sum,
+                         "fit_driver_cpu_s": cpu1.user - cpu0.user + cpu1.system - cpu0.system}
     write_text(join(sweep_dir, SWEEP_SUMMARY_FILE), json.dumps(summary, indent=2, default=str))
     stopped = _ends_missing(sweep_dir, spec.num_trials)
     summary["interrupted"] = stopped
