@@ -72,9 +72,9 @@ def one_sweep(spec: str, overrides: list[str]) -> dict:
     build_report([summary["sweep_dir"]])  # what `mmi-ray sweep` does last
     t_report = time.time() - t_report
     command = time.time() - t0
+    slots = sweep.derived_concurrency(cluster_resources())
     if ours:
         ray.shutdown()  # the next repeat starts its own Ray, as a new `mmi-ray sweep` does
-    slots = sweep.derived_concurrency(cluster_resources())
     wall, train = summary["wall_time_s"], summary["trial_train_time_s"]
     trials = trial_breakdown(Path(storage) / name)
     tot = sum(t["total_s"] for t in trials)

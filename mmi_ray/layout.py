@@ -96,6 +96,12 @@ def checkpoint_dir_name(step: int) -> str:
     return f"{CHECKPOINT_PREFIX}{step:07d}"
 
 
+def trial_folder_of(trial) -> str:
+    """Tune's ``trial_name_creator`` / ``trial_dirname_creator``: a module-level function, so the
+    experiment state stores a reference to it per trial, not a pickled lambda (1.3 KB each)."""
+    return trial_dir_name(trial.trial_id)
+
+
 def trial_dir_name(trial_id: str) -> str:
     return f"{TRIAL_PREFIX}{trial_id}"
 

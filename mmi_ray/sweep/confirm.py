@@ -29,7 +29,7 @@ from ..layout import (
     is_divergence,
     read_metrics,
     run_name,
-    trial_dir_name,
+    trial_folder_of,
 )
 from ..reuse import cached_test, reused_from
 from ..storage import exists, join, read_text, write_text
@@ -148,8 +148,8 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
             param_space={"arm": tune.grid_search(list(state["arms"])), "seed": tune.grid_search(list(confirm.seeds))},
             tune_config=tune.TuneConfig(num_samples=1, reuse_actors=sweep.in_process(1),
                                         max_concurrent_trials=sweep.derived_concurrency(cluster, 1, n_runs),
-                                        trial_name_creator=lambda t: trial_dir_name(t.trial_id),
-                                        trial_dirname_creator=lambda t: trial_dir_name(t.trial_id)),
+                                        trial_name_creator=trial_folder_of,
+                                        trial_dirname_creator=trial_folder_of),
             run_config=tune.RunConfig(name=CONFIRM_DIR, storage_path=sweep_dir,
                                       failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
                                       callbacks=[progress, *filter(None, [tune_callback(

@@ -18,7 +18,7 @@ from ..layout import (
     STEP,
     SWEEP_SUMMARY_FILE,
     spec_text,
-    trial_dir_name,
+    trial_folder_of,
 )
 from ..ray_init import init_ray
 from ..storage import ensure_writable, exists, is_uri, join, read_text, resolve_storage, write_text
@@ -226,8 +226,8 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, rerun:
                 # in-process trials (class trainables) take the next trial in the same process:
                 # no second start of Python, torch and transformers (~6 s a trial here)
                 reuse_actors=sweep.in_process(),
-                trial_name_creator=lambda t: trial_dir_name(t.trial_id),
-                trial_dirname_creator=lambda t: trial_dir_name(t.trial_id),
+                trial_name_creator=trial_folder_of,
+                trial_dirname_creator=trial_folder_of,
             ),
             run_config=tune.RunConfig(
                 name=spec.name,
