@@ -32,6 +32,7 @@ from pathlib import Path
 
 import yaml
 from bench_out import publish
+from sweep_scale import TINY_TRIAL
 
 REPO = Path(__file__).resolve().parents[1]
 SIM_GPU = "sim_gpu"
@@ -82,9 +83,7 @@ def sweep_specs(folder: Path, trials: int, steps: int) -> tuple[Path, Path]:
     worker needs a ``sim_gpu`` instead of a GPU and trains on CPU)."""
     common = {
         "base": str(REPO / "configs" / "tiny_builtin.yaml"),
-        "overrides": {"train.max_steps": steps, "train.eval_every": steps, "model.d_model": 16, "model.d_ff": 32,
-                      "model.num_layers": 1, "model.num_heads": 2, "data.builtin.num_train": 64,
-                      "data.builtin.num_valid": 8, "data.builtin.num_test": 8, "train.batch_size": 8},
+        "overrides": {**TINY_TRIAL, "train.max_steps": steps, "train.eval_every": steps},
         "search": {"loss.mi_weight": {"type": "uniform", "low": 0.0, "high": 1.0}},
         "objective": {"metric": "val_accuracy", "mode": "max"},
         "num_trials": trials, "seeds": [0], "scheduler": {"type": "none"},
@@ -129,25 +128,10 @@ class FakeCluster:
             raise RuntimeError(f"ray start failed: {r.stderr[-2000:]}")
 
     def stop(self) -> None:
-        import psutil
+        from mmi_ray.ray_init import stop_processes
 
-        mine = []
-        for p in psutil.process_iter(["cmdline"]):
-            cmd = " ".join(p.info["cmdline"] or [])
-            if self.temp_dir in cmd or f":{self.port}" in cmd:  # the head's processes and the fake nodes'
-                mine.append(p)
-                mine.extend(p.children(recursive=True))
-        for p in mine:
-            try:
-                p.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(mine, timeout=10)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
+        # the head's processes and the fake nodes' (they name the head's GCS port)
+        stop_processes(lambda cmd: self.temp_dir in cmd or f":{self.port}" in cmd)
 
 
 def node_counts(types: dict) -> dict[str, int]:

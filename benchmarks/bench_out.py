@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import statistics
 import sys
 
 
@@ -23,3 +24,8 @@ def publish(lines: list[str], out: str | None, script: str, argv: list[str] | No
     print("\n".join(lines), flush=True)
     if out:
         append_section(out, script, argv, title, lines, machine)
+
+
+def spread(xs: list[float], digits: int = 3) -> str:
+    """A figure from repeated rounds: ``median [min, max]``."""
+    return f"{statistics.median(xs):.{digits}f} [{min(xs):.{digits}f}, {max(xs):.{digits}f}]"

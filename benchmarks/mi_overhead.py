@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_out import publish
+from bench_out import publish, spread
 
 from mmi_ray.config import LossConfig, ModelConfig
 from mmi_ray.data.batching import collate, epoch_batches, tokenize
@@ -146,9 +146,6 @@ def main(argv: list[str] | None = None) -> dict:
             ratios[n].append(med[n] / med["DSS"])
     mem = {} if args.no_memory else {n: peak_rss_mb(n, args.vocab, args.batch, 2, args.threads) for n in names}
 
-    def mmm(v):  # median [min, max]
-        return f"{statistics.median(v):.3f} [{min(v):.3f}, {max(v):.3f}]"
-
     head = (f"tiny T5 (d_model {mcfg.d_model}), output vocab {len(tok)}, batch {args.batch}, {args.threads} "
             f"thread(s); {args.pairs} interleaved rounds of {args.steps} steps per variant (order shuffled per "
             "round); ratio: the variant's median step over DSS's in the same round, median [min, max] over rounds; "
@@ -159,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     for n in names:
         extra = f"{mem[n] - mem['DSS']:+.0f}" if mem else ""
         rss = f"{mem[n]:.0f}" if mem else ""
-        lines.append(f"| {n} | {statistics.median(ms[n]):.1f} | {mmm(ratios[n])} | "
+        lines.append(f"| {n} | {statistics.median(ms[n]):.1f} | {spread(ratios[n])} | "
                      f"{statistics.median(tok_s[n]):.0f} | {rss} | {extra} |")
     if "maxpool" in names and "maxpool (released, unfused)" in mem and mem:
         old = mem["maxpool (released, unfused)"] - mem["DSS"]

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_out import publish
+from bench_out import publish, spread
 
 from mmi_ray.config import Config, load_config
 from mmi_ray.data import load_splits
@@ -136,10 +136,6 @@ def reference(cfg: Config, warmup: int) -> tuple[float, float]:
     return n * cfg.train.batch_size / seconds, sum(batch_tokens[warmup:cfg.train.max_steps]) / seconds
 
 
-def _spread(xs: list[float]) -> str:
-    return f"{statistics.median(xs):.2f} [{min(xs):.2f}, {max(xs):.2f}]"
-
-
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=60)
@@ -184,7 +180,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     lines = [head, "", "| MI term | reference ex/s | mmi-ray ex/s | reference tok/s | mmi-ray tok/s | ratio | "
                        "mmi-ray with stock dropout: ratio |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {x['mi']} | {x['reference']:.1f} | {x['ours']:.1f} | {x['reference_tok_s']:.0f} | {x['ours_tok_s']:.0f} "
-              f"| **{_spread(x['ratios'])}x** | {_spread(x['ratios_stock_dropout'])}x |" for x in rows]
+              f"| **{spread(x['ratios'], 2)}x** | {spread(x['ratios_stock_dropout'], 2)}x |" for x in rows]
     publish(lines, args.out, "reference_loop.py", argv, "Training loop vs reference-style loop")
     return rows
 

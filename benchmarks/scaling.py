@@ -21,7 +21,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench_out import publish
+from bench_out import publish, spread
 
 from mmi_ray.config import load_config
 from mmi_ray.layout import read_metrics
@@ -81,10 +81,6 @@ def ceiling(k: int, args) -> float:
     return sum(rates)
 
 
-def _spread(xs: list[float], digits: int = 3) -> str:
-    return f"{statistics.median(xs):.{digits}f} [{min(xs):.{digits}f}, {max(xs):.{digits}f}]"
-
-
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=150)
@@ -137,8 +133,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for row in rows:
         name = (f"Ray Train, {row['workers']} worker(s)" if row["side"] == "ray" else
                 f"{row['workers']} plain process(es) at once, no Ray")
-        vs_plain = f"**{_spread(row['vs_plain'])}**" if "vs_plain" in row else ""
-        lines.append(f"| {name} | {row['examples_per_s']:.1f} | {_spread(row['vs_base'])}x | {vs_plain} |")
+        vs_plain = f"**{spread(row['vs_plain'])}**" if "vs_plain" in row else ""
+        lines.append(f"| {name} | {row['examples_per_s']:.1f} | {spread(row['vs_base'])}x | {vs_plain} |")
     publish(lines, args.out, "scaling.py", argv, "Data-parallel scaling")
     return rows
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_out import publish
+from bench_out import publish, spread
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,10 +48,6 @@ def trial_breakdown(sweep_dir: Path) -> list[dict]:
         rows.append({"trial": tid, "total_s": results[-1]["time_total_s"], "train_s": train, "eval_s": evals,
                      "steps": results[-1].get("step")})
     return rows
-
-
-def _spread(xs: list[float], digits: int = 2) -> str:
-    return f"{statistics.median(xs):.{digits}f} [{min(xs):.{digits}f}, {max(xs):.{digits}f}]"
 
 
 def one_sweep(spec: str, overrides: list[str]) -> dict:
@@ -105,18 +101,18 @@ def main(argv: list[str] | None = None) -> dict:
              f"({', '.join(f'{v} {k}' for k, v in first['status'].items())}), {slots} at once; {args.repeats} "
              f"sweep(s), median [min, max]" + ("" if args.repeats >= 5 else " (fewer than 5: a smoke run, not a figure)"),
              "", "| figure | value |", "|---|---|",
-             f"| sweep wall time (trials: `Tuner.fit`) | {_spread([r['wall_s'] for r in runs], 0)} s |",
+             f"| sweep wall time (trials: `Tuner.fit`) | {spread([r['wall_s'] for r in runs], 0)} s |",
              f"| the whole command (Ray start, trials, test of the best, report) | "
-             f"{_spread([r['command_s'] for r in runs], 0)} s |",
-             f"| summed in-loop training time | {_spread([r['train_s'] for r in runs], 0)} s |",
-             f"| **per slot: wall x {slots} slots / in-loop** | **{_spread([r['slot_ratio'] for r in runs])}** |",
-             f"| per slot, the whole command | {_spread([r['command_slot_ratio'] for r in runs])} |",
-             f"| wall / in-loop (not per slot) | {_spread([r['ratio'] for r in runs])} |",
+             f"{spread([r['command_s'] for r in runs], 0)} s |",
+             f"| summed in-loop training time | {spread([r['train_s'] for r in runs], 0)} s |",
+             f"| **per slot: wall x {slots} slots / in-loop** | **{spread([r['slot_ratio'] for r in runs], 2)}** |",
+             f"| per slot, the whole command | {spread([r['command_slot_ratio'] for r in runs], 2)} |",
+             f"| wall / in-loop (not per slot) | {spread([r['ratio'] for r in runs], 2)} |",
              f"| per trial: total (Tune) / in-loop / evaluation / rest | {per('trial_total_s'):.1f} / "
              f"{per('train_s'):.1f} / {per('eval_s'):.1f} / {per('other_s'):.1f} s |",
              f"| outside the trials: Ray start / summary (test of the best) / report | "
-             f"{_spread([r['ray_start_s'] for r in runs], 1)} / {_spread([r['summary_s'] for r in runs], 1)} / "
-             f"{_spread([r['report_s'] for r in runs], 1)} s |"]
+             f"{spread([r['ray_start_s'] for r in runs], 1)} / {spread([r['summary_s'] for r in runs], 1)} / "
+             f"{spread([r['report_s'] for r in runs], 1)} s |"]
     publish(lines, args.out, "sweep_overhead.py", argv, "Sweep overhead")
     return res
 

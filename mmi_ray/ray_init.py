@@ -36,3 +36,27 @@ def init_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
     kwargs = {"num_cpus": num_cpus} if num_cpus else {}
     ray.init(include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
              log_to_driver=log_to_driver, configure_logging=False, **kwargs)
+
+
+def stop_processes(matches) -> None:
+    """SIGTERM the processes whose command line ``matches`` (and their children), SIGKILL stragglers:
+    how tests and benchmarks stop the Ray processes they started (never ``ray stop``, which stops
+    every Ray on the host). Needs ``psutil`` (the dev extra)."""
+    import psutil
+
+    mine = []
+    for p in psutil.process_iter(["cmdline"]):
+        if matches(" ".join(p.info["cmdline"] or [])):
+            mine.append(p)
+            mine.extend(p.children(recursive=True))
+    for p in mine:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(mine, timeout=10)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass

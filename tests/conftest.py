@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from mmi_ray.ray_init import stop_processes
+
 # Token authentication stays on (Ray 2.60's default); a client joining a running cluster must be in
 # token mode before Ray reads its config, so set it before anything imports ray.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
@@ -43,28 +45,6 @@ def stop_started_ray(temp_dir: str, gcs_port: int) -> None:
     """Stop only the Ray processes this session started (never ``ray stop``): those whose command
     line names our temp dir or GCS port, and their children."""
     stop_processes(lambda cmd: temp_dir in cmd or f":{gcs_port}" in cmd)
-
-
-def stop_processes(matches) -> None:
-    """SIGTERM the processes whose command line ``matches`` (and their children), SIGKILL stragglers."""
-    import psutil
-
-    mine = []
-    for p in psutil.process_iter(["cmdline"]):
-        if matches(" ".join(p.info["cmdline"] or [])):
-            mine.append(p)
-            mine.extend(p.children(recursive=True))
-    for p in mine:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(mine, timeout=10)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 @pytest.fixture(scope="session")
