@@ -1,15 +1,17 @@
 """Data-parallel scaling (issue 7, figure 4; issue 17, item 5): Ray Train workers against 1 worker
 and against the machine's own ceiling, plain processes without Ray.
 
-    python benchmarks/scaling.py [--steps 150] [--batch 32] [--workers 1 2] [--rounds 5] [--ceiling]
-                                 [--out BENCHMARKS.md] [overrides ...]
+    python benchmarks/scaling.py [--steps 150] [--batch 32] [--accum 1] [--workers 1 2] [--rounds 5] [--ceiling]
+                                 [--beside-ray] [--out BENCHMARKS.md] [overrides ...]
 
 Each Ray run is ``mmi-ray train configs/tiny_builtin.yaml`` (``train.run_training``: a Ray Train run
 on a local Ray) with ``batch`` examples per worker per step (weak scaling: 2 workers do twice the
 examples per step). With ``--ceiling``, k plain processes (no Ray, no DDP: the same loop, one
 thread each) run at once, their examples/s summed: the most k workers could reach here. Throughput
 is training examples/s from the loop's own timers (evaluation and start-up excluded), over every
-evaluation interval after the first (warm-up). Every side runs once per round, the order shuffled
+evaluation interval after the first (warm-up). With ``--beside-ray``, the plain processes also run
+while an idle local Ray (head, dashboard, raylet) is up: the share of the gap that Ray's own
+processes take on a small machine, apart from what data parallelism (DDP) costs. Every side runs once per round, the order shuffled
 per round; ratios are taken within a round and printed as median [min, max] over rounds.
 """
 
@@ -30,10 +32,11 @@ from mmi_ray.train import run_training
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _config(steps: int, eval_every: int, batch: int, overrides, *extra: str):
+def _config(args, *extra: str):
     return load_config(REPO / "configs" / "tiny_builtin.yaml", [
-        "scaling.cpus_per_worker=1", f"train.batch_size={batch}", f"train.max_steps={steps}",
-        f"train.eval_every={eval_every}", "data.builtin.num_valid=30", *extra, *overrides])
+        "scaling.cpus_per_worker=1", f"train.batch_size={args.batch}", f"train.grad_accum_steps={args.accum}",
+        f"train.max_steps={args.steps}", f"train.eval_every={args.eval_every}", "data.builtin.num_valid=30",
+        *extra, *args.overrides])
 
 
 def _rate(lines: list[dict], examples_per_step: int) -> tuple[float, float]:
@@ -45,23 +48,21 @@ def _rate(lines: list[dict], examples_per_step: int) -> tuple[float, float]:
 
 
 def throughput(workers: int, args, storage: str) -> dict:
-    cfg = _config(args.steps, args.eval_every, args.batch, args.overrides, f"scaling.num_workers={workers}",
-                  f"run.storage_path={storage}", f"run.name=scaling-{workers}w")
+    cfg = _config(args, f"scaling.num_workers={workers}", f"run.storage_path={storage}", f"run.name=scaling-{workers}w")
     summary = run_training(cfg, verbose=False)
     lines = read_metrics(summary["run_dir"])
-    rate, step_s = _rate(lines, args.batch * workers)
+    rate, step_s = _rate(lines, args.batch * args.accum * workers)
     return {"workers": workers, "examples_per_s": rate, "step_s": step_s}
 
 
-def _alone(args_overrides: tuple, q) -> None:
+def _alone(args, q) -> None:
     """One in-process loop (no Ray, no DDP): examples/s after the first evaluation interval."""
     from mmi_ray.recipe import run_loop
     from mmi_ray.worker import local_env
 
-    steps, eval_every, batch, overrides = args_overrides
     lines: list[dict] = []
-    run_loop(_config(steps, eval_every, batch, overrides), local_env(lambda m, _c: lines.append(m)))
-    q.put(_rate(lines, batch)[0])
+    run_loop(_config(args), local_env(lambda m, _c: lines.append(m)))
+    q.put(_rate(lines, args.batch * args.accum)[0])
 
 
 def ceiling(k: int, args) -> float:
@@ -71,8 +72,7 @@ def ceiling(k: int, args) -> float:
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_alone, args=((args.steps, args.eval_every, args.batch, tuple(args.overrides)), q))
-             for _ in range(k)]
+    procs = [ctx.Process(target=_alone, args=(args, q)) for _ in range(k)]
     for p in procs:
         p.start()
     rates = [q.get() for _ in procs]
@@ -86,14 +86,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step (one all-reduce each step)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (at least 5 for a figure)")
     ap.add_argument("--ceiling", action="store_true",
                     help="also run as many plain processes at once without Ray (the machine's own limit)")
+    ap.add_argument("--beside-ray", action="store_true",
+                    help="also run the plain processes while an idle local Ray runs (what Ray's own processes cost)")
     ap.add_argument("--out", default=None)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     sides = [("ray", w) for w in args.workers] + ([("plain", w) for w in args.workers] if args.ceiling else [])
+    sides += [("beside", w) for w in args.workers if w > 1] if args.beside_ray else []
     rates: dict[tuple[str, int], list[float]] = {k: [] for k in sides}
     step_s: dict[tuple[str, int], list[float]] = {k: [] for k in sides}
     rng = random.Random(0)
@@ -105,6 +109,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for kind, w in rng.sample(sides, len(sides)):
                 if kind == "plain" and ours and ray.is_initialized():
                     ray.shutdown()  # no idle Ray beside the plain processes
+                if kind == "beside" and not ray.is_initialized():
+                    from mmi_ray.ray_init import init_ray
+
+                    init_ray()  # as a Ray Train run starts it, left idle while the plain processes run
                 if kind == "ray":
                     row = throughput(w, args, str(Path(tmp) / f"r{r}"))
                     rates[kind, w].append(row["examples_per_s"])
@@ -123,16 +131,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
             row["step_s"] = statistics.median(step_s[kind, w])
             if ("plain", w) in rates:
                 row["vs_plain"] = [a / b for a, b in zip(rates[kind, w], rates["plain", w])]
+        if kind == "beside" and ("plain", w) in rates:
+            row["vs_plain"] = [a / b for a, b in zip(rates[kind, w], rates["plain", w])]
         rows.append(row)
-    head = (f"tiny T5 (configs/tiny_builtin.yaml), {args.batch} examples per worker per step, 1 CPU (1 thread) per "
+    per = f"{args.batch} examples" if args.accum == 1 else f"{args.accum} micro-batches of {args.batch} examples"
+    head = (f"tiny T5 (configs/tiny_builtin.yaml), {per} per worker per step, 1 CPU (1 thread) per "
             f"worker, steps {args.eval_every + 1}-{args.steps}; {args.rounds} interleaved rounds (order shuffled per "
             f"round); examples/s: median over rounds; ratios within a round, median [min, max] over rounds"
             + ("" if args.rounds >= 5 else " (fewer than 5 rounds: a smoke run, not a figure)"))
     lines = [head, "", f"| run | examples/s | vs Ray {args.workers[0]} worker(s) | vs as many plain processes |",
              "|---|---|---|---|"]
     for row in rows:
-        name = (f"Ray Train, {row['workers']} worker(s)" if row["side"] == "ray" else
-                f"{row['workers']} plain process(es) at once, no Ray")
+        name = {"ray": f"Ray Train, {row['workers']} worker(s)",
+                "plain": f"{row['workers']} plain process(es) at once, no Ray",
+                "beside": f"{row['workers']} plain process(es) at once beside an idle local Ray"}[row["side"]]
         vs_plain = f"**{spread(row['vs_plain'])}**" if "vs_plain" in row else ""
         lines.append(f"| {name} | {row['examples_per_s']:.1f} | {spread(row['vs_base'])}x | {vs_plain} |")
     publish(lines, args.out, "scaling.py", argv, "Data-parallel scaling")

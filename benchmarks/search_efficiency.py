@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import statistics
 import tempfile
 from pathlib import Path
@@ -31,7 +32,13 @@ REPO = Path(__file__).resolve().parents[1]
 GRID = {"loss.mi_weight": [0.0, 0.1, 0.5], "loss.rationale_weight": [0.2, 0.5, 1.0], "optim.lr": [1e-3, 3e-3]}
 OVERRIDES = {"model.d_model": 64, "model.d_ff": 128, "data.builtin.num_train": 2000, "data.builtin.num_valid": 150,
              "train.batch_size": 16, "train.max_steps": 120, "train.eval_every": 40, "loss.mi_estimator": "maxpool"}
-GRACE, ETA = 40, 2
+ETA = 2  # reduction factor; the grace period is the first evaluation (train.eval_every)
+# --fair (issue 17, item 4): 1,000 validation examples (binomial s.e. <= 1.6 points), one task family,
+# five evaluations (the rungs) per run; learning rate spread wide enough that configurations part.
+FAIR_GRID = {"optim.lr": [3e-4, 1e-3, 3e-3], "loss.mi_weight": [0.0, 0.5], "loss.rationale_weight": [0.5, 1.0]}
+FAIR_OVERRIDES = {"data.builtin.tasks": ["choice"], "data.builtin.num_train": 4000, "data.builtin.num_valid": 1000,
+                  "data.builtin.num_test": 100, "train.batch_size": 16, "train.max_steps": 600,
+                  "train.eval_every": 120, "train.max_new_tokens": 16, "loss.mi_estimator": "maxpool"}
 
 
 def grid_points(grid: dict) -> list[dict]:
@@ -73,8 +80,9 @@ def curves(sweep_dir: Path, grid: dict) -> tuple[dict[tuple, dict[int, float]], 
 
 
 def replay(table: dict, grid: dict, budget: int, target: float, seed: int, grace: int, eta: int,
-           max_trials: int = 500) -> int:
-    """Steps TPE + successive halving spends until a full-budget trial reaches ``target``."""
+           max_trials: int = 500) -> float:
+    """Steps TPE + successive halving spends until a full-budget trial reaches ``target``; ``inf``
+    if ``max_trials`` trials never reach it (the pruner keeps stopping the configurations that would)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -100,7 +108,31 @@ def replay(table: dict, grid: dict, budget: int, target: float, seed: int, grace
         study.tell(trial, curve[budget])
         if curve[budget] >= target:
             return cost
-    return cost
+    return math.inf
+
+
+def conditions(table: dict, budget: int, n_valid: int) -> dict:
+    """Can this grid judge a search at all? Per rung, the Spearman rank correlation of the rung's
+    scores with the final ones (ASHA stops on rung scores: they must predict the end; NaN where a
+    rung scored every configuration alike, so it cannot rank them); the best's
+    margin over the runner-up and over the grid's median, in standard errors of a difference of
+    two accuracies on ``n_valid`` examples (binomial); and that standard error in points."""
+    import pandas as pd
+
+    frame = pd.DataFrame({k: c for k, c in table.items()}).T  # rows: configurations, columns: steps
+    final = frame[budget]
+    rungs = {int(s): float(frame[s].corr(final, method="spearman")) if frame[s].nunique() > 1 else math.nan
+             for s in frame.columns if s < budget}
+    ranked = final.sort_values(ascending=False)
+
+    def se(p: float, q: float) -> float:
+        return math.sqrt((p * (1 - p) + q * (1 - q)) / n_valid)
+
+    best, second, median = float(ranked.iloc[0]), float(ranked.iloc[1]), float(final.median())
+    return {"rung_spearman": rungs, "best": best, "runner_up": second, "median": median,
+            "se_points": 100 * math.sqrt(best * (1 - best) / n_valid),
+            "margin_runner_up_se": (best - second) / max(se(best, second), 1e-12),
+            "margin_median_se": (best - median) / max(se(best, median), 1e-12)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -110,39 +142,66 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--replays", type=int, default=50)
     ap.add_argument("--within", type=float, default=0.01, help="accuracy gap to the grid's best (0.01 = 1 point)")
     ap.add_argument("--small", action="store_true", help="a 4-point grid of 6-step runs (checks the script)")
+    ap.add_argument("--fair", action="store_true",
+                    help="the grid of issue 17 item 4: 1,000 validation examples, one family, 5 rungs (~40 min)")
+    ap.add_argument("--grace", type=int, default=None,
+                    help="the pruner's first rung in steps (default: the grid's first evaluation)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    grid, overrides, grace = GRID, dict(OVERRIDES), GRACE
+    grid, overrides = GRID, dict(OVERRIDES)
+    if args.fair:
+        grid, overrides = FAIR_GRID, dict(FAIR_OVERRIDES)
     if args.small:
         grid = {"loss.mi_weight": [0.0, 0.1], "optim.lr": [1e-3, 3e-3]}
         overrides.update({"model.d_model": 32, "model.d_ff": 64, "model.num_layers": 1, "model.num_heads": 2,
                           "data.builtin.num_train": 200, "data.builtin.num_valid": 10, "data.builtin.num_test": 10,
                           "train.batch_size": 8, "train.max_steps": 6, "train.eval_every": 2})
-        grace = 2
     if args.grid_dir:
         sweep_dir = Path(args.grid_dir)
     else:
         root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mmi-grid-"))
         root.mkdir(parents=True, exist_ok=True)
         sweep_dir = run_grid(root, grid, overrides)
+    # the grid, its validation size and rungs as the sweep folder recorded them (--grid-dir: any grid)
+    spec = yaml.safe_load((sweep_dir / "sweep_spec.yaml").read_text())
+    grid = {k: v["values"] for k, v in spec["spec"]["search"].items()}
+    n_valid, grace = spec["base"]["data"]["builtin"]["num_valid"], spec["base"]["train"]["eval_every"]
+    grace = args.grace or grace
     table, budget = curves(sweep_dir, grid)
+    cond = conditions(table, budget, int(n_valid))
     finals = {k: c[budget] for k, c in table.items()}
     best = max(finals.values())
-    target = best - args.within + 1e-9
+    target = best - args.within - 1e-9  # within 1 point: a gap of exactly 1 point counts
     grid_cost = len(table) * budget
     costs = [replay(table, grid, budget, target, seed, grace, ETA) for seed in range(args.replays)]
     shares = sorted(c / grid_cost for c in costs)
     res = {"grid_points": len(table), "budget": budget, "grid_best": best, "grid_cost": grid_cost,
            "median_share": statistics.median(shares), "p80_share": shares[int(0.8 * (len(shares) - 1))],
-           "n_within": sum(v >= target for v in finals.values())}
+           "not_reached": sum(math.isinf(c) for c in costs),
+           "n_within": sum(v >= target for v in finals.values()), "conditions": cond}
+
+    def share(x: float) -> str:
+        return "never (see below)" if math.isinf(x) else f"{100 * x:.0f}% of the grid"
+
+    rungs = ", ".join(f"step {s} " + (f"{r:.2f}" if r == r else "n/a (all equal)")
+                      for s, r in cond["rung_spearman"].items())
     lines = [f"grid {len(table)} configurations ({', '.join(f'{k} {v}' for k, v in grid.items())}) x {budget} steps "
              f"= {grid_cost} steps; grid best val {100 * best:.1f}% ({res['n_within']} configuration(s) within "
              f"{100 * args.within:.0f} point); TPE + successive halving (grace {grace}, eta {ETA}) replayed "
              f"{args.replays} times on the grid's curves",
              "", "| figure | value |", "|---|---|",
              f"| median compute to within {100 * args.within:.0f} point of the grid's best | "
-             f"{100 * res['median_share']:.0f}% of the grid |",
-             f"| 80th percentile | {100 * res['p80_share']:.0f}% of the grid |",
+             f"{share(res['median_share'])} |",
+             f"| 80th percentile | {share(res['p80_share'])} |",
+             f"| replays that never got there (the pruner stopped every configuration that would) | "
+             f"{res['not_reached']} of {args.replays} |",
+             f"| validation examples; s.e. of the best's accuracy | {n_valid}; "
+             f"{cond['se_points']:.1f} points |",
+             f"| best, runner-up, median of the grid | {100 * best:.1f}%, {100 * cond['runner_up']:.1f}%, "
+             f"{100 * cond['median']:.1f}% |",
+             f"| best's margin over the runner-up; over the median (s.e. of the difference) | "
+             f"{cond['margin_runner_up_se']:.1f}; {cond['margin_median_se']:.1f} |",
+             f"| rung scores against final scores (Spearman) | {rungs} |",
              f"| grid folder | `{sweep_dir}` |"]
     publish(lines, args.out, "search_efficiency.py", argv, "Search efficiency")
     return res

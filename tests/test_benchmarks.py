@@ -1,5 +1,6 @@
 """Benchmark scripts run in a small mode (their timings are never asserted)."""
 
+import math
 import sys
 from pathlib import Path
 
@@ -89,6 +90,27 @@ def test_search_efficiency_replay_on_a_known_table():
     assert se.grid_points({"x": [1, 2], "y": ["a"]}) == [{"x": 1, "y": "a"}, {"x": 2, "y": "a"}]
 
 
+def test_search_efficiency_conditions_show_whether_the_grid_can_judge_a_search():
+    """Rung-to-final rank correlation and the best's margin in standard errors, on known tables."""
+    import search_efficiency as se
+
+    # rungs rank the configurations as the end does; the best clears the runner-up by 10 points
+    table = {(v,): {10: 0.1 * v, 20: 0.2 * v + 0.1 * (v == 3)} for v in range(4)}
+    c = se.conditions(table, budget=20, n_valid=1000)
+    assert c["rung_spearman"] == {10: pytest.approx(1.0)}
+    assert c["best"] == pytest.approx(0.7) and c["runner_up"] == pytest.approx(0.4)
+    se_diff = ((0.7 * 0.3 + 0.4 * 0.6) / 1000) ** 0.5
+    assert c["margin_runner_up_se"] == pytest.approx(0.3 / se_diff)
+    assert c["se_points"] == pytest.approx(100 * (0.7 * 0.3 / 1000) ** 0.5)
+    # rungs in reverse order of the end: the correlation says so; 100 examples make the same gap noise
+    rev = {(v,): {10: -0.1 * v, 20: 0.30 + 0.01 * v} for v in range(4)}
+    c = se.conditions(rev, budget=20, n_valid=100)
+    assert c["rung_spearman"][10] == pytest.approx(-1.0)
+    assert c["margin_runner_up_se"] < 1
+    flat = {(v,): {10: 0.12, 20: 0.1 * v} for v in range(4)}  # a rung where all score alike ranks nothing
+    assert math.isnan(se.conditions(flat, budget=20, n_valid=1000)["rung_spearman"][10])
+
+
 @pytest.mark.ray
 def test_ray_benchmarks_small_mode(ray_session, tmp_path):
     """scaling.py, sweep_overhead.py and search_efficiency.py end to end on tiny runs (shared Ray)."""
@@ -97,12 +119,14 @@ def test_ray_benchmarks_small_mode(ray_session, tmp_path):
     import sweep_overhead
 
     rows = scaling.main(["--steps", "4", "--eval-every", "2", "--batch", "4", "--workers", "2", "--rounds", "1",
-                         "--ceiling", "--out", str(tmp_path / "B.md"),
+                         "--ceiling", "--beside-ray", "--out", str(tmp_path / "B.md"),
                          "model.d_model=32", "model.d_ff=64", "model.num_layers=1", "data.builtin.num_train=200"])
-    assert [(r["side"], r["workers"]) for r in rows] == [("ray", 2), ("plain", 2)]
+    assert [(r["side"], r["workers"]) for r in rows] == [("ray", 2), ("plain", 2), ("beside", 2)]
     assert rows[0]["examples_per_s"] > 0 and rows[1]["examples_per_s"] > 0
+    assert rows[2]["vs_plain"] == [rows[2]["examples_per_s"] / rows[1]["examples_per_s"]]
     assert rows[0]["vs_plain"] == [rows[0]["examples_per_s"] / rows[1]["examples_per_s"]]
     assert "| 2 plain process(es) at once, no Ray |" in (tmp_path / "B.md").read_text()
+    assert "| 2 plain process(es) at once beside an idle local Ray |" in (tmp_path / "B.md").read_text()
 
     res = sweep_overhead.main([str(REPO / "sweeps" / "quickstart.yaml"), "num_trials=3", "scheduler.type=none",
                                "overrides.data.builtin.num_test=10",
@@ -116,6 +140,7 @@ def test_ray_benchmarks_small_mode(ray_session, tmp_path):
     eff = search_efficiency.main(["--small", "--replays", "3", "--keep", str(tmp_path / "grid"),
                                   "--out", str(tmp_path / "B.md")])
     assert eff["grid_points"] == 4 and eff["budget"] == 6 and 0 < eff["median_share"] <= 10
+    assert set(eff["conditions"]["rung_spearman"]) == {2, 4}
     text = (tmp_path / "B.md").read_text()
     for title in ("Data-parallel scaling", "Sweep overhead", "Search efficiency"):
         assert f"### {title}" in text

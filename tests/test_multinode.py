@@ -44,31 +44,15 @@ def worker_nodes(ray_head, ray_session):
             _stop_node(p)
 
 
-def test_drivers_on_head_and_train_workers_on_worker_nodes(worker_nodes, tmp_path):
-    assert len(worker_nodes["head"]) == 1 and len(worker_nodes["workers"]) == 2
-    spec = write_spec(tmp_path, "multinode", num_trials=2, seeds=[0, 1],
-                      resources={"num_workers": 1, "cpus_per_worker": 1, "worker_resources": {"train_node": 1},
-                                 "driver_resource": "mmi_driver"})
-    summary = run_sweep(load_sweep(spec), verbose=0)
-    assert summary["trials"] == 2
-    sweep_dir = tmp_path / "results" / "multinode"
-    driver_nodes, worker_node_ids = set(), []
-    for d in sweep_dir.glob("trial_*"):
-        rows = [json.loads(x) for x in (d / "result.json").read_text().splitlines()]
-        driver_nodes |= {r["driver_node_id"] for r in rows}
-        worker_node_ids += [r[f"node_id_seed{s}"] for r in rows for s in (0, 1)]
-    assert driver_nodes == set(worker_nodes["head"])
-    assert set(worker_node_ids) <= set(worker_nodes["workers"])
-    counts = pd.Series(worker_node_ids).value_counts()
-    print(f"placement: drivers on head {sorted(driver_nodes)}; Train worker reports per node {counts.to_dict()}")
-
-
-def test_losing_a_worker_node_moves_its_trials_and_the_sweep_completes(worker_nodes, tmp_path, capsys):
-    """One of two worker nodes dies while trials train: Ray Train restarts the lost worker group
-    from its last checkpoint on the node that is left, and every trial completes."""
+def test_placement_and_losing_a_worker_node(worker_nodes, tmp_path, capsys):
+    """Trial drivers run on the head, Train workers on the worker nodes; one of the two worker
+    nodes dies while trials train: Ray Train restarts the lost worker group from its last
+    checkpoint on the node that is left, and every trial completes. (One test: each cluster of
+    worker nodes costs a minute to start.)"""
     import threading
     import time
 
+    assert len(worker_nodes["head"]) == 1 and len(worker_nodes["workers"]) == 2
     spec = write_spec(tmp_path, "nodeloss", num_trials=2, max_concurrent_trials=2, scheduler={"type": "none"},
                       overrides={"model.d_model": 32, "model.d_ff": 64, "model.num_layers": 1, "model.num_heads": 2,
                                  "data.builtin.num_train": 300, "data.builtin.num_valid": 30,
@@ -99,11 +83,16 @@ def test_losing_a_worker_node_moves_its_trials_and_the_sweep_completes(worker_no
 
     survivors = {n["NodeID"] for n in ray.nodes() if n["Alive"] and "train_node" in n["Resources"]}
     assert len(survivors) == 1
-    last_nodes = set()
+    last_nodes, driver_nodes, train_nodes = set(), set(), []
     for d in sweep_dir.glob("trial_*"):
         rows = [json.loads(x) for x in (d / "result.json").read_text().splitlines()]
         assert rows[-1]["step"] == 60
         last_nodes.add(rows[-1]["node_id_seed0"])
+        driver_nodes |= {r["driver_node_id"] for r in rows}
+        train_nodes += [r["node_id_seed0"] for r in rows]
     assert last_nodes <= survivors and len(last_nodes) == 1, "both trials finished on the node that was left"
+    assert driver_nodes == set(worker_nodes["head"]), "trial drivers ran off the head"
+    assert set(train_nodes) <= set(worker_nodes["workers"]), "a Train worker ran on the head"
     with capsys.disabled():
-        print(f"\n[node loss] sweep finished {time.time() - killed['at']:.0f} s after the node was killed")
+        print(f"\n[node loss] sweep finished {time.time() - killed['at']:.0f} s after the node was killed; "
+              f"Train worker reports per node {pd.Series(train_nodes).value_counts().to_dict()}")
