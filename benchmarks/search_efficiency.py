@@ -1,7 +1,10 @@
 """Search efficiency (issue 7, figure 5): compute that TPE + ASHA needs to come within 1 point of the
 best configuration of an exhaustive grid over the same space, on the built-in task.
 
-    python benchmarks/search_efficiency.py [--grid-dir DIR] [--replays 50] [--out BENCHMARKS.md]
+    python benchmarks/search_efficiency.py [--fair] [--grid-dir DIR] [--keep DIR] [--grace STEPS]
+                                           [--replays 50] [--out BENCHMARKS.md]
+
+``--fair`` (issue 17, item 4) trains the grid with 1,000 validation examples on one family.
 
 1. The grid: every combination of the values below is trained to the full budget by a real
    ``mmi-ray`` sweep on local Ray (all combinations as ``points_to_evaluate``, no early stopping),
@@ -13,7 +16,12 @@ best configuration of an exhaustive grid over the same space, on the built-in ta
    after another. A trial costs the steps it trained before it finished or was stopped. The search
    stops when a trial that trained to the full budget is within ``--within`` of the grid's best.
    Replayed ``--replays`` times with different sampler seeds; the figure is the median cost as a
-   share of the grid's cost (configurations x full budget).
+   share of the grid's cost (configurations x full budget); a replay that never gets there within
+   500 trials is counted as such, not given a cost. The pruner's first rung is the grid's first
+   evaluation unless ``--grace`` says otherwise.
+3. Whether the grid can judge a search at all, printed with the figure: each rung's Spearman rank
+   correlation with the final scores, and the best's margin over the runner-up and over the median
+   in standard errors of the difference (binomial, on the validation size).
 """
 
 from __future__ import annotations
