@@ -6,6 +6,7 @@ starts its own head, so the test runs before the suite's shared head (``alone_on
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -24,11 +25,15 @@ def test_a_sweeps_demand_scales_the_gpu_type_to_the_plan_and_back_to_zero(tmp_pa
     res = json.loads(out.read_text())
     # what `mmi-ray plan` predicts for the GPU sweep on the real YAML: 2 trials at once on 2 spot 1-GPU nodes
     assert res["plan_at_once"] == 2 and res["plan_nodes"] == {"gpu_spot_1x": 2}
-    # what the autoscaler did for the same demand: that many nodes of that type at the peak, none of the other
-    assert res["peak"] == {"gpu_spot_1x": 2, "gpu_ondemand_4x": 0}, res["timeline"]
+    # what the autoscaler did for the same demand: that many nodes of that type, none of the other. The count
+    # it held longest while nodes were up is the plan's; Ray's autoscaler may launch one node more for a few
+    # seconds (seen once in a CI run: a third node for 7 s); one more at most
+    held = Counter(c["gpu_spot_1x"] for _, c in res["timeline"] if c["gpu_spot_1x"] > 0).most_common(1)[0][0]
+    assert held == 2 and 2 <= res["peak"]["gpu_spot_1x"] <= 3, res["timeline"]
+    assert res["peak"]["gpu_ondemand_4x"] == 0, res["timeline"]
     assert res["completed"] == 2 and res["drivers_on_head"], res
     # and back to zero workers once idle (idle timeout 10 s)
     assert sum(res["final"].values()) == 0, res["timeline"]
     counts = [sum(c.values()) for _, c in res["timeline"]]
-    assert counts[0] == 0 and max(counts) == 2
+    assert counts[0] == 0 and max(counts) in (2, 3)
     print("\n" + "\n".join(line for line in r.stdout.splitlines() if line.startswith(("|", "peak"))))
