@@ -11,8 +11,9 @@ thread each) run at once, their examples/s summed: the most k workers could reac
 is training examples/s from the loop's own timers (evaluation and start-up excluded), over every
 evaluation interval after the first (warm-up). With ``--beside-ray``, the plain processes also run
 while an idle local Ray (head, dashboard, raylet) is up: the share of the gap that Ray's own
-processes take on a small machine, apart from what data parallelism (DDP) costs. Every side runs once per round, the order shuffled
-per round; ratios are taken within a round and printed as median [min, max] over rounds.
+processes take on a small machine, apart from what data parallelism (DDP) costs. Every side runs
+once per round, the order shuffled per round; ratios are taken within a round and printed as
+median [min, max] over rounds.
 """
 
 from __future__ import annotations
@@ -129,9 +130,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                "vs_base": ratio}
         if kind == "ray":
             row["step_s"] = statistics.median(step_s[kind, w])
-            if ("plain", w) in rates:
-                row["vs_plain"] = [a / b for a, b in zip(rates[kind, w], rates["plain", w])]
-        if kind == "beside" and ("plain", w) in rates:
+        if kind != "plain" and ("plain", w) in rates:
             row["vs_plain"] = [a / b for a, b in zip(rates[kind, w], rates["plain", w])]
         rows.append(row)
     per = f"{args.batch} examples" if args.accum == 1 else f"{args.accum} micro-batches of {args.batch} examples"
