@@ -174,6 +174,18 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
     if not is_uri(spec.storage_path) and not spec.storage_path.startswith("/mnt"):
         warnings.append(f"storage_path '{spec.storage_path}' is local: on a multi-node cluster use shared storage "
                         "(s3://, gs://, or an NFS mount)")
+    if not r.use_gpu and r.cpus_per_worker:
+        # CPU training on every core of a node: Ray's own processes (raylet, dashboard agent, core-worker
+        # threads; ~10% of a core measured idle on a local head) take their CPU from the workers, and with
+        # data parallelism every worker waits for the slowest (BENCHMARKS.md, "Data-parallel scaling")
+        def used(t: NodeType) -> float:  # CPUs the runs packed onto one node of this type take
+            return (t.cpus // r.cpus_per_worker) // r.num_workers * r.num_workers * r.cpus_per_worker
+
+        full = [n for n in nodes if types[n].cpus and used(types[n]) >= types[n].cpus]
+        if full:
+            warnings.append(f"CPU training takes every CPU of {', '.join(full)}: Ray's own processes then share the "
+                            "workers' cores (on a 2-core box, training beside an idle Ray ran at 0.85 of the same "
+                            "without it); leave a core free: declare one CPU fewer in the node type's resources")
     if not base.scaling.use_gpu and not r.use_gpu and any(t.gpus for t in workers.values()):
         warnings.append("the spec trains on CPU (resources.use_gpu false) on a GPU cluster")
 
