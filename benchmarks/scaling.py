@@ -2,7 +2,7 @@
 and against the machine's own ceiling, plain processes without Ray.
 
     python benchmarks/scaling.py [--steps 150] [--batch 32] [--accum 1] [--workers 1 2] [--rounds 5] [--ceiling]
-                                 [--beside-ray] [--out BENCHMARKS.md] [overrides ...]
+                                 [--beside-ray] [--ddp] [--out BENCHMARKS.md] [overrides ...]
 
 Each Ray run is ``mmi-ray train configs/tiny_builtin.yaml`` (``train.run_training``: a Ray Train run
 on a local Ray) with ``batch`` examples per worker per step (weak scaling: 2 workers do twice the
@@ -11,7 +11,10 @@ thread each) run at once, their examples/s summed: the most k workers could reac
 is training examples/s from the loop's own timers (evaluation and start-up excluded), over every
 evaluation interval after the first (warm-up). With ``--beside-ray``, the plain processes also run
 while an idle local Ray (head, dashboard, raylet) is up: the share of the gap that Ray's own
-processes take on a small machine, apart from what data parallelism (DDP) costs. Every side runs
+processes take on a small machine, apart from what data parallelism (DDP) costs. With ``--ddp``,
+k plain processes train one model data-parallel (DDP over gloo on loopback, as Ray Train sets it
+up) without Ray: Ray Train against it is Ray's own cost, it against independent processes is what
+DDP costs. Every side runs
 once per round, the order shuffled per round; ratios are taken within a round and printed as
 median [min, max] over rounds.
 """
@@ -66,6 +69,46 @@ def _alone(args, q) -> None:
     q.put(_rate(lines, args.batch * args.accum)[0])
 
 
+def _ddp_rank(args, rank: int, world: int, port: int, q) -> None:
+    """Rank ``rank`` of a plain data-parallel job: the same loop, DDP over gloo on loopback, no Ray."""
+    import torch
+    import torch.distributed as dist
+
+    from mmi_ray.recipe import run_loop
+    from mmi_ray.worker import WorkerEnv
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    lines: list[dict] = []
+    env = WorkerEnv(rank, world, torch.device("cpu"), lambda: None, lambda m, _c: lines.append(m),
+                    lambda m: torch.nn.parallel.DistributedDataParallel(m))
+    try:
+        run_loop(_config(args), env)
+    finally:
+        dist.destroy_process_group()
+    if rank == 0:  # examples/s of the whole job (every rank runs the same steps)
+        q.put(_rate(lines, args.batch * args.accum * world)[0])
+
+
+def plain_ddp(k: int, args) -> float:
+    """Examples/s of ``k`` plain processes training one model data-parallel (torch.distributed,
+    gloo, as Ray Train sets it up) without Ray: what DDP itself costs here, apart from Ray."""
+    import multiprocessing as mp
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_ddp_rank, args=(args, r, k, port, q)) for r in range(k)]
+    for p in procs:
+        p.start()
+    rate = q.get()
+    for p in procs:
+        p.join()
+    return rate
+
+
 def ceiling(k: int, args) -> float:
     """Summed examples/s of ``k`` independent single-thread loops running at once: what this
     machine allows k workers without any communication or Ray processes."""
@@ -94,11 +137,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     help="also run as many plain processes at once without Ray (the machine's own limit)")
     ap.add_argument("--beside-ray", action="store_true",
                     help="also run the plain processes while an idle local Ray runs (what Ray's own processes cost)")
+    ap.add_argument("--ddp", action="store_true",
+                    help="also run the same data-parallel job in plain processes (DDP over gloo) without Ray")
     ap.add_argument("--out", default=None)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     sides = [("ray", w) for w in args.workers] + ([("plain", w) for w in args.workers] if args.ceiling else [])
     sides += [("beside", w) for w in args.workers if w > 1] if args.beside_ray else []
+    sides += [("ddp", w) for w in args.workers if w > 1] if args.ddp else []
     rates: dict[tuple[str, int], list[float]] = {k: [] for k in sides}
     step_s: dict[tuple[str, int], list[float]] = {k: [] for k in sides}
     rng = random.Random(0)
@@ -108,7 +154,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for kind, w in rng.sample(sides, len(sides)):
-                if kind == "plain" and ours and ray.is_initialized():
+                if kind in ("plain", "ddp") and ours and ray.is_initialized():
                     ray.shutdown()  # no idle Ray beside the plain processes
                 if kind == "beside" and not ray.is_initialized():
                     from mmi_ray.ray_init import init_ray
@@ -118,6 +164,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     row = throughput(w, args, str(Path(tmp) / f"r{r}"))
                     rates[kind, w].append(row["examples_per_s"])
                     step_s[kind, w].append(row["step_s"])
+                elif kind == "ddp":
+                    rates[kind, w].append(plain_ddp(w, args))
                 else:
                     rates[kind, w].append(ceiling(w, args))
     if ours and ray.is_initialized():
@@ -132,20 +180,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
             row["step_s"] = statistics.median(step_s[kind, w])
         if kind != "plain" and ("plain", w) in rates:
             row["vs_plain"] = [a / b for a, b in zip(rates[kind, w], rates["plain", w])]
+        if kind == "ray" and ("ddp", w) in rates:
+            row["vs_ddp"] = [a / b for a, b in zip(rates[kind, w], rates["ddp", w])]
         rows.append(row)
     per = f"{args.batch} examples" if args.accum == 1 else f"{args.accum} micro-batches of {args.batch} examples"
     head = (f"tiny T5 (configs/tiny_builtin.yaml), {per} per worker per step, 1 CPU (1 thread) per "
             f"worker, steps {args.eval_every + 1}-{args.steps}; {args.rounds} interleaved rounds (order shuffled per "
             f"round); examples/s: median over rounds; ratios within a round, median [min, max] over rounds"
             + ("" if args.rounds >= 5 else " (fewer than 5 rounds: a smoke run, not a figure)"))
-    lines = [head, "", f"| run | examples/s | vs Ray {args.workers[0]} worker(s) | vs as many plain processes |",
-             "|---|---|---|---|"]
+    ddp_col = any("vs_ddp" in r for r in rows)
+    lines = [head, "", f"| run | examples/s | vs Ray {args.workers[0]} worker(s) | vs as many plain processes |"
+             + (" vs the same DDP job without Ray |" if ddp_col else ""), "|---|---|---|---|" + ("---|" if ddp_col else "")]
     for row in rows:
         name = {"ray": f"Ray Train, {row['workers']} worker(s)",
                 "plain": f"{row['workers']} plain process(es) at once, no Ray",
-                "beside": f"{row['workers']} plain process(es) at once beside an idle local Ray"}[row["side"]]
+                "beside": f"{row['workers']} plain process(es) at once beside an idle local Ray",
+                "ddp": f"{row['workers']} plain processes, one model data-parallel (DDP, gloo), no Ray"}[row["side"]]
         vs_plain = f"**{spread(row['vs_plain'])}**" if "vs_plain" in row else ""
-        lines.append(f"| {name} | {row['examples_per_s']:.1f} | {spread(row['vs_base'])}x | {vs_plain} |")
+        vs_ddp = (f" **{spread(row['vs_ddp'])}** |" if "vs_ddp" in row else " |") if ddp_col else ""
+        lines.append(f"| {name} | {row['examples_per_s']:.1f} | {spread(row['vs_base'])}x | {vs_plain} |{vs_ddp}")
     publish(lines, args.out, "scaling.py", argv, "Data-parallel scaling")
     return rows
 

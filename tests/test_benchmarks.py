@@ -88,6 +88,15 @@ def test_search_efficiency_replay_on_a_known_table():
     cost = se.replay(table, grid, budget=20, target=0.6 - 1e-9, seed=0, grace=10, eta=2)
     assert 20 <= cost <= 4 * 20 + 20 * 10  # found: at least one full run, at most a few repeats
     assert se.grid_points({"x": [1, 2], "y": ["a"]}) == [{"x": 1, "y": "a"}, {"x": 2, "y": "a"}]
+    for seed in range(5):
+        alone, again, resumed = {}, {}, {}
+        # TPE alone: every trial trains to the full budget
+        assert se.replay(table, grid, 20, 0.6 - 1e-9, seed, grace=None, eta=2, stats=alone) == 20 * alone["trials"]
+        full = se.replay(table, grid, 20, 0.6 - 1e-9, seed, grace=10, eta=2, stats=again)
+        # a configuration proposed again resumes: no configuration's steps are paid twice
+        cheap = se.replay(table, grid, 20, 0.6 - 1e-9, seed, grace=10, eta=2, stats=resumed, resume=True)
+        assert cheap <= 20 * resumed["distinct"] and cheap <= full
+        assert resumed["distinct"] <= resumed["trials"] and again["distinct"] <= again["trials"]
 
 
 def test_search_efficiency_conditions_show_whether_the_grid_can_judge_a_search():
@@ -119,14 +128,16 @@ def test_ray_benchmarks_small_mode(ray_session, tmp_path):
     import sweep_overhead
 
     rows = scaling.main(["--steps", "4", "--eval-every", "2", "--batch", "4", "--workers", "2", "--rounds", "1",
-                         "--ceiling", "--beside-ray", "--out", str(tmp_path / "B.md"),
+                         "--ceiling", "--beside-ray", "--ddp", "--out", str(tmp_path / "B.md"),
                          "model.d_model=32", "model.d_ff=64", "model.num_layers=1", "data.builtin.num_train=200"])
-    assert [(r["side"], r["workers"]) for r in rows] == [("ray", 2), ("plain", 2), ("beside", 2)]
+    assert [(r["side"], r["workers"]) for r in rows] == [("ray", 2), ("plain", 2), ("beside", 2), ("ddp", 2)]
+    assert rows[0]["vs_ddp"] == [rows[0]["examples_per_s"] / rows[3]["examples_per_s"]] and rows[3]["vs_plain"]
     assert rows[0]["examples_per_s"] > 0 and rows[1]["examples_per_s"] > 0
     assert rows[2]["vs_plain"] == [rows[2]["examples_per_s"] / rows[1]["examples_per_s"]]
     assert rows[0]["vs_plain"] == [rows[0]["examples_per_s"] / rows[1]["examples_per_s"]]
     assert "| 2 plain process(es) at once, no Ray |" in (tmp_path / "B.md").read_text()
     assert "| 2 plain process(es) at once beside an idle local Ray |" in (tmp_path / "B.md").read_text()
+    assert "| 2 plain processes, one model data-parallel (DDP, gloo), no Ray |" in (tmp_path / "B.md").read_text()
 
     res = sweep_overhead.main([str(REPO / "sweeps" / "quickstart.yaml"), "num_trials=3", "scheduler.type=none",
                                "overrides.data.builtin.num_test=10",
