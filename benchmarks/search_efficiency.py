@@ -17,8 +17,9 @@ configuration's accuracy at every rung is printed with the figure.
    do): Optuna's TPE sampler (as ``OptunaSearch`` uses it) over the same choices, and Optuna's
    successive-halving pruner with the sweep's grace period and reduction factor (ASHA), trials one
    after another. A trial costs the steps it trained before it finished or was stopped; a
-   configuration proposed again reuses its run as an mmi-ray sweep does (a finished run is adopted,
-   one stopped early resumes from its checkpoint: only steps not trained before are paid). The search
+   configuration proposed again reuses its run as an mmi-ray sweep does on local storage (a finished
+   run is adopted, an in-process one stopped early resumes from its checkpoint: only steps not
+   trained before are paid). The search
    stops when a trial that trained to the full budget is within ``--within`` of the grid's best.
    Replayed ``--replays`` times with different sampler seeds; the figure is the median cost as a
    share of the grid's cost (configurations x full budget); a replay that never gets there within
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--within", type=float, default=0.01, help="accuracy gap to the grid's best (0.01 = 1 point)")
     ap.add_argument("--small", action="store_true", help="a 4-point grid of 6-step runs (checks the script)")
     ap.add_argument("--fair", action="store_true",
-                    help="the grid of issue 17 item 4: 1,000 validation examples, one family, 8 rungs (~40 min)")
+                    help="the grid of issue 17 item 4: 1,000 validation examples, one family, 8 rungs (~45 min)")
     ap.add_argument("--grace", type=int, nargs="+", default=None,
                     help="the pruner's first rung in steps, one replay set per value (default: the grid's first "
                          "evaluation); TPE without pruning is always replayed beside them")
