@@ -14,9 +14,8 @@ while an idle local Ray (head, dashboard, raylet) is up: the share of the gap th
 processes take on a small machine, apart from what data parallelism (DDP) costs. With ``--ddp``,
 k plain processes train one model data-parallel (DDP over gloo on loopback, as Ray Train sets it
 up) without Ray: Ray Train against it is Ray's own cost, it against independent processes is what
-DDP costs. Every side runs
-once per round, the order shuffled per round; ratios are taken within a round and printed as
-median [min, max] over rounds.
+DDP costs. Every side runs once per round, the order shuffled per round; ratios are taken
+within a round and printed as median [min, max] over rounds.
 """
 
 from __future__ import annotations
@@ -89,40 +88,37 @@ def _ddp_rank(args, rank: int, world: int, port: int, q) -> None:
         q.put(_rate(lines, args.batch * args.accum * world)[0])
 
 
+def _spawn(target, arg_tuples: list[tuple], results: int) -> list:
+    """Start one spawned process per argument tuple (each gets a result queue as its last argument),
+    collect ``results`` results, join them all."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*a, q)) for a in arg_tuples]
+    for p in procs:
+        p.start()
+    out = [q.get() for _ in range(results)]
+    for p in procs:
+        p.join()
+    return out
+
+
 def plain_ddp(k: int, args) -> float:
     """Examples/s of ``k`` plain processes training one model data-parallel (torch.distributed,
     gloo, as Ray Train sets it up) without Ray: what DDP itself costs here, apart from Ray."""
-    import multiprocessing as mp
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_ddp_rank, args=(args, r, k, port, q)) for r in range(k)]
-    for p in procs:
-        p.start()
-    rate = q.get()
-    for p in procs:
-        p.join()
-    return rate
+    return _spawn(_ddp_rank, [(args, r, k, port) for r in range(k)], results=1)[0]  # rank 0 reports
 
 
 def ceiling(k: int, args) -> float:
     """Summed examples/s of ``k`` independent single-thread loops running at once: what this
     machine allows k workers without any communication or Ray processes."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_alone, args=(args, q)) for _ in range(k)]
-    for p in procs:
-        p.start()
-    rates = [q.get() for _ in procs]
-    for p in procs:
-        p.join()
-    return sum(rates)
+    return sum(_spawn(_alone, [(args,)] * k, results=k))
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -125,11 +125,13 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
         return p.get("spot" if t.spot else "on_demand", p.get("on_demand"))
 
     order = sorted(workers.values(), key=lambda t: (price(t) or 1e9) / max(t.gpus, 1))
+    packed: dict[str, int] = {}  # seed runs one node of each type holds
     for t in order:
         if need_runs <= 0:
             break
         per_node = (t.gpus // gpus_per_worker if gpus_per_worker else t.cpus // max(r.cpus_per_worker, 1e-9))
         runs_per_node = per_node // r.num_workers
+        packed[t.name] = runs_per_node
         if runs_per_node <= 0:
             continue
         n = min(t.max_workers, math.ceil(need_runs / runs_per_node))
@@ -175,13 +177,9 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
         warnings.append(f"storage_path '{spec.storage_path}' is local: on a multi-node cluster use shared storage "
                         "(s3://, gs://, or an NFS mount)")
     if not r.use_gpu and r.cpus_per_worker:
-        # CPU training on every core of a node: Ray's own processes (raylet, dashboard agent, core-worker
-        # threads; ~10% of a core measured idle on a local head) take their CPU from the workers, and with
-        # data parallelism every worker waits for the slowest (BENCHMARKS.md, "Data-parallel scaling")
-        def used(t: NodeType) -> float:  # CPUs the runs packed onto one node of this type take
-            return (t.cpus // r.cpus_per_worker) // r.num_workers * r.num_workers * r.cpus_per_worker
-
-        full = [n for n in nodes if types[n].cpus and used(types[n]) >= types[n].cpus]
+        # CPU training on every core of a node: Ray's own processes (raylet, dashboard agent, Ray Train's
+        # controller and helper actors) take their CPU from the workers (BENCHMARKS.md, "Data-parallel scaling")
+        full = [n for n in nodes if packed[n] * r.num_workers * r.cpus_per_worker >= types[n].cpus]
         if full:
             warnings.append(f"CPU training takes every CPU of {', '.join(full)}: Ray's own processes then share the "
                             "workers' cores (on a 2-core box, 2 Ray Train workers ran at 0.86 of the same DDP job "
