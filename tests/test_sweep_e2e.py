@@ -48,9 +48,40 @@ def write_spec(tmp_path: Path, name: str, **changes) -> Path:
     return p
 
 
-def test_small_sweep_with_seeds_completes_and_writes_trials(ray_session, tmp_path):
-    sweep = load_sweep(write_spec(tmp_path, "small", seeds=[0, 1], num_trials=2))
+def test_small_sweep_with_seeds_completes_and_writes_trials(ray_session, tmp_path, capsys):
+    """2 trials x 2 seeds at once: 4 Ray Train runs side by side with fractional CPUs, no deadlock, every
+    placement group released afterwards; the trials, the study, the summary and the report on disk.
+    Prints the peak memory of one Train worker process (the per-run cost here)."""
+    import threading
+
+    import psutil
+    from ray.util import placement_group_table
+
+    sweep = load_sweep(write_spec(tmp_path, "small", seeds=[0, 1], num_trials=2, max_concurrent_trials=2,
+                                  resources={"num_workers": 1, "cpus_per_worker": 0.5}))
+    peak, together, stop = {}, [0], threading.Event()
+
+    def sample():  # RSS of every Train worker, and how many ran at once
+        while not stop.is_set():
+            now = [p for p in psutil.process_iter(["cmdline", "memory_info"])
+                   if "RayTrainWorker" in " ".join(p.info["cmdline"] or []) and p.info["memory_info"]]
+            for p in now:
+                peak[p.pid] = max(peak.get(p.pid, 0), p.info["memory_info"].rss)
+            together[0] = max(together[0], len(now))
+            stop.wait(0.5)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
     summary = run_sweep(sweep, verbose=0)
+    stop.set()
+    t.join()
+    live = [g for g in placement_group_table().values() if g["state"] != "REMOVED"]
+    assert live == [], f"leaked placement groups: {live}"
+    assert len(peak) >= 4 and together[0] >= 3, (len(peak), together)  # the two trials' seed runs overlapped
+    with capsys.disabled():
+        print(f"\n[2 trials x 2 seeds at once] {together[0]} Train workers at once; peak RSS per Train worker: "
+              f"max {max(peak.values()) / 2**20:.0f} MiB, median {sorted(peak.values())[len(peak) // 2] / 2**20:.0f} MiB "
+              f"over {len(peak)} workers")
     sweep_dir = tmp_path / "results" / "small"
     assert summary["trials"] == 2
     trial_dirs = sorted(p for p in sweep_dir.iterdir() if p.name.startswith("trial_"))
@@ -99,7 +130,8 @@ def test_small_sweep_with_seeds_completes_and_writes_trials(ray_session, tmp_pat
     assert len(runs) == 2 * trials["step"].floordiv(10).sum()  # seeds x evaluations each trial reached
     assert all((tmp_path / "report" / p).exists() for p in report["plots"])
     # the same spec again (a new name): Ray Train trials adopt every finished seed run, train none of them
-    again = run_sweep(load_sweep(write_spec(tmp_path, "small-again", seeds=[0, 1], num_trials=2)), verbose=0)
+    again = run_sweep(load_sweep(write_spec(tmp_path, "small-again", seeds=[0, 1], num_trials=2, max_concurrent_trials=2,
+                                          resources={"num_workers": 1, "cpus_per_worker": 0.5})), verbose=0)
     n_done = int((trials["status"] == "completed").sum())
     assert again["reused_runs"] >= 2 * n_done and again["best"]["params"] == best["params"]
     for run in (tmp_path / "results" / "small-again" / "runs").iterdir():

@@ -59,23 +59,6 @@ def test_runs_of_the_same_config_never_collide_and_a_finished_name_is_kept(ray_s
     assert (tmp_path / "runs" / "fixed" / "metrics.jsonl").read_text() == before
 
 
-def test_restore_after_worker_failure_gives_same_metrics(ray_session, tmp_path, monkeypatch):
-    """A worker fails after step 15; Ray Train restores from the step-10 checkpoint (student,
-    learned critic, optimizer, schedule, data position) and the metrics at steps 20 and 30 equal
-    those of an uninterrupted run exactly. (tests/test_reliability.py does it with SIGKILL.)"""
-    common = {"loss.mi_estimator": "infonce", "run.max_failures": 1}
-    clean = run_training(load_config(CFG, tiny_overrides(tmp_path / "a", **common)), verbose=False)
-    marker = tmp_path / "fault-marker"
-    monkeypatch.setenv(FAULT_ENV, json.dumps({"step": 15, "marker": str(marker)}))
-    faulty = run_training(load_config(CFG, tiny_overrides(tmp_path / "b", **common)), verbose=False)
-    assert marker.exists(), "the fault was injected"
-    a, b = _metrics(clean["run_dir"]), _metrics(faulty["run_dir"])
-    assert [x["step"] for x in b] == [10, 20, 30]
-    keys = ["loss", "label", "rationale", "mi", "mi_estimate", "val_accuracy"]
-    for x, y in zip(a, b):
-        assert {k: x[k] for k in keys} == {k: y[k] for k in keys}
-
-
 def test_an_error_inside_a_worker_reaches_the_user_once_in_one_line(ray_head, tmp_path):
     """``mmi-ray train`` as a user runs it (a process of its own on the cluster): a worker raises at
     step 3, and the console shows that error once, as one ``mmi-ray: error:`` line naming the rank
