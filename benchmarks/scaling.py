@@ -2,7 +2,7 @@
 and against the machine's own ceiling, plain processes without Ray.
 
     python benchmarks/scaling.py [--steps 150] [--batch 32] [--accum 1] [--workers 1 2] [--rounds 5] [--ceiling]
-                                 [--beside-ray] [--ddp] [--out BENCHMARKS.md] [overrides ...]
+                                 [--beside-ray] [--ddp] [--cpu-split] [--out BENCHMARKS.md] [overrides ...]
 
 Each Ray run is ``mmi-ray train configs/tiny_builtin.yaml`` (``train.run_training``: a Ray Train run
 on a local Ray) with ``batch`` examples per worker per step (weak scaling: 2 workers do twice the
@@ -14,7 +14,11 @@ while an idle local Ray (head, dashboard, raylet) is up: the share of the gap th
 processes take on a small machine, apart from what data parallelism (DDP) costs. With ``--ddp``,
 k plain processes train one model data-parallel (DDP over gloo on loopback, as Ray Train sets it
 up) without Ray: Ray Train against it is Ray's own cost, it against independent processes is what
-DDP costs. Every side runs once per round, the order shuffled per round; ratios are taken
+DDP costs. With ``--cpu-split``, each Ray Train run with the most workers is watched between its
+first and its second-to-last report (start-up and teardown left out): every process's CPU time over
+that window, grouped by role (Train workers, Ray Train's helper actors, dashboard, agents, GCS and
+raylet, idle workers, this driver, the rest of the machine), says where the machine's cores went
+while Ray Train trained. Every side runs once per round, the order shuffled per round; ratios are taken
 within a round and printed as median [min, max] over rounds.
 """
 
@@ -50,12 +54,92 @@ def _rate(lines: list[dict], examples_per_step: int) -> tuple[float, float]:
     return steps * examples_per_step / seconds, seconds / steps
 
 
-def throughput(workers: int, args, storage: str) -> dict:
+ROLES = (  # (role, substrings of a process's command line), first match wins
+    ("Ray Train workers", ("RayTrainWorker",)),
+    ("Ray Train's helper actors", ("TrainController", "PlacementGroupCleaner", "SynchronizationActor",
+                                   "DatasetManager", "PreemptionWatcher", "AutoscalingCoordinator")),
+    ("dashboard (head and its modules)", ("dashboard/dashboard.py", "ray-dashboard-")),
+    ("agents and monitors", ("DashboardAgent", "RuntimeEnvAgent", "runtime_env/agent", "dashboard/agent.py",
+                             "log_monitor.py", "autoscaler/_private/monitor.py")),
+    ("GCS and raylet", ("gcs_server", "raylet")),
+    ("idle Ray workers", ("ray::IDLE",)),
+)
+DRIVER, REST = "this driver (the benchmark process)", "the rest of the machine (kernel, other processes)"
+
+
+def role(cmdline: str, is_driver: bool = False) -> str:
+    """Which part of a Ray Train run a process is, from its command line."""
+    if is_driver:
+        return DRIVER
+    for name, marks in ROLES:
+        if any(m in cmdline for m in marks):
+            return name
+    return REST
+
+
+def cpu_snapshot() -> dict[int, tuple[str, float]]:
+    """``{pid: (command line, CPU seconds so far)}`` of every process on the machine."""
+    import psutil
+
+    out = {}
+    for p in psutil.process_iter(["cmdline", "name", "cpu_times"]):
+        t = p.info["cpu_times"]
+        if t is not None:
+            out[p.pid] = (" ".join(p.info["cmdline"] or []) or p.info["name"] or "", t.user + t.system)
+    return out
+
+
+def split_cpu(before: dict, after: dict, seconds: float, driver_pid: int) -> dict[str, float]:
+    """Percent of one core each role used between two snapshots ``seconds`` apart, each process by
+    its role at the end (an idle worker that became a Train worker counts as one). A process that
+    started inside the window counts from zero; one that ended inside it is not seen (its share goes
+    uncounted, so the shares can sum to less than what the machine did)."""
+    used: dict[str, float] = {name: 0.0 for name, _ in ROLES} | {DRIVER: 0.0, REST: 0.0}
+    for pid, (cmd, cpu) in after.items():
+        start = before[pid][1] if pid in before else 0.0
+        used[role(cmd, pid == driver_pid)] += max(0.0, cpu - start) / seconds * 100
+    return used
+
+
+def _watch(run_dir: Path, first: int, last: int, out: dict, done) -> None:
+    """CPU split of every process between the run's report number ``first`` and ``last`` (lines of its
+    metrics.jsonl); leaves ``out`` empty when the run ends before the window closes."""
+    import os
+    import time
+
+    def reports() -> int:
+        try:
+            return (run_dir / "metrics.jsonl").read_text().count("\n")
+        except OSError:
+            return 0
+
+    while reports() < first:
+        if done.wait(0.2):
+            return
+    before, t0 = cpu_snapshot(), time.monotonic()
+    while reports() < last:
+        if done.wait(0.2):
+            return
+    out.update(split_cpu(before, cpu_snapshot(), time.monotonic() - t0, os.getpid()))
+    out["window_s"] = time.monotonic() - t0
+
+
+def throughput(workers: int, args, storage: str, watch: bool = False) -> dict:
+    import threading
+
     cfg = _config(args, f"scaling.num_workers={workers}", f"run.storage_path={storage}", f"run.name=scaling-{workers}w")
-    summary = run_training(cfg, verbose=False)
+    split, done = {}, threading.Event()
+    if watch:  # between the first report (warm-up over) and the second-to-last (before teardown)
+        last = max(2, args.steps // args.eval_every - 1)
+        t = threading.Thread(target=_watch, args=(Path(storage) / f"scaling-{workers}w", 1, last, split, done), daemon=True)
+        t.start()
+    try:
+        summary = run_training(cfg, verbose=False)
+    finally:
+        done.set()
     lines = read_metrics(summary["run_dir"])
     rate, step_s = _rate(lines, args.batch * args.accum * workers)
-    return {"workers": workers, "examples_per_s": rate, "step_s": step_s}
+    return {"workers": workers, "examples_per_s": rate, "step_s": step_s, "cpu_split": split}
 
 
 def _alone(args, q) -> None:
@@ -135,14 +219,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     help="also run the plain processes while an idle local Ray runs (what Ray's own processes cost)")
     ap.add_argument("--ddp", action="store_true",
                     help="also run the same data-parallel job in plain processes (DDP over gloo) without Ray")
+    ap.add_argument("--cpu-split", action="store_true",
+                    help="watch each Ray Train run with the most workers in its steady state: the CPU of every "
+                         "process, by role (needs psutil, the dev extra)")
     ap.add_argument("--out", default=None)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
+    if args.cpu_split and args.steps // args.eval_every < 3:
+        ap.error("--cpu-split needs at least 3 reports per run (steps / eval-every >= 3): the window runs from "
+                 "the first to the second-to-last")
     sides = [("ray", w) for w in args.workers] + ([("plain", w) for w in args.workers] if args.ceiling else [])
     sides += [("beside", w) for w in args.workers if w > 1] if args.beside_ray else []
     sides += [("ddp", w) for w in args.workers if w > 1] if args.ddp else []
     rates: dict[tuple[str, int], list[float]] = {k: [] for k in sides}
     step_s: dict[tuple[str, int], list[float]] = {k: [] for k in sides}
+    splits: list[dict] = []
     rng = random.Random(0)
     import ray
 
@@ -157,8 +248,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
                     init_ray()  # as a Ray Train run starts it, left idle while the plain processes run
                 if kind == "ray":
-                    row = throughput(w, args, str(Path(tmp) / f"r{r}"))
+                    row = throughput(w, args, str(Path(tmp) / f"r{r}"), watch=args.cpu_split and w == max(args.workers))
                     rates[kind, w].append(row["examples_per_s"])
+                    if row["cpu_split"]:
+                        splits.append(row["cpu_split"])
                     step_s[kind, w].append(row["step_s"])
                 elif kind == "ddp":
                     rates[kind, w].append(plain_ddp(w, args))
@@ -195,8 +288,33 @@ def main(argv: list[str] | None = None) -> list[dict]:
         vs_plain = f"**{spread(row['vs_plain'])}**" if "vs_plain" in row else ""
         vs_ddp = (f" **{spread(row['vs_ddp'])}** |" if "vs_ddp" in row else " |") if ddp_col else ""
         lines.append(f"| {name} | {row['examples_per_s']:.1f} | {spread(row['vs_base'])}x | {vs_plain} |{vs_ddp}")
+    if args.cpu_split:
+        lines += ["", *split_table(splits, max(args.workers))]
+        next(r for r in rows if r["side"] == "ray" and r["workers"] == max(args.workers))["cpu_split"] = splits
     publish(lines, args.out, "scaling.py", argv, "Data-parallel scaling")
     return rows
+
+
+def split_table(splits: list[dict], workers: int) -> list[str]:
+    """Markdown lines: each role's share of the machine while Ray Train trained, median [min, max]
+    over the watched runs."""
+    import os
+
+    if not splits:
+        return [f"CPU split: no Ray Train run with {workers} worker(s) reached its second-to-last report "
+                "while watched (too few steps?)"]
+    cores = os.cpu_count() or 1
+    window = statistics.median(s["window_s"] for s in splits)
+    out = [f"Where the {cores} cores went while Ray Train trained with {workers} worker(s): CPU time of every process "
+           f"from the run's first report to its second-to-last (median window {window:.0f} s; {len(splits)} run(s)), "
+           "by role; % of one core, median [min, max] over runs",
+           "", "| role | % of one core | share of the machine |", "|---|---|---|"]
+    for name in [n for n, _ in ROLES] + [DRIVER, REST]:
+        vals = [s[name] for s in splits]
+        out.append(f"| {name} | {spread(vals, 1)} | {statistics.median(vals) / cores:.1f}% |")
+    total = [sum(s[n] for n, _ in ROLES) + s[DRIVER] + s[REST] for s in splits]
+    out.append(f"| all seen | {spread(total, 1)} | {statistics.median(total) / cores:.1f}% |")
+    return out
 
 
 if __name__ == "__main__":

@@ -120,6 +120,33 @@ def test_search_efficiency_conditions_show_whether_the_grid_can_judge_a_search()
     assert math.isnan(se.conditions(flat, budget=20, n_valid=1000)["rung_spearman"][10])
 
 
+def test_scaling_cpu_split_counts_each_process_once_by_its_role():
+    """The --cpu-split arithmetic on made-up snapshots: deltas over the window, a process started
+    inside it from zero, an idle worker that became a Train worker by its new role, the driver apart."""
+    import scaling
+
+    assert scaling.role("ray::RayTrainWorker.run_train_fn") == "Ray Train workers"
+    assert scaling.role("ray::TrainController.run") == scaling.role("ray::PlacementGroupCleaner") \
+        == "Ray Train's helper actors"
+    assert scaling.role("/v/bin/python /v/ray/dashboard/dashboard.py --host=127.0.0.1") == \
+        scaling.role("ray-dashboard-NodeHead-0 (/v/bin/python -B -c ...)") == "dashboard (head and its modules)"
+    assert scaling.role("/v/ray/core/src/ray/gcs/gcs_server --log_dir=/tmp") == "GCS and raylet"
+    assert scaling.role("ray::IDLE") == "idle Ray workers" and scaling.role("kdamond.0") == scaling.REST
+    assert scaling.role("ray::RayTrainWorker", is_driver=True) == scaling.DRIVER
+    before = {1: ("ray::IDLE", 10.0), 2: ("ray::TrainController.run", 5.0), 3: ("raylet", 1.0), 4: ("python bench", 7.0),
+              5: ("ray::IDLE", 2.0)}
+    after = {1: ("ray::RayTrainWorker", 28.0), 2: ("ray::TrainController.run", 5.5), 3: ("raylet", 1.2),
+             4: ("python bench", 7.4), 6: ("ray::RayTrainWorker", 19.0), 7: ("kworker/0:1", 0.1)}  # 5 ended, 6 is new
+    used = scaling.split_cpu(before, after, seconds=20.0, driver_pid=4)
+    assert used["Ray Train workers"] == pytest.approx((18.0 + 19.0) / 20 * 100)
+    assert used["Ray Train's helper actors"] == pytest.approx(2.5) and used["GCS and raylet"] == pytest.approx(1.0)
+    assert used[scaling.DRIVER] == pytest.approx(2.0) and used[scaling.REST] == pytest.approx(0.5)
+    assert used["idle Ray workers"] == 0.0  # pid 5 ended inside the window: not seen
+    lines = scaling.split_table([{**used, "window_s": 20.0}] * 2, workers=2)
+    row = next(x for x in lines if x.startswith("| Ray Train workers |"))
+    assert row.startswith("| Ray Train workers | 185.0 [185.0, 185.0] |")
+
+
 @pytest.mark.ray
 def test_ray_benchmarks_small_mode(ray_session, tmp_path):
     """scaling.py, sweep_overhead.py and search_efficiency.py end to end on tiny runs (shared Ray)."""
@@ -127,8 +154,8 @@ def test_ray_benchmarks_small_mode(ray_session, tmp_path):
     import search_efficiency
     import sweep_overhead
 
-    rows = scaling.main(["--steps", "4", "--eval-every", "2", "--batch", "4", "--workers", "2", "--rounds", "1",
-                         "--ceiling", "--beside-ray", "--ddp", "--out", str(tmp_path / "B.md"),
+    rows = scaling.main(["--steps", "6", "--eval-every", "2", "--batch", "4", "--workers", "2", "--rounds", "1",
+                         "--ceiling", "--beside-ray", "--ddp", "--cpu-split", "--out", str(tmp_path / "B.md"),
                          "model.d_model=32", "model.d_ff=64", "model.num_layers=1", "data.builtin.num_train=200"])
     assert [(r["side"], r["workers"]) for r in rows] == [("ray", 2), ("plain", 2), ("beside", 2), ("ddp", 2)]
     assert rows[0]["vs_ddp"] == [rows[0]["examples_per_s"] / rows[3]["examples_per_s"]] and rows[3]["vs_plain"]
@@ -138,6 +165,9 @@ def test_ray_benchmarks_small_mode(ray_session, tmp_path):
     assert "| 2 plain process(es) at once, no Ray |" in (tmp_path / "B.md").read_text()
     assert "| 2 plain process(es) at once beside an idle local Ray |" in (tmp_path / "B.md").read_text()
     assert "| 2 plain processes, one model data-parallel (DDP, gloo), no Ray |" in (tmp_path / "B.md").read_text()
+    [split] = rows[0]["cpu_split"]  # the Ray run watched from its first report to its second-to-last
+    assert split["window_s"] > 0 and split["Ray Train workers"] > 0  # a window of a step or two: nothing else is sure to show
+    assert "| Ray Train's helper actors |" in (tmp_path / "B.md").read_text()
 
     res = sweep_overhead.main([str(REPO / "sweeps" / "quickstart.yaml"), "num_trials=3", "scheduler.type=none",
                                "overrides.data.builtin.num_test=10",
