@@ -98,18 +98,19 @@ def curves(sweep_dir: Path, grid: dict) -> tuple[dict[tuple, dict[int, float]], 
 
 
 def replay(table: dict, grid: dict, budget: int, target: float, seed: int, grace: int | None, eta: int,
-           max_trials: int = 500, stats: dict | None = None, resume: bool = False) -> float:
+           max_trials: int = 500, stats: dict | None = None, resume: bool = False, startup: int = 10) -> float:
     """Steps TPE + successive halving spends until a full-budget trial reaches ``target``; ``inf``
     if ``max_trials`` trials never reach it (the pruner keeps stopping the configurations that would).
     The figure uses ``resume``, as mmi-ray sweeps run (``mmi_ray/reuse.py``).
     ``grace`` None: TPE alone, every trial to the full budget (no pruning). ``stats`` gets the
     search's trial count and how many distinct configurations they were (TPE may propose one again).
     ``resume``: a configuration proposed again resumes where its last run stopped (its steps so far
-    are not paid twice; one seed, so its curve is the same)."""
+    are not paid twice; one seed, so its curve is the same). ``startup``: proposals TPE draws at random
+    before it models (a spec's ``searcher_startup_trials``)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
                                 pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=grace, reduction_factor=eta)
                                 if grace else optuna.pruners.NopPruner())
     cost = 0
@@ -177,6 +178,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--grace", type=int, nargs="+", default=None,
                     help="the pruner's first rung in steps, one replay set per value (default: the grid's first "
                          "evaluation); TPE without pruning is always replayed beside them")
+    ap.add_argument("--startup", type=int, default=10,
+                    help="proposals TPE draws at random before it models (a sweep spec's searcher_startup_trials; "
+                         "10, Optuna's default)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     grid, overrides = GRID, dict(OVERRIDES)
@@ -207,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def replays(grace: int | None, resume: bool = False) -> dict:
         stats = [{} for _ in range(args.replays)]
-        costs = [replay(table, grid, budget, target, seed, grace, ETA, stats=st, resume=resume)
+        costs = [replay(table, grid, budget, target, seed, grace, ETA, stats=st, resume=resume, startup=args.startup)
                  for seed, st in enumerate(stats)]
         shares = sorted(c / grid_cost for c in costs)
         return {"median_share": statistics.median(shares), "p80_share": shares[int(0.8 * (len(shares) - 1))],
@@ -231,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
                       for s, r in cond["rung_spearman"].items())
     lines = [f"grid {len(table)} configurations ({', '.join(f'{k} {v}' for k, v in grid.items())}) x {budget} steps "
              f"= {grid_cost} steps; grid best val {100 * best:.1f}% ({res['n_within']} configuration(s) within "
-             f"{100 * args.within:.0f} point); TPE + successive halving (eta {ETA}; first rung as in each column) "
+             f"{100 * args.within:.0f} point); TPE ({args.startup} random proposal(s) before it models) + successive halving (eta {ETA}; first rung as in each column) "
              f"replayed {args.replays} times on the grid's curves, and TPE alone (every trial to the full budget); "
              "a configuration proposed again reuses its run, as an mmi-ray sweep does, except in the last column",
              "", "| figure | " + " | ".join(f"TPE + ASHA, first rung {g}" for g in graces) + " | TPE alone | "

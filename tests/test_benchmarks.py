@@ -97,6 +97,12 @@ def test_search_efficiency_replay_on_a_known_table():
         cheap = se.replay(table, grid, 20, 0.6 - 1e-9, seed, grace=10, eta=2, stats=resumed, resume=True)
         assert cheap <= 20 * resumed["distinct"] and cheap <= full
         assert resumed["distinct"] <= resumed["trials"] and again["distinct"] <= again["trials"]
+    # --startup reaches TPE: fewer random proposals before it models change what it proposes (seeded)
+    big = {"a": list(range(12))}
+    tab = {(v,): {10: 0.05 * v, 20: 0.05 * v} for v in big["a"]}
+    runs = {k: [se.replay(tab, big, 20, 0.55 - 1e-9, seed, grace=None, eta=2, startup=k) for seed in range(8)]
+            for k in (1, 10)}
+    assert runs[1] != runs[10]
 
 
 def test_search_efficiency_conditions_show_whether_the_grid_can_judge_a_search():

@@ -69,6 +69,7 @@ def test_good_spec_builds_trial_configs(tmp_path):
      "search.loss.mi_weight: low must be < high (got low=0.5, high=0.1)"),
     ({"objective": {"metric": "test_accuracy"}}, "objective: the objective must be a validation metric"),
     ({"num_trials": 0}, "num_trials: Input should be greater than or equal to 1"),
+    ({"searcher_startup_trials": 0}, "searcher_startup_trials: Input should be greater than or equal to 1"),
     ({"search": {"loss.mi_weight": {"type": "uniform", "low": -0.1, "high": 1.0}}, "points_to_evaluate": []},
      "search.loss.mi_weight: Input should be greater than or equal to 0 (got -0.1)"),
     ({"search": {"loss.mi_wieght": {"type": "uniform", "low": 0.0, "high": 1.0}}, "points_to_evaluate": []},
@@ -142,3 +143,35 @@ def test_several_objectives_make_a_multi_objective_spec(tmp_path):
     searcher, _ = _searcher(two, str(tmp_path / "sweep"))
     assert searcher.metric == ["val_accuracy", "val_ece"]
     assert searcher._ot_study.directions[1].name == "MINIMIZE" and len(searcher._ot_study.directions) == 2
+
+
+def test_searcher_startup_trials_reach_optunas_tpe(tmp_path):
+    """TPE draws ``searcher_startup_trials`` proposals at random before it models (10, Optuna's
+    default, unless the spec says): on a small grid the spec can let it model sooner."""
+    from mmi_ray.sweep.tuner import _searcher
+
+    default, _ = _searcher(_load(tmp_path, good_spec()), str(tmp_path / "a"))
+    assert default._sampler._n_startup_trials == 10
+    low, _ = _searcher(_load(tmp_path, good_spec(searcher_startup_trials=2)), str(tmp_path / "b"))
+    assert low._sampler._n_startup_trials == 2
+
+
+def test_a_sweep_started_before_a_spec_key_existed_resumes_and_a_changed_spec_does_not(tmp_path):
+    """The recorded spec of a sweep started by an older mmi-ray lacks keys added since; they take
+    their defaults, so --resume goes on. A spec that really changed is still refused, by name."""
+    from mmi_ray.errors import ConfigError
+    from mmi_ray.layout import SPEC_FILE
+    from mmi_ray.sweep.tuner import _start_or_resume
+
+    sweep = _load(tmp_path, good_spec(storage_path=str(tmp_path / "results")))
+    sweep_dir = tmp_path / "results" / "t"
+    sweep_dir.mkdir(parents=True)
+    _start_or_resume(sweep, str(tmp_path / "results"), str(sweep_dir), resume=False)
+    recorded = yaml.safe_load((sweep_dir / SPEC_FILE).read_text())
+    del recorded["spec"]["searcher_startup_trials"]  # as a sweep started before the key existed recorded it
+    (sweep_dir / SPEC_FILE).write_text(yaml.safe_dump(recorded, sort_keys=True))
+    _start_or_resume(sweep, str(tmp_path / "results"), str(sweep_dir), resume=True)  # no error
+    changed = _load(tmp_path, good_spec(storage_path=str(tmp_path / "results"), num_trials=5))
+    with pytest.raises(ConfigError, match="the spec differs from the one sweep 't' started with"):
+        _start_or_resume(changed, str(tmp_path / "results"), str(sweep_dir), resume=True)
+

@@ -178,6 +178,10 @@ class SweepSpec(_Section):
     """Training seeds per configuration; the searcher sees the mean over them."""
     searcher_seed: int = 0
     """Seed of Optuna's TPE sampler."""
+    searcher_startup_trials: int = Field(10, ge=1)
+    """Proposals TPE draws at random before it models the results (Optuna's ``n_startup_trials``;
+    ``points_to_evaluate`` count among them). On a space of a few dozen points, lower it: with the
+    default 10, a 12-point grid is searched at random for 10 of its 12 proposals."""
     scheduler: Scheduler = Scheduler()
     resources: Resources = Resources()
     max_concurrent_trials: int | None = Field(None, ge=1)

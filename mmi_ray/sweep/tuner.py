@@ -17,6 +17,7 @@ from ..layout import (
     SPEC_FILE,
     STEP,
     SWEEP_SUMMARY_FILE,
+    read_spec,
     spec_text,
     trial_folder_of,
 )
@@ -73,7 +74,7 @@ def _searcher(sweep: LoadedSweep, sweep_dir: str):
         metric=[o.metric for o in spec.objectives] if spec.more_objectives else spec.objective.metric,
         mode=[o.mode for o in spec.objectives] if spec.more_objectives else spec.objective.mode,
         points_to_evaluate=[dict(p) for p in spec.points_to_evaluate] or None,
-        sampler=optuna.samplers.TPESampler(seed=spec.searcher_seed),
+        sampler=optuna.samplers.TPESampler(seed=spec.searcher_seed, n_startup_trials=spec.searcher_startup_trials),
         study_name=spec.name,
         storage=storage,
     ), url
@@ -155,11 +156,18 @@ def _start_or_resume(sweep: LoadedSweep, storage: str, sweep_dir: str, resume: b
                                         "add --resume to continue it, or choose another name")
     if resume and not started:
         raise ConfigError(sweep.source, f"name: no sweep '{spec.name}' in {storage} to resume")
-    if resume and read_text(join(sweep_dir, SPEC_FILE)) != text:
+    if resume and read_text(join(sweep_dir, SPEC_FILE)) != text and _revalidated(sweep_dir) != text:
         raise ConfigError(sweep.source, f"the spec differs from the one sweep '{spec.name}' started with; "
                                         "resume with the same spec")
     if not started:
         write_text(join(sweep_dir, SPEC_FILE), text)
+
+
+def _revalidated(sweep_dir: str) -> str:
+    """A started sweep's recorded spec as this version writes it: keys added since it started take
+    their defaults (which keep the old behaviour), so upgrading mmi-ray does not block a resume."""
+    saved, base = read_spec(sweep_dir)
+    return spec_text(SweepSpec.model_validate(saved).model_dump(mode="json"), base)
 
 
 def _ends_missing(sweep_dir: str, num_trials: int) -> int:
