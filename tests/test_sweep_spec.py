@@ -174,4 +174,8 @@ def test_a_sweep_started_before_a_spec_key_existed_resumes_and_a_changed_spec_do
     changed = _load(tmp_path, good_spec(storage_path=str(tmp_path / "results"), num_trials=5))
     with pytest.raises(ConfigError, match="the spec differs from the one sweep 't' started with"):
         _start_or_resume(changed, str(tmp_path / "results"), str(sweep_dir), resume=True)
+    recorded["spec"]["retired_key"] = 1  # a key this version does not know: refused the same way, no traceback
+    (sweep_dir / SPEC_FILE).write_text(yaml.safe_dump(recorded, sort_keys=True))
+    with pytest.raises(ConfigError, match="the spec differs"):
+        _start_or_resume(sweep, str(tmp_path / "results"), str(sweep_dir), resume=True)
 

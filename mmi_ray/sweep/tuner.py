@@ -167,7 +167,10 @@ def _revalidated(sweep_dir: str) -> str:
     """A started sweep's recorded spec as this version writes it: keys added since it started take
     their defaults (which keep the old behaviour), so upgrading mmi-ray does not block a resume."""
     saved, base = read_spec(sweep_dir)
-    return spec_text(SweepSpec.model_validate(saved).model_dump(mode="json"), base)
+    try:
+        return spec_text(SweepSpec.model_validate(saved).model_dump(mode="json"), base)
+    except ValueError:  # a key this version no longer knows: it differs
+        return ""
 
 
 def _ends_missing(sweep_dir: str, num_trials: int) -> int:
