@@ -75,11 +75,18 @@ def test_small_sweep_with_seeds_completes_and_writes_trials(ray_session, tmp_pat
     summary = run_sweep(sweep, verbose=0)
     stop.set()
     t.join()
-    live = [g for g in placement_group_table().values() if g["state"] != "REMOVED"]
-    assert live == [], f"leaked placement groups: {live}"
+    # a trial ASHA stops has its Train controller killed, which leaves its placement group to Ray
+    # Train's cleaner actor (docs: ray-notes): freed within a bounded time, not at once
+    t0 = time.time()
+    while live := [g for g in placement_group_table().values() if g["state"] != "REMOVED"]:
+        if time.time() > t0 + 90:
+            break
+        time.sleep(1)
+    assert live == [], f"leaked placement groups (90 s after the sweep): {live}"
     assert len(peak) >= 4 and together[0] >= 3, (len(peak), together)  # the two trials' seed runs overlapped
     with capsys.disabled():
-        print(f"\n[2 trials x 2 seeds at once] {together[0]} Train workers at once; peak RSS per Train worker: "
+        print(f"\n[2 trials x 2 seeds at once] every placement group freed {time.time() - t0:.0f} s after the sweep; "
+              f"{together[0]} Train workers at once; peak RSS per Train worker: "
               f"max {max(peak.values()) / 2**20:.0f} MiB, median {sorted(peak.values())[len(peak) // 2] / 2**20:.0f} MiB "
               f"over {len(peak)} workers")
     sweep_dir = tmp_path / "results" / "small"
