@@ -102,22 +102,16 @@ def split_cpu(before: dict, after: dict, seconds: float, driver_pid: int) -> dic
 
 
 def _watch(run_dir: Path, first: int, last: int, out: dict, done) -> None:
-    """CPU split of every process between the run's report number ``first`` and ``last`` (lines of its
-    metrics.jsonl); leaves ``out`` empty when the run ends before the window closes."""
+    """CPU split of every process between the run's report number ``first`` and ``last`` (records of
+    its metrics.jsonl); leaves ``out`` empty when the run ends before the window closes."""
     import os
     import time
 
-    def reports() -> int:
-        try:
-            return (run_dir / "metrics.jsonl").read_text().count("\n")
-        except OSError:
-            return 0
-
-    while reports() < first:
+    while len(read_metrics(run_dir)) < first:
         if done.wait(0.2):
             return
     before, t0 = cpu_snapshot(), time.monotonic()
-    while reports() < last:
+    while len(read_metrics(run_dir)) < last:
         if done.wait(0.2):
             return
     out.update(split_cpu(before, cpu_snapshot(), time.monotonic() - t0, os.getpid()))

@@ -109,8 +109,10 @@ def replay(table: dict, grid: dict, budget: int, target: float, seed: int, grace
     before it models (a spec's ``searcher_startup_trials``)."""
     import optuna
 
+    from mmi_ray.sweep.tuner import tpe_sampler
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
+    study = optuna.create_study(direction="maximize", sampler=tpe_sampler(seed, startup),
                                 pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=grace, reduction_factor=eta)
                                 if grace else optuna.pruners.NopPruner())
     cost = 0

@@ -48,6 +48,7 @@ def test_a_worker_that_raises_or_is_sigkilled_restores_from_checkpoint_with_iden
         with capsys.disabled():
             print(f"\n[worker {kind}] clean run {t1 - t0:.0f} s, failed + restored run {time.time() - t2:.0f} s")
 
+
 def test_diverging_learning_rate_ends_its_trial_with_the_reason_and_the_sweep_goes_on(ray_session, tmp_path):
     """No injection: plain SGD at lr 30 without clipping overflows within a few steps."""
     spec = write_spec(tmp_path, "nan", search={"optim.lr": {"type": "loguniform", "low": 1e-3, "high": 100.0}},

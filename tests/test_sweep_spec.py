@@ -178,4 +178,3 @@ def test_a_sweep_started_before_a_spec_key_existed_resumes_and_a_changed_spec_do
     (sweep_dir / SPEC_FILE).write_text(yaml.safe_dump(recorded, sort_keys=True))
     with pytest.raises(ConfigError, match="the spec differs"):
         _start_or_resume(sweep, str(tmp_path / "results"), str(sweep_dir), resume=True)
-

@@ -57,6 +57,14 @@ def _searcher_class():
     return BudgetAwareOptunaSearch
 
 
+def tpe_sampler(seed: int, startup_trials: int):
+    """The TPE sampler a sweep searches with (``benchmarks/search_efficiency.py`` replays the same):
+    ``startup_trials`` random proposals before it models."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials)
+
+
 def _searcher(sweep: LoadedSweep, sweep_dir: str):
     import optuna
 
@@ -74,7 +82,7 @@ def _searcher(sweep: LoadedSweep, sweep_dir: str):
         metric=[o.metric for o in spec.objectives] if spec.more_objectives else spec.objective.metric,
         mode=[o.mode for o in spec.objectives] if spec.more_objectives else spec.objective.mode,
         points_to_evaluate=[dict(p) for p in spec.points_to_evaluate] or None,
-        sampler=optuna.samplers.TPESampler(seed=spec.searcher_seed, n_startup_trials=spec.searcher_startup_trials),
+        sampler=tpe_sampler(spec.searcher_seed, spec.searcher_startup_trials),
         study_name=spec.name,
         storage=storage,
     ), url
