@@ -4,10 +4,11 @@ best configuration of an exhaustive grid over the same space, on the built-in ta
     python benchmarks/search_efficiency.py [--fair] [--grid-dir DIR] [--keep DIR] [--grace STEPS]
                                            [--replays 50] [--out BENCHMARKS.md]
 
-``--fair`` (issue 17, item 4) trains the grid with 1,000 validation examples on one family that the
-tiny student learns well above chance within the budget (``nli``, operands up to 5, ``words``
-tokenizer, 2,000 steps; ~45 min with 2 trials at once on 2 cores). The table of every
-configuration's accuracy at every rung is printed with the figure.
+``--fair`` (issue 17, item 4) trains a grid with 1,000 validation examples on one family that the
+tiny student learns well above chance within the budget, with the ``words`` tokenizer: ``arith``
+(the default; operands 2-5, a smooth learning curve, 27 configurations x 1,500 steps) or ``nli``
+(operands up to 5, learnt in a late jump, 12 x 2,000 steps; ~45 min with 2 trials at once on 2
+cores). The table of every configuration's accuracy at every rung is printed with the figure.
 
 1. The grid: every combination of the values below is trained to the full budget by a real
    ``mmi-ray`` sweep on local Ray (all combinations as ``points_to_evaluate``, no early stopping),
@@ -48,15 +49,24 @@ OVERRIDES = {"model.d_model": 64, "model.d_ff": 128, "data.builtin.num_train": 2
              "train.batch_size": 16, "train.max_steps": 120, "train.eval_every": 40, "loss.mi_estimator": "maxpool"}
 ETA = 2  # reduction factor; the grace period is the first evaluation (train.eval_every)
 # --fair (issue 17, item 4): 1,000 validation examples (binomial s.e. <= 1.6 points) of one family the
-# tiny student learns well above chance within the budget: ``nli`` with operands up to 5 and the
-# ``words`` tokenizer (a number is one token), 2,000 steps (its good learning rate reaches ~80% there,
-# a class prior is 42.5%), eight evaluations (the rungs); learning rate spread wide enough that
-# configurations part.
-FAIR_GRID = {"optim.lr": [3e-4, 1e-3, 3e-3], "loss.mi_weight": [0.0, 0.5], "loss.rationale_weight": [0.5, 1.0]}
-FAIR_OVERRIDES = {"data.builtin.tasks": ["nli"], "data.builtin.max_operand": 5, "model.tokenizer": "words",
-                  "data.builtin.num_train": 4000, "data.builtin.num_valid": 1000, "data.builtin.num_test": 100,
-                  "train.batch_size": 16, "train.max_steps": 2000, "train.eval_every": 250,
-                  "train.max_new_tokens": 4, "loss.mi_estimator": "maxpool"}
+# tiny student learns well above chance within the budget, with the ``words`` tokenizer (a number is
+# one token). ``arith`` (the default): three-step word problems with operands 2-5, learnt in a smooth
+# climb (a probe's good learning rate: 18% at step 100, 44% at 1,000; a number's chance is 5-8%), so
+# early rungs can rank; 27 configurations, 1,500 steps, ten evaluations (the rungs). ``nli`` (the
+# grid of 2026-12-01): learnt in a late jump, 12 configurations, 2,000 steps, eight rungs.
+FAIR = {
+    "arith": ({"optim.lr": [3e-4, 1e-3, 3e-3], "loss.mi_weight": [0.0, 0.1, 0.5],
+               "loss.rationale_weight": [0.25, 0.5, 1.0]},
+              {"data.builtin.tasks": ["arith"], "data.builtin.max_operand": 5, "model.tokenizer": "words",
+               "data.builtin.num_train": 4000, "data.builtin.num_valid": 1000, "data.builtin.num_test": 100,
+               "train.batch_size": 16, "train.max_steps": 1500, "train.eval_every": 150,
+               "train.max_new_tokens": 4, "loss.mi_estimator": "maxpool"}),
+    "nli": ({"optim.lr": [3e-4, 1e-3, 3e-3], "loss.mi_weight": [0.0, 0.5], "loss.rationale_weight": [0.5, 1.0]},
+            {"data.builtin.tasks": ["nli"], "data.builtin.max_operand": 5, "model.tokenizer": "words",
+             "data.builtin.num_train": 4000, "data.builtin.num_valid": 1000, "data.builtin.num_test": 100,
+             "train.batch_size": 16, "train.max_steps": 2000, "train.eval_every": 250,
+             "train.max_new_tokens": 4, "loss.mi_estimator": "maxpool"}),
+}
 
 
 def grid_points(grid: dict) -> list[dict]:
@@ -144,6 +154,21 @@ def replay(table: dict, grid: dict, budget: int, target: float, seed: int, grace
     return math.inf
 
 
+def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval for the median: order statistics whose ranks a
+    Binomial(n, 1/2) keeps the median between with at least ``level`` probability (n = 50, 95%: the
+    18th and 33rd of the sorted values). Infinite values (replays that never got there) count as the
+    largest."""
+    xs, n = sorted(values), len(values)
+    tail, k = 0.0, 0  # k: how many order statistics below the interval; tail: P(Binomial(n, 1/2) < k)
+    while k < n and tail + math.comb(n, k) / 2 ** n <= (1 - level) / 2:
+        tail += math.comb(n, k) / 2 ** n
+        k += 1
+    if k == 0:
+        return xs[0], xs[-1]  # too few values for the level: the whole range
+    return xs[k - 1], xs[n - k]
+
+
 def conditions(table: dict, budget: int, n_valid: int) -> dict:
     """Can this grid judge a search at all? Per rung, the Spearman rank correlation of the rung's
     scores with the final ones (ASHA stops on rung scores: they must predict the end; NaN where a
@@ -175,8 +200,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--replays", type=int, default=50)
     ap.add_argument("--within", type=float, default=0.01, help="accuracy gap to the grid's best (0.01 = 1 point)")
     ap.add_argument("--small", action="store_true", help="a 4-point grid of 6-step runs (checks the script)")
-    ap.add_argument("--fair", action="store_true",
-                    help="the grid of issue 17 item 4: 1,000 validation examples, one family, 8 rungs (~45 min)")
+    ap.add_argument("--fair", nargs="?", const="arith", choices=sorted(FAIR), default=None,
+                    help="a grid for issue 17 item 4 (1,000 validation examples, one family): arith (the default; "
+                         "27 configurations, 10 rungs) or nli (12 configurations, 8 rungs, ~45 min)")
     ap.add_argument("--grace", type=int, nargs="+", default=None,
                     help="the pruner's first rung in steps, one replay set per value (default: the grid's first "
                          "evaluation); TPE without pruning is always replayed beside them")
@@ -187,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     grid, overrides = GRID, dict(OVERRIDES)
     if args.fair:
-        grid, overrides = FAIR_GRID, dict(FAIR_OVERRIDES)
+        grid, overrides = FAIR[args.fair][0], dict(FAIR[args.fair][1])
     if args.small:
         grid = {"loss.mi_weight": [0.0, 0.1], "optim.lr": [1e-3, 3e-3]}
         overrides.update({"model.d_model": 32, "model.d_ff": 64, "model.num_layers": 1, "model.num_heads": 2,
@@ -216,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
         costs = [replay(table, grid, budget, target, seed, grace, ETA, stats=st, resume=resume, startup=args.startup)
                  for seed, st in enumerate(stats)]
         shares = sorted(c / grid_cost for c in costs)
-        return {"median_share": statistics.median(shares), "p80_share": shares[int(0.8 * (len(shares) - 1))],
+        return {"median_share": statistics.median(shares), "median_ci": median_ci(shares), "p80_share": shares[int(0.8 * (len(shares) - 1))],
                 "not_reached": sum(math.isinf(c) for c in costs),
                 "trials": statistics.median(st["trials"] for st in stats),
                 "distinct": statistics.median(st["distinct"] for st in stats)}
@@ -245,6 +271,9 @@ def main(argv: list[str] | None = None) -> dict:
              "|---|" + "---|" * (len(graces) + 2),
              f"| median compute to within {100 * args.within:.0f} point of the grid's best | "
              + " | ".join(f"**{share(r['median_share'])}**" for r in by_grace.values()) + " |",
+             "| 95% interval of that median (order statistics over the replays) | "
+             + " | ".join("[" + ", ".join("never" if math.isinf(x) else f"{100 * x:.0f}%" for x in r["median_ci"]) + "]"
+                          for r in by_grace.values()) + " |",
              "| 80th percentile | " + " | ".join(share(r["p80_share"]) for r in by_grace.values()) + " |",
              "| replays that never got there (the pruner stopped every configuration that would) | "
              + " | ".join(f"{r['not_reached']} of {args.replays}" for r in by_grace.values()) + " |",

@@ -105,6 +105,37 @@ def test_search_efficiency_replay_on_a_known_table():
     assert runs[1] != runs[10]
 
 
+def test_search_efficiency_median_interval_covers_at_least_its_level_and_is_the_narrowest_that_does():
+    import search_efficiency as se
+
+    def coverage(n: int, k: int) -> float:  # P(the k-th smallest <= median <= the (n-k+1)-th), 1-based
+        return sum(math.comb(n, i) for i in range(k, n - k + 1)) / 2 ** n
+
+    assert se.median_ci([float(v) for v in range(1, 51)]) == (18.0, 33.0)
+    for n in (10, 20, 50, 51):
+        lo, hi = se.median_ci(list(range(1, n + 1)))
+        assert hi == n + 1 - lo and coverage(n, lo) >= 0.95 > coverage(n, lo + 1)
+    assert se.median_ci([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few for 95%: the whole range
+    assert se.median_ci([1.0] * 30 + [math.inf] * 20)[1] == math.inf  # never-reached replays count as largest
+
+
+def test_search_efficiency_fair_grids_are_valid_configs_that_meet_the_issues_conditions():
+    """Every --fair grid point is a config the sweep accepts, on >= 1,000 validation examples of one
+    family, with at least 3 rungs before the full budget (issue 17, item 4)."""
+    import search_efficiency as se
+
+    from mmi_ray.config import load_config
+
+    for task, (grid, overrides) in se.FAIR.items():
+        assert overrides["data.builtin.tasks"] == [task]
+        assert overrides["data.builtin.num_valid"] >= 1000
+        assert overrides["train.max_steps"] // overrides["train.eval_every"] >= 4
+        for point in se.grid_points(grid):
+            over = [f"{k}={v}" for k, v in {**overrides, **point}.items()]
+            cfg = load_config(se.REPO / "configs" / "tiny_builtin.yaml", over)
+            assert cfg.optim.lr == point["optim.lr"] and cfg.data.builtin.tasks == [task]
+
+
 def test_search_efficiency_conditions_show_whether_the_grid_can_judge_a_search():
     """Rung-to-final rank correlation and the best's margin in standard errors, on known tables."""
     import search_efficiency as se
