@@ -6,7 +6,7 @@ best configuration of an exhaustive grid over the same space, on the built-in ta
 
 ``--fair`` (issue 17, item 4) trains a grid with 1,000 validation examples on one family that the
 tiny student learns well above chance within the budget, with the ``words`` tokenizer: ``arith``
-(the default; operands 2-5, a smooth learning curve, 27 configurations x 1,500 steps) or ``nli``
+(the default; operands 2-5, a smooth learning curve, 27 configurations x 1,500 steps; ~30 min) or ``nli``
 (operands up to 5, learnt in a late jump, 12 x 2,000 steps; ~45 min with 2 trials at once on 2
 cores). The table of every configuration's accuracy at every rung is printed with the figure.
 
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--small", action="store_true", help="a 4-point grid of 6-step runs (checks the script)")
     ap.add_argument("--fair", nargs="?", const="arith", choices=sorted(FAIR), default=None,
                     help="a grid for issue 17 item 4 (1,000 validation examples, one family): arith (the default; "
-                         "27 configurations, 10 rungs) or nli (12 configurations, 8 rungs, ~45 min)")
+                         "27 configurations, 10 rungs, ~30 min) or nli (12 configurations, 8 rungs, ~45 min)")
     ap.add_argument("--grace", type=int, nargs="+", default=None,
                     help="the pruner's first rung in steps, one replay set per value (default: the grid's first "
                          "evaluation); TPE without pruning is always replayed beside them")

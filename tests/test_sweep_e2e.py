@@ -224,28 +224,30 @@ def test_resume_after_driver_killed_or_interrupted_finishes_without_rerunning(ra
     says so in words that match (trials "interrupted", not "stopped early"; resume with
     ``mmi-ray sweep SPEC --resume``, not Tune's ``Tuner.restore``); the last resume finishes the
     sweep without running a finished trial again. Off a terminal the live view prints plain lines."""
-    # 6 trials: after the resumed driver finishes one, at least two are left to interrupt mid-run (with
-    # reused trial processes a 60-step trial passes its step-15 report in about a second)
-    spec = write_spec(tmp_path, "resumable", num_trials=6, scheduler={"type": "none"}, max_concurrent_trials=1,
-                      extra_overrides={"train.max_steps": 60, "train.eval_every": 15})  # long enough to interrupt
+    # 8 trials: after the resumed driver finishes one, several are left to interrupt mid-run. With reused
+    # trial processes a trial takes about a second on a fast box, so each offers a window of 60 of its
+    # 90 steps (newest report 15 to 60) and the test polls every 20 ms (CI once missed a 15-30 window
+    # of 60-step trials on every trial left)
+    spec = write_spec(tmp_path, "resumable", num_trials=8, scheduler={"type": "none"}, max_concurrent_trials=1,
+                      extra_overrides={"train.max_steps": 90, "train.eval_every": 15})  # long enough to interrupt
     sweep_dir = tmp_path / "results" / "resumable"
     proc = _cli(["sweep", str(spec), "--quiet"], ray_head["env"], start_new_session=True)
-    finished = _wait_for_finished_trial(proc, sweep_dir, final=60)
+    finished = _wait_for_finished_trial(proc, sweep_dir, final=90)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep
     proc.wait()
     before = (finished / "result.json").read_text()
     run_before = (sweep_dir / "runs" / f"{finished.name[6:]}_seed0" / "metrics.jsonl").read_text()
     # trials are quick (the next one reuses the trial process): another may have finished before the kill
-    done_before = tuple(d for d in sweep_dir.glob("trial_*") if _finished(d, 60))
+    done_before = tuple(d for d in sweep_dir.glob("trial_*") if _finished(d, 90))
 
     proc = _cli(["sweep", str(spec), "--resume"], ray_head["env"], start_new_session=True)
-    _wait_for_finished_trial(proc, sweep_dir, exclude=done_before, final=60)  # the resumed driver finished one
-    # Ctrl-C while a later trial is mid-run (its run's newest report: step 15 or 30 of 60; at 45 its step() runs
-    # on to the end, 60, and it completes), not at its end
+    _wait_for_finished_trial(proc, sweep_dir, exclude=done_before, final=90)  # the resumed driver finished one
+    # Ctrl-C while a later trial is mid-run (its run's newest report: step 15 to 60 of 90; at 75 its step() runs
+    # on to the end, 90, and it completes), not at its end
     deadline = time.time() + 300
-    while not any(15 <= (_last_step(r) or 0) <= 30 for r in (sweep_dir / "runs").glob("*_seed0")):
+    while not any(15 <= (_last_step(r) or 0) <= 60 for r in (sweep_dir / "runs").glob("*_seed0")):
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
-        time.sleep(0.05)
+        time.sleep(0.02)
     os.kill(proc.pid, signal.SIGINT)  # Ctrl-C
     out, _ = proc.communicate(timeout=300)
     assert "Tuner.restore" not in out and f"resume it with: mmi-ray sweep {spec} --resume" in out, out
@@ -260,7 +262,7 @@ def test_resume_after_driver_killed_or_interrupted_finishes_without_rerunning(ra
     with capsys.disabled():
         print(f"\n[driver kill] --resume finished the remaining trials in {time.time() - t_resume:.0f} s")
     trials = read_trials(sweep_dir / "trials.csv")
-    assert len(trials) == 6 and (trials["status"] == "completed").all()
+    assert len(trials) == 8 and (trials["status"] == "completed").all()
     # every end is on record, those of the resumed invocations too (Tune's restore once synced a stale
     # copy of the record back over it, and the finished sweep said it had stopped short)
     assert read_trial_ends(sweep_dir) == {t: "completed" for t in trials["trial_id"]}
@@ -268,7 +270,7 @@ def test_resume_after_driver_killed_or_interrupted_finishes_without_rerunning(ra
     after = (finished / "result.json").read_text()
     assert after.startswith(before), "a finished trial's results were rewritten"
     again = [json.loads(x)["step"] for x in after[len(before):].splitlines()]
-    assert again in ([], [60]), f"a finished trial was run again (re-reported steps {again})"
+    assert again in ([], [90]), f"a finished trial was run again (re-reported steps {again})"
     assert (sweep_dir / "runs" / f"{finished.name[6:]}_seed0" / "metrics.jsonl").read_text() == run_before
     assert "best configuration" in out
 
