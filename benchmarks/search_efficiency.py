@@ -74,14 +74,15 @@ def grid_points(grid: dict) -> list[dict]:
     return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
 
 
-def run_grid(out_dir: Path, grid: dict, overrides: dict, name: str = "grid") -> Path:
-    """Train every grid point to the full budget with a real sweep; returns the sweep folder."""
+def run_grid(out_dir: Path, grid: dict, overrides: dict, name: str = "grid", seeds: tuple[int, ...] = (0,)) -> Path:
+    """Train every grid point to the full budget with a real sweep, each with every seed in ``seeds``;
+    returns the sweep folder."""
     from mmi_ray.sweep import load_sweep, run_sweep
 
     points = grid_points(grid)
     spec = {"name": name, "base": str(REPO / "configs" / "tiny_builtin.yaml"), "overrides": overrides,
             "search": {k: {"type": "choice", "values": v} for k, v in grid.items()},
-            "points_to_evaluate": points, "num_trials": len(points), "seeds": [0],
+            "points_to_evaluate": points, "num_trials": len(points), "seeds": list(seeds),
             "scheduler": {"type": "none"}, "objective": {"metric": "val_accuracy", "mode": "max"},
             "resources": {"num_workers": 1, "cpus_per_worker": 1}, "storage_path": str(out_dir),
             "failure": {"trial_max_failures": 1, "train_max_failures": 1, "time_budget_s": 7200}}
@@ -91,15 +92,22 @@ def run_grid(out_dir: Path, grid: dict, overrides: dict, name: str = "grid") -> 
     return out_dir / name
 
 
-def curves(sweep_dir: Path, grid: dict) -> tuple[dict[tuple, dict[int, float]], int]:
-    """Per grid point (values in GRID key order): step -> validation accuracy; and the full budget."""
-    from mmi_ray.analysis import load_sweep_dir
-
-    res = load_sweep_dir(sweep_dir)
-    runs = res.runs
+def table_from_runs(runs, grid: dict) -> dict[tuple, dict[int, float]]:
+    """Per grid point: step -> validation accuracy, the mean over its seeds at each rung (a sweep's
+    trial reports its seeds' mean); a seed's run counts once per step (its newest record)."""
     out: dict[tuple, dict[int, float]] = {}
     for key, g in runs.groupby(list(grid)):
-        out[tuple(key)] = {int(s): float(v) for s, v in zip(g["step"], g["val_accuracy"])}
+        by_step = g.drop_duplicates(["seed", "step"], keep="last").groupby("step")["val_accuracy"].mean()
+        out[tuple(key)] = {int(s): float(v) for s, v in by_step.items()}
+    return out
+
+
+def curves(sweep_dir: Path, grid: dict) -> tuple[dict[tuple, dict[int, float]], int]:
+    """Per grid point (values in GRID key order): step -> validation accuracy (the mean over its seeds);
+    and the full budget."""
+    from mmi_ray.analysis import load_sweep_dir
+
+    out = table_from_runs(load_sweep_dir(sweep_dir).runs, grid)
     budget = max(max(c) for c in out.values())
     missing = [p for p in grid_points(grid) if tuple(p[k] for k in grid) not in out]
     if missing:
@@ -209,6 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--startup", type=int, default=10,
                     help="proposals TPE draws at random before it models (a sweep spec's searcher_startup_trials; "
                          "10, Optuna's default)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
+                    help="train every grid point with each of these seeds; a curve is their mean (default: 0)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     grid, overrides = GRID, dict(OVERRIDES)
@@ -224,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mmi-grid-"))
         root.mkdir(parents=True, exist_ok=True)
-        sweep_dir = run_grid(root, grid, overrides)
+        sweep_dir = run_grid(root, grid, overrides, seeds=tuple(args.seeds))
     # the grid, its validation size and rungs as the sweep folder recorded them (--grid-dir: any grid)
     spec = yaml.safe_load((sweep_dir / "sweep_spec.yaml").read_text())
     grid = {k: v["values"] for k, v in spec["spec"]["search"].items()}

@@ -119,6 +119,20 @@ def test_search_efficiency_median_interval_covers_at_least_its_level_and_is_the_
     assert se.median_ci([1.0] * 30 + [math.inf] * 20)[1] == math.inf  # never-reached replays count as largest
 
 
+def test_search_efficiency_table_is_the_mean_over_seeds_at_each_rung():
+    """A grid trained with several seeds: each configuration's curve is its seeds' mean per step (a
+    seed's record written twice counts once, its newest), not whichever seed came last."""
+    import pandas as pd
+    import search_efficiency as se
+
+    runs = pd.DataFrame({"lr": [1, 1, 1, 1, 1, 2, 2], "seed": [0, 0, 1, 1, 1, 0, 0],
+                         "step": [10, 20, 10, 20, 20, 10, 20],
+                         "val_accuracy": [0.2, 0.4, 0.4, 0.5, 0.6, 0.1, 0.3]})
+    table = se.table_from_runs(runs, {"lr": [1, 2]})
+    assert table[(1,)] == {10: pytest.approx(0.3), 20: pytest.approx(0.5)}  # seed 1's step 20: 0.6, its newest
+    assert table[(2,)] == {10: pytest.approx(0.1), 20: pytest.approx(0.3)}
+
+
 def test_search_efficiency_fair_grids_are_valid_configs_that_meet_the_issues_conditions():
     """Every --fair grid point is a config the sweep accepts, on >= 1,000 validation examples of one
     family, with at least 3 rungs before the full budget (issue 17, item 4)."""
