@@ -2,7 +2,7 @@
 and against the machine's own ceiling, plain processes without Ray.
 
     python benchmarks/scaling.py [--steps 150] [--batch 32] [--accum 1] [--workers 1 2] [--rounds 5] [--ceiling]
-                                 [--beside-ray] [--ddp] [--cpu-split] [--out BENCHMARKS.md] [overrides ...]
+                                 [--beside-ray] [--ddp] [--stock] [--cpu-split] [--out BENCHMARKS.md] [overrides ...]
 
 Each Ray run is ``mmi-ray train configs/tiny_builtin.yaml`` (``train.run_training``: a Ray Train run
 on a local Ray) with ``batch`` examples per worker per step (weak scaling: 2 workers do twice the
@@ -14,7 +14,9 @@ while an idle local Ray (head, dashboard, raylet) is up: the share of the gap th
 processes take on a small machine, apart from what data parallelism (DDP) costs. With ``--ddp``,
 k plain processes train one model data-parallel (DDP over gloo on loopback, as Ray Train sets it
 up) without Ray: Ray Train against it is Ray's own cost, it against independent processes is what
-DDP costs. With ``--cpu-split``, each Ray Train run with the most workers is watched between its
+DDP costs. With ``--stock``, Ray Train also runs on a local Ray started with Ray's own settings
+rather than the background work mmi-ray's local Ray turns down (``ray_init.LEAN_LOCAL_RAY``): what
+that saves (Ray is restarted between the two kinds of run). With ``--cpu-split``, each Ray Train run with the most workers is watched between its
 first and its second-to-last report (start-up and teardown left out): every process's CPU time over
 that window, grouped by role (Train workers, Ray Train's helper actors, dashboard, agents, GCS and
 raylet, idle workers, this driver, the rest of the machine), says where the machine's cores went
@@ -34,9 +36,13 @@ from bench_out import publish, spread
 
 from mmi_ray.config import load_config
 from mmi_ray.layout import read_metrics
+from mmi_ray.ray_init import LEAN_LOCAL_RAY
 from mmi_ray.train import run_training
 
 REPO = Path(__file__).resolve().parents[1]
+# Ray 2.60's own values of what mmi-ray's local Ray turns down (ray_init.LEAN_LOCAL_RAY)
+RAY_STOCK = {"RAY_enable_metrics_collection": "1", "RAY_event_stats": "1", "REPORTER_UPDATE_INTERVAL_MS": "5000",
+             "METRICS_RECORD_INTERVAL_S": "5", "RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S": "5"}
 
 
 def _config(args, *extra: str):
@@ -118,14 +124,29 @@ def _watch(run_dir: Path, first: int, last: int, out: dict, done) -> None:
     out["window_s"] = time.monotonic() - t0
 
 
-def throughput(workers: int, args, storage: str, watch: bool = False) -> dict:
+def ray_settings(kind: str, saved: dict) -> None:
+    """Set the environment a local Ray is started with: Ray's stock settings (``kind`` "stock") or
+    mmi-ray's (anything else: the values ``saved`` before this script changed them, then
+    ``init_ray``'s defaults)."""
+    import os
+
+    for key in LEAN_LOCAL_RAY:
+        if kind == "stock":
+            os.environ[key] = RAY_STOCK[key]
+        elif saved.get(key) is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved[key]
+
+
+def throughput(workers: int, args, storage: str, watch: bool = False, name: str = "scaling") -> dict:
     import threading
 
-    cfg = _config(args, f"scaling.num_workers={workers}", f"run.storage_path={storage}", f"run.name=scaling-{workers}w")
+    cfg = _config(args, f"scaling.num_workers={workers}", f"run.storage_path={storage}", f"run.name={name}-{workers}w")
     split, done = {}, threading.Event()
     if watch:  # between the first report (warm-up over) and the second-to-last (before teardown)
         last = max(2, args.steps // args.eval_every - 1)
-        t = threading.Thread(target=_watch, args=(Path(storage) / f"scaling-{workers}w", 1, last, split, done), daemon=True)
+        t = threading.Thread(target=_watch, args=(Path(storage) / f"{name}-{workers}w", 1, last, split, done), daemon=True)
         t.start()
     try:
         summary = run_training(cfg, verbose=False)
@@ -213,6 +234,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     help="also run the plain processes while an idle local Ray runs (what Ray's own processes cost)")
     ap.add_argument("--ddp", action="store_true",
                     help="also run the same data-parallel job in plain processes (DDP over gloo) without Ray")
+    ap.add_argument("--stock", action="store_true",
+                    help="also run Ray Train on a local Ray with Ray's stock settings (what mmi-ray's lean local Ray "
+                         "saves); Ray restarts between the two kinds of run")
     ap.add_argument("--cpu-split", action="store_true",
                     help="watch each Ray Train run with the most workers in its steady state: the CPU of every "
                          "process, by role (needs psutil, the dev extra)")
@@ -225,27 +249,39 @@ def main(argv: list[str] | None = None) -> list[dict]:
     sides = [("ray", w) for w in args.workers] + ([("plain", w) for w in args.workers] if args.ceiling else [])
     sides += [("beside", w) for w in args.workers if w > 1] if args.beside_ray else []
     sides += [("ddp", w) for w in args.workers if w > 1] if args.ddp else []
+    sides += [("stock", w) for w in args.workers] if args.stock else []
     rates: dict[tuple[str, int], list[float]] = {k: [] for k in sides}
     step_s: dict[tuple[str, int], list[float]] = {k: [] for k in sides}
-    splits: list[dict] = []
+    splits: dict[str, list[dict]] = {"ray": [], "stock": []}
     rng = random.Random(0)
+    import os
+
     import ray
 
     ours = not ray.is_initialized()  # else a Ray someone else started (a test's shared head): leave it be
+    if args.stock and not ours:
+        ap.error("--stock restarts Ray with other settings: run it where no Ray is up in this process")
+    saved, settings = {key: os.environ.get(key) for key in LEAN_LOCAL_RAY}, None
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for kind, w in rng.sample(sides, len(sides)):
-                if kind in ("plain", "ddp") and ours and ray.is_initialized():
-                    ray.shutdown()  # no idle Ray beside the plain processes
+                want = "stock" if kind == "stock" else "mmi-ray"
+                if ours and ray.is_initialized() and (kind in ("plain", "ddp") or want != settings):
+                    ray.shutdown()  # no idle Ray beside the plain processes; a restart to change settings
+                if not ray.is_initialized():
+                    ray_settings(want, saved)
+                    settings = want
                 if kind == "beside" and not ray.is_initialized():
                     from mmi_ray.ray_init import init_ray
 
                     init_ray()  # as a Ray Train run starts it, left idle while the plain processes run
-                if kind == "ray":
-                    row = throughput(w, args, str(Path(tmp) / f"r{r}"), watch=args.cpu_split and w == max(args.workers))
+                if kind in ("ray", "stock"):
+                    # a folder of its own: a finished run of the same config in the same storage is reused
+                    row = throughput(w, args, str(Path(tmp) / f"r{r}-{kind}"), name=f"scaling-{kind}",
+                                     watch=args.cpu_split and w == max(args.workers))
                     rates[kind, w].append(row["examples_per_s"])
                     if row["cpu_split"]:
-                        splits.append(row["cpu_split"])
+                        splits[kind].append(row["cpu_split"])
                     step_s[kind, w].append(row["step_s"])
                 elif kind == "ddp":
                     rates[kind, w].append(plain_ddp(w, args))
@@ -253,17 +289,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     rates[kind, w].append(ceiling(w, args))
     if ours and ray.is_initialized():
         ray.shutdown()
+    ray_settings("mmi-ray", saved)
     base = ("ray", args.workers[0])
     rows = []
     for kind, w in sides:
         ratio = [a / b for a, b in zip(rates[kind, w], rates[base])]
         row = {"side": kind, "workers": w, "examples_per_s": statistics.median(rates[kind, w]), "runs": rates[kind, w],
                "vs_base": ratio}
-        if kind == "ray":
+        if kind in ("ray", "stock"):
             row["step_s"] = statistics.median(step_s[kind, w])
         if kind != "plain" and ("plain", w) in rates:
             row["vs_plain"] = [a / b for a, b in zip(rates[kind, w], rates["plain", w])]
-        if kind == "ray" and ("ddp", w) in rates:
+        if kind in ("ray", "stock") and ("ddp", w) in rates:
             row["vs_ddp"] = [a / b for a, b in zip(rates[kind, w], rates["ddp", w])]
         rows.append(row)
     per = f"{args.batch} examples" if args.accum == 1 else f"{args.accum} micro-batches of {args.batch} examples"
@@ -276,6 +313,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
              + (" vs the same DDP job without Ray |" if ddp_col else ""), "|---|---|---|---|" + ("---|" if ddp_col else "")]
     for row in rows:
         name = {"ray": f"Ray Train, {row['workers']} worker(s)",
+                "stock": f"Ray Train, {row['workers']} worker(s), on a local Ray with Ray's stock settings",
                 "plain": f"{row['workers']} plain process(es) at once, no Ray",
                 "beside": f"{row['workers']} plain process(es) at once beside an idle local Ray",
                 "ddp": f"{row['workers']} plain processes, one model data-parallel (DDP, gloo), no Ray"}[row["side"]]
@@ -283,13 +321,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         vs_ddp = (f" **{spread(row['vs_ddp'])}** |" if "vs_ddp" in row else " |") if ddp_col else ""
         lines.append(f"| {name} | {row['examples_per_s']:.1f} | {spread(row['vs_base'])}x | {vs_plain} |{vs_ddp}")
     if args.cpu_split:
-        lines += ["", *split_table(splits, max(args.workers))]
-        next(r for r in rows if r["side"] == "ray" and r["workers"] == max(args.workers))["cpu_split"] = splits
+        for kind in ("ray", "stock") if args.stock else ("ray",):
+            lines += ["", *split_table(splits[kind], max(args.workers), stock=kind == "stock")]
+            next(r for r in rows if r["side"] == kind and r["workers"] == max(args.workers))["cpu_split"] = splits[kind]
     publish(lines, args.out, "scaling.py", argv, "Data-parallel scaling")
     return rows
 
 
-def split_table(splits: list[dict], workers: int) -> list[str]:
+def split_table(splits: list[dict], workers: int, stock: bool = False) -> list[str]:
     """Markdown lines: each role's share of the machine while Ray Train trained, median [min, max]
     over the watched runs."""
     import os
@@ -299,7 +338,8 @@ def split_table(splits: list[dict], workers: int) -> list[str]:
                 "while watched (too few steps?)"]
     cores = os.cpu_count() or 1
     window = statistics.median(s["window_s"] for s in splits)
-    out = [f"Where the {cores} cores went while Ray Train trained with {workers} worker(s): CPU time of every process "
+    on = " on a local Ray with Ray's stock settings" if stock else ""
+    out = [f"Where the {cores} cores went while Ray Train trained with {workers} worker(s){on}: CPU time of every process "
            f"from the run's first report to its second-to-last (median window {window:.0f} s; {len(splits)} run(s)), "
            "by role; % of one core, median [min, max] over runs",
            "", "| role | % of one core | share of the machine |", "|---|---|---|"]

@@ -198,6 +198,30 @@ def test_scaling_cpu_split_counts_each_process_once_by_its_role():
     assert row.startswith("| Ray Train workers | 185.0 [185.0, 185.0] |")
 
 
+def test_scaling_stock_side_sets_rays_own_values_and_gives_back_the_users(monkeypatch):
+    """--stock starts Ray with Ray 2.60's own values of every setting mmi-ray turns down, and the
+    other runs get back what the environment held before (a user's value, or nothing: init_ray's
+    defaults then apply)."""
+    import os
+
+    import scaling
+    from ray.train.v2._internal.constants import DEFAULT_PREEMPTION_POLL_INTERVAL_S
+
+    from mmi_ray.ray_init import LEAN_LOCAL_RAY
+
+    assert set(scaling.RAY_STOCK) == set(LEAN_LOCAL_RAY)
+    assert float(scaling.RAY_STOCK["RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S"]) == DEFAULT_PREEMPTION_POLL_INTERVAL_S
+    assert all(scaling.RAY_STOCK[k] != v for k, v in LEAN_LOCAL_RAY.items())
+    for key in LEAN_LOCAL_RAY:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAY_event_stats", "0")  # the user's own
+    saved = {key: os.environ.get(key) for key in LEAN_LOCAL_RAY}
+    scaling.ray_settings("stock", saved)
+    assert {k: os.environ[k] for k in LEAN_LOCAL_RAY} == scaling.RAY_STOCK
+    scaling.ray_settings("mmi-ray", saved)
+    assert {k: os.environ.get(k) for k in LEAN_LOCAL_RAY} == {**dict.fromkeys(LEAN_LOCAL_RAY), "RAY_event_stats": "0"}
+
+
 @pytest.mark.ray
 def test_ray_benchmarks_small_mode(ray_session, tmp_path):
     """scaling.py, sweep_overhead.py and search_efficiency.py end to end on tiny runs (shared Ray)."""
