@@ -2,7 +2,7 @@
 and against the machine's own ceiling, plain processes without Ray.
 
     python benchmarks/scaling.py [--steps 150] [--batch 32] [--accum 1] [--workers 1 2] [--rounds 5] [--ceiling]
-                                 [--beside-ray] [--ddp] [--stock] [--cpu-split] [--out BENCHMARKS.md] [overrides ...]
+                                 [--beside-ray] [--ddp] [--lean] [--cpu-split] [--out BENCHMARKS.md] [overrides ...]
 
 Each Ray run is ``mmi-ray train configs/tiny_builtin.yaml`` (``train.run_training``: a Ray Train run
 on a local Ray) with ``batch`` examples per worker per step (weak scaling: 2 workers do twice the
@@ -14,9 +14,11 @@ while an idle local Ray (head, dashboard, raylet) is up: the share of the gap th
 processes take on a small machine, apart from what data parallelism (DDP) costs. With ``--ddp``,
 k plain processes train one model data-parallel (DDP over gloo on loopback, as Ray Train sets it
 up) without Ray: Ray Train against it is Ray's own cost, it against independent processes is what
-DDP costs. With ``--stock``, Ray Train also runs on a local Ray started with Ray's own settings
-rather than the background work mmi-ray's local Ray turns down (``ray_init.LEAN_LOCAL_RAY``): what
-that saves (Ray is restarted between the two kinds of run). With ``--cpu-split``, each Ray Train run with the most workers is watched between its
+DDP costs. With ``--lean``, Ray Train also runs on a local Ray started with Ray's periodic background
+work turned down (``LEAN``: metrics export, event stats, the dashboard's and Train's polls), beside
+one on Ray's own settings: what that background work costs the training (Ray restarts between the
+two kinds of run; on 2 cores, 2026-12-03: within the noise, so mmi-ray keeps Ray's settings). With
+``--cpu-split``, each Ray Train run with the most workers is watched between its
 first and its second-to-last report (start-up and teardown left out): every process's CPU time over
 that window, grouped by role (Train workers, Ray Train's helper actors, dashboard, agents, GCS and
 raylet, idle workers, this driver, the rest of the machine), says where the machine's cores went
@@ -36,13 +38,17 @@ from bench_out import publish, spread
 
 from mmi_ray.config import load_config
 from mmi_ray.layout import read_metrics
-from mmi_ray.ray_init import LEAN_LOCAL_RAY
 from mmi_ray.train import run_training
 
 REPO = Path(__file__).resolve().parents[1]
-# Ray 2.60's own values of what mmi-ray's local Ray turns down (ray_init.LEAN_LOCAL_RAY)
-RAY_STOCK = {"RAY_enable_metrics_collection": "1", "RAY_event_stats": "1", "REPORTER_UPDATE_INTERVAL_MS": "5000",
-             "METRICS_RECORD_INTERVAL_S": "5", "RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S": "5"}
+# --lean: Ray's periodic background work, turned down (Ray 2.60's own values in the comments)
+LEAN = {
+    "RAY_enable_metrics_collection": "0",  # Prometheus metrics from every Ray process (on)
+    "RAY_event_stats": "0",  # event-loop statistics (on)
+    "REPORTER_UPDATE_INTERVAL_MS": "30000",  # the dashboard agent's node and process stats (5,000)
+    "METRICS_RECORD_INTERVAL_S": "60",  # the dashboard head's own metrics record (5)
+    "RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S": "60",  # Ray Train's preemption poll (5)
+}
 
 
 def _config(args, *extra: str):
@@ -125,14 +131,13 @@ def _watch(run_dir: Path, first: int, last: int, out: dict, done) -> None:
 
 
 def ray_settings(kind: str, saved: dict) -> None:
-    """Set the environment a local Ray is started with: Ray's stock settings (``kind`` "stock") or
-    mmi-ray's (anything else: the values ``saved`` before this script changed them, then
-    ``init_ray``'s defaults)."""
+    """Set the environment a local Ray is started with: ``LEAN`` (``kind`` "lean") or, for anything
+    else, the values ``saved`` before this script changed them (unset: Ray's own)."""
     import os
 
-    for key in LEAN_LOCAL_RAY:
-        if kind == "stock":
-            os.environ[key] = RAY_STOCK[key]
+    for key in LEAN:
+        if kind == "lean":
+            os.environ[key] = LEAN[key]
         elif saved.get(key) is None:
             os.environ.pop(key, None)
         else:
@@ -234,9 +239,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     help="also run the plain processes while an idle local Ray runs (what Ray's own processes cost)")
     ap.add_argument("--ddp", action="store_true",
                     help="also run the same data-parallel job in plain processes (DDP over gloo) without Ray")
-    ap.add_argument("--stock", action="store_true",
-                    help="also run Ray Train on a local Ray with Ray's stock settings (what mmi-ray's lean local Ray "
-                         "saves); Ray restarts between the two kinds of run")
+    ap.add_argument("--lean", action="store_true",
+                    help="also run Ray Train on a local Ray with Ray's periodic background work turned down "
+                         "(what that work costs the training); Ray restarts between the two kinds of run")
     ap.add_argument("--cpu-split", action="store_true",
                     help="watch each Ray Train run with the most workers in its steady state: the CPU of every "
                          "process, by role (needs psutil, the dev extra)")
@@ -249,23 +254,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     sides = [("ray", w) for w in args.workers] + ([("plain", w) for w in args.workers] if args.ceiling else [])
     sides += [("beside", w) for w in args.workers if w > 1] if args.beside_ray else []
     sides += [("ddp", w) for w in args.workers if w > 1] if args.ddp else []
-    sides += [("stock", w) for w in args.workers] if args.stock else []
+    sides += [("lean", w) for w in args.workers] if args.lean else []
     rates: dict[tuple[str, int], list[float]] = {k: [] for k in sides}
     step_s: dict[tuple[str, int], list[float]] = {k: [] for k in sides}
-    splits: dict[str, list[dict]] = {"ray": [], "stock": []}
+    splits: dict[str, list[dict]] = {"ray": [], "lean": []}
     rng = random.Random(0)
     import os
 
     import ray
 
     ours = not ray.is_initialized()  # else a Ray someone else started (a test's shared head): leave it be
-    if args.stock and not ours:
-        ap.error("--stock restarts Ray with other settings: run it where no Ray is up in this process")
-    saved, settings = {key: os.environ.get(key) for key in LEAN_LOCAL_RAY}, None
+    if args.lean and not ours:
+        ap.error("--lean restarts Ray with other settings: run it where no Ray is up in this process")
+    saved, settings = {key: os.environ.get(key) for key in LEAN}, None
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for kind, w in rng.sample(sides, len(sides)):
-                want = "stock" if kind == "stock" else "mmi-ray"
+                want = "lean" if kind == "lean" else "ray"
                 if ours and ray.is_initialized() and (kind in ("plain", "ddp") or want != settings):
                     ray.shutdown()  # no idle Ray beside the plain processes; a restart to change settings
                 if not ray.is_initialized():
@@ -275,7 +280,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     from mmi_ray.ray_init import init_ray
 
                     init_ray()  # as a Ray Train run starts it, left idle while the plain processes run
-                if kind in ("ray", "stock"):
+                if kind in ("ray", "lean"):
                     # a folder of its own: a finished run of the same config in the same storage is reused
                     row = throughput(w, args, str(Path(tmp) / f"r{r}-{kind}"), name=f"scaling-{kind}",
                                      watch=args.cpu_split and w == max(args.workers))
@@ -289,18 +294,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     rates[kind, w].append(ceiling(w, args))
     if ours and ray.is_initialized():
         ray.shutdown()
-    ray_settings("mmi-ray", saved)
+    ray_settings("ray", saved)
     base = ("ray", args.workers[0])
     rows = []
     for kind, w in sides:
         ratio = [a / b for a, b in zip(rates[kind, w], rates[base])]
         row = {"side": kind, "workers": w, "examples_per_s": statistics.median(rates[kind, w]), "runs": rates[kind, w],
                "vs_base": ratio}
-        if kind in ("ray", "stock"):
+        if kind in ("ray", "lean"):
             row["step_s"] = statistics.median(step_s[kind, w])
         if kind != "plain" and ("plain", w) in rates:
             row["vs_plain"] = [a / b for a, b in zip(rates[kind, w], rates["plain", w])]
-        if kind in ("ray", "stock") and ("ddp", w) in rates:
+        if kind in ("ray", "lean") and ("ddp", w) in rates:
             row["vs_ddp"] = [a / b for a, b in zip(rates[kind, w], rates["ddp", w])]
         rows.append(row)
     per = f"{args.batch} examples" if args.accum == 1 else f"{args.accum} micro-batches of {args.batch} examples"
@@ -313,7 +318,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
              + (" vs the same DDP job without Ray |" if ddp_col else ""), "|---|---|---|---|" + ("---|" if ddp_col else "")]
     for row in rows:
         name = {"ray": f"Ray Train, {row['workers']} worker(s)",
-                "stock": f"Ray Train, {row['workers']} worker(s), on a local Ray with Ray's stock settings",
+                "lean": f"Ray Train, {row['workers']} worker(s), on a local Ray with its background work turned down",
                 "plain": f"{row['workers']} plain process(es) at once, no Ray",
                 "beside": f"{row['workers']} plain process(es) at once beside an idle local Ray",
                 "ddp": f"{row['workers']} plain processes, one model data-parallel (DDP, gloo), no Ray"}[row["side"]]
@@ -321,14 +326,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         vs_ddp = (f" **{spread(row['vs_ddp'])}** |" if "vs_ddp" in row else " |") if ddp_col else ""
         lines.append(f"| {name} | {row['examples_per_s']:.1f} | {spread(row['vs_base'])}x | {vs_plain} |{vs_ddp}")
     if args.cpu_split:
-        for kind in ("ray", "stock") if args.stock else ("ray",):
-            lines += ["", *split_table(splits[kind], max(args.workers), stock=kind == "stock")]
+        for kind in ("ray", "lean") if args.lean else ("ray",):
+            lines += ["", *split_table(splits[kind], max(args.workers), lean=kind == "lean")]
             next(r for r in rows if r["side"] == kind and r["workers"] == max(args.workers))["cpu_split"] = splits[kind]
     publish(lines, args.out, "scaling.py", argv, "Data-parallel scaling")
     return rows
 
 
-def split_table(splits: list[dict], workers: int, stock: bool = False) -> list[str]:
+def split_table(splits: list[dict], workers: int, lean: bool = False) -> list[str]:
     """Markdown lines: each role's share of the machine while Ray Train trained, median [min, max]
     over the watched runs."""
     import os
@@ -338,7 +343,7 @@ def split_table(splits: list[dict], workers: int, stock: bool = False) -> list[s
                 "while watched (too few steps?)"]
     cores = os.cpu_count() or 1
     window = statistics.median(s["window_s"] for s in splits)
-    on = " on a local Ray with Ray's stock settings" if stock else ""
+    on = " on a local Ray with its background work turned down" if lean else ""
     out = [f"Where the {cores} cores went while Ray Train trained with {workers} worker(s){on}: CPU time of every process "
            f"from the run's first report to its second-to-last (median window {window:.0f} s; {len(splits)} run(s)), "
            "by role; % of one core, median [min, max] over runs",

@@ -12,20 +12,6 @@ import sys
 # they listen on every interface (or on the host's address) even with _node_ip_address=127.0.0.1.
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
-# A local Ray shares its machine with the training it runs. On a small CPU box Ray's periodic
-# background work (metrics export from every process, event-loop stats, the dashboard agent's
-# node stats every 5 s, the Train preemption watcher's poll every 5 s) takes CPU that the workers
-# need (benchmarks/scaling.py --stock measures it). mmi-ray reads none of it: its figures come from
-# its own metrics files. The dashboard, its job API and its cleaner stay on. Each is a default: a
-# value already in the environment wins (e.g. RAY_enable_metrics_collection=1 for Ray's metrics).
-LEAN_LOCAL_RAY = {
-    "RAY_enable_metrics_collection": "0",  # Ray's Prometheus metrics, from every Ray process
-    "RAY_event_stats": "0",  # Ray's event-loop statistics (its own debugging)
-    "REPORTER_UPDATE_INTERVAL_MS": "30000",  # the dashboard's node and process stats (Ray: 5 s)
-    "METRICS_RECORD_INTERVAL_S": "60",  # the dashboard head's own metrics record (Ray: 5 s)
-    "RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S": "60",  # spot-node preemption poll; one local node (Ray: 5 s)
-}
-
 
 def prepare_env() -> None:
     """Set Ray's environment for this process before ``import ray``: token mode when joining a
@@ -47,8 +33,6 @@ def init_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=log_to_driver, configure_logging=False)
         return
-    for key, value in LEAN_LOCAL_RAY.items():  # read by the processes ray.init starts
-        os.environ.setdefault(key, value)
     kwargs = {"num_cpus": num_cpus} if num_cpus else {}
     ray.init(include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
              log_to_driver=log_to_driver, configure_logging=False, **kwargs)

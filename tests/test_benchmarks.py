@@ -119,6 +119,17 @@ def test_search_efficiency_median_interval_covers_at_least_its_level_and_is_the_
     assert se.median_ci([1.0] * 30 + [math.inf] * 20)[1] == math.inf  # never-reached replays count as largest
 
 
+def test_search_efficiency_seed_runs_share_the_cores_when_a_trial_has_more_seeds_than_cores():
+    """A grid trial trains its seeds side by side and must fit the machine (3 seeds x 1 CPU on 2
+    cores could never be placed: a ConfigError before any training)."""
+    import search_efficiency as se
+
+    assert se.seed_cpus(1, 2) == 1.0
+    assert se.seed_cpus(2, 2) == 1.0
+    assert se.seed_cpus(3, 2) == 0.66 and 3 * se.seed_cpus(3, 2) <= 2
+    assert se.seed_cpus(7, 4) == 0.57 and 7 * se.seed_cpus(7, 4) <= 4
+
+
 def test_search_efficiency_table_is_the_mean_over_seeds_at_each_rung():
     """A grid trained with several seeds: each configuration's curve is its seeds' mean per step (a
     seed's record written twice counts once, its newest), not whichever seed came last."""
@@ -198,28 +209,25 @@ def test_scaling_cpu_split_counts_each_process_once_by_its_role():
     assert row.startswith("| Ray Train workers | 185.0 [185.0, 185.0] |")
 
 
-def test_scaling_stock_side_sets_rays_own_values_and_gives_back_the_users(monkeypatch):
-    """--stock starts Ray with Ray 2.60's own values of every setting mmi-ray turns down, and the
-    other runs get back what the environment held before (a user's value, or nothing: init_ray's
-    defaults then apply)."""
+def test_scaling_lean_side_turns_rays_background_work_down_and_gives_back_the_users(monkeypatch):
+    """--lean starts Ray with its periodic background work turned down (each value differs from Ray
+    2.60's own), and the other runs get back what the environment held before (a user's value, or
+    nothing: Ray's defaults)."""
     import os
 
     import scaling
     from ray.train.v2._internal.constants import DEFAULT_PREEMPTION_POLL_INTERVAL_S
 
-    from mmi_ray.ray_init import LEAN_LOCAL_RAY
-
-    assert set(scaling.RAY_STOCK) == set(LEAN_LOCAL_RAY)
-    assert float(scaling.RAY_STOCK["RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S"]) == DEFAULT_PREEMPTION_POLL_INTERVAL_S
-    assert all(scaling.RAY_STOCK[k] != v for k, v in LEAN_LOCAL_RAY.items())
-    for key in LEAN_LOCAL_RAY:
+    assert float(scaling.LEAN["RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S"]) > DEFAULT_PREEMPTION_POLL_INTERVAL_S
+    assert scaling.LEAN["RAY_enable_metrics_collection"] == "0"
+    for key in scaling.LEAN:
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("RAY_event_stats", "0")  # the user's own
-    saved = {key: os.environ.get(key) for key in LEAN_LOCAL_RAY}
-    scaling.ray_settings("stock", saved)
-    assert {k: os.environ[k] for k in LEAN_LOCAL_RAY} == scaling.RAY_STOCK
-    scaling.ray_settings("mmi-ray", saved)
-    assert {k: os.environ.get(k) for k in LEAN_LOCAL_RAY} == {**dict.fromkeys(LEAN_LOCAL_RAY), "RAY_event_stats": "0"}
+    monkeypatch.setenv("RAY_event_stats", "1")  # the user's own
+    saved = {key: os.environ.get(key) for key in scaling.LEAN}
+    scaling.ray_settings("lean", saved)
+    assert {k: os.environ[k] for k in scaling.LEAN} == scaling.LEAN
+    scaling.ray_settings("ray", saved)
+    assert {k: os.environ.get(k) for k in scaling.LEAN} == {**dict.fromkeys(scaling.LEAN), "RAY_event_stats": "1"}
 
 
 @pytest.mark.ray
