@@ -1,7 +1,7 @@
 """Search efficiency (issue 7, figure 5): compute that TPE + ASHA needs to come within 1 point of the
 best configuration of an exhaustive grid over the same space, on the built-in task.
 
-    python benchmarks/search_efficiency.py [--fair] [--grid-dir DIR] [--keep DIR] [--grace STEPS]
+    python benchmarks/search_efficiency.py [--fair] [--grid-dir DIR ...] [--keep DIR] [--grace STEPS]
                                            [--replays 50] [--out BENCHMARKS.md]
 
 ``--fair`` (issue 17, item 4) trains a grid with 1,000 validation examples on one family that the
@@ -13,7 +13,9 @@ cores). The table of every configuration's accuracy at every rung is printed wit
 1. The grid: every combination of the values below is trained to the full budget by a real
    ``mmi-ray`` sweep on local Ray (all combinations as ``points_to_evaluate``, no early stopping),
    recording validation accuracy at every evaluation (the ASHA rungs). ``--grid-dir`` reuses a
-   finished grid sweep folder instead of training it again.
+   finished grid sweep folder instead of training it again; several folders of the same grid trained
+   with other seeds (``--seeds 1 --keep A``, ``--seeds 2 --keep B``: one seed at a time, each trial
+   in its process) make one grid whose curves are the mean over all their seeds.
 2. The search, replayed on the grid's recorded learning curves (a tabular benchmark, as HPO papers
    do): Optuna's TPE sampler (as ``OptunaSearch`` uses it) over the same choices, and Optuna's
    successive-halving pruner with the sweep's grace period and reduction factor (ASHA), trials one
@@ -108,17 +110,53 @@ def table_from_runs(runs, grid: dict) -> dict[tuple, dict[int, float]]:
     return out
 
 
-def curves(sweep_dir: Path, grid: dict) -> tuple[dict[tuple, dict[int, float]], int]:
-    """Per grid point (values in GRID key order): step -> validation accuracy (the mean over its seeds);
-    and the full budget."""
+def curves(sweep_dirs: list[Path], grid: dict) -> tuple[dict[tuple, dict[int, float]], int, dict[tuple, list[float]]]:
+    """Per grid point (values in GRID key order): step -> validation accuracy (the mean over its seeds,
+    in all ``sweep_dirs``: folders of one grid trained with other seeds); the full budget; and per grid
+    point its seeds' final accuracies."""
+    import pandas as pd
+
     from mmi_ray.analysis import load_sweep_dir
 
-    out = table_from_runs(load_sweep_dir(sweep_dir).runs, grid)
+    parts, seen = [], {}
+    for d in sweep_dirs:
+        runs = load_sweep_dir(d).runs
+        for seed in set(runs["seed"]):
+            if seed in seen:
+                raise SystemExit(f"{d}: seed {seed} is also in {seen[seed]}: give each grid folder other seeds")
+            seen[seed] = d
+        missing = [p for p in grid_points(grid) if not ((runs[list(p)] == pd.Series(p)).all(axis=1)).any()]
+        if missing:
+            raise SystemExit(f"{d}: grid points without results: {missing}")
+        parts.append(runs)
+    runs = pd.concat(parts, ignore_index=True)
+    out = table_from_runs(runs, grid)
     budget = max(max(c) for c in out.values())
-    missing = [p for p in grid_points(grid) if tuple(p[k] for k in grid) not in out]
-    if missing:
-        raise SystemExit(f"{sweep_dir}: grid points without results: {missing}")
-    return out, budget
+    last = runs[runs["step"] == budget].drop_duplicates(["seed", *grid], keep="last")
+    per_seed = {tuple(k): [float(v) for v in g.sort_values("seed")["val_accuracy"]] for k, g in last.groupby(list(grid))}
+    return out, budget, per_seed
+
+
+def seed_margin(per_seed: dict[tuple, list[float]], best: tuple, second: tuple) -> float:
+    """The best's margin over the runner-up (means over seeds) in standard errors of the difference
+    from seed-to-seed variation; NaN with fewer than 2 seeds."""
+    a, b = per_seed[best], per_seed[second]
+    if min(len(a), len(b)) < 2:
+        return float("nan")
+    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    return (statistics.mean(a) - statistics.mean(b)) / max(se, 1e-12)
+
+
+def same_grid(specs: dict[Path, dict]) -> dict:
+    """The first sweep_spec.yaml of ``specs`` (folder -> its content), once every other folder's grid
+    (search space and overrides) is the same."""
+    (first, spec), *rest = specs.items()
+    for d, other in rest:
+        for key in ("search", "overrides"):
+            if other["spec"][key] != spec["spec"][key]:
+                raise SystemExit(f"{d / 'sweep_spec.yaml'}: spec.{key} differs from {first / 'sweep_spec.yaml'}'s: "
+                                 "--grid-dir folders must hold one grid")
+    return spec
 
 
 def replay(table: dict, grid: dict, budget: int, target: float, seed: int, grace: int | None, eta: int,
@@ -209,7 +247,9 @@ def conditions(table: dict, budget: int, n_valid: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--grid-dir", default=None, help="a finished grid sweep folder to reuse")
+    ap.add_argument("--grid-dir", nargs="+", default=None,
+                    help="finished grid sweep folder(s) to reuse; several: one grid trained with other seeds, "
+                         "replayed on the mean over all their seeds")
     ap.add_argument("--keep", default=None, help="train the grid into this folder (kept afterwards)")
     ap.add_argument("--replays", type=int, default=50)
     ap.add_argument("--within", type=float, default=0.01, help="accuracy gap to the grid's best (0.01 = 1 point)")
@@ -237,19 +277,29 @@ def main(argv: list[str] | None = None) -> dict:
                           "data.builtin.num_train": 200, "data.builtin.num_valid": 10, "data.builtin.num_test": 10,
                           "train.batch_size": 8, "train.max_steps": 6, "train.eval_every": 2})
     if args.grid_dir:
-        sweep_dir = Path(args.grid_dir)
+        sweep_dirs = [Path(d) for d in args.grid_dir]
     else:
         root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mmi-grid-"))
         root.mkdir(parents=True, exist_ok=True)
-        sweep_dir = run_grid(root, grid, overrides, seeds=tuple(args.seeds))
+        sweep_dirs = [run_grid(root, grid, overrides, seeds=tuple(args.seeds))]
     # the grid, its validation size and rungs as the sweep folder recorded them (--grid-dir: any grid)
-    spec = yaml.safe_load((sweep_dir / "sweep_spec.yaml").read_text())
+    spec = same_grid({d: yaml.safe_load((d / "sweep_spec.yaml").read_text()) for d in sweep_dirs})
     grid = {k: v["values"] for k, v in spec["spec"]["search"].items()}
     n_valid, grace = spec["base"]["data"]["builtin"]["num_valid"], spec["base"]["train"]["eval_every"]
     graces = args.grace or [grace]
-    table, budget = curves(sweep_dir, grid)
+    table, budget, per_seed = curves(sweep_dirs, grid)
     cond = conditions(table, budget, int(n_valid))
     finals = {k: c[budget] for k, c in table.items()}
+    ranked = sorted(finals, key=finals.get, reverse=True)
+    k_seeds = min(len(v) for v in per_seed.values())
+    seeds_line = str(k_seeds)
+    if k_seeds >= 2:
+        def pct(xs: list[float]) -> str:
+            return ", ".join(f"{100 * x:.1f}" for x in xs)
+
+        seeds_line += (f"; final accuracy per seed: best {pct(per_seed[ranked[0]])}, runner-up "
+                       f"{pct(per_seed[ranked[1]])}; the best's margin over the runner-up in seed-to-seed s.e. of "
+                       f"the difference: {seed_margin(per_seed, ranked[0], ranked[1]):.1f}")
     best = cond["best"]
     target = best - args.within - 1e-9  # within 1 point: a gap of exactly 1 point counts
     grid_cost = len(table) * budget
@@ -306,7 +356,8 @@ def main(argv: list[str] | None = None) -> dict:
              f"| best's margin over the runner-up; over the median (s.e. of the difference) | "
              f"{cond['margin_runner_up_se']:.1f}; {cond['margin_median_se']:.1f} |",
              f"| rung scores against final scores (Spearman) | {rungs} |",
-             f"| grid folder | `{sweep_dir}` |"]
+             f"| seeds per configuration (a curve is their mean) | {seeds_line} |",
+             f"| grid folder(s) | {', '.join(f'`{d}`' for d in sweep_dirs)} |"]
     steps = sorted(next(iter(table.values())))
     lines += ["", "Validation accuracy (%) at each rung (the best in bold):", "",
               "| " + " | ".join(k.split(".")[-1] for k in grid) + " | " + " | ".join(map(str, steps)) + " |",

@@ -161,6 +161,22 @@ def test_search_efficiency_fair_grids_are_valid_configs_that_meet_the_issues_con
             assert cfg.optim.lr == point["optim.lr"] and cfg.data.builtin.tasks == [task]
 
 
+def test_search_efficiency_seed_margin_and_one_grid_across_folders(tmp_path):
+    """The best's margin over the runner-up in seed-to-seed standard errors; folders given together
+    must hold one grid (the error names the file and the key)."""
+    import search_efficiency as se
+
+    per_seed = {("a",): [0.60, 0.64, 0.62], ("b",): [0.55, 0.61, 0.58], ("c",): [0.5]}
+    se_diff = math.sqrt(0.02 ** 2 / 3 + 0.03 ** 2 / 3)
+    assert se.seed_margin(per_seed, ("a",), ("b",)) == pytest.approx(0.04 / se_diff)
+    assert math.isnan(se.seed_margin(per_seed, ("a",), ("c",)))
+    spec = {"spec": {"search": {"optim.lr": {"type": "choice", "values": [1e-3]}}, "overrides": {"x": 1}}}
+    other = {"spec": {**spec["spec"], "overrides": {"x": 2}}}
+    assert se.same_grid({tmp_path / "a": spec, tmp_path / "b": spec}) is spec
+    with pytest.raises(SystemExit, match=r"b/sweep_spec.yaml: spec.overrides differs"):
+        se.same_grid({tmp_path / "a": spec, tmp_path / "b": other})
+
+
 def test_search_efficiency_conditions_show_whether_the_grid_can_judge_a_search():
     """Rung-to-final rank correlation and the best's margin in standard errors, on known tables."""
     import search_efficiency as se
@@ -265,6 +281,18 @@ def test_ray_benchmarks_small_mode(ray_session, tmp_path):
                                   "--out", str(tmp_path / "B.md")])
     assert eff["grid_points"] == 4 and eff["budget"] == 6 and 0 < eff["median_share"] <= 10
     assert set(eff["conditions"]["rung_spearman"]) == {2, 4}
+    # the same grid with another seed, in a folder of its own: replayed together, on their mean
+    search_efficiency.main(["--small", "--seeds", "1", "--replays", "2", "--keep", str(tmp_path / "grid1")])
+    dirs = [tmp_path / "grid" / "grid", tmp_path / "grid1" / "grid"]
+    small = {"loss.mi_weight": [0.0, 0.1], "optim.lr": [1e-3, 3e-3]}
+    table, budget, per_seed = search_efficiency.curves(dirs, small)
+    assert budget == 6 and all(len(v) == 2 for v in per_seed.values())
+    assert all(table[k][6] == pytest.approx(sum(v) / 2) for k, v in per_seed.items())
+    with pytest.raises(SystemExit, match="seed 0 is also in"):
+        search_efficiency.curves([dirs[0], dirs[0]], small)
+    both = search_efficiency.main(["--grid-dir", *map(str, dirs), "--replays", "2", "--out", str(tmp_path / "S.md")])
+    assert both["grid_points"] == 4 and both["grid_best"] == pytest.approx(max(table[k][6] for k in table))
+    assert "seed-to-seed s.e." in (tmp_path / "S.md").read_text()
     text = (tmp_path / "B.md").read_text()
     for title in ("Data-parallel scaling", "Sweep overhead", "Search efficiency"):
         assert f"### {title}" in text
