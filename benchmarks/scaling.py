@@ -49,6 +49,7 @@ LEAN = {
     "METRICS_RECORD_INTERVAL_S": "60",  # the dashboard head's own metrics record (5)
     "RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S": "60",  # Ray Train's preemption poll (5)
 }
+LEAN_LABEL = "on a local Ray with its background work turned down"
 
 
 def _config(args, *extra: str):
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
              + (" vs the same DDP job without Ray |" if ddp_col else ""), "|---|---|---|---|" + ("---|" if ddp_col else "")]
     for row in rows:
         name = {"ray": f"Ray Train, {row['workers']} worker(s)",
-                "lean": f"Ray Train, {row['workers']} worker(s), on a local Ray with its background work turned down",
+                "lean": f"Ray Train, {row['workers']} worker(s), {LEAN_LABEL}",
                 "plain": f"{row['workers']} plain process(es) at once, no Ray",
                 "beside": f"{row['workers']} plain process(es) at once beside an idle local Ray",
                 "ddp": f"{row['workers']} plain processes, one model data-parallel (DDP, gloo), no Ray"}[row["side"]]
@@ -343,7 +344,7 @@ def split_table(splits: list[dict], workers: int, lean: bool = False) -> list[st
                 "while watched (too few steps?)"]
     cores = os.cpu_count() or 1
     window = statistics.median(s["window_s"] for s in splits)
-    on = " on a local Ray with its background work turned down" if lean else ""
+    on = f" {LEAN_LABEL}" if lean else ""
     out = [f"Where the {cores} cores went while Ray Train trained with {workers} worker(s){on}: CPU time of every process "
            f"from the run's first report to its second-to-last (median window {window:.0f} s; {len(splits)} run(s)), "
            "by role; % of one core, median [min, max] over runs",

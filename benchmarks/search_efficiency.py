@@ -100,12 +100,17 @@ def seed_cpus(n_seeds: int, cores: int) -> float:
     return min(1.0, math.floor(100 * cores / n_seeds) / 100)
 
 
+def newest(runs, grid: dict):
+    """The records of ``runs``, each seed run of a grid point once per step (its newest record)."""
+    return runs.drop_duplicates([*grid, "seed", "step"], keep="last")
+
+
 def table_from_runs(runs, grid: dict) -> dict[tuple, dict[int, float]]:
     """Per grid point: step -> validation accuracy, the mean over its seeds at each rung (a sweep's
     trial reports its seeds' mean); a seed's run counts once per step (its newest record)."""
     out: dict[tuple, dict[int, float]] = {}
-    for key, g in runs.groupby(list(grid)):
-        by_step = g.drop_duplicates(["seed", "step"], keep="last").groupby("step")["val_accuracy"].mean()
+    for key, g in newest(runs, grid).groupby(list(grid)):
+        by_step = g.groupby("step")["val_accuracy"].mean()
         out[tuple(key)] = {int(s): float(v) for s, v in by_step.items()}
     return out
 
@@ -125,14 +130,15 @@ def curves(sweep_dirs: list[Path], grid: dict) -> tuple[dict[tuple, dict[int, fl
             if seed in seen:
                 raise SystemExit(f"{d}: seed {seed} is also in {seen[seed]}: give each grid folder other seeds")
             seen[seed] = d
-        missing = [p for p in grid_points(grid) if not ((runs[list(p)] == pd.Series(p)).all(axis=1)).any()]
+        have = set(runs.groupby(list(grid)).groups)
+        missing = [p for p in grid_points(grid) if tuple(p[k] for k in grid) not in have]
         if missing:
             raise SystemExit(f"{d}: grid points without results: {missing}")
         parts.append(runs)
     runs = pd.concat(parts, ignore_index=True)
     out = table_from_runs(runs, grid)
     budget = max(max(c) for c in out.values())
-    last = runs[runs["step"] == budget].drop_duplicates(["seed", *grid], keep="last")
+    last = newest(runs[runs["step"] == budget], grid)
     per_seed = {tuple(k): [float(v) for v in g.sort_values("seed")["val_accuracy"]] for k, g in last.groupby(list(grid))}
     return out, budget, per_seed
 
