@@ -259,11 +259,11 @@ def test_pareto_front_on_a_hand_made_case():
     # (accuracy max, ece min) per configuration, two seeds each; c is dominated by a, e is unfinished
     figures = {"a": (0.9, 0.05), "b": (0.95, 0.20), "c": (0.85, 0.10), "d": (0.60, 0.01), "e": (0.99, 0.0)}
     rows = []
-    for tid, (acc, ece) in figures.items():
+    for i, (tid, (acc, ece)) in enumerate(figures.items()):
         for seed, jitter in ((0, -0.01), (1, 0.01)):
             for step in (10, 20):
-                rows.append({"sweep": "s", "trial_id": tid, "seed": seed, "step": step, "method": "DSS",
-                             "loss.mi_weight": 0.0, "val_accuracy": acc + jitter, "val_ece": ece,
+                rows.append({"sweep": "s", "trial_id": tid, "seed": seed, "step": step, "method": "MI",
+                             "loss.mi_weight": 0.1 * (i + 1), "val_accuracy": acc + jitter, "val_ece": ece,
                              "status": "stopped early" if tid == "e" else "completed"})
     front = pareto_front(pd.DataFrame(rows), [("val_accuracy", "max"), ("val_ece", "min")], ["loss.mi_weight"])
     assert set(front["trial_id"]) == {"a", "b", "c", "d"}  # completed only
@@ -274,3 +274,11 @@ def test_pareto_front_on_a_hand_made_case():
     # the modes count: minimising both, d (lowest on both) dominates every other configuration
     flipped = pareto_front(pd.DataFrame(rows), [("val_accuracy", "min"), ("val_ece", "min")], [])
     assert set(flipped.loc[flipped["pareto"], "trial_id"]) == {"d"}
+    # a configuration TPE proposed again (trial a2: a's values, its adopted run's figures) is one point,
+    # shown once with the trials that proposed it; identical rows do not dominate each other, so
+    # without this it stood on the front twice
+    again = [{**r, "trial_id": "a2"} for r in rows if r["trial_id"] == "a"]
+    twice = pareto_front(pd.DataFrame(rows + again), [("val_accuracy", "max"), ("val_ece", "min")], ["loss.mi_weight"])
+    assert list(twice["trial_id"]) == ["b", "a", "d", "c"]
+    assert dict(zip(twice["trial_id"], twice["trials"])) == {"b": 1, "a": 2, "d": 1, "c": 1}
+    assert (twice["n_seeds"] == 2).all()

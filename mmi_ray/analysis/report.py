@@ -148,10 +148,11 @@ def _section_pareto(x: _Inputs, spec: dict, written: list[str]) -> list[str]:
         return md + ["No configuration completed the full budget with every objective reported.", ""]
     _save(plots.pareto(front, objectives[0], objectives[1]), x.out, PARETO_PLOT, written)
     cols = ["sweep", "trial_id", "method", *[c for c in x.searched if c in front], *[m for m, _ in objectives],
-            "n_seeds"]
+            "n_seeds", "trials"]
     md += [f"{int(front['pareto'].sum())} of {len(front)} completed configurations are on the front (mean over seeds "
            "at the full budget; none is worse on every objective than another one). Chosen on validation: "
-           "the confirmation runs measure them again.", "", _md_table(front[front["pareto"]][cols]),
+           "the confirmation runs measure them again; `trials`: how many trials proposed the configuration.", "",
+           _md_table(front[front["pareto"]][cols]),
            f"![Pareto front]({PARETO_PLOT})", ""]
     return md
 

@@ -272,7 +272,8 @@ def arm_comparisons(runs: pd.DataFrame, column: str = "test_accuracy", confidenc
 
 
 def pareto_front(runs: pd.DataFrame, objectives: list[tuple[str, str]], searched: list[str]) -> pd.DataFrame:
-    """The configurations that completed the full budget, one row each: method, searched values,
+    """The configurations that completed the full budget, one row each (a configuration proposed
+    again by several trials once, ``trials`` counting them): method, searched values,
     each objective's mean over seeds at the final evaluation, ``n_seeds``, and ``pareto``: no other
     configuration is at least as good on every objective and better on one (``objectives``: (metric,
     mode) pairs). Front first, then by the first objective."""
@@ -288,6 +289,14 @@ def pareto_front(runs: pd.DataFrame, objectives: list[tuple[str, str]], searched
     first = final.groupby(keys, sort=False)[["method", *[k for k in searched if k in final]]].first()
     means = final.groupby(keys, sort=False)[metrics].mean()
     out = first.join(means).join(final.groupby(keys, sort=False).size().rename("n_seeds")).reset_index()
+    # a configuration TPE proposed again is one point (its trials share one adopted run): the first
+    # trial stands for it, ``trials`` says how many proposed it
+    values = [k for k in searched if k in out]
+    out["trials"] = 1
+    if values:  # without searched values nothing tells two configurations apart
+        conf = ["sweep", *values]
+        out["trials"] = out.groupby(conf, sort=False, dropna=False)["trial_id"].transform("size")
+        out = out.drop_duplicates(conf, keep="first").reset_index(drop=True)
     # as losses (lower is better) for the dominance test; a configuration missing a figure is not on the front
     loss = np.column_stack([out[m].to_numpy(float) * (-1 if mode == "max" else 1) for m, mode in objectives])
     ok = ~np.isnan(loss).any(axis=1)

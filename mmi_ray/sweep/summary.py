@@ -193,5 +193,8 @@ def _print_pareto(summary: dict) -> None:
     names = ", ".join(f"{o['metric']} ({o['mode']})" for o in objs)
     print(f"\nPareto front on {names}: {len(front)} of {len(rows)} completed configurations "
           "(mean over seeds, full budget; none is worse on every objective than another):")
-    table = pd.DataFrame(front)[["trial_id", "method", *[o["metric"] for o in objs], "n_seeds"]]
+    cols = ["trial_id", "method", *[o["metric"] for o in objs], "n_seeds"]
+    if any(r.get("trials", 1) > 1 for r in front):  # a configuration proposed by several trials: shown once
+        cols.append("trials")
+    table = pd.DataFrame(front)[cols]
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
