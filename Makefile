@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# the quickstart sweep (about 3 minutes on 2 CPU cores, plus the install; measured: see README); each call makes a new sweep folder
+# the quickstart sweep (about 2 minutes on 2 CPU cores, plus the install; measured: see README); each call makes a new sweep folder
 quickstart: install
 	$(BIN)/mmi-ray sweep sweeps/quickstart.yaml name=quickstart-$$(date +%Y%m%d-%H%M%S)
 

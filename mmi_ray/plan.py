@@ -82,7 +82,7 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
     spec, base = sweep.spec, sweep.base
     r = spec.resources
     k = len(spec.seeds)
-    warnings: list[str] = []
+    warnings: list[str] = list(spec.search_advice())
     types, provider = node_types(cluster)
     head = cluster.get("head_node_type")
     price_table = (prices or {}).get(provider, {})

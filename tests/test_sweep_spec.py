@@ -17,6 +17,7 @@ def test_every_shipped_spec_validates(path):
     assert sweep.spec.num_trials >= 1
     assert path.read_text().startswith("#"), "each spec begins with a comment giving its command"
     assert "test" not in sweep.spec.objective.metric
+    assert sweep.spec.search_advice() == [], "a shipped spec sizes TPE's start-up for its trial count"
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -154,6 +155,32 @@ def test_searcher_startup_trials_reach_optunas_tpe(tmp_path):
     assert default._sampler._n_startup_trials == 10
     low, _ = _searcher(_load(tmp_path, good_spec(searcher_startup_trials=2)), str(tmp_path / "b"))
     assert low._sampler._n_startup_trials == 2
+
+
+def test_a_small_sweep_left_on_tpes_default_start_up_is_warned_at_its_start_and_in_its_plan(tmp_path, capsys):
+    """Optuna's 10 random start-up proposals leave TPE to model few of a small sweep's proposals: the
+    spec is warned (with a size for its trial count) when it leaves the key unset, not when it sets it
+    or when TPE models at least half of what it proposes; a resumed sweep is not warned again."""
+    from mmi_ray.sweep.tuner import announce
+
+    small = _load(tmp_path, good_spec(num_trials=9))  # 1 point, 8 proposals, all random under the default
+    (advice,) = small.spec.search_advice()
+    assert advice.startswith("searcher_startup_trials: TPE draws 8 of this sweep's 8 proposals at random")
+    assert "models 0" in advice and "set searcher_startup_trials: 3 (1 point, then 2 at random)" in advice
+    announce(small, str(tmp_path / "s"), resume=False)
+    out = capsys.readouterr().out
+    assert f"[mmi-ray] warning: {small.source}: searcher_startup_trials: TPE draws 8" in out
+    announce(small, str(tmp_path / "s"), resume=True)
+    assert "warning" not in capsys.readouterr().out
+    assert _load(tmp_path, good_spec(num_trials=9, searcher_startup_trials=10)).spec.search_advice() == []
+    assert _load(tmp_path, good_spec(num_trials=17)).spec.search_advice()  # models 7 of 16
+    assert _load(tmp_path, good_spec(num_trials=19)).spec.search_advice() == []  # models 9 of 18
+    assert _load(tmp_path, good_spec(num_trials=1)).spec.search_advice() == []  # the points alone: no TPE
+    # the plan names it among its warnings
+    from mmi_ray.plan import load_cluster, make_plan
+
+    plan = make_plan(small, load_cluster(str(REPO / "cluster" / "aws-gpu.yaml")), "aws")
+    assert any(w.startswith("searcher_startup_trials: TPE draws 8") for w in plan.warnings)
 
 
 def test_a_sweep_started_before_a_spec_key_existed_resumes_and_a_changed_spec_does_not(tmp_path):

@@ -181,7 +181,8 @@ class SweepSpec(_Section):
     searcher_startup_trials: int = Field(10, ge=1)
     """Proposals TPE draws at random before it models the results (Optuna's ``n_startup_trials``;
     ``points_to_evaluate`` count among them). On a space of a few dozen points, lower it: with the
-    default 10, a 12-point grid is searched at random for 10 of its 12 proposals."""
+    default 10, a 12-point grid is searched at random for 10 of its 12 proposals; left unset in a sweep
+    where TPE would model fewer than half its proposals, the sweep is warned (``search_advice``)."""
     scheduler: Scheduler = Scheduler()
     resources: Resources = Resources()
     max_concurrent_trials: int | None = Field(None, ge=1)
@@ -212,6 +213,30 @@ class SweepSpec(_Section):
     def objectives(self) -> list[Objective]:
         """Every objective, the primary one first (one for a single-objective spec)."""
         return [self.objective, *self.more_objectives]
+
+    def search_advice(self) -> list[str]:
+        """What the search-efficiency replays (BENCHMARKS.md, issue 17 item 4) advise against in this
+        spec's search, as warnings; none when the spec sets the key itself.
+
+        TPE's random start-up (Optuna's default 10 proposals, ``points_to_evaluate`` among them) is sized
+        for hundreds of trials: in a sweep of a few dozen it leaves TPE to model few or none of the
+        proposals. On replays of three small grids one to five random start-up proposals reached the
+        grid's best with less compute than ten did."""
+        points, proposals = len(self.points_to_evaluate), self.num_trials - len(self.points_to_evaluate)
+        if "searcher_startup_trials" in self.model_fields_set or proposals <= 0:
+            return []
+        startup = self.searcher_startup_trials
+        modeled = self.num_trials - max(startup, points)
+        if 2 * modeled >= proposals:
+            return []
+        suggest = points + max(1, proposals // 4)
+        return [f"searcher_startup_trials: TPE draws {max(0, min(startup, self.num_trials) - points)} of this "
+                f"sweep's {proposals} proposals at random (Optuna's default start-up, {startup}, counts the "
+                f"{points} points_to_evaluate) and models {max(0, modeled)}; on replays of small grids 1 to 5 random "
+                f"proposals reached the best with less compute than 10 (BENCHMARKS.md, issue 17 item 4): set "
+                f"searcher_startup_trials: {suggest} ({points} point{'s' * (points != 1)}, then {suggest - points} at "
+                f"random), "
+                f"or {startup} to keep the default"]
 
     @model_validator(mode="after")
     def _points_in_space(self):

@@ -188,6 +188,15 @@ def _ends_missing(sweep_dir: str, num_trials: int) -> int:
     return max(0, num_trials - len(read_ends(sweep_dir)))
 
 
+def announce(sweep: LoadedSweep, sweep_dir: str, resume: bool) -> None:
+    """Where the results go, and (on a new start: a resumed sweep keeps its spec) what the spec's
+    search design is warned about (``SweepSpec.search_advice``)."""
+    print(f"[mmi-ray] sweep '{sweep.spec.name}' results: {sweep_dir}", flush=True)
+    if not resume:
+        for w in sweep.spec.search_advice():
+            print(f"[mmi-ray] warning: {sweep.source}: {w}", flush=True)
+
+
 def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, rerun: bool = False) -> dict:
     """Run (or resume) the sweep and return its summary (also written to ``sweep_summary.json``).
     Runs whose identity finished before under the storage root are adopted, not trained
@@ -195,7 +204,7 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, rerun:
     spec = sweep.spec
     storage, sweep_dir = sweep_dir_of(spec)
     _start_or_resume(sweep, storage, sweep_dir, resume)
-    print(f"[mmi-ray] sweep '{spec.name}' results: {sweep_dir}", flush=True)
+    announce(sweep, sweep_dir, resume)
     t_ray = time.time()
     init_ray(log_to_driver=verbose > 1)
     t_ray = time.time() - t_ray
