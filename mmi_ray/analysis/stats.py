@@ -286,12 +286,12 @@ def pareto_front(runs: pd.DataFrame, objectives: list[tuple[str, str]], searched
     if final.empty:
         return pd.DataFrame()
     keys = ["sweep", "trial_id"]
-    first = final.groupby(keys, sort=False)[["method", *[k for k in searched if k in final]]].first()
+    values = [k for k in searched if k in final]
+    first = final.groupby(keys, sort=False)[["method", *values]].first()
     means = final.groupby(keys, sort=False)[metrics].mean()
     out = first.join(means).join(final.groupby(keys, sort=False).size().rename("n_seeds")).reset_index()
     # a configuration TPE proposed again is one point (its trials share one adopted run): the first
     # trial stands for it, ``trials`` says how many proposed it
-    values = [k for k in searched if k in out]
     out["trials"] = 1
     if values:  # without searched values nothing tells two configurations apart
         conf = ["sweep", *values]

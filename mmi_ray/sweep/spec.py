@@ -226,17 +226,16 @@ class SweepSpec(_Section):
         if "searcher_startup_trials" in self.model_fields_set or proposals <= 0:
             return []
         startup = self.searcher_startup_trials
-        modeled = self.num_trials - max(startup, points)
-        if 2 * modeled >= proposals:
+        drawn = min(max(startup - points, 0), proposals)  # random proposals after the points; TPE models the rest
+        if 2 * (proposals - drawn) >= proposals:
             return []
         suggest = points + max(1, proposals // 4)
-        return [f"searcher_startup_trials: TPE draws {max(0, min(startup, self.num_trials) - points)} of this "
-                f"sweep's {proposals} proposals at random (Optuna's default start-up, {startup}, counts the "
-                f"{points} points_to_evaluate) and models {max(0, modeled)}; on replays of small grids 1 to 5 random "
-                f"proposals reached the best with less compute than 10 (BENCHMARKS.md, issue 17 item 4): set "
-                f"searcher_startup_trials: {suggest} ({points} point{'s' * (points != 1)}, then {suggest - points} at "
-                f"random), "
-                f"or {startup} to keep the default"]
+        return [f"searcher_startup_trials: TPE draws {drawn} of this sweep's {proposals} proposals at random "
+                f"(Optuna's default start-up, {startup}, counts the {points} points_to_evaluate) and models "
+                f"{proposals - drawn}; on replays of small grids 1 to 5 random proposals reached the best with less "
+                f"compute than 10 (BENCHMARKS.md, issue 17 item 4): set searcher_startup_trials: {suggest} "
+                f"({points} point{'s' * (points != 1)}, then {suggest - points} at random), or {startup} to keep "
+                "the default"]
 
     @model_validator(mode="after")
     def _points_in_space(self):
