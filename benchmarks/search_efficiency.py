@@ -173,7 +173,8 @@ def replay(table: dict, grid: dict, budget: int, target: float, seed: int, grace
     ``grace`` None: TPE alone, every trial to the full budget (no pruning). ``stats`` gets the
     search's trial count and how many distinct configurations they were (TPE may propose one again).
     ``resume``: a configuration proposed again resumes where its last run stopped (its steps so far
-    are not paid twice; one seed, so its curve is the same). ``startup``: proposals TPE draws at random
+    are not paid twice; one seed, so its curve is the same); one that finished is told its final
+    value again without a trial (``BudgetAwareOptunaSearch.suggest``). ``startup``: proposals TPE draws at random
     before it models (a spec's ``searcher_startup_trials``)."""
     import optuna
 
@@ -193,6 +194,9 @@ def replay(table: dict, grid: dict, budget: int, target: float, seed: int, grace
         if stats is not None:
             stats.update(trials=len(seen), distinct=len(set(seen)))
         curve = table[key]
+        if resume and trained.get(key, 0) >= budget:  # finished before: the sweep tells Optuna its result
+            study.tell(trial, curve[budget])            # again and asks for another (no trial, no steps)
+            continue
         last = None
         pruned = False
         for step in sorted(curve):

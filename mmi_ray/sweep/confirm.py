@@ -33,7 +33,7 @@ from ..layout import (
 )
 from ..reuse import cached_test, reused_from
 from ..storage import exists, join, read_text, write_text
-from .spec import Confirm, LoadedSweep
+from .spec import Confirm, LoadedSweep, params_text
 
 BASELINE_PARAMS = {DSS: {"loss.mi_weight": 0.0}, LABEL_ONLY: {"loss.mi_weight": 0.0, "loss.rationale_weight": 0.0}}
 """What makes a configuration DSS or label-only, set on the base config when the search found none."""
@@ -192,7 +192,7 @@ def print_headline(state: dict, metric: str) -> None:
 
     for r in table.itertuples():
         arm = state["arms"][r.arm]
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in arm["params"].items())
+        params = params_text(arm["params"])
         print(f"  {r.arm:<10} {r.method:<14} n={r.n} seeds  val {100 * r.val_mean:6.2f} {pct(r.val_low, r.val_high)}"
               f"  test {100 * r.test_mean:6.2f} {pct(r.test_low, r.test_high)}  ({params or 'base config'})")
     for r in test_cmp.itertuples():

@@ -30,6 +30,11 @@ from ..errors import ConfigError
 from ..storage import is_uri
 
 
+def params_text(params: dict[str, Any]) -> str:
+    """Searched values as the console prints them: ``key=value, ...``, floats to 4 significant digits."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 

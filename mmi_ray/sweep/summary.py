@@ -25,7 +25,7 @@ from ..analysis.stats import (
 )
 from ..layout import COMPLETED, STEP, TRIALS_FILE
 from ..storage import join, write_text
-from .spec import LoadedSweep
+from .spec import LoadedSweep, params_text
 
 
 def trials_table(trials: pd.DataFrame, agg: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
@@ -140,8 +140,7 @@ def print_summary(summary: dict) -> None:
     if b is None:
         print("no trial completed: no best configuration (early-stopped trials are not ranked against finished ones)")
         return
-    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["params"].items())
-    print(f"best configuration (completed trials, equal budget of {b[STEP]} steps): {params}")
+    print(f"best configuration (completed trials, equal budget of {b[STEP]} steps): {params_text(b['params'])}")
     line = f"  {obj} {b[obj]:.4f}"
     if "test_accuracy" in b:
         tests, n_q = b["test_accuracy_per_seed"], b.get("test_n")

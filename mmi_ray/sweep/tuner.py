@@ -23,7 +23,23 @@ from ..layout import (
 )
 from ..ray_init import init_ray
 from ..storage import ensure_writable, exists, is_uri, join, read_text, resolve_storage, write_text
-from .spec import LoadedSweep, SweepSpec
+from .spec import LoadedSweep, SweepSpec, params_text
+
+REPEAT_ASKS = 20
+"""How many times a trial asks TPE for a configuration that has not finished before it takes a
+repeat (adopted from its finished run: nothing trains)."""
+
+
+def config_key(config: dict) -> str:
+    """One string per configuration (the searched values), the same for a repeat."""
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def _repeats_text(configs: list[dict]) -> str:
+    distinct = list({config_key(c): c for c in configs}.values())
+    text = "; ".join(f"({params_text(c)})" for c in distinct[:2])
+    text += f" and {len(distinct) - 2} more" if len(distinct) > 2 else ""
+    return text + (f" ({len(configs)} proposals)" if len(configs) > len(distinct) else "")
 
 
 def _searcher_class():
@@ -33,17 +49,50 @@ def _searcher_class():
         """Ray's OptunaSearch, told what early stopping means. Intermediate values are keyed by the
         training step (not by Tune's report count), and a trial that ended short of the full budget
         without an error (ASHA stopped it) reaches Optuna as PRUNED, its value the last intermediate
-        one, so TPE never takes a 40-step score for a finished 120-step one."""
+        one, so TPE never takes a 40-step score for a finished 120-step one.
+
+        A proposal of a configuration that already finished at the full budget does not take a
+        trial: Optuna is told that configuration's result again (what an adopted repeat would have
+        reported) and asked again, so ``num_trials`` counts configurations tried, not proposals. After
+        ``REPEAT_ASKS`` repeats in a row (a small discrete space tried out) the repeat takes the trial
+        and is adopted from its finished run. The ids Optuna knows the extra asks by are the trial's
+        id with ``~N``; ``asked_as`` maps the trial to the one it runs."""
 
         def __init__(self, *args, budget_steps: int, **kwargs):
             super().__init__(*args, **kwargs)
             self.budget_steps = budget_steps
             self.reported: dict[str, set[int]] = {}
+            self.finished: dict[str, dict] = {}   # configuration -> the result it finished with
+            self.config_of: dict[str, str] = {}   # trial -> its configuration
+            self.asked_as: dict[str, str] = {}    # trial -> the id Optuna knows its proposal by
+            self.repeats_told = 0
+
+        def suggest(self, trial_id: str):
+            ask_id, repeats = trial_id, []
+            for n in range(REPEAT_ASKS):
+                config = super().suggest(ask_id)
+                key = config_key(config)
+                known = self.finished.get(key)
+                if known is None or n == REPEAT_ASKS - 1:
+                    break
+                super().on_trial_complete(ask_id, known)  # what the adopted repeat would report
+                self.repeats_told += 1
+                repeats.append(config)
+                ask_id = f"{trial_id}~{n + 1}"
+            if repeats:
+                told = "its result" if len({config_key(c) for c in repeats}) == 1 else "their results"
+                print(f"[mmi-ray] TPE proposed {_repeats_text(repeats)} again, finished before: Optuna is told "
+                      + (f"{told} again and asked for another (no trial spent on it)" if known is None else
+                         f"{told} again; after {REPEAT_ASKS} such proposals in a row this trial takes "
+                         "the repeat (adopted from its finished run: nothing trains)"), flush=True)
+            self.asked_as[trial_id] = ask_id
+            self.config_of[trial_id] = key
+            return config
 
         def on_trial_result(self, trial_id: str, result: dict):
             step = int(result.get(STEP, 0))
             self.reported.setdefault(trial_id, set()).add(step)
-            super().on_trial_result(trial_id, {**result, "training_iteration": step})
+            super().on_trial_result(self.asked_as.get(trial_id, trial_id), {**result, "training_iteration": step})
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
             step = int((result or {}).get(STEP, 0))
@@ -51,8 +100,12 @@ def _searcher_class():
                 self.on_trial_result(trial_id, result)  # Tune withholds the result a scheduler stopped on
             self.reported.pop(trial_id, None)
             stopped = bool(result) and not error and step < self.budget_steps
+            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+            key = self.config_of.pop(trial_id, None)
+            if key and result and not error and not stopped and all(m in result for m in metrics):
+                self.finished[key] = {m: result[m] for m in metrics} | {STEP: step}
             # no result and no error: OptunaSearch tells the trial as PRUNED, valued at its last report
-            super().on_trial_complete(trial_id, None if stopped else result, error)
+            super().on_trial_complete(self.asked_as.pop(trial_id, trial_id), None if stopped else result, error)
 
     return BudgetAwareOptunaSearch
 
