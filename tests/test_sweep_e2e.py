@@ -225,25 +225,25 @@ def test_resume_after_driver_killed_or_interrupted_finishes_without_rerunning(ra
     ``mmi-ray sweep SPEC --resume``, not Tune's ``Tuner.restore``); the last resume finishes the
     sweep without running a finished trial again. Off a terminal the live view prints plain lines."""
     # 8 trials: after the resumed driver finishes one, several are left to interrupt mid-run. With reused
-    # trial processes a trial takes about a second on a fast box, so each offers a window of 60 of its
-    # 90 steps (newest report 15 to 60) and the test polls every 20 ms (CI once missed a 15-30 window
-    # of 60-step trials on every trial left)
+    # trial processes a 90-step trial takes about a second on a fast box: the test polls every 20 ms for a
+    # newest report of 15 to 60 (CI once missed a 15-30 window of 60-step trials on every trial left), and
+    # the trials run 180 steps, so the driver has 120 steps to act on the Ctrl-C before the trial would
+    # complete (at 90 steps, once, it did not: every trial on record completed, none interrupted)
     spec = write_spec(tmp_path, "resumable", num_trials=8, scheduler={"type": "none"}, max_concurrent_trials=1,
-                      extra_overrides={"train.max_steps": 90, "train.eval_every": 15})  # long enough to interrupt
+                      extra_overrides={"train.max_steps": 180, "train.eval_every": 15})  # long enough to interrupt
     sweep_dir = tmp_path / "results" / "resumable"
     proc = _cli(["sweep", str(spec), "--quiet"], ray_head["env"], start_new_session=True)
-    finished = _wait_for_finished_trial(proc, sweep_dir, final=90)
+    finished = _wait_for_finished_trial(proc, sweep_dir, final=180)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep
     proc.wait()
     before = (finished / "result.json").read_text()
     run_before = (sweep_dir / "runs" / f"{finished.name[6:]}_seed0" / "metrics.jsonl").read_text()
     # trials are quick (the next one reuses the trial process): another may have finished before the kill
-    done_before = tuple(d for d in sweep_dir.glob("trial_*") if _finished(d, 90))
+    done_before = tuple(d for d in sweep_dir.glob("trial_*") if _finished(d, 180))
 
     proc = _cli(["sweep", str(spec), "--resume"], ray_head["env"], start_new_session=True)
-    _wait_for_finished_trial(proc, sweep_dir, exclude=done_before, final=90)  # the resumed driver finished one
-    # Ctrl-C while a later trial is mid-run (its run's newest report: step 15 to 60 of 90; at 75 its step() runs
-    # on to the end, 90, and it completes), not at its end
+    _wait_for_finished_trial(proc, sweep_dir, exclude=done_before, final=180)  # the resumed driver finished one
+    # Ctrl-C while a later trial is mid-run (its run's newest report: step 15 to 60 of 180), not at its end
     deadline = time.time() + 300
     while not any(15 <= (_last_step(r) or 0) <= 60 for r in (sweep_dir / "runs").glob("*_seed0")):
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
@@ -270,7 +270,7 @@ def test_resume_after_driver_killed_or_interrupted_finishes_without_rerunning(ra
     after = (finished / "result.json").read_text()
     assert after.startswith(before), "a finished trial's results were rewritten"
     again = [json.loads(x)["step"] for x in after[len(before):].splitlines()]
-    assert again in ([], [90]), f"a finished trial was run again (re-reported steps {again})"
+    assert again in ([], [180]), f"a finished trial was run again (re-reported steps {again})"
     assert (sweep_dir / "runs" / f"{finished.name[6:]}_seed0" / "metrics.jsonl").read_text() == run_before
     assert "best configuration" in out
 
@@ -382,11 +382,12 @@ def _write_anli(root: Path, flip_test: bool) -> Path:
     return root
 
 
-def test_confirmation_runs_resume_and_a_changed_test_split_steers_nothing(ray_session, tmp_path):
+def test_confirmation_runs_resume_and_a_changed_test_split_steers_nothing(ray_session, tmp_path, capsys):
     """Search on validation, then the top configuration and the DSS and label-only baselines on fresh
     seeds. A second sweep on the same data with every test label changed selects the same
     configurations with the same validation figures at every step; only test figures move. Resuming
-    trains nothing again and reads test no second time; ``mmi-ray confirm`` runs it on a folder."""
+    trains nothing again and reads test no second time; ``mmi-ray confirm`` runs it on a folder, and
+    adds seeds to a confirmation without touching the runs it holds."""
     from mmi_ray.cli import main
 
     def spec(name, data_dir, confirm):  # 60 steps at lr 0.01: the student emits real labels by then
@@ -414,6 +415,7 @@ def test_confirmation_runs_resume_and_a_changed_test_split_steers_nothing(ray_se
     assert conf_file.read_text() == before and again["confirmation"]["runs"] == state["runs"]
     assert {p: p.read_text() for p in metrics_before} == metrics_before
 
+
     run_sweep(load_sweep(b), verbose=0)
     flipped_dir = tmp_path / "results" / "flipped"
     assert main(["confirm", str(flipped_dir), "--top-k", "1", "--seeds", "10", "11", "--quiet"]) == 0
@@ -437,6 +439,23 @@ def test_confirmation_runs_resume_and_a_changed_test_split_steers_nothing(ray_se
     text = Path(build_report([str(sealed_dir)], str(tmp_path / "rep"), evaluate_test=False)["report"]).read_text()
     assert text.index("## Headline: confirmation runs") < text.index("## Trials")
     assert "| arm | method | n | val_mean | val_low | val_high | test_mean | test_low | test_high |" in text
+
+    # a seed added: every arm trains on it, the runs it held stay as they were (and their test read once)
+    assert main(["confirm", str(sealed_dir), "--seeds", "10", "11", "12", "--quiet"]) == 0
+    more = json.loads(conf_file.read_text())
+    assert more["seeds"] == [10, 11, 12] and more["arms"] == state["arms"]
+    assert [(r["arm"], r["seed"]) for r in more["runs"]] == [(a_, s) for a_ in ("top1", "DSS", "label-only")
+                                                             for s in (10, 11, 12)]
+    assert [r for r in more["runs"] if r["seed"] != 12] == state["runs"]
+    assert {p: p.read_text() for p in metrics_before} == metrics_before
+    assert len(list(sealed_dir.glob("confirm/runs/*/metrics.jsonl"))) == 9
+    # the sweep resumed with its spec's seeds (fewer than held) keeps them all
+    assert run_sweep(load_sweep(a), resume=True, verbose=0)["confirmation"]["runs"] == more["runs"]
+    capsys.readouterr()
+    assert main(["confirm", str(sealed_dir), "--seeds", "12", "13", "--quiet"]) == 2  # leaves 10 and 11 out
+    err = capsys.readouterr().err
+    assert "confirm.seeds: confirm/ holds runs on seeds [10, 11, 12]" in err and "[12, 13]" in err
+    assert json.loads(conf_file.read_text()) == more
 
 
 def test_finished_runs_are_never_trained_twice(ray_session, tmp_path, capsys):

@@ -67,20 +67,40 @@ def choose_arms(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm) -> dict[st
     return arms
 
 
+def _experiments(sweep: LoadedSweep, state: dict, seeds: list[int]) -> list[list]:
+    """The Tune experiments of a confirmation, ``[folder relative to the sweep, seeds]``: the first in
+    ``confirm/``, then one ``confirm/more_<seeds>`` per set of seeds added later (the same arms).
+    Asking for the seeds it holds, or some of them, resumes them all; for those and more, the new
+    seeds are added; seeds that leave some of its seeds out are an error naming both."""
+    if not state:
+        return [[CONFIRM_DIR, list(seeds)]]
+    held = list(state["seeds"])
+    experiments = state.get("experiments") or [[CONFIRM_DIR, held]]
+    added = [s for s in seeds if s not in held]
+    if added and any(s not in seeds for s in held):
+        raise ConfigError(sweep.source, f"confirm.seeds: {CONFIRM_DIR}/ holds runs on seeds {held}; confirm with "
+                                        f"those seeds, or those and more to add seeds to it, not {list(seeds)}")
+    if added:
+        experiments = [*experiments, [f"{CONFIRM_DIR}/more_{'_'.join(map(str, added))}", added]]
+    return experiments
+
+
 def _read_state(confirm_dir: str) -> dict:
     path = join(confirm_dir, CONFIRMATION_FILE)
     return json.loads(read_text(path)) if exists(path) else {}
 
 
-def collect(sweep: LoadedSweep, confirm_dir: str, state: dict) -> list[dict]:
+def collect(sweep: LoadedSweep, confirm_dir: str, state: dict, experiment_dirs: list[str] | None = None) -> list[dict]:
     """One record per finished confirmation run: arm, method, seed, step, the validation objective,
-    and test accuracy, read from its final checkpoint now unless an earlier call read it already."""
+    and test accuracy, read from its final checkpoint now unless an earlier call read it already.
+    The trials are those of ``experiment_dirs`` (default: ``confirm_dir``'s own); every run's
+    folder is under ``confirm_dir``."""
     from ..evaluate import evaluate_checkpoint
 
     obj = sweep.spec.objective.metric
     known = {(r["arm"], r["seed"]): r for r in state.get("runs", [])}
     out = []
-    for tdir in sorted(Path(confirm_dir).glob(f"{TRIAL_PREFIX}*")):
+    for tdir in sorted(t for d in experiment_dirs or [confirm_dir] for t in Path(d).glob(f"{TRIAL_PREFIX}*")):
         if not (tdir / PARAMS_FILE).exists():
             continue
         params = json.loads((tdir / PARAMS_FILE).read_text())
@@ -122,12 +142,12 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
     confirm_dir = join(sweep_dir, CONFIRM_DIR)
     state = _read_state(confirm_dir)
     reuse_root = index_root(sweep_dir_of(spec)[0], not rerun)
-    if state and state.get("seeds") != list(confirm.seeds):
-        raise ConfigError(sweep.source, f"confirm.seeds: {CONFIRM_DIR}/ holds runs on seeds {state['seeds']}; "
-                                        "confirm with the same seeds")
+    experiments = _experiments(sweep, state, list(confirm.seeds))
     if not state:
         state = {"seeds": list(confirm.seeds), "arms": choose_arms(sweep, sweep_dir, confirm), "runs": []}
-        write_text(join(confirm_dir, CONFIRMATION_FILE), json.dumps(state, indent=2))
+    state["seeds"] = [s for _, seeds in experiments for s in seeds]
+    state["experiments"] = experiments
+    write_text(join(confirm_dir, CONFIRMATION_FILE), json.dumps(state, indent=2))
     init_ray(log_to_driver=verbose > 1)
     payload = {"spec": spec.model_dump(mode="json"), "base_raw": sweep.base_raw, "source": sweep.source,
                "sweep_dir": confirm_dir, "arms": {k: a["params"] for k, a in state["arms"].items()},
@@ -135,35 +155,37 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
     driver = trainable(sweep, payload, n_seeds=1)
     check_fits(sweep, n_seeds=1)
     cluster = cluster_resources()
-    n_runs = len(state["arms"]) * len(confirm.seeds)
     hide_tune_restore_hint()
     tune_verbose = tune_verbosity(verbose)
-    configure(show=verbose == 1)
-    progress = SweepProgress(confirm_dir, "confirmation", n_runs, sweep.max_steps, [], None, show=verbose == 1)
-    if tune.Tuner.can_restore(confirm_dir):
-        tuner = tune.Tuner.restore(confirm_dir, trainable=driver, resume_unfinished=True, resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            driver,
-            param_space={"arm": tune.grid_search(list(state["arms"])), "seed": tune.grid_search(list(confirm.seeds))},
-            tune_config=tune.TuneConfig(num_samples=1, reuse_actors=sweep.in_process(1),
-                                        max_concurrent_trials=sweep.derived_concurrency(cluster, 1, n_runs),
-                                        trial_name_creator=trial_folder_of,
-                                        trial_dirname_creator=trial_folder_of),
-            run_config=tune.RunConfig(name=CONFIRM_DIR, storage_path=sweep_dir,
-                                      failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
-                                      callbacks=[progress, *filter(None, [tune_callback(
-                                          join(confirm_dir, RUNS_DIR), reuse_root)])],
-                                      verbose=tune_verbose),
-        )
-        if verbose:
-            print(f"[mmi-ray] confirmation: {len(state['arms'])} arms ({', '.join(state['arms'])}) x "
-                  f"{len(confirm.seeds)} fresh seeds = {n_runs} runs at the full budget", flush=True)
-    try:
-        tuner.fit()
-    finally:
-        configure(None)
-    state["runs"] = collect(sweep, confirm_dir, state)
+    for name, seeds in experiments:  # the first confirmation, then each set of seeds added to it
+        exp_dir = join(sweep_dir, name)
+        n_runs = len(state["arms"]) * len(seeds)
+        configure(show=verbose == 1)
+        progress = SweepProgress(exp_dir, "confirmation", n_runs, sweep.max_steps, [], None, show=verbose == 1)
+        if tune.Tuner.can_restore(exp_dir):
+            tuner = tune.Tuner.restore(exp_dir, trainable=driver, resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                driver,
+                param_space={"arm": tune.grid_search(list(state["arms"])), "seed": tune.grid_search(seeds)},
+                tune_config=tune.TuneConfig(num_samples=1, reuse_actors=sweep.in_process(1),
+                                            max_concurrent_trials=sweep.derived_concurrency(cluster, 1, n_runs),
+                                            trial_name_creator=trial_folder_of,
+                                            trial_dirname_creator=trial_folder_of),
+                run_config=tune.RunConfig(name=name, storage_path=sweep_dir,
+                                          failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
+                                          callbacks=[progress, *filter(None, [tune_callback(
+                                              join(confirm_dir, RUNS_DIR), reuse_root)])],
+                                          verbose=tune_verbose),
+            )
+            if verbose:
+                print(f"[mmi-ray] confirmation: {len(state['arms'])} arms ({', '.join(state['arms'])}) x "
+                      f"{len(seeds)} fresh seeds {seeds} = {n_runs} runs at the full budget", flush=True)
+        try:
+            tuner.fit()
+        finally:
+            configure(None)
+    state["runs"] = collect(sweep, confirm_dir, state, [join(sweep_dir, name) for name, _ in experiments])
     write_text(join(confirm_dir, CONFIRMATION_FILE), json.dumps(state, indent=2))
     return state
 
