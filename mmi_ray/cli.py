@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("confirm", help="train a finished sweep's top configurations and the baselines again on fresh seeds")
     c.add_argument("sweep_dir", help="a sweep folder (<storage_path>/<name>)")
     c.add_argument("--top-k", type=int, default=None, help="configurations to confirm (default: the spec's, else 3)")
-    c.add_argument("--seeds", type=int, nargs="+", default=None, help="fresh seeds (default: the spec's, else 1000-1004)")
+    c.add_argument("--seeds", type=int, nargs="+", default=None, help="fresh seeds (default: the spec's, else 1000-1004); on a folder with a confirmation, the seeds it "
+                        "holds and more add the new ones to it (the same arms)")
     c.add_argument("--quiet", action="store_true", help="no trial table while running")
     c.add_argument("--rerun", action="store_true", help="train runs again even when a finished run of the same identity (config, data, code) exists")
     c.set_defaults(fn=cmd_confirm)
