@@ -90,17 +90,19 @@ def _read_state(confirm_dir: str) -> dict:
     return json.loads(read_text(path)) if exists(path) else {}
 
 
-def collect(sweep: LoadedSweep, confirm_dir: str, state: dict, experiment_dirs: list[str] | None = None) -> list[dict]:
+def collect(sweep: LoadedSweep, confirm_dir: str, state: dict) -> list[dict]:
     """One record per finished confirmation run: arm, method, seed, step, the validation objective,
     and test accuracy, read from its final checkpoint now unless an earlier call read it already.
-    The trials are those of ``experiment_dirs`` (default: ``confirm_dir``'s own); every run's
-    folder is under ``confirm_dir``."""
+    The trials are those of every experiment of ``state`` (``_experiments``); every run's folder is
+    under ``confirm_dir``."""
     from ..evaluate import evaluate_checkpoint
 
     obj = sweep.spec.objective.metric
     known = {(r["arm"], r["seed"]): r for r in state.get("runs", [])}
     out = []
-    for tdir in sorted(t for d in experiment_dirs or [confirm_dir] for t in Path(d).glob(f"{TRIAL_PREFIX}*")):
+    sweep_dir = Path(confirm_dir).parent
+    trial_dirs = (t for name, _ in state["experiments"] for t in (sweep_dir / name).glob(f"{TRIAL_PREFIX}*"))
+    for tdir in sorted(trial_dirs):
         if not (tdir / PARAMS_FILE).exists():
             continue
         params = json.loads((tdir / PARAMS_FILE).read_text())
@@ -185,7 +187,7 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
             tuner.fit()
         finally:
             configure(None)
-    state["runs"] = collect(sweep, confirm_dir, state, [join(sweep_dir, name) for name, _ in experiments])
+    state["runs"] = collect(sweep, confirm_dir, state)
     write_text(join(confirm_dir, CONFIRMATION_FILE), json.dumps(state, indent=2))
     return state
 

@@ -35,11 +35,16 @@ def config_key(config: dict) -> str:
     return json.dumps(config, sort_keys=True, default=str)
 
 
-def _repeats_text(configs: list[dict]) -> str:
+def _repeats_message(configs: list[dict], took_repeat: bool) -> str:
+    """The console line for the finished configurations TPE proposed again before a trial got one."""
     distinct = list({config_key(c): c for c in configs}.values())
     text = "; ".join(f"({params_text(c)})" for c in distinct[:2])
     text += f" and {len(distinct) - 2} more" if len(distinct) > 2 else ""
-    return text + (f" ({len(configs)} proposals)" if len(configs) > len(distinct) else "")
+    text += f" ({len(configs)} proposals)" if len(configs) > len(distinct) else ""
+    told = "its result" if len(distinct) == 1 else "their results"
+    return (f"[mmi-ray] TPE proposed {text} again, finished before: Optuna is told {told} again"
+            + (f"; after {REPEAT_ASKS} such proposals in a row this trial takes the repeat (adopted from its "
+               "finished run: nothing trains)" if took_repeat else " and asked for another (no trial spent on it)"))
 
 
 def _searcher_class():
@@ -80,11 +85,7 @@ def _searcher_class():
                 repeats.append(config)
                 ask_id = f"{trial_id}~{n + 1}"
             if repeats:
-                told = "its result" if len({config_key(c) for c in repeats}) == 1 else "their results"
-                print(f"[mmi-ray] TPE proposed {_repeats_text(repeats)} again, finished before: Optuna is told "
-                      + (f"{told} again and asked for another (no trial spent on it)" if known is None else
-                         f"{told} again; after {REPEAT_ASKS} such proposals in a row this trial takes "
-                         "the repeat (adopted from its finished run: nothing trains)"), flush=True)
+                print(_repeats_message(repeats, took_repeat=known is not None), flush=True)
             self.asked_as[trial_id] = ask_id
             self.config_of[trial_id] = key
             return config
