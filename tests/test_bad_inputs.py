@@ -98,11 +98,25 @@ CASES = [
     ("spec: a renamed resources key", lambda t: ["sweep", spec(t, resources={"workers": 2})], "spec.yaml: resources.workers: unknown key (now called resources.num_workers)"),
     ("spec: confirmation seeds not fresh", lambda t: ["sweep", spec(t, seeds=[0, 1], confirm={"seeds": [1, 2]})], "spec.yaml: confirm.seeds must be fresh: [1] also in seeds"),
     ("confirm: not a sweep folder", lambda t: ["confirm", str(t)], "no sweep_spec.yaml: not a sweep folder"),
+    ("confirm: seeds that leave held ones out", lambda t: ["confirm", held_confirmation(t), "--seeds", "2", "3"],
+     "s/sweep_spec.yaml: confirm.seeds: confirm/ holds runs on seeds [1, 2]; confirm with those seeds, or those and "
+     "more to add seeds to it, not [2, 3]"),
     # cluster YAMLs
     ("cluster YAML without node types", lambda t: ["plan", spec(t), "--cluster", cfg(t, "cluster_name: x\n", "cl.yaml")], "cl.yaml: available_node_types: missing"),
     ("cluster YAML missing", lambda t: ["plan", spec(t), "--cluster", f"{t}/none.yaml"], "none.yaml: file not found"),
     ("cluster YAML malformed", lambda t: ["plan", spec(t), "--cluster", cfg(t, "a: [\n", "cl.yaml")], "cl.yaml: line 2: invalid YAML"),
 ]
+
+
+def held_confirmation(t):
+    """A sweep folder (among the results) whose confirmation holds runs on seeds 1 and 2."""
+    d = t / "results" / "s"
+    (d / "confirm").mkdir(parents=True)
+    saved = {"spec": yaml.safe_load(Path(spec(t, seeds=[0], confirm={"seeds": [1, 2]})).read_text()),
+             "base": yaml.safe_load(TINY)}
+    (d / "sweep_spec.yaml").write_text(yaml.safe_dump(saved))
+    (d / "confirm" / "confirmation.json").write_text(json.dumps({"seeds": [1, 2], "arms": {}, "runs": []}))
+    return str(d)
 
 
 def _no_gold(t):
@@ -116,9 +130,10 @@ def test_bad_input_is_one_clear_line(case, tmp_path, capsys, monkeypatch):
     results = tmp_path / "results"
     (results / "earlier-run").mkdir(parents=True)
     (results / "earlier-run" / "metrics.jsonl").write_text('{"step": 1}\n')
-    before = sorted(str(p) for p in results.rglob("*"))
     monkeypatch.chdir(tmp_path)  # a default storage path ("runs", "results") would land here
-    args = make_args(tmp_path)
+    args = make_args(tmp_path)  # may place earlier results of its own (a sweep folder)
+    before = {str(p): p.read_bytes() for p in results.rglob("*") if p.is_file()}
+    folders = sorted(str(p) for p in results.rglob("*"))
     if args[0] == "train" and not any(a.startswith("run.storage_path=") for a in args):
         args.append(f"run.storage_path={results}")
     rc = main(args)
@@ -126,7 +141,8 @@ def test_bad_input_is_one_clear_line(case, tmp_path, capsys, monkeypatch):
     assert rc == 2
     assert len(err) == 1 and err[0].startswith("mmi-ray: error: "), err
     assert expected in err[0]
-    assert sorted(str(p) for p in results.rglob("*")) == before, "existing results were touched"
+    assert sorted(str(p) for p in results.rglob("*")) == folders, "existing results were touched"
+    assert {str(p): p.read_bytes() for p in results.rglob("*") if p.is_file()} == before
     assert (results / "earlier-run" / "metrics.jsonl").read_text() == '{"step": 1}\n'
     assert not (tmp_path / "runs").exists()
 
