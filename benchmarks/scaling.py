@@ -2,7 +2,7 @@
 and against the machine's own ceiling, plain processes without Ray.
 
     python benchmarks/scaling.py [--steps 150] [--batch 32] [--accum 1] [--workers 1 2] [--rounds 5] [--ceiling]
-                                 [--beside-ray] [--ddp] [--lean] [--cpu-split] [--out BENCHMARKS.md] [overrides ...]
+                                 [--beside-ray] [--ddp] [--lean] [--nice0] [--cpu-split] [--out BENCHMARKS.md] [overrides ...]
 
 Each Ray run is ``mmi-ray train configs/tiny_builtin.yaml`` (``train.run_training``: a Ray Train run
 on a local Ray) with ``batch`` examples per worker per step (weak scaling: 2 workers do twice the
@@ -18,7 +18,10 @@ DDP costs. With ``--lean``, Ray Train also runs on a local Ray started with Ray'
 work turned down (``LEAN``: metrics export, event stats, the dashboard's and Train's polls), beside
 one on Ray's own settings: what that background work costs the training (Ray restarts between the
 two kinds of run; on 2 cores, 2026-12-03: within the noise, so mmi-ray keeps Ray's settings). With
-``--cpu-split``, each Ray Train run with the most workers is watched between its
+``--nice0``, Ray Train also runs on a local Ray whose worker processes run at niceness 0, as the
+plain processes do (``RAY_worker_niceness``: Ray starts its workers at 15, below its own daemons,
+so a daemon that wakes takes a core from a Train worker at once; on 2 cores, 2026-12-03: no
+difference, so mmi-ray keeps Ray's niceness). With ``--cpu-split``, each Ray Train run with the most workers is watched between its
 first and its second-to-last report (start-up and teardown left out): every process's CPU time over
 that window, grouped by role (Train workers, Ray Train's helper actors, dashboard, agents, GCS and
 raylet, idle workers, this driver, the rest of the machine), says where the machine's cores went
@@ -50,6 +53,12 @@ LEAN = {
     "RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S": "60",  # Ray Train's preemption poll (5)
 }
 LEAN_LABEL = "on a local Ray with its background work turned down"
+# --nice0: Ray starts its worker processes (Train workers, Tune trials, helper actors) at niceness 15,
+# below its own daemons (GCS, raylet, dashboard, agents) at 0; the plain processes run at 0
+NICE0 = {"RAY_worker_niceness": "0"}
+NICE0_LABEL = "on a local Ray whose workers run at niceness 0 (Ray's default: 15)"
+SETTINGS = {"lean": LEAN, "nice0": NICE0}  # a Ray started with other settings: what each side sets
+LABELS = {"lean": LEAN_LABEL, "nice0": NICE0_LABEL}
 
 
 def _config(args, *extra: str):
@@ -129,16 +138,29 @@ def _watch(run_dir: Path, first: int, last: int, out: dict, done) -> None:
             return
     out.update(split_cpu(before, cpu_snapshot(), time.monotonic() - t0, os.getpid()))
     out["window_s"] = time.monotonic() - t0
+    out["worker_niceness"] = train_worker_niceness()
+
+
+def train_worker_niceness() -> list[int]:
+    """The niceness of every Ray Train worker process running now (what the scheduler gives them)."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline", "name", "nice"]):
+        if role(" ".join(p.info["cmdline"] or []) or p.info["name"] or "") == ROLES[0][0]:
+            out.append(p.info["nice"])
+    return sorted(out)
 
 
 def ray_settings(kind: str, saved: dict) -> None:
-    """Set the environment a local Ray is started with: ``LEAN`` (``kind`` "lean") or, for anything
-    else, the values ``saved`` before this script changed them (unset: Ray's own)."""
+    """Set the environment a local Ray is started with: ``SETTINGS[kind]`` ("lean", "nice0") and,
+    for every other key, the values ``saved`` before this script changed them (unset: Ray's own)."""
     import os
 
-    for key in LEAN:
-        if kind == "lean":
-            os.environ[key] = LEAN[key]
+    mine = SETTINGS.get(kind, {})
+    for key in (k for env in SETTINGS.values() for k in env):
+        if key in mine:
+            os.environ[key] = mine[key]
         elif saved.get(key) is None:
             os.environ.pop(key, None)
         else:
@@ -243,6 +265,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--lean", action="store_true",
                     help="also run Ray Train on a local Ray with Ray's periodic background work turned down "
                          "(what that work costs the training); Ray restarts between the two kinds of run")
+    ap.add_argument("--nice0", action="store_true",
+                    help="also run Ray Train on a local Ray whose worker processes run at niceness 0 like the plain "
+                         "processes (Ray starts them at 15, below its own daemons); Ray restarts between kinds")
     ap.add_argument("--cpu-split", action="store_true",
                     help="watch each Ray Train run with the most workers in its steady state: the CPU of every "
                          "process, by role (needs psutil, the dev extra)")
@@ -256,22 +281,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     sides += [("beside", w) for w in args.workers if w > 1] if args.beside_ray else []
     sides += [("ddp", w) for w in args.workers if w > 1] if args.ddp else []
     sides += [("lean", w) for w in args.workers] if args.lean else []
+    sides += [("nice0", w) for w in args.workers] if args.nice0 else []
+    ray_kinds = ("ray", *SETTINGS)
     rates: dict[tuple[str, int], list[float]] = {k: [] for k in sides}
     step_s: dict[tuple[str, int], list[float]] = {k: [] for k in sides}
-    splits: dict[str, list[dict]] = {"ray": [], "lean": []}
+    splits: dict[str, list[dict]] = {k: [] for k in ray_kinds}
     rng = random.Random(0)
     import os
 
     import ray
 
     ours = not ray.is_initialized()  # else a Ray someone else started (a test's shared head): leave it be
-    if args.lean and not ours:
-        ap.error("--lean restarts Ray with other settings: run it where no Ray is up in this process")
-    saved, settings = {key: os.environ.get(key) for key in LEAN}, None
+    if (args.lean or args.nice0) and not ours:
+        ap.error("--lean and --nice0 restart Ray with other settings: run them where no Ray is up in this process")
+    saved, settings = {key: os.environ.get(key) for env in SETTINGS.values() for key in env}, None
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for kind, w in rng.sample(sides, len(sides)):
-                want = "lean" if kind == "lean" else "ray"
+                want = kind if kind in SETTINGS else "ray"
                 if ours and ray.is_initialized() and (kind in ("plain", "ddp") or want != settings):
                     ray.shutdown()  # no idle Ray beside the plain processes; a restart to change settings
                 if not ray.is_initialized():
@@ -281,7 +308,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     from mmi_ray.ray_init import init_ray
 
                     init_ray()  # as a Ray Train run starts it, left idle while the plain processes run
-                if kind in ("ray", "lean"):
+                if kind in ray_kinds:
                     # a folder of its own: a finished run of the same config in the same storage is reused
                     row = throughput(w, args, str(Path(tmp) / f"r{r}-{kind}"), name=f"scaling-{kind}",
                                      watch=args.cpu_split and w == max(args.workers))
@@ -302,11 +329,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         ratio = [a / b for a, b in zip(rates[kind, w], rates[base])]
         row = {"side": kind, "workers": w, "examples_per_s": statistics.median(rates[kind, w]), "runs": rates[kind, w],
                "vs_base": ratio}
-        if kind in ("ray", "lean"):
+        if kind in ray_kinds:
             row["step_s"] = statistics.median(step_s[kind, w])
         if kind != "plain" and ("plain", w) in rates:
             row["vs_plain"] = [a / b for a, b in zip(rates[kind, w], rates["plain", w])]
-        if kind in ("ray", "lean") and ("ddp", w) in rates:
+        if kind in ray_kinds and ("ddp", w) in rates:
             row["vs_ddp"] = [a / b for a, b in zip(rates[kind, w], rates["ddp", w])]
         rows.append(row)
     per = f"{args.batch} examples" if args.accum == 1 else f"{args.accum} micro-batches of {args.batch} examples"
@@ -320,6 +347,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for row in rows:
         name = {"ray": f"Ray Train, {row['workers']} worker(s)",
                 "lean": f"Ray Train, {row['workers']} worker(s), {LEAN_LABEL}",
+                "nice0": f"Ray Train, {row['workers']} worker(s), {NICE0_LABEL}",
                 "plain": f"{row['workers']} plain process(es) at once, no Ray",
                 "beside": f"{row['workers']} plain process(es) at once beside an idle local Ray",
                 "ddp": f"{row['workers']} plain processes, one model data-parallel (DDP, gloo), no Ray"}[row["side"]]
@@ -327,14 +355,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         vs_ddp = (f" **{spread(row['vs_ddp'])}** |" if "vs_ddp" in row else " |") if ddp_col else ""
         lines.append(f"| {name} | {row['examples_per_s']:.1f} | {spread(row['vs_base'])}x | {vs_plain} |{vs_ddp}")
     if args.cpu_split:
-        for kind in ("ray", "lean") if args.lean else ("ray",):
-            lines += ["", *split_table(splits[kind], max(args.workers), lean=kind == "lean")]
+        for kind in [k for k in ray_kinds if (k, max(args.workers)) in rates]:
+            lines += ["", *split_table(splits[kind], max(args.workers), kind=kind)]
             next(r for r in rows if r["side"] == kind and r["workers"] == max(args.workers))["cpu_split"] = splits[kind]
     publish(lines, args.out, "scaling.py", argv, "Data-parallel scaling")
     return rows
 
 
-def split_table(splits: list[dict], workers: int, lean: bool = False) -> list[str]:
+def split_table(splits: list[dict], workers: int, kind: str = "ray") -> list[str]:
     """Markdown lines: each role's share of the machine while Ray Train trained, median [min, max]
     over the watched runs."""
     import os
@@ -344,10 +372,12 @@ def split_table(splits: list[dict], workers: int, lean: bool = False) -> list[st
                 "while watched (too few steps?)"]
     cores = os.cpu_count() or 1
     window = statistics.median(s["window_s"] for s in splits)
-    on = f" {LEAN_LABEL}" if lean else ""
+    on = f" {LABELS[kind]}" if kind in LABELS else ""
+    nice = sorted({n for s in splits for n in s.get("worker_niceness", [])})
     out = [f"Where the {cores} cores went while Ray Train trained with {workers} worker(s){on}: CPU time of every process "
            f"from the run's first report to its second-to-last (median window {window:.0f} s; {len(splits)} run(s)), "
-           "by role; % of one core, median [min, max] over runs",
+           "by role; % of one core, median [min, max] over runs"
+           + (f" (Train workers' niceness: {', '.join(map(str, nice))})" if nice else ""),
            "", "| role | % of one core | share of the machine |", "|---|---|---|"]
     for name in [n for n, _ in ROLES] + [DRIVER, REST]:
         vals = [s[name] for s in splits]

@@ -242,8 +242,15 @@ def test_scaling_lean_side_turns_rays_background_work_down_and_gives_back_the_us
     saved = {key: os.environ.get(key) for key in scaling.LEAN}
     scaling.ray_settings("lean", saved)
     assert {k: os.environ[k] for k in scaling.LEAN} == scaling.LEAN
+    assert os.environ.get("RAY_worker_niceness") is None  # only --nice0 sets it
     scaling.ray_settings("ray", saved)
     assert {k: os.environ.get(k) for k in scaling.LEAN} == {**dict.fromkeys(scaling.LEAN), "RAY_event_stats": "1"}
+    # --nice0: only the workers' niceness, Ray's background work as it was
+    scaling.ray_settings("nice0", saved | {"RAY_worker_niceness": None})
+    assert os.environ["RAY_worker_niceness"] == "0" and os.environ["RAY_event_stats"] == "1"
+    assert all(os.environ.get(k) is None for k in scaling.LEAN if k != "RAY_event_stats")
+    scaling.ray_settings("ray", saved | {"RAY_worker_niceness": None})
+    assert os.environ.get("RAY_worker_niceness") is None
 
 
 @pytest.mark.ray
