@@ -128,9 +128,10 @@ def test_plan_warnings():
 
 def test_plan_warns_when_cpu_training_takes_every_core():
     cluster = _cluster()  # gpu_spot_1x: 4 CPUs, 1 GPU
-    def warned(cpus: int) -> list[str]:
+    def warned(cpus: int, workers: int = 1) -> list[str]:
         sweep = load_sweep(REPO / "sweeps" / "paper_cqa.yaml", ["resources.use_gpu=false",
-                                                                f"resources.cpus_per_worker={cpus}"])
+                                                                f"resources.cpus_per_worker={cpus}",
+                                                                f"resources.num_workers={workers}"])
         plan = make_plan(sweep, cluster, "aws", step_time=1.0, prices=load_prices())
         assert plan.nodes  # the runs land on worker nodes
         return [w for w in plan.warnings if "takes every CPU" in w]
@@ -138,6 +139,8 @@ def test_plan_warns_when_cpu_training_takes_every_core():
     assert warned(2)  # two runs of 2 CPUs fill a 4-CPU node just the same
     assert not any("gpu_spot_1x" in w for w in warned(3))  # one run of 3 CPUs leaves it a core for Ray
     assert "gpu_ondemand_4x" in warned(3)[0]  # but 16 runs of 3 fill its 48
+    # data-parallel workers wait for each other when Ray's processes delay one: fewer all-reduces help
+    assert "grad_accum_steps" in warned(2, workers=2)[0] and "grad_accum_steps" not in warned(4)[0]
 
 
 def test_plan_cli_prints_plan(capsys):
