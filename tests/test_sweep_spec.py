@@ -205,3 +205,24 @@ def test_a_sweep_started_before_a_spec_key_existed_resumes_and_a_changed_spec_do
     (sweep_dir / SPEC_FILE).write_text(yaml.safe_dump(recorded, sort_keys=True))
     with pytest.raises(ConfigError, match="the spec differs"):
         _start_or_resume(sweep, str(tmp_path / "results"), str(sweep_dir), resume=True)
+
+
+def test_confirmation_experiments_add_seeds_in_a_folder_named_by_their_ranges():
+    """A confirmation's Tune experiments: the first in confirm/, each set of seeds added later in
+    confirm/more_<ranges>; asking for held seeds resumes them all; leaving held seeds out is refused."""
+    from types import SimpleNamespace
+
+    from mmi_ray.errors import ConfigError
+    from mmi_ray.sweep.confirm import _experiments, seeds_name
+
+    assert seeds_name(list(range(15, 5, -1))) == "6-15" and seeds_name([9, 3, 4]) == "3-4_9" and seeds_name([7]) == "7"
+    sweep = SimpleNamespace(source="s/sweep_spec.yaml")
+    assert _experiments(sweep, {}, [1, 2]) == [["confirm", [1, 2]]]
+    held = {"seeds": [1, 2, 3, 4, 5], "experiments": [["confirm", [1, 2, 3, 4, 5]]]}
+    assert _experiments(sweep, held, [1, 2]) == held["experiments"]  # fewer: resume them all
+    more = _experiments(sweep, held, list(range(1, 16)))
+    assert more == [["confirm", [1, 2, 3, 4, 5]], ["confirm/more_6-15", list(range(6, 16))]]
+    older = {"seeds": [1, 2, 3, 4], "experiments": [["confirm", [1, 2]], ["confirm/more_3_4", [3, 4]]]}  # named before
+    assert _experiments(sweep, older, [1, 2, 3, 4, 9])[-1] == ["confirm/more_9", [9]]
+    with pytest.raises(ConfigError, match=r"holds runs on seeds \[1, 2, 3, 4, 5\]"):
+        _experiments(sweep, held, [2, 6])

@@ -69,9 +69,9 @@ def choose_arms(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm) -> dict[st
 
 def _experiments(sweep: LoadedSweep, state: dict, seeds: list[int]) -> list[list]:
     """The Tune experiments of a confirmation, ``[folder relative to the sweep, seeds]``: the first in
-    ``confirm/``, then one ``confirm/more_<seeds>`` per set of seeds added later (the same arms).
-    Asking for the seeds it holds, or some of them, resumes them all; for those and more, the new
-    seeds are added; seeds that leave some of its seeds out are an error naming both."""
+    ``confirm/``, then one ``confirm/more_<seeds>`` (``seeds_name``: more_6-15) per set of seeds added
+    later (the same arms). Asking for the seeds it holds, or some of them, resumes them all; for those
+    and more, the new seeds are added; seeds that leave some of its seeds out are an error naming both."""
     if not state:
         return [[CONFIRM_DIR, list(seeds)]]
     held = list(state["seeds"])
@@ -81,8 +81,20 @@ def _experiments(sweep: LoadedSweep, state: dict, seeds: list[int]) -> list[list
         raise ConfigError(sweep.source, f"confirm.seeds: {CONFIRM_DIR}/ holds runs on seeds {held}; confirm with "
                                         f"those seeds, or those and more to add seeds to it, not {list(seeds)}")
     if added:
-        experiments = [*experiments, [f"{CONFIRM_DIR}/more_{'_'.join(map(str, added))}", added]]
+        experiments = [*experiments, [f"{CONFIRM_DIR}/more_{seeds_name(added)}", added]]
     return experiments
+
+
+def seeds_name(seeds: list[int]) -> str:
+    """Seeds as a folder name, runs of consecutive seeds as ranges: [6, ..., 15] -> "6-15",
+    [3, 4, 9] -> "3-4_9"."""
+    runs: list[list[int]] = []
+    for s in sorted(seeds):
+        if runs and s == runs[-1][-1] + 1:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    return "_".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
 def _read_state(confirm_dir: str) -> dict:
