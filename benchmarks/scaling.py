@@ -52,13 +52,13 @@ LEAN = {
     "METRICS_RECORD_INTERVAL_S": "60",  # the dashboard head's own metrics record (5)
     "RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S": "60",  # Ray Train's preemption poll (5)
 }
-LEAN_LABEL = "on a local Ray with its background work turned down"
 # --nice0: Ray starts its worker processes (Train workers, Tune trials, helper actors) at niceness 15,
 # below its own daemons (GCS, raylet, dashboard, agents) at 0; the plain processes run at 0
 NICE0 = {"RAY_worker_niceness": "0"}
-NICE0_LABEL = "on a local Ray whose workers run at niceness 0 (Ray's default: 15)"
 SETTINGS = {"lean": LEAN, "nice0": NICE0}  # a Ray started with other settings: what each side sets
-LABELS = {"lean": LEAN_LABEL, "nice0": NICE0_LABEL}
+SETTING_KEYS = tuple(k for env in SETTINGS.values() for k in env)
+LABELS = {"lean": "on a local Ray with its background work turned down",
+          "nice0": "on a local Ray whose workers run at niceness 0 (Ray's default: 15)"}
 
 
 def _config(args, *extra: str):
@@ -158,7 +158,7 @@ def ray_settings(kind: str, saved: dict) -> None:
     import os
 
     mine = SETTINGS.get(kind, {})
-    for key in (k for env in SETTINGS.values() for k in env):
+    for key in SETTING_KEYS:
         if key in mine:
             os.environ[key] = mine[key]
         elif saved.get(key) is None:
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ours = not ray.is_initialized()  # else a Ray someone else started (a test's shared head): leave it be
     if (args.lean or args.nice0) and not ours:
         ap.error("--lean and --nice0 restart Ray with other settings: run them where no Ray is up in this process")
-    saved, settings = {key: os.environ.get(key) for env in SETTINGS.values() for key in env}, None
+    saved, settings = {key: os.environ.get(key) for key in SETTING_KEYS}, None
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for kind, w in rng.sample(sides, len(sides)):
@@ -346,8 +346,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
              + (" vs the same DDP job without Ray |" if ddp_col else ""), "|---|---|---|---|" + ("---|" if ddp_col else "")]
     for row in rows:
         name = {"ray": f"Ray Train, {row['workers']} worker(s)",
-                "lean": f"Ray Train, {row['workers']} worker(s), {LEAN_LABEL}",
-                "nice0": f"Ray Train, {row['workers']} worker(s), {NICE0_LABEL}",
+                **{k: f"Ray Train, {row['workers']} worker(s), {label}" for k, label in LABELS.items()},
                 "plain": f"{row['workers']} plain process(es) at once, no Ray",
                 "beside": f"{row['workers']} plain process(es) at once beside an idle local Ray",
                 "ddp": f"{row['workers']} plain processes, one model data-parallel (DDP, gloo), no Ray"}[row["side"]]
