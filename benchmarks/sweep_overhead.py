@@ -52,7 +52,7 @@ def trial_breakdown(sweep_dir: Path) -> list[dict]:
 
 def one_sweep(spec: str, overrides: list[str]) -> dict:
     from mmi_ray.sweep import load_sweep, run_sweep
-    from mmi_ray.sweep.tuner import cluster_resources
+    from mmi_ray.sweep.placement import cluster_resources
 
     storage = tempfile.mkdtemp(prefix="mmi-overhead-")
     name = f"overhead-{int(time.time())}"

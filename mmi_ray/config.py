@@ -25,6 +25,27 @@ DSS_NAMES = ("cqa", "svamp", "esnli", "anli1")
 DATASETS = ("builtin", *DSS_NAMES)
 BUILTIN_TASKS = ("arith", "choice", "nli", "props")
 MI_ESTIMATOR_NAMES = ("maxpool", "maxpool_masked", "infonce", "nwj")
+LEARNED_ESTIMATORS = ("infonce", "nwj")
+"""The estimators with a learned critic (``critic_size`` and ``detach_label`` mean something for these only)."""
+
+CONDITIONS = {  # dotted key -> (the key it depends on, whether it means anything given that key's value)
+    "loss.mi_estimator": ("loss.mi_weight", lambda beta: beta != 0),
+    "loss.critic_size": ("loss.mi_estimator", lambda est: est in LEARNED_ESTIMATORS),
+    "loss.detach_label": ("loss.mi_estimator", lambda est: est in LEARNED_ESTIMATORS),
+    "optim.momentum": ("optim.optimizer", lambda opt: opt == "sgd"),
+}
+"""Config values that change nothing unless another key allows it. A search never spends a trial on a
+configuration that differs from another only there (``sweep/spec.py``: a conditional space)."""
+
+
+def active(key: str, values: dict[str, Any]) -> bool:
+    """Whether the dotted ``key`` changes the run, given ``values`` (dotted key -> value) of the keys
+    it depends on, transitively: the MI estimator means nothing at ``mi_weight: 0``, and so neither
+    does the critic size it would have."""
+    if key not in CONDITIONS:
+        return True
+    parent, allows = CONDITIONS[key]
+    return active(parent, values) and allows(values[parent])
 
 
 class _Section(BaseModel):

@@ -64,6 +64,12 @@ CONFIRMATION_FILE = "confirmation.json"
 """In ``confirm/``: each confirmation run's arm, seed, final validation and (read once) test figures."""
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
 METHODS_PLOT = "accuracy_by_method.png"  # the report's first figure
+# the report's tables and other figures (``mmi-ray analyze``)
+RUNS_CSV, RUNS_PARQUET = "runs.csv", "runs.parquet"
+PARETO_PLOT = "pareto_front.png"
+MI_WEIGHT_PLOT, CRITIC_HEATMAP_PLOT = "metric_vs_mi_weight.png", "critic_size_x_mi_weight.png"
+RATIONALE_WEIGHT_PLOT, CURVES_PLOT = "rationale_weight.png", "learning_curves.png"
+HISTORY_PLOT, IMPORTANCE_PLOT = "optuna_history.png", "param_importances.png"
 TRIAL_PREFIX = "trial_"
 # Tune's own files in a trial folder (read, never written, by us)
 PARAMS_FILE = "params.json"

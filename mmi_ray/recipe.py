@@ -28,7 +28,7 @@ from .evaluate import all_reduce, evaluate
 from .layout import divergence_record
 from .model import build_seq2seq, build_tokenizer, count_params
 from .objective import DistillModule
-from .worker import WorkerEnv
+from .worker import WorkerEnv, ray_worker_env
 
 LOSS_TERMS = ("loss", "label", "rationale", "mi", "mi_estimate")
 """The loss terms every evaluation reports, averaged over the steps since the last one."""
@@ -167,3 +167,23 @@ def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
         since_report = n_examples = n_tokens = 0
         interval_time = 0.0
         yield done
+
+
+def _drop_user_error(record) -> bool:
+    return not record.getMessage().startswith("Error in training function")
+
+
+def train_loop(loop_config: dict) -> None:
+    """Ray Train worker entry point. ``loop_config = {"config": <Config as dict>, "ray_logs": bool}``."""
+    import logging
+
+    if not loop_config.get("ray_logs"):
+        # Ray Train's worker logs each report at INFO through a logger named after its file, which its
+        # own log_level setting misses; INFO on this worker's root logger is Ray's chatter, not ours
+        logging.getLogger().setLevel(logging.WARNING)
+        # the driver reports a worker's error once, in one line (its traceback goes to the run's
+        # worker_error.txt), so Ray Train's own console copy of that traceback is dropped here
+        for handler in logging.getLogger("ray.train").handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.addFilter(_drop_user_error)
+    run_loop(Config.model_validate(loop_config["config"]), ray_worker_env())

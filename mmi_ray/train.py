@@ -93,7 +93,7 @@ def build_trainer(cfg: Config, run_name: str, storage_path: str, callbacks=None,
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from .worker import train_loop
+    from .recipe import train_loop
 
     s = cfg.scaling
     resources = {"CPU": s.cpus_per_worker, **s.worker_resources}

@@ -1,7 +1,7 @@
 """The runtime seam of the training loop: what one worker needs from where it runs.
 
 ``WorkerEnv`` is built in one of three ways, and the loop (``recipe.run_loop``) never knows which:
-``ray_worker_env`` inside a Ray Train worker (``train_loop`` is the worker entry point),
+``ray_worker_env`` inside a Ray Train worker (``recipe.train_loop`` is the worker entry point),
 ``in_process_env`` inside a Tune trial process (one seed, one CPU worker: same run folder, metrics
 writer and checkpoint rotation as a Ray Train run), and ``local_env`` for benchmarks.
 """
@@ -16,7 +16,6 @@ import torch
 
 from . import faults
 from .checkpoint import load_state
-from .config import Config
 from .layout import (
     CHECKPOINT_PATH,
     NODE_ID,
@@ -95,25 +94,3 @@ def ray_worker_env() -> WorkerEnv:
     device = ray.train.torch.get_device()
     wrap = ray.train.torch.prepare_model if world > 1 else (lambda m: m.to(device))
     return WorkerEnv(ctx.get_world_rank(), world, device, latest_state, report, wrap)
-
-
-def _drop_user_error(record) -> bool:
-    return not record.getMessage().startswith("Error in training function")
-
-
-def train_loop(loop_config: dict) -> None:
-    """Ray Train worker entry point. ``loop_config = {"config": <Config as dict>, "ray_logs": bool}``."""
-    import logging
-
-    from .recipe import run_loop
-
-    if not loop_config.get("ray_logs"):
-        # Ray Train's worker logs each report at INFO through a logger named after its file, which its
-        # own log_level setting misses; INFO on this worker's root logger is Ray's chatter, not ours
-        logging.getLogger().setLevel(logging.WARNING)
-        # the driver reports a worker's error once, in one line (its traceback goes to the run's
-        # worker_error.txt), so Ray Train's own console copy of that traceback is dropped here
-        for handler in logging.getLogger("ray.train").handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                handler.addFilter(_drop_user_error)
-    run_loop(Config.model_validate(loop_config["config"]), ray_worker_env())

@@ -44,7 +44,7 @@ def test_own_ray_refuses_with_the_key_and_a_joined_cluster_warns(monkeypatch, ca
 def test_sweep_refuses_a_driver_resource_no_node_carries(tmp_path, monkeypatch):
     from test_sweep_spec import _load, good_spec
 
-    from mmi_ray.sweep.tuner import check_fits
+    from mmi_ray.sweep.placement import check_fits
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     sweep = _load(tmp_path, good_spec(resources={"driver_resource": "mmi_driver"}))

@@ -85,3 +85,59 @@ def test_renamed_resource_keys_name_their_new_names(tmp_path):
     text = str(e.value)
     assert "resources.workers: unknown key (now called resources.num_workers)" in text
     assert "resources.gpus_per_worker: unknown key (now called resources.use_gpu)" in text
+
+
+PACKAGE = __import__("pathlib").Path(layout.__file__).parent
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Every mmi_ray module -> the mmi_ray modules it imports anywhere (function-level imports too)."""
+    import ast
+
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        pkg = name if rel.name == "__init__" else name.rpartition(".")[0]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                if base.startswith("mmi_ray"):
+                    deps.add(base)
+                    deps.update(f"{base}.{a.name}" for a in node.names)  # `from . import faults`
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name.startswith("mmi_ray"))
+        graph[name] = deps
+    return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+
+
+def test_no_module_of_the_package_imports_one_that_imports_it_back():
+    graph = _module_imports()
+    assert "mmi_ray.recipe" in graph and "mmi_ray.worker" in graph["mmi_ray.recipe"]
+    # a package's __init__ re-exports its modules: an edge into an __init__ is not a circle of logic
+    packages = {m for m in graph if (PACKAGE.parent / m.replace(".", "/") / "__init__.py").exists()}
+    circles = []
+    for a, deps in graph.items():
+        for b in deps - packages:
+            seen, todo = set(), [b]
+            while todo:  # does b reach a again?
+                m = todo.pop()
+                if m == a:
+                    circles.append((a, b))
+                    break
+                if m not in seen:
+                    seen.add(m)
+                    todo.extend(graph[m] - packages)
+    assert circles == []
+
+
+def test_every_layout_file_name_is_written_only_in_the_layout_module():
+    names = {v for k, v in vars(layout).items() if k.isupper() and isinstance(v, str) and "." in v}
+    assert {"trials.csv", "config.yaml", "runs.csv", "pareto_front.png"} <= names
+    found = [f"{p.relative_to(PACKAGE.parent)}: {n}" for p in PACKAGE.rglob("*.py") if p.name != "layout.py"
+             for n in names if f'"{n}"' in p.read_text() or f"'{n}'" in p.read_text()]
+    assert found == []

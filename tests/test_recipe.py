@@ -143,7 +143,7 @@ def test_worker_failures_become_one_line_naming_ranks_and_cause():
     from ray.train import ControllerError, WorkerGroupError
 
     from mmi_ray.errors import DataError, describe_worker_failures
-    from mmi_ray.worker import _drop_user_error
+    from mmi_ray.recipe import _drop_user_error
 
     tb = 'Traceback (most recent call last):\n  File "x.py", line 1, in f\nmmi_ray.errors.DataError: {}\n'
     # Ray hands over each rank's exception, and the tracebacks in the error's message

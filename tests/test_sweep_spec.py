@@ -22,7 +22,7 @@ def test_every_shipped_spec_validates(path):
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_each_spec_states_its_hardware_and_the_cpu_ones_start_on_two_cores(path):
-    from mmi_ray.sweep.tuner import check_fits
+    from mmi_ray.sweep.placement import check_fits
 
     sweep = load_sweep(path)
     header = "\n".join(x for x in path.read_text().splitlines() if x.startswith("#"))
@@ -226,3 +226,61 @@ def test_confirmation_experiments_add_seeds_in_a_folder_named_by_their_ranges():
     assert _experiments(sweep, older, [1, 2, 3, 4, 9])[-1] == ["confirm/more_9", [9]]
     with pytest.raises(ConfigError, match=r"holds runs on seeds \[1, 2, 3, 4, 5\]"):
         _experiments(sweep, held, [2, 6])
+
+
+def test_the_search_never_draws_a_key_that_means_nothing_given_the_others(tmp_path):
+    """Conditional space (define-by-run): at mi_weight 0 the estimator and critic size are not drawn
+    (they hold the base config's values), and a critic size is drawn only for a learned critic. So
+    two trials that differ only where it means nothing are one configuration (the repeat rule then
+    spends no trial on it)."""
+    import pickle
+
+    from mmi_ray.layout import STEP
+    from mmi_ray.sweep.tuner import _searcher
+
+    spec = good_spec(
+        search={"loss.critic_size": {"type": "int", "low": 16, "high": 128, "log": True},
+                "loss.mi_estimator": {"type": "choice", "values": ["maxpool", "infonce", "nwj"]},
+                "loss.mi_weight": {"type": "choice", "values": [0.0, 0.1]}},
+        points_to_evaluate=[{"loss.mi_weight": 0.0, "loss.mi_estimator": "nwj", "loss.critic_size": 16}],
+        num_trials=40, searcher_startup_trials=5)
+    sweep = _load(tmp_path, spec)
+    base = sweep.base.loss
+    assert (base.mi_estimator, base.critic_size) == ("maxpool", 128)
+    searcher, _ = _searcher(sweep, str(tmp_path / "sweep"))
+    configs = []
+    for i in range(40):
+        cfg = searcher.suggest(f"t{i}")
+        configs.append(cfg)
+        searcher.on_trial_complete(f"t{i}", {"val_accuracy": 0.5 + 0.01 * i, STEP: sweep.max_steps})
+    # the point's meaningless values were not enqueued: its trial is plain DSS at the base's values
+    assert configs[0] == {"loss.mi_weight": 0.0, "loss.mi_estimator": "maxpool", "loss.critic_size": 128}
+    for c in configs:
+        assert set(c) == set(spec["search"])  # every trial names every searched key
+        if c["loss.mi_weight"] == 0:
+            assert (c["loss.mi_estimator"], c["loss.critic_size"]) == ("maxpool", 128)
+        elif c["loss.mi_estimator"] == "maxpool":
+            assert c["loss.critic_size"] == 128
+    drawn = {(c["loss.mi_estimator"], c["loss.critic_size"]) for c in configs if c["loss.mi_weight"] > 0}
+    assert any(e != "maxpool" and size != 128 for e, size in drawn)  # the critic size is searched where it counts
+    # the space is pickled with the searcher's state (sweep --resume)
+    again = pickle.loads(pickle.dumps(sweep.space()))
+    assert again.order == ["loss.mi_weight", "loss.mi_estimator", "loss.critic_size"]
+    assert again.canonical({"loss.mi_weight": 0.0, "loss.mi_estimator": "nwj", "loss.critic_size": 16}) == configs[0]
+
+
+def test_momentum_is_drawn_only_for_sgd(tmp_path):
+    import optuna
+
+    sweep = _load(tmp_path, good_spec(
+        search={"optim.momentum": {"type": "uniform", "low": 0.5, "high": 0.99},
+                "optim.optimizer": {"type": "choice", "values": ["adamw", "sgd"]}},
+        points_to_evaluate=[], num_trials=2))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = sweep.space()
+    for _ in range(20):
+        t = study.ask()
+        constants = space(t)
+        assert ("optim.momentum" in t.params) == (t.params["optim.optimizer"] == "sgd")
+        assert ("optim.momentum" in constants) != ("optim.momentum" in t.params)
+        study.tell(t, 0.0)

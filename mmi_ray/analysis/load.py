@@ -28,12 +28,15 @@ from ..layout import (
     NOT_RUN,
     PARAMS_FILE,
     RUNNING,
+    RUNS_CSV,
     RUNS_DIR,
+    RUNS_PARQUET,
     SPEC_FILE,
     STEP,
     STOPPED,
     SWEEP_SUMMARY_FILE,
     TRIAL_PREFIX,
+    TRIALS_FILE,
     is_divergence,
     parse_run_name,
     read_metrics,
@@ -211,7 +214,7 @@ def export(result: LoadResult, out_dir: str | Path) -> list[Path]:
     """``runs.csv``, ``runs.parquet`` and ``trials.csv`` in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "runs.csv", out / "runs.parquet", out / "trials.csv"]
+    paths = [out / RUNS_CSV, out / RUNS_PARQUET, out / TRIALS_FILE]
     result.runs.to_csv(paths[0], index=False)
     result.runs.to_parquet(paths[1], index=False)
     result.trials.to_csv(paths[2], index=False)

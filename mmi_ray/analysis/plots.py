@@ -129,12 +129,15 @@ def optuna_study_from_trials(trials: pd.DataFrame, search: dict, metric_col: str
     from ..sweep.spec import Param
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    dists = {k: Param.model_validate(v).optuna_distribution() for k, v in search.items()}
+    space = {k: Param.model_validate(v) for k, v in search.items()}
     study = optuna.create_study(direction="maximize" if direction == "max" else "minimize")
     for _, row in trials.iterrows():
-        params = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in dists}
+        params = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in space}
         if any(v is None or (isinstance(v, float) and v != v) for v in params.values()) or row[metric_col] != row[metric_col]:
             continue
+        # a conditional key the search did not draw holds the base config's value, maybe outside the space
+        params = {k: v for k, v in params.items() if space[k].contains(v)}
+        dists = {k: space[k].optuna_distribution() for k in params}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(row[metric_col])))
     return study
 

@@ -15,7 +15,22 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..layout import COMPLETED, ERROR, METHODS_PLOT, REPORT_DIR, REPORT_HTML, REPORT_MD, STEP
+from ..layout import (
+    COMPLETED,
+    CRITIC_HEATMAP_PLOT,
+    CURVES_PLOT,
+    ERROR,
+    HISTORY_PLOT,
+    IMPORTANCE_PLOT,
+    METHODS_PLOT,
+    MI_WEIGHT_PLOT,
+    PARETO_PLOT,
+    RATIONALE_WEIGHT_PLOT,
+    REPORT_DIR,
+    REPORT_HTML,
+    REPORT_MD,
+    STEP,
+)
 from . import plots
 from .best import best_entry, final_rows, ranked, seed_test_accuracies
 from .load import LoadResult, export, load_results
@@ -133,7 +148,6 @@ def _section_headline(x: _Inputs) -> list[str]:
     return md
 
 
-PARETO_PLOT = "pareto_front.png"
 
 
 def _section_pareto(x: _Inputs, spec: dict, written: list[str]) -> list[str]:
@@ -284,24 +298,24 @@ def _section_plots(x: _Inputs, space: dict, notes: list[str]) -> tuple[list[str]
     if not points.empty:
         _save(plots.accuracy_by_method(points, title), x.out, METHODS_PLOT, written)
     if "loss.mi_weight" in agg:
-        _save(plots.metric_vs_param(agg, "loss.mi_weight", metric, log_x=True), x.out, "metric_vs_mi_weight.png",
+        _save(plots.metric_vs_param(agg, "loss.mi_weight", metric, log_x=True), x.out, MI_WEIGHT_PLOT,
               written)
     if "loss.critic_size" in agg and "loss.mi_weight" in agg:
         full = agg[(agg["status"] == COMPLETED) & agg["method"].str.startswith("MI")]  # one budget in a cell
         _save(plots.heatmap(full, "loss.mi_weight", "loss.critic_size", metric),
-              x.out, "critic_size_x_mi_weight.png", written)
+              x.out, CRITIC_HEATMAP_PLOT, written)
     if "loss.rationale_weight" in agg:
-        _save(plots.metric_vs_param(agg, "loss.rationale_weight", metric), x.out, "rationale_weight.png", written)
+        _save(plots.metric_vs_param(agg, "loss.rationale_weight", metric), x.out, RATIONALE_WEIGHT_PLOT, written)
     top = [(r["sweep"], r["trial_id"]) for _, r in agg.head(6).iterrows()]
     labels = {(r["sweep"], r["trial_id"]): f"{r['trial_id']} {r['method']}" for _, r in agg.iterrows()}
-    _save(plots.learning_curves(x.res.runs, metric, top, labels), x.out, "learning_curves.png", written)
+    _save(plots.learning_curves(x.res.runs, metric, top, labels), x.out, CURVES_PLOT, written)
     try:  # equal budgets only: an early-stopped trial's value is not comparable with a finished one's
         done = agg[agg["status"] == COMPLETED].rename(columns={"mean": "_value"})
         study = plots.optuna_study_from_trials(done, space, "_value", x.mode)
         if len(study.trials) >= 2:
-            _save(plots.optimization_history(study), x.out, "optuna_history.png", written)
+            _save(plots.optimization_history(study), x.out, HISTORY_PLOT, written)
             fig, imp = plots.importances(study)
-            _save(fig, x.out, "param_importances.png", written)
+            _save(fig, x.out, IMPORTANCE_PLOT, written)
             md += [f"## Hyperparameter importances (Optuna fANOVA over the {len(study.trials)} completed trials: equal budget)", "",
                    _md_table(pd.DataFrame({"param": list(imp), "importance": list(imp.values())}))]
     except Exception as e:  # noqa: BLE001 - importances need enough varied trials; say why not

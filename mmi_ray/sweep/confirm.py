@@ -150,7 +150,7 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
     from ..ray_init import init_ray
     from ..reuse import index_root, tune_callback
     from .live import SweepProgress, configure, hide_tune_restore_hint, tune_verbosity
-    from .tuner import check_fits, cluster_resources, sweep_dir_of, trainable
+    from .placement import check_fits, cluster_resources, sweep_dir_of, trainable
 
     spec = sweep.spec  # its validation already holds confirm.seeds apart from the search's seeds
     confirm_dir = join(sweep_dir, CONFIRM_DIR)

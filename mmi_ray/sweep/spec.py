@@ -16,8 +16,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..config import (
+    CONDITIONS,
     Config,
     WorkerResources,
+    active,
     apply_overrides,
     config_from_dict,
     flatten,
@@ -75,6 +77,14 @@ class Param(_Section):
         if self.type == "int":
             return d.IntDistribution(int(self.low), int(self.high), log=self.log)
         return d.FloatDistribution(self.low, self.high, log=self.type == "loguniform")
+
+    def suggest(self, trial, name: str) -> Any:
+        """Draw this key from an Optuna trial (define-by-run)."""
+        if self.type == "choice":
+            return trial.suggest_categorical(name, self.values)
+        if self.type == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(name, self.low, self.high, log=self.type == "loguniform")
 
     def contains(self, value: Any) -> bool:
         if self.type == "choice":
@@ -275,6 +285,47 @@ class SweepSpec(_Section):
         return self
 
 
+class ConditionalSpace:
+    """The search space as Optuna's define-by-run function (Ray's ``OptunaSearch`` takes one): a key
+    that means nothing given the values drawn before it (``config.CONDITIONS``: the MI estimator at
+    ``mi_weight: 0``, the critic size of an estimator without a critic) is not drawn but set to the
+    base config's value, so no trial is spent on a configuration that is another one again. A plain
+    class, not a closure: the searcher's state is pickled with it for ``--resume``."""
+
+    def __init__(self, search: dict[str, Param], base: dict[str, Any]):
+        self.search = search
+        self.base = base
+        """The base config's value of every dotted key (searched keys take it when they mean nothing)."""
+        self.order = search_order(list(search))
+
+    def __call__(self, trial) -> dict[str, Any]:
+        values, constants = dict(self.base), {}
+        for key in self.order:
+            if active(key, values):
+                values[key] = self.search[key].suggest(trial, key)
+            else:
+                values[key] = constants[key] = self.base[key]
+        return constants
+
+    def canonical(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` with every key that means nothing given the others at the base config's value."""
+        values = {**self.base, **params}
+        return {k: v if active(k, values) else self.base[k] for k, v in params.items()}
+
+    def drawn(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The keys of ``params`` that the space draws (a point to evaluate, as Optuna enqueues it)."""
+        values = {**self.base, **params}
+        return {k: v for k, v in params.items() if active(k, values)}
+
+
+def search_order(keys: list[str]) -> list[str]:
+    """``keys``, each after the keys its meaning depends on (``config.CONDITIONS``), else as given."""
+    def depth(key: str) -> int:
+        return 1 + depth(CONDITIONS[key][0]) if key in CONDITIONS else 0
+
+    return sorted(keys, key=depth)
+
+
 class LoadedSweep:
     """A validated spec, its base config (raw, and validated), and where it came from."""
 
@@ -293,6 +344,10 @@ class LoadedSweep:
         set_dotted(raw, ["run", "storage_path"], sweep_dir)
         set_dotted(raw, ["run", "max_failures"], self.spec.failure.train_max_failures)
         return config_from_dict(raw, self.source)
+
+    def space(self) -> ConditionalSpace:
+        """The search space as Optuna draws it: conditional keys only where they mean something."""
+        return ConditionalSpace(self.spec.search, flatten(self.base.model_dump(mode="json")))
 
     @property
     def max_steps(self) -> int:

@@ -1,0 +1,59 @@
+"""Where a sweep's trials run: the sweep folder under its storage root, the Tune trainable with its
+resources, and the check that one trial fits the cluster. Shared by the search (tuner.py) and the
+confirmation runs (confirm.py)."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import ConfigError
+from ..storage import join, resolve_storage
+from .spec import LoadedSweep, SweepSpec
+
+
+def trainable(sweep: LoadedSweep, payload: dict, n_seeds: int | None = None):
+    """The trial with its resources: a class trainable that trains in its own process and holds the
+    worker's CPUs, or a function trainable (the driver) that holds a sliver while its Train runs
+    reserve their own."""
+    from ray import tune
+
+    from .trial import in_process_trainable, trial_driver
+
+    r = sweep.spec.resources
+    if sweep.in_process(n_seeds):  # the trial trains itself: it holds the worker's CPUs and resources
+        return tune.with_resources(in_process_trainable(payload), {"CPU": r.cpus_per_worker, **r.worker_resources})
+
+    def mmi_trial(config):  # stable name: Tuner.restore needs the same trainable
+        trial_driver(config, payload)
+
+    return tune.with_resources(mmi_trial, {r.driver_resource: 0.01} if r.driver_resource else {"CPU": 0.01})
+
+
+def sweep_dir_of(spec: SweepSpec) -> tuple[str, str]:
+    """(storage root, sweep folder); a relative ``storage_path`` under ``storage.results_root()``."""
+    storage = resolve_storage(spec.storage_path)
+    return storage, join(storage, spec.name)
+
+
+def cluster_resources() -> dict[str, float]:
+    import ray
+
+    return dict(ray.cluster_resources())
+
+
+def check_fits(sweep: LoadedSweep, nodes: list[dict[str, float]] | None = None, n_seeds: int | None = None) -> None:
+    """One trial (its seed runs side by side) must fit the cluster, and its driver must find its
+    resource: an error on a Ray of our own, a warning on a cluster that may autoscale."""
+    from .. import capacity
+
+    spec, r = sweep.spec, sweep.spec.resources
+    nodes = capacity.live_nodes() if nodes is None else nodes
+    k = n_seeds or len(spec.seeds)
+    capacity.check(r, k * r.num_workers, "resources", sweep.source,
+                   f"one trial runs {k} seed(s) x {r.num_workers} worker(s) side by side", nodes,
+                   hints={"CPU": "lower resources.cpus_per_worker (fractions work) or the seeds"})
+    if r.driver_resource and not any(n.get(r.driver_resource, 0) > 0 for n in nodes):
+        msg = f"resources.driver_resource: no node carries '{r.driver_resource}', so no trial driver can start"
+        if not os.environ.get("RAY_ADDRESS"):
+            raise ConfigError(sweep.source, msg)
+        print(f"[mmi-ray] warning: {sweep.source}: {msg} (waiting for the autoscaler)", flush=True)
