@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,7 +103,10 @@ class BuiltinDataConfig(_Section):
     """Largest number in the generated problems (smaller is easier)."""
     props_boxes: int = Field(60, ge=1, le=120)
     """``props``: held-out boxes per split (validation and test each ask the colour of their own boxes,
-    in turn; as many training boxes have their colour taught). Rows beyond this repeat a box."""
+    in turn). Rows beyond this repeat a box."""
+    props_taught: int | None = Field(None, ge=1, le=241)
+    """``props``: boxes whose colour training asks (the student learns from them that the rationale's
+    colour answers the colour question); None: as many as ``props_boxes``. At most 361 boxes in all."""
     seed: int = 0
     """Seed of the generator (the data itself); the training seed is ``train.seed``."""
 
@@ -202,6 +206,10 @@ class TrainConfig(_Section):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """``fp32`` is the reference code's default; ``bf16`` autocasts the forward passes (GPU, or CPU);
     ``auto`` uses bf16 on GPU and fp32 on CPU. Paper configs state theirs."""
+    deterministic: bool = True
+    """torch's deterministic kernels where it has them (``torch.use_deterministic_algorithms``, cuDNN
+    and cuBLAS settings on GPU): the same config gives the same floats on the same machine and
+    build. What the machine decides (CPU vector unit, BLAS, GPU model) is recorded, not pinned."""
 
     @property
     def examples_per_worker_step(self) -> int:
@@ -225,6 +233,11 @@ class WorkerResources(_Section):
 class ScalingConfig(WorkerResources):
     torch_threads: int | None = Field(None, ge=1)
     """torch intra-op threads per worker; None uses cpus_per_worker rounded up."""
+
+    def threads(self) -> int:
+        """torch intra-op threads of each worker: from the config, never from the machine's cores
+        (results at 1, 2 and 4 threads are identical: tests/test_recipe.py)."""
+        return self.torch_threads or max(1, math.ceil(self.cpus_per_worker))
 
 
 class RunConfig(_Section):

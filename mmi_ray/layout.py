@@ -94,6 +94,8 @@ STATUSES = (COMPLETED, STOPPED, INTERRUPTED, ERROR, RUNNING, NOT_RUN)
 STEP = "step"
 CHECKPOINT_PATH = "checkpoint_path"
 NODE_ID = "node_id"
+MACHINE = "machine"
+"""What the run trained on (``machine.describe()``: CPU, torch build, threads, GPU), in every record."""
 NON_FINITE = "non_finite_step"
 """Key of the divergence record: a run's last line when a loss term became NaN or infinite."""
 

@@ -9,7 +9,6 @@ Where it runs is ``WorkerEnv``'s business (mmi_ray/worker.py).
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,7 +24,8 @@ from .config import Config
 from .data import load_splits
 from .data.batching import BatchStream, collate, predict_inputs, tokenize
 from .evaluate import all_reduce, evaluate
-from .layout import divergence_record
+from .layout import MACHINE, divergence_record
+from .machine import describe, pin_numerics
 from .model import build_seq2seq, build_tokenizer, count_params
 from .objective import DistillModule
 from .worker import WorkerEnv, ray_worker_env
@@ -61,7 +61,9 @@ def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
     last report. A Tune class trainable steps it, so a stopped trial never trains on (see
     ``sweep/trial.py``)."""
     rank, world, device = env.rank, env.world, env.device
-    torch.set_num_threads(cfg.scaling.torch_threads or max(1, math.ceil(cfg.scaling.cpus_per_worker)))
+    # floats depend on the config only where the project controls them; the machine is recorded
+    pin_numerics(cfg.scaling.threads(), cfg.train.deterministic, device)
+    machine = describe(device)
 
     # --- data: tokenised once per worker
     tokenizer = build_tokenizer(cfg.model)
@@ -158,6 +160,7 @@ def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
             train_time_s=total_time,
             eval_time_s=eval_time,
         )
+        metrics[MACHINE] = machine
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
                 save_checkpoint(Path(tmp), unwrap(model), optimizer, scheduler, done, stream, cfg, metrics)

@@ -64,6 +64,10 @@ def ray_head(tmp_path_factory):
            "--node-ip-address", "127.0.0.1", "--port", str(port), "--dashboard-host", "127.0.0.1",
            "--dashboard-port", str(dash), "--num-cpus", "4", "--disable-usage-stats",
            "--resources", '{"mmi_driver": 100}']
+    # a machine where no local Ray ran yet has no token: make one (what `ray.init` does for itself),
+    # so the head starts whichever test runs first
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "get-auth-token", "--generate"], env=env,
+                   capture_output=True, text=True, timeout=60, check=True)
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     if r.returncode != 0:
         stop_started_ray(temp_dir, port)

@@ -199,3 +199,36 @@ def test_a_loop_stopped_between_reports_trains_no_further(tmp_path):
     assert next(loop) == 6 and [m["step"] for m in out] == [3, 6] and steps_run == [1, 2, 3, 4, 5, 6]
     loop.close()  # stopped here
     assert steps_run == [1, 2, 3, 4, 5, 6] and [m["step"] for m in out] == [3, 6]
+
+
+@pytest.mark.parametrize("estimator", ["maxpool", "infonce"])
+def test_the_same_config_gives_the_same_floats_at_1_2_and_4_torch_threads(estimator):
+    """Threads come from the config, and on this CPU build the kernels give the same floats at any
+    thread count: metrics and every trained parameter equal at 1, 2 and 4 threads (the quickstart's
+    figures at 2 and 3 CPUs, locally and as a job, rest on it). The machine is recorded with them."""
+    from mmi_ray.layout import MACHINE
+
+    finals, params = {}, {}
+    for threads in (1, 2, 4):
+        cfg = load_config(REPO / "configs" / "tiny_props.yaml", [
+            "train.max_steps=40", "train.eval_every=20", f"scaling.torch_threads={threads}",
+            f"loss.mi_estimator={estimator}", "run.storage_path=unused"])
+        records: list[dict] = []
+        state: dict = {}
+
+        def report(m, ckpt, records=records, state=state):
+            records.append(m)
+            if ckpt is not None:
+                from mmi_ray.checkpoint import load_state
+
+                state.update(load_state(ckpt)["model"])
+
+        run_loop(cfg, local_env(report))
+        assert torch.get_num_threads() == threads
+        assert f"| {threads} thread" in records[-1][MACHINE] and "torch " in records[-1][MACHINE]
+        finals[threads] = [{k: v for k, v in r.items() if not k.endswith("_s") and k != MACHINE} for r in records]
+        params[threads] = state
+    assert finals[1] == finals[2] == finals[4]
+    assert finals[1][-1]["val_accuracy"] > 0  # it trained and evaluated
+    for k, v in params[1].items():
+        assert torch.equal(v, params[2][k]) and torch.equal(v, params[4][k]), k

@@ -22,6 +22,7 @@ from ..layout import (
     ERROR,
     HISTORY_PLOT,
     IMPORTANCE_PLOT,
+    MACHINE,
     METHODS_PLOT,
     MI_WEIGHT_PLOT,
     PARETO_PLOT,
@@ -255,6 +256,17 @@ def _section_best(x: _Inputs, evaluate_test: bool, test_methods: bool) -> list[s
                  f"- test accuracy: {test_text} ({how}; never seen by the searcher)", ""]
 
 
+def machines_lines(runs: pd.DataFrame) -> list[str]:
+    """Which machines the runs trained on (CPU, torch build, threads, GPU), with their run counts:
+    float results follow the machine, so figures from different machines differ seed for seed."""
+    if MACHINE not in runs or runs[MACHINE].isna().all():
+        return ["- machine: not recorded (runs from before mmi-ray recorded it)"]
+    per_run = runs.dropna(subset=[MACHINE]).groupby(["trial_id", "seed"])[MACHINE].last().value_counts()
+    note = " (float results differ between machines: compare across them over seeds, not seed for seed)"
+    return [f"- machine: `{m}`, {n} run{'s' * (n != 1)}" + (note if len(per_run) > 1 else "")
+            for m, n in per_run.items()]
+
+
 def _section_compute(x: _Inputs) -> list[str]:
     runs = x.res.runs
     finals = at_budget(runs)
@@ -263,6 +275,7 @@ def _section_compute(x: _Inputs) -> list[str]:
     gpu_hours = float((finals["train_time_s"] * finals["num_workers"].fillna(1))[finals["use_gpu"]].sum()) / 3600
     md = ["## Compute", "", f"- in-loop run time (training + validation), all runs: {trial_hours:.3f} h",
           f"- GPU-hours: {gpu_hours:.3f}"]
+    md += machines_lines(runs)
     for name, s in x.res.sweeps.items():
         summ = s.get("summary") or {}
         if summ.get("overhead_ratio"):
@@ -393,7 +406,8 @@ def _html(md: str) -> str:
     return "<html><head><meta charset='utf-8'><title>mmi-ray report</title></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser():
+    """The ``mmi-ray analyze`` command line."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="mmi-ray analyze", description=__doc__.splitlines()[0])
@@ -403,6 +417,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-test", action="store_true", help="do not evaluate the best configuration on test")
     ap.add_argument("--test-methods", action="store_true",
                     help="also evaluate each method's best configuration on test (ablations; once, at report time)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
     budget = args.budget if args.budget == "final" else int(args.budget)
     if args.no_test and args.test_methods:

@@ -227,7 +227,9 @@ def arm_table(runs: pd.DataFrame, metric: str = "val_accuracy", confidence: floa
         tlo, thi = t_interval(g["test_accuracy"], confidence)
         row = {"arm": arm, "method": g["method"].iloc[0], "n": len(g), "val_mean": float(g[metric].mean()),
                "val_low": vlo, "val_high": vhi, "test_mean": float(g["test_accuracy"].mean()),
-               "test_low": tlo, "test_high": thi}
+               "test_low": tlo, "test_high": thi,
+               # seed-to-seed standard deviations (n - 1); NaN for one seed
+               "val_sd": float(g[metric].std()), "test_sd": float(g["test_accuracy"].std())}
         for k in ("val_n", "test_n"):  # questions per run (older confirmation files lack them)
             if k in g and g[k].notna().all():
                 row[k] = int(g[k].max())

@@ -154,13 +154,19 @@ def to_latex(rows: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser():
+    """The ``mmi-ray table`` command line."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="mmi-ray table", description=__doc__.splitlines()[0])
     ap.add_argument("results", nargs="+", help="sweep folders with confirmation runs")
     ap.add_argument("--format", choices=["markdown", "latex", "both"], default="markdown")
     ap.add_argument("--out", default=None, help="also write the table(s) here (FILE.md / FILE.tex)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
     rows = table_rows(args.results)
     texts = {}

@@ -33,7 +33,7 @@ def load_splits(cfg: DataConfig, need_train: bool = True) -> Splits:
     if cfg.dataset == "builtin":
         b = cfg.builtin
         splits = builtin_splits(b.num_train, b.num_valid, b.num_test, b.seed, list(b.tasks), b.teacher_error_rate,
-                                b.max_operand, b.props_boxes)
+                                b.max_operand, b.props_boxes, b.props_taught)
     else:
         name = cfg.dataset
         if cfg.source == "hub":

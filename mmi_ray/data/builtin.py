@@ -202,10 +202,11 @@ def generate(n: int, seed: int, tasks: list[str], error_rate: float, exclude: se
 
 
 def builtin_splits(num_train: int, num_valid: int, num_test: int, seed: int, tasks: list[str],
-                   teacher_error_rate: float, max_operand: int = 20, props_boxes: int = 60) -> Splits:
+                   teacher_error_rate: float, max_operand: int = 20, props_boxes: int = 60,
+                   props_taught: int | None = None) -> Splits:
     """Train, validation and test with disjoint inputs (``props``: disjoint questions, each split its
     own boxes); only training rationales carry slips."""
-    world = PropsWorld(seed, props_boxes) if "props" in tasks else None
+    world = PropsWorld(seed, props_boxes, props_taught) if "props" in tasks else None
     train = generate(num_train, seed * 3 + 0, tasks, teacher_error_rate, max_operand=max_operand, world=world)
     seen = {e.input for e in train}
     valid = generate(num_valid, seed * 3 + 1, tasks, 0.0, exclude=seen, max_operand=max_operand, split="valid",

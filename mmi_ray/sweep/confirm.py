@@ -217,11 +217,16 @@ def headline(state: dict, metric: str) -> tuple:
 
 
 def print_headline(state: dict, metric: str) -> None:
+    print("\n" + "\n".join(headline_lines(state, metric)))
+
+
+def headline_lines(state: dict, metric: str) -> list[str]:
+    """The confirmation's closing lines, as the console prints them (and the README shows them:
+    benchmarks/readme_figures.py renders the same lines from a committed record)."""
     table, test_cmp, _ = headline(state, metric)
-    print(f"\n[mmi-ray] confirmation runs (fresh seeds {state['seeds']}, full budget; the headline):")
+    lines = [f"[mmi-ray] confirmation runs (fresh seeds {state['seeds']}, full budget; the headline):"]
     if table.empty:
-        print("  no confirmation run finished")
-        return
+        return lines + ["  no confirmation run finished"]
 
     def pct(lo, hi):  # an accuracy's interval, cut at 0 and 100 (few seeds can reach past them)
         return f"[{max(0.0, 100 * lo):.2f}, {min(100.0, 100 * hi):.2f}]"
@@ -229,13 +234,13 @@ def print_headline(state: dict, metric: str) -> None:
     for r in table.itertuples():
         arm = state["arms"][r.arm]
         params = params_text(arm["params"])
-        print(f"  {r.arm:<10} {r.method:<14} n={r.n} seeds  val {100 * r.val_mean:6.2f} {pct(r.val_low, r.val_high)}"
-              f"  test {100 * r.test_mean:6.2f} {pct(r.test_low, r.test_high)}  ({params or 'base config'})")
+        lines.append(f"  {r.arm:<10} {r.method:<14} n={r.n} seeds  val {100 * r.val_mean:6.2f} {pct(r.val_low, r.val_high)}"
+                     f"  test {100 * r.test_mean:6.2f} {pct(r.test_low, r.test_high)}  ({params or 'base config'})")
     for r in test_cmp.itertuples():
-        print(f"  test: {r.arm} - {r.baseline}: {100 * r.mean_diff:+.2f} points [{100 * r.ci_low:+.2f}, "
-              f"{100 * r.ci_high:+.2f}], d_z {r.effect_dz:.2f}, p {r.p_value:.3g} (Holm {r.p_holm:.3g}), n={r.n_pairs}")
+        lines.append(f"  test: {r.arm} - {r.baseline}: {100 * r.mean_diff:+.2f} points [{100 * r.ci_low:+.2f}, "
+                     f"{100 * r.ci_high:+.2f}], d_z {r.effect_dz:.2f}, p {r.p_value:.3g} (Holm {r.p_holm:.3g}), n={r.n_pairs}")
     questions = {k: int(v) for k in ("val_n", "test_n") if k in table and (v := table[k].max()) == v}
     asked = (f"; each run scored on {questions['val_n']} validation and {questions['test_n']} test questions"
              if len(questions) == 2 else "")
-    print(f"  (95% Student-t intervals over seeds, cut at 0 and 100{asked}; test read once per run, after training; "
-          "it chose nothing)")
+    return lines + [f"  (95% Student-t intervals over seeds, cut at 0 and 100{asked}; test read once per run, after "
+                    "training; it chose nothing)"]

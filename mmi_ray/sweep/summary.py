@@ -161,26 +161,34 @@ def _pct(lo, hi) -> str:
 
 
 def _print_methods(summary: dict) -> None:
+    lines = methods_lines(summary)
+    if lines:
+        print("\n" + "\n".join(lines))
+
+
+def methods_lines(summary: dict) -> list[str]:
+    """The sweep's closing lines per method (each method's best configuration), as printed."""
     methods = summary.get("methods") or []
     if len(methods) < 2:
-        return
+        return []
     obj = summary["objective"]["metric"]
     step = summary["best"][STEP] if summary.get("best") else "the full"
-    print(f"\nby method ({obj}, each method's best configuration at {step} steps; chosen on these figures, "
-          "so a little optimistic):")
+    lines = [f"by method ({obj}, each method's best configuration at {step} steps; chosen on these figures, "
+             "so a little optimistic):"]
     width = max(len(e["method"]) for e in methods)
     for e in methods:
         line = f"  {e['method']:<{width}}  {100 * e['mean']:5.1f}% {_pct(e.get('low', float('nan')), e.get('high', float('nan')))}"
         if "vs_label_only" in e:
             line += (f"  {100 * e['vs_label_only']:+.1f} points vs label-only "
                      f"{_pct(e.get('vs_low', float('nan')), e.get('vs_high', float('nan')))}")
-        print(line)
+        lines.append(line)
     kinds = sorted({e["interval"] for e in methods if "interval" in e})
     if kinds:
         note = "; ".join(kinds)
         if any(e["n_seeds"] == 1 for e in methods):
             note += ": seed-to-seed variation is not in these intervals (confirmation runs measure it)"
-        print(f"  (95% intervals: {note})")
+        lines.append(f"  (95% intervals: {note})")
+    return lines
 
 
 def _print_pareto(summary: dict) -> None:

@@ -22,6 +22,7 @@ from ..errors import NonFiniteLossError, WorkerFailedError, describe_worker_fail
 from ..layout import (
     CHECKPOINT_PATH,
     CONFIG_FILE,
+    MACHINE,
     NODE_ID,
     RESULT_FILE,
     RUNS_DIR,
@@ -57,7 +58,7 @@ def aggregate(per_seed: dict[int, dict], objective: str) -> dict[str, Any]:
     out[f"{objective}_std"] = math.sqrt(sum((v - mean) ** 2 for v in vals) / max(1, len(vals) - 1)) if len(vals) > 1 else 0.0
     for s in seeds:
         out[seed_key(objective, s)] = per_seed[s][objective]
-        for key, name in ((NODE_ID, NODE_ID), (CHECKPOINT_PATH, "checkpoint")):
+        for key, name in ((NODE_ID, NODE_ID), (CHECKPOINT_PATH, "checkpoint"), (MACHINE, MACHINE)):
             if key in per_seed[s]:
                 out[seed_key(name, s)] = per_seed[s][key]
     out["train_time_s_sum"] = sum(per_seed[s].get("train_time_s", 0.0) for s in seeds)
