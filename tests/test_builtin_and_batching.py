@@ -111,6 +111,14 @@ def test_props_labels_alone_cannot_answer_validation_but_rationales_can():
     other = PropsWorld(1, 60)  # another data seed, another world
     assert other.boxes != w.boxes and [other.color[k] for k in w.all if k in other.color] != [w.color[k] for k in w.all
                                                                                             if k in other.color]
+    # the shipped shape: 40 held boxes per split, 120 taught (their colour asked in training)
+    w3 = PropsWorld(0, 40, 120)
+    s3 = builtin_splits(4000, 40, 40, seed=0, tasks=["props"], teacher_error_rate=0.0, props_boxes=40,
+                        props_taught=120)
+    asked3 = {(obj(e), "color" if "olor" in e.input else "size") for e in s3.train.examples}
+    assert {x for x, q in asked3 if q == "color"} == set(w3.boxes["train"]) and len(w3.boxes["train"]) == 120
+    assert len(w3.all) == 200 and not set(w3.boxes["train"]) & (set(w3.boxes["valid"]) | set(w3.boxes["test"]))
+    assert sorted(obj(e) for e in s3.valid.examples) == sorted(w3.boxes["valid"]) and len(s3.valid) == 40
     noisy = generate(400, 0, ["props"], 0.5, world=w)
     slipped = [e for e in noisy if e.rationale != f"{w.color[obj(e)]}, {w.size[obj(e)]}"]
     assert 0.35 < len(slipped) / len(noisy) < 0.65
