@@ -1,4 +1,4 @@
-"""mmi-ray: chain-of-thought distillation with the MI method on Ray: train, sweep, confirm, analyze, table, plan, data.
+"""mmi-ray: chain-of-thought distillation with the MI method on Ray: train, sweep, confirm, analyze, table, export, predict, evaluate, plan, data.
 
 Errors in user input print as one line each (file and key named) with exit code 2, no traceback.
 Importing this module changes nothing in the environment; Ray's is set where Ray is started
@@ -127,6 +127,40 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .publish import export_student
+
+    chosen, out = export_student(args.source, args.out, args.arm, args.seed, args.force, args.push_to_hub)
+    for line in chosen.why:
+        print(f"[mmi-ray] {line.replace('**', '').replace('`', '')}")
+    print(f"[mmi-ray] exported: {out} (model card: {out / 'README.md'})")
+    if args.push_to_hub:
+        print(f"[mmi-ray] pushed to the Hub: {args.push_to_hub}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import run_predict
+
+    return run_predict(args.model, args.input, args.explain, args.batch, args.out, args.device)
+
+
+def cmd_evaluate(args) -> int:
+    from .predict import run_evaluate
+
+    m = run_evaluate(args.model, args.data, args.split, args.rationales, args.out, args.device)
+    s = args.split
+    print(f"{s} accuracy {100 * m[f'{s}_accuracy']:.1f}% [{100 * m[f'{s}_accuracy_low']:.1f}, "
+          f"{100 * m[f'{s}_accuracy_high']:.1f}] (95% Wilson, n={m[f'{s}_n']} questions)")
+    print(f"{s} ECE {m[f'{s}_ece']:.3f} (100 equal-mass bins), {m[f'{s}_ece15']:.3f} (15 bins)")
+    if args.rationales:
+        print(f"rationales (n={m[f'{s}_rationale_n']}): BLEU {m[f'{s}_rationale_bleu']:.1f}, ROUGE-L "
+              f"{m[f'{s}_rationale_rougeL']:.2f}, faithful {100 * m[f'{s}_rationale_faithful']:.1f}%")
+    if args.out:
+        print(f"per-example predictions: {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmi-ray", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -173,11 +207,52 @@ def build_parser() -> argparse.ArgumentParser:
                         add_help=False)
     tb.add_argument("rest", nargs=argparse.REMAINDER)
 
+    e = sub.add_parser("export", help="a trained student as a transformers folder with a model card (and to the Hub)")
+    e.add_argument("source", help="a sweep folder (its confirmation's best arm), a run folder or a checkpoint")
+    e.add_argument("--out", required=True, help="the folder to write (refused if it exists and is not empty)")
+    e.add_argument("--arm", default=None, help="a confirmation arm (top1, DSS, ...); default: the one ranked first on validation")
+    e.add_argument("--seed", type=int, default=None, help="the arm's seed run; default: the one closest to the arm's mean")
+    e.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    e.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload it (huggingface_hub; token from HF_TOKEN or hf auth login)")
+    e.set_defaults(fn=cmd_export)
+
+    pr = sub.add_parser("predict", help="run a student on new inputs (JSONL with an 'input' field, or text lines)")
+    pr.add_argument("model", help="an exported folder, a run folder or a checkpoint")
+    pr.add_argument("--input", default="-", help="a .jsonl or text file, or - for standard input (default)")
+    pr.add_argument("--explain", action="store_true", help="also generate each rationale (explain: prefix)")
+    pr.add_argument("--batch", type=int, default=32, help="inputs per generation batch")
+    pr.add_argument("--out", default=None, help="write JSONL here (default: standard output)")
+    pr.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU when there is one)")
+    pr.set_defaults(fn=cmd_predict)
+
+    ev = sub.add_parser("evaluate", help="score a student on a dataset split, as training's evaluation does")
+    ev.add_argument("model", help="an exported folder, a run folder or a checkpoint")
+    ev.add_argument("--data", default=None, help="a training config YAML whose data section names the dataset (default: the run's own)")
+    ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    ev.add_argument("--rationales", type=int, default=0, help="also generate and score N rationales (BLEU, ROUGE-L, faithfulness)")
+    ev.add_argument("--out", default=None, help="write per-example predictions (JSONL) here")
+    ev.add_argument("--device", default=None)
+    ev.set_defaults(fn=cmd_evaluate)
+
     d = sub.add_parser("data", help="load a DSS dataset and report rows, parse failures, teacher accuracy")
     d.add_argument("name", choices=DSS_NAMES)
     d.add_argument("--data-dir", required=True, help="the DSS datasets/ folder")
     d.set_defaults(fn=cmd_data)
     return p
+
+
+def parser_for(argv: list[str]) -> tuple[argparse.ArgumentParser, list[str]]:
+    """The parser that reads a command line, and the arguments it reads: ``analyze`` and ``table``
+    have their own (argparse's REMAINDER drops a leading option such as -h or --out)."""
+    if argv[:1] == ["analyze"]:
+        from .analysis.report import parser
+
+        return parser(), argv[1:]
+    if argv[:1] == ["table"]:
+        from .analysis.table import parser
+
+        return parser(), argv[1:]
+    return build_parser(), argv
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,11 +38,12 @@ def gather(items: list) -> list:
 
 @torch.no_grad()
 def evaluate(module: DistillModule, tokenizer, examples, predict_ids, cfg: Config, device, rank: int = 0,
-             world: int = 1, prefix: str = "val") -> dict:
+             world: int = 1, prefix: str = "val", records: list | None = None) -> dict:
     """Accuracy (overall and per task family) of greedy label generation on this worker's shard of
     ``examples``, and its calibration: ECE of the first decoder step's largest softmax probability,
     as the MI paper's code bins it (``_ece``: 100 equal-mass bins) and the usual way (``_ece15``: 15
-    equal-width bins). Counts and scores are gathered over workers: every rank returns the same."""
+    equal-width bins). Counts and scores are gathered over workers: every rank returns the same.
+    ``records``, when given, receives one dict per example: input, gold, prediction, correct, confidence."""
     module.eval()
     tasks = sorted({e.task for e in examples})
     correct = torch.zeros(len(tasks) + 1, dtype=torch.float64)
@@ -62,6 +63,9 @@ def evaluate(module: DistillModule, tokenizer, examples, predict_ids, cfg: Confi
             ok = float(label_correct(pred, ex.label, ex.kind))
             scored.append((c, pred.strip(), ex.label, bool(ok)))
             predicted[i] = pred.strip()
+            if records is not None:
+                records.append({"index": i, "input": ex.input, "gold": ex.label, "prediction": pred.strip(),
+                                "correct": bool(ok), "confidence": c})
             t = tasks.index(ex.task)
             correct[t] += ok
             total[t] += 1
@@ -69,6 +73,8 @@ def evaluate(module: DistillModule, tokenizer, examples, predict_ids, cfg: Confi
             total[-1] += 1
     counts = all_reduce(torch.stack([correct, total]).to(device)).cpu()
     scored = gather(scored)
+    if records is not None:
+        records[:] = sorted(gather(records), key=lambda r: r["index"])
     rationale_metrics = _rationales(module, tokenizer, examples, predicted, cfg, device, rank, world, prefix)
     module.train()
     conf, preds, golds, ok = zip(*scored) if scored else ((), (), (), ())

@@ -1,0 +1,201 @@
+"""The distilled student leaves the sweep: choose a run (a sweep's confirmed arm, a run folder or a
+checkpoint), write its student as a ``save_pretrained`` folder that plain ``transformers`` loads,
+with a model card, and load any of them back for prediction (``mmi-ray export`` / ``predict``).
+
+The MI critic is not part of the exported model: it only shapes training.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_config, load_state
+from .config import Config, LossConfig
+from .errors import MmiError
+from .layout import (
+    CONFIG_FILE,
+    CONFIRM_DIR,
+    CONFIRMATION_FILE,
+    META_FILE,
+    RUNS_DIR,
+    SPEC_FILE,
+    STATE_FILE,
+    complete_checkpoints,
+    read_spec,
+    run_name,
+)
+
+REMOTE_CODE = "modeling_mmi_t5.py"
+"""Shipped in an exported folder whose student has learned encoder positions (the ``tiny`` preset)."""
+
+
+class ExportError(MmiError):
+    """A source that cannot be exported, or an output folder that would be overwritten."""
+
+
+@dataclass
+class Chosen:
+    """The checkpoint to export and what it was chosen from."""
+
+    checkpoint: Path
+    cfg: Config
+    seed: int
+    sweep_dir: Path | None = None
+    arm: str | None = None
+    confirmation: dict | None = None
+    metric: str = "val_accuracy"
+    mode: str = "max"
+    why: list[str] = field(default_factory=list)
+
+
+def newest_checkpoint(run_dir: Path) -> Path:
+    ckpts = complete_checkpoints(run_dir)
+    if not ckpts:
+        raise ExportError(f"{run_dir}: no checkpoint (a run folder holds checkpoint_<step>/ with {STATE_FILE} "
+                          f"and {META_FILE})")
+    return ckpts[-1]
+
+
+def choose(source: str | Path, arm: str | None = None, seed: int | None = None) -> Chosen:
+    """A checkpoint folder itself; a run folder's newest checkpoint; or, from a sweep folder, the
+    confirmation arm ranked first on validation (or ``arm``) and its seed run named by ``seed`` or
+    else the one whose validation figure is closest to the arm's mean. Never chosen on test."""
+    src = Path(source)
+    if (src / STATE_FILE).exists() and (src / META_FILE).exists():
+        cfg = load_config(src)
+        return Chosen(src, cfg, cfg.train.seed, why=[f"checkpoint `{src}`"])
+    if (src / CONFIG_FILE).exists():
+        ckpt = newest_checkpoint(src)
+        cfg = load_config(ckpt)
+        return Chosen(ckpt, cfg, cfg.train.seed, why=[f"run `{src.name}`, its newest checkpoint `{ckpt.name}`"])
+    if not (src / SPEC_FILE).exists():
+        raise ExportError(f"{src}: not a sweep folder ({SPEC_FILE}), a run folder ({CONFIG_FILE}) or a checkpoint "
+                          f"({STATE_FILE})")
+    conf_file = src / CONFIRM_DIR / CONFIRMATION_FILE
+    state = json.loads(conf_file.read_text()) if conf_file.exists() else {}
+    if not state.get("runs"):
+        raise ExportError(f"{conf_file}: no confirmation runs to export from; run `mmi-ray confirm {src}` first "
+                          "(a student is exported from runs on fresh seeds, never from the search)")
+    spec, _ = read_spec(str(src))
+    metric, mode = spec["objective"]["metric"], spec["objective"].get("mode", "max")
+    means = arm_means(state, metric)
+    if arm is None:
+        arm = (max if mode == "max" else min)(means, key=lambda a: (means[a], -list(state["arms"]).index(a)))
+    elif arm not in means:
+        raise ExportError(f"{conf_file}: --arm: no arm '{arm}' with finished runs (arms: {', '.join(means)})")
+    runs = {r["seed"]: r for r in state["runs"] if r["arm"] == arm}
+    if seed is None:
+        seed = min(runs, key=lambda s: (abs(runs[s][metric] - means[arm]), s))
+        how = f"the seed whose {metric} is closest to the arm's mean"
+    elif seed not in runs:
+        raise ExportError(f"{conf_file}: --seed: arm {arm} has no finished run on seed {seed} "
+                          f"(seeds: {', '.join(map(str, sorted(runs)))})")
+    else:
+        how = "the seed asked for"
+    run_dir = src / CONFIRM_DIR / RUNS_DIR / run_name(runs[seed]["trial_id"], seed)
+    ckpt = newest_checkpoint(run_dir)
+    ranked = sorted(means, key=lambda a: means[a], reverse=mode == "max")
+    why = [f"sweep `{src.name}`: confirmation arm **{arm}** ({state['arms'][arm]['method']}), ranked "
+           f"{ranked.index(arm) + 1} of {len(ranked)} arms on mean {metric} over fresh seeds (test chose nothing)",
+           f"seed {seed}: {how}; checkpoint `{ckpt.name}`"]
+    return Chosen(ckpt, load_config(ckpt), seed, src, arm, state, metric, mode, why)
+
+
+def arm_means(state: dict, metric: str) -> dict[str, float]:
+    """Each confirmation arm's mean validation objective over its finished seed runs."""
+    out: dict[str, list[float]] = {}
+    for r in state["runs"]:
+        out.setdefault(r["arm"], []).append(float(r[metric]))
+    return {a: sum(v) / len(v) for a, v in out.items()}
+
+
+# --- the student as plain transformers
+
+def load_student(checkpoint: Path) -> tuple[torch.nn.Module, object, Config]:
+    """The student of a checkpoint (no critic), its tokenizer and the run's config."""
+    from .model import build_seq2seq, build_tokenizer
+    from .objective import DistillModule
+
+    cfg = load_config(checkpoint)
+    tokenizer = build_tokenizer(cfg.model)
+    module = DistillModule(build_seq2seq(cfg.model, tokenizer, cfg.train.seed), cfg.loss)
+    module.load_state_dict(load_state(checkpoint)["model"])
+    return module.student.eval(), tokenizer, cfg
+
+
+def as_hf_model(student: torch.nn.Module, cfg: Config) -> torch.nn.Module:
+    """A model ``save_pretrained`` can write: the student itself, or, for a student with learned
+    encoder positions, the same weights in ``MMIT5ForConditionalGeneration`` (remote code)."""
+    from .model import EncoderPositions
+
+    if not isinstance(getattr(student.encoder, "embed_tokens", None), EncoderPositions):
+        return student
+    from .hf.modeling_mmi_t5 import MMIT5Config, MMIT5ForConditionalGeneration
+
+    skip = ("model_type", "architectures", "transformers_version", "auto_map")
+    conf = MMIT5Config(encoder_positions=cfg.model.max_source_length,
+                       **{k: v for k, v in student.config.to_dict().items() if k not in skip})
+    conf.auto_map = {"AutoConfig": f"{REMOTE_CODE[:-3]}.MMIT5Config",
+                     "AutoModelForSeq2SeqLM": f"{REMOTE_CODE[:-3]}.MMIT5ForConditionalGeneration"}
+    model = MMIT5ForConditionalGeneration(conf)
+    renamed = {"encoder.embed_tokens.positions.weight": "encoder_positions.weight",
+               "encoder.embed_tokens.tokens.weight": "encoder.embed_tokens.weight"}  # = shared.weight (tied)
+    state = {renamed.get(k, k): v for k, v in student.state_dict().items()}
+    model.load_state_dict(state, strict=True)
+    model.generation_config = student.generation_config
+    return model.eval()
+
+
+def write_model(chosen: Chosen, out: Path) -> bool:
+    """Write the ``save_pretrained`` folder (safetensors, tokenizer, generation config); returns
+    whether it needs ``trust_remote_code`` (the tiny preset's encoder positions)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the shard-writing bar of a one-file model says nothing
+    student, tokenizer, cfg = load_student(chosen.checkpoint)
+    model = as_hf_model(student, cfg)
+    model.generation_config.max_new_tokens = cfg.train.max_new_tokens
+    model.generation_config.do_sample = False
+    model.generation_config.num_beams = 1
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    remote = model is not student
+    if remote:
+        shutil.copy(Path(__file__).parent / "hf" / REMOTE_CODE, out / REMOTE_CODE)
+    return remote
+
+
+def prepare_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: --out exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ExportError(f"{out}: --out is a folder that is not empty; choose another, or add --force to replace it")
+
+
+def load_model(path: str | Path, device: str = "cpu"):
+    """(model, tokenizer, max_new_tokens) from an exported folder, a run folder or a checkpoint."""
+    p = Path(path)
+    if (p / "config.json").exists() and not (p / STATE_FILE).exists():
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        remote = (p / REMOTE_CODE).exists()  # our own exported code, shipped beside the weights
+        model = AutoModelForSeq2SeqLM.from_pretrained(p, trust_remote_code=remote)
+        tokenizer = AutoTokenizer.from_pretrained(p, trust_remote_code=remote)
+        return model.to(device).eval(), tokenizer, model.generation_config.max_new_tokens or 64
+    if not p.exists():
+        raise ExportError(f"{p}: MODEL not found (an exported folder, a run folder or a checkpoint)")
+    chosen = choose(p)
+    student, tokenizer, cfg = load_student(chosen.checkpoint)
+    return student.to(device), tokenizer, cfg.train.max_new_tokens
+
+
+def as_module(model: torch.nn.Module) -> torch.nn.Module:
+    """A student wrapped as the trainer's evaluation expects it (no critic, no MI term)."""
+    from .objective import DistillModule
+
+    return DistillModule(model, LossConfig(mi_weight=0.0, rationale_weight=0.0))

@@ -1,0 +1,126 @@
+"""The model card (``README.md``, Hugging Face format: YAML front matter, then prose) of an exported
+student: how it was chosen, its confirmation figures with n and intervals, the comparison with DSS
+and label-only, the resolved config, the data and code identity, and how to prompt and load it."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from .analysis.stats import arm_comparisons, arm_table, method_of
+from .checkpoint import load_config
+from .data import load_splits
+from .data.batching import LABEL_PREFIX, RATIONALE_PREFIX
+from .export import Chosen
+from .layout import MACHINE, META_FILE
+from .reuse import code_version, data_fingerprint, identity
+
+TAGS = ["mmi-ray", "chain-of-thought-distillation", "distilling-step-by-step", "mutual-information", "t5",
+        "text2text-generation"]
+HUB_DATASETS = {"cqa": "cos_e", "svamp": "ChilleD/SVAMP", "anli1": "facebook/anli", "esnli": "esnli"}
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}"
+
+
+def _interval(lo: float, hi: float) -> str:
+    return f"[{max(0.0, 100 * lo):.1f}, {min(100.0, 100 * hi):.1f}]"
+
+
+def example_input(chosen: Chosen) -> str:
+    """A validation input of the run's data, to show how to prompt the student."""
+    splits = load_splits(chosen.cfg.data, need_train=False)
+    return splits.valid.examples[0].input
+
+
+def usage(model_ref: str, remote: bool, text: str, max_new_tokens: int) -> str:
+    """Five lines that load the folder with plain transformers and answer one question."""
+    trust = ", trust_remote_code=True" if remote else ""
+    return (f"from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n"
+            f"model = AutoModelForSeq2SeqLM.from_pretrained({model_ref!r}{trust})\n"
+            f"tokenizer = AutoTokenizer.from_pretrained({model_ref!r}{trust})\n"
+            f"ids = tokenizer([{(LABEL_PREFIX + text)!r}], return_tensors=\"pt\").input_ids\n"
+            f"print(tokenizer.batch_decode(model.generate(ids, max_new_tokens={max_new_tokens}), "
+            f"skip_special_tokens=True)[0])\n")
+
+
+def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool) -> str:
+    import pandas as pd
+
+    cfg = chosen.cfg
+    method = method_of(cfg.loss.rationale_weight, cfg.loss.mi_weight, cfg.loss.mi_estimator)
+    meta = json.loads((chosen.checkpoint / META_FILE).read_text())
+    text = example_input(chosen)
+    dataset = cfg.data.dataset if cfg.data.dataset != "builtin" else f"builtin ({', '.join(cfg.data.builtin.tasks)})"
+    front: dict = {"license": "apache-2.0", "library_name": "transformers", "pipeline_tag": "text2text-generation",
+                   "tags": TAGS}
+    if not cfg.model.name.startswith((".", "/", "~")) and cfg.model.name != "tiny":
+        front["base_model"] = cfg.model.name
+    if cfg.data.dataset in HUB_DATASETS:
+        front["datasets"] = [HUB_DATASETS[cfg.data.dataset]]
+    lines = [f"# {name}", "",
+             f"A {method} student ({_model_words(cfg)}) distilled with mmi-ray (mutual-information chain-of-thought distillation) on {dataset}: "
+             "it answers with `predict: ` before the input and writes its rationale with `explain: `.", ""]
+    lines += ["## How it was chosen", ""] + [f"- {w}" for w in chosen.why] + [""]
+    results = []
+    if chosen.confirmation:
+        runs = pd.DataFrame(chosen.confirmation["runs"])
+        table = arm_table(runs, chosen.metric)
+        mine = table[table["arm"] == chosen.arm].iloc[0]
+        results.append({"type": "accuracy", "value": round(100 * float(mine["test_mean"]), 2),
+                        "name": f"test accuracy, mean over {int(mine['n'])} confirmation seeds"})
+        lines += ["## Confirmation runs (fresh seeds, full budget; test read once per run)", "",
+                  "| arm | method | n seeds | validation % [95% t] | test % [95% t] |", "| --- | --- | --- | --- | --- |"]
+        for r in table.itertuples():
+            row = (f"| {r.arm} | {r.method} | {r.n} | {_pct(r.val_mean)} {_interval(r.val_low, r.val_high)} | "
+                   f"{_pct(r.test_mean)} {_interval(r.test_low, r.test_high)} |")
+            lines.append(row.replace(f"| {r.arm} |", f"| **{r.arm}** |", 1) if r.arm == chosen.arm else row)
+        cmp = arm_comparisons(runs, "test_accuracy")
+        mine_cmp = cmp[cmp["arm"] == chosen.arm]
+        if not mine_cmp.empty:
+            lines += ["", "Paired by seed on test (Holm-corrected over the confirmation's comparisons):", "",
+                      "| comparison | difference, points [95% t] | d_z | p (Holm) | n |", "| --- | --- | --- | --- | --- |"]
+            for r in mine_cmp.itertuples():
+                lines.append(f"| {method} - {r.baseline} | {100 * r.mean_diff:+.1f} [{100 * r.ci_low:+.1f}, "
+                             f"{100 * r.ci_high:+.1f}] | {r.effect_dz:.2f} | {r.p_holm:.2g} | {r.n_pairs} |")
+        lines += ["", "An interval that holds 0 is no measurable difference at this number of seeds.", ""]
+    else:
+        metrics = meta.get("metrics", {})
+        if "val_accuracy" in metrics:
+            lines += ["## Figures", "", f"Validation accuracy at step {meta['step']}: {_pct(metrics['val_accuracy'])}% "
+                      f"(n = {metrics.get('val_n', '?')} questions, one run, one seed: no interval over seeds; "
+                      "export from a sweep with confirmation runs for those).", ""]
+    if results:
+        front["model-index"] = [{"name": name, "results": [{
+            "task": {"type": "text2text-generation", "name": "label prediction"},
+            "dataset": {"name": dataset, "type": HUB_DATASETS.get(cfg.data.dataset, f"mmi-ray/{cfg.data.dataset}"),
+                        "split": "test"},
+            "metrics": results}]}]
+    lines += ["## How to prompt it", "",
+              f"- `{LABEL_PREFIX}<input>` gives the answer (greedy, at most {cfg.train.max_new_tokens} new tokens in "
+              "training's evaluation);",
+              f"- `{RATIONALE_PREFIX}<input>` gives the rationale (chain of thought).", "",
+              "```python", usage(model_ref, remote, text, cfg.train.max_new_tokens).rstrip(), "```", ""]
+    if remote:
+        lines += ["The student adds learned absolute positions to the encoder input (mmi-ray's `tiny` preset), so "
+                  "the folder ships `modeling_mmi_t5.py` (torch and transformers only) and loads with "
+                  "`trust_remote_code=True`.", ""]
+    lines += ["## Training", "",
+              f"Method: {method}; loss = {cfg.loss.label_weight} x CE(label) + {cfg.loss.rationale_weight} x "
+              f"CE(rationale) + {cfg.loss.mi_weight} x L_mi ({cfg.loss.mi_estimator}). The MI critic, if any, is not "
+              "part of this model.", "",
+              f"- run identity `{identity(load_config(chosen.checkpoint))}`, data fingerprint "
+              f"`{data_fingerprint(cfg.data)}`, code `{code_version()}` (mmi-ray's `reuse.py`)",
+              f"- trained on: {meta.get('metrics', {}).get(MACHINE, 'not recorded')}",
+              f"- step {meta['step']} of {cfg.train.max_steps}, seed {chosen.seed}", "",
+              "Resolved config:", "", "```yaml", cfg.to_yaml().rstrip(), "```", ""]
+    return "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n" + "\n".join(lines)
+
+
+def _model_words(cfg) -> str:
+    m = cfg.model
+    if m.name == "tiny":
+        return f"tiny T5, d_model {m.d_model}, {m.num_layers}+{m.num_layers} layers, trained from scratch"
+    return m.name

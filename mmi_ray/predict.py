@@ -1,0 +1,132 @@
+"""``mmi-ray predict`` and ``mmi-ray evaluate``: a trained student (exported folder, run folder or
+checkpoint) on new inputs, or scored on a dataset split through the trainer's own evaluation."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+
+from .data.batching import LABEL_PREFIX, RATIONALE_PREFIX, pad
+from .errors import DataError
+
+
+def read_inputs(source: str) -> Iterator[tuple[int, str]]:
+    """(line number, input text) from a JSONL file (an ``input`` field per line), plain text lines,
+    or ``-`` (standard input). A JSON line without ``input`` is an error naming the file and line."""
+    stream = sys.stdin if source == "-" else open(source, encoding="utf-8")  # noqa: SIM115
+    name = "<stdin>" if source == "-" else source
+    try:
+        for n, line in enumerate(stream, start=1):
+            text = line.rstrip("\n")
+            if not text.strip():
+                continue
+            if text.lstrip().startswith("{"):
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{name}: line {n}: not valid JSON ({e.msg})") from None
+                if not isinstance(row, dict) or not isinstance(row.get("input"), str):
+                    raise DataError(f"{name}: line {n}: input: missing (each JSON line needs an \"input\" string)")
+                text = row["input"]
+            yield n, text
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+@torch.no_grad()
+def generate(model, tokenizer, texts: list[str], prefix: str, max_new_tokens: int, max_source: int = 512) -> list[str]:
+    """Greedy generation for one batch, as the trainer's evaluation generates."""
+    ids = [tokenizer(prefix + t, truncation=True, max_length=max_source)["input_ids"] for t in texts]
+    batch = pad(ids, tokenizer.pad_token_id).to(model.device)
+    out = model.generate(input_ids=batch, attention_mask=batch.ne(tokenizer.pad_token_id), do_sample=False,
+                         num_beams=1, max_new_tokens=max_new_tokens)
+    return [s.strip() for s in tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+def predict(model, tokenizer, rows: Iterable[tuple[int, str]], explain: bool, batch: int, max_new_tokens: int,
+            max_rationale_tokens: int = 128) -> Iterator[dict]:
+    """One output record per input: ``answer`` and, with ``explain``, ``rationale``."""
+    buf: list[tuple[int, str]] = []
+
+    def flush():
+        texts = [t for _, t in buf]
+        answers = generate(model, tokenizer, texts, LABEL_PREFIX, max_new_tokens)
+        rats = generate(model, tokenizer, texts, RATIONALE_PREFIX, max_rationale_tokens) if explain else None
+        for i, ((_, text), ans) in enumerate(zip(buf, answers)):
+            yield {"input": text, "answer": ans, **({"rationale": rats[i]} if explain else {})}
+
+    for row in rows:
+        buf.append(row)
+        if len(buf) == batch:
+            yield from flush()
+            buf = []
+    if buf:
+        yield from flush()
+
+
+def run_predict(model_path: str, source: str, explain: bool, batch: int, out: str | None, device: str | None) -> int:
+    from .export import load_model
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer, max_new = load_model(model_path, dev)
+    rows = list(read_inputs(source))  # read (and check) every line before anything is written
+    sink = open(out, "w", encoding="utf-8") if out else sys.stdout  # noqa: SIM115
+    bar = None
+    if sys.stderr.isatty() and len(rows) > batch:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(rows), unit="input", file=sys.stderr)
+    try:
+        for rec in predict(model, tokenizer, rows, explain, batch, max_new):
+            sink.write(json.dumps(rec) + "\n")
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        if out:
+            sink.close()
+    return 0
+
+
+def run_evaluate(model_path: str, data: str | None, split: str, rationales: int, out: str | None,
+                 device: str | None) -> dict:
+    """Accuracy with its Wilson interval and n, ECE, and with ``rationales`` the rationale scores,
+    through the trainer's own ``evaluate``; per-example predictions to ``out``."""
+    from .analysis.stats import wilson_interval
+    from .checkpoint import load_config
+    from .config import load_config as load_yaml_config
+    from .data import load_splits
+    from .data.batching import predict_inputs
+    from .evaluate import evaluate
+    from .export import as_module, choose, load_model
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, tokenizer, max_new = load_model(model_path, str(dev))
+    if data is not None:
+        cfg = load_yaml_config(data)
+    elif (Path(model_path) / "config.json").exists() and not (Path(model_path) / "state.pt").exists():
+        raise DataError(f"{model_path}: an exported folder carries no data config; give --data CONFIG.yaml")
+    else:
+        cfg = load_config(choose(model_path).checkpoint)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"eval_rationales": rationales,
+                                                                      "max_new_tokens": max_new})})
+    splits = load_splits(cfg.data)
+    part = {"valid": splits.valid, "test": splits.test, "train": splits.train}[split]
+    if part is None or not part.examples:
+        raise DataError(f"{data or model_path}: data: the {split} split is empty")
+    ids = predict_inputs(part.examples, tokenizer, cfg.model.max_source_length)
+    records: list[dict] = []
+    metrics = evaluate(as_module(model).to(dev), tokenizer, part.examples, ids, cfg, dev, prefix=split,
+                       records=records)
+    n = metrics[f"{split}_n"]
+    lo, hi = wilson_interval(metrics[f"{split}_accuracy"] * n, n)
+    metrics[f"{split}_accuracy_low"], metrics[f"{split}_accuracy_high"] = lo, hi
+    if out:
+        Path(out).write_text("".join(json.dumps(r) + "\n" for r in records))
+    return metrics
