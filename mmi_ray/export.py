@@ -179,6 +179,9 @@ def prepare_out(out: Path, force: bool) -> None:
 
 def load_model(path: str | Path, device: str = "cpu"):
     """(model, tokenizer, max_new_tokens) from an exported folder, a run folder or a checkpoint."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" of a small local folder: noise on a predict's stderr
     p = Path(path)
     if (p / "config.json").exists() and not (p / STATE_FILE).exists():
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer

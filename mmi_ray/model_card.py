@@ -77,14 +77,13 @@ def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool) -> str:
             row = (f"| {r.arm} | {r.method} | {r.n} | {_pct(r.val_mean)} {_interval(r.val_low, r.val_high)} | "
                    f"{_pct(r.test_mean)} {_interval(r.test_low, r.test_high)} |")
             lines.append(row.replace(f"| {r.arm} |", f"| **{r.arm}** |", 1) if r.arm == chosen.arm else row)
-        cmp = arm_comparisons(runs, "test_accuracy")
-        mine_cmp = cmp[cmp["arm"] == chosen.arm]
-        if not mine_cmp.empty:
+        pairs = this_arm_against_baselines(runs, chosen.arm)
+        if pairs:
             lines += ["", "Paired by seed on test (Holm-corrected over the confirmation's comparisons):", "",
                       "| comparison | difference, points [95% t] | d_z | p (Holm) | n |", "| --- | --- | --- | --- | --- |"]
-            for r in mine_cmp.itertuples():
-                lines.append(f"| {method} - {r.baseline} | {100 * r.mean_diff:+.1f} [{100 * r.ci_low:+.1f}, "
-                             f"{100 * r.ci_high:+.1f}] | {r.effect_dz:.2f} | {r.p_holm:.2g} | {r.n_pairs} |")
+            for other, diff, lo, hi, dz, p, n in pairs:
+                lines.append(f"| {method} - {other} | {100 * diff:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
+                             f"{dz:.2f} | {p:.2g} | {n} |")
         lines += ["", "An interval that holds 0 is no measurable difference at this number of seeds.", ""]
     else:
         metrics = meta.get("metrics", {})
@@ -117,6 +116,24 @@ def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool) -> str:
               f"- step {meta['step']} of {cfg.train.max_steps}, seed {chosen.seed}", "",
               "Resolved config:", "", "```yaml", cfg.to_yaml().rstrip(), "```", ""]
     return "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n" + "\n".join(lines)
+
+
+def this_arm_against_baselines(runs, arm: str) -> list[tuple]:
+    """The confirmation's paired test comparisons that involve ``arm``, as ``arm - other``:
+    (other, difference, low, high, d_z, Holm p, n). Where ``arm`` is itself the DSS baseline, its
+    comparisons are the other arms' against it, turned round."""
+    cmp = arm_comparisons(runs, "test_accuracy")
+    if cmp.empty:
+        return []
+    base_arm = {m: runs.loc[runs["method"] == m, "arm"].iloc[0] for m in cmp["baseline"].unique()}
+    out = []
+    for r in cmp.itertuples():
+        if r.arm == arm:
+            out.append((r.baseline, r.mean_diff, r.ci_low, r.ci_high, r.effect_dz, r.p_holm, r.n_pairs))
+        elif base_arm[r.baseline] == arm:
+            out.append((r.method, 0.0 - r.mean_diff, 0.0 - r.ci_high, 0.0 - r.ci_low, 0.0 - r.effect_dz, r.p_holm,
+                        r.n_pairs))
+    return out
 
 
 def _model_words(cfg) -> str:

@@ -12,6 +12,7 @@ import torch
 
 from .data.batching import LABEL_PREFIX, RATIONALE_PREFIX, pad
 from .errors import DataError
+from .layout import STATE_FILE
 
 
 def read_inputs(source: str) -> Iterator[tuple[int, str]]:
@@ -110,7 +111,7 @@ def run_evaluate(model_path: str, data: str | None, split: str, rationales: int,
     model, tokenizer, max_new = load_model(model_path, str(dev))
     if data is not None:
         cfg = load_yaml_config(data)
-    elif (Path(model_path) / "config.json").exists() and not (Path(model_path) / "state.pt").exists():
+    elif (Path(model_path) / "config.json").exists() and not (Path(model_path) / STATE_FILE).exists():
         raise DataError(f"{model_path}: an exported folder carries no data config; give --data CONFIG.yaml")
     else:
         cfg = load_config(choose(model_path).checkpoint)

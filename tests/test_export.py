@@ -56,20 +56,21 @@ PLAIN_HF = """
 import json, sys
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 folder, remote, inputs, max_new = sys.argv[1], sys.argv[2] == "1", json.loads(sys.argv[3]), int(sys.argv[4])
+max_source = int(sys.argv[5])  # the student's input length in training (longer inputs were cut there too)
 model = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=remote).eval()
 tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
 out = []
 for text in inputs:  # one at a time: no padding, nothing of mmi-ray's batching
-    ids = tok(["predict: " + text], return_tensors="pt").input_ids
+    ids = tok(["predict: " + text], return_tensors="pt", truncation=True, max_length=max_source).input_ids
     out.append(tok.batch_decode(model.generate(ids, max_new_tokens=max_new, do_sample=False), skip_special_tokens=True)[0].strip())
 assert not any(m.startswith("mmi_ray") for m in sys.modules)
 print(json.dumps({"class": type(model).__name__, "answers": out}))
 """
 
 
-def plain_transformers(folder: Path, inputs: list[str], remote: bool, max_new: int) -> dict:
+def plain_transformers(folder: Path, inputs: list[str], remote: bool, max_new: int, max_source: int = 512) -> dict:
     r = subprocess.run([sys.executable, "-c", PLAIN_HF, str(folder), "1" if remote else "0", json.dumps(inputs),
-                        str(max_new)], capture_output=True, text=True, cwd=folder.parent, timeout=300)
+                        str(max_new), str(max_source)], capture_output=True, text=True, cwd=folder.parent, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 

@@ -120,3 +120,26 @@ def test_readme_command_builds_a_student_folder(data_dir, tmp_path, capsys):
     assert main([str(tmp_path / "student"), "--data-dir", str(data_dir), "--vocab", "500"]) == 0
     assert f"model.name={tmp_path / 'student'}" in capsys.readouterr().out
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (tmp_path / "student").iterdir()}
+
+
+def test_an_exported_t5_v1_1_student_answers_in_plain_transformers_as_its_run(data_dir, student, tmp_path):
+    """The offline T5-v1.1 student (as a hub model would be) trains 4 steps on CQA, exports as a stock
+    T5 folder (no remote code), and plain transformers in a fresh process gives the run's own answers."""
+    if not (data_dir / "cqa").is_dir():
+        pytest.skip("cqa is not in the shared DSS data")
+    from test_export import own_predictions, plain_transformers
+
+    from mmi_ray.cli import main
+    from mmi_ray.layout import CONFIG_FILE
+    from mmi_ray.worker import in_process_env
+
+    cfg = _cfg("cqa", data_dir, student, tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / CONFIG_FILE).write_text(cfg.to_yaml())
+    run_loop(cfg, in_process_env(run_dir, 1, "node", lambda m: None)[0])
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "out")]) == 0
+    assert not (tmp_path / "out" / "modeling_mmi_t5.py").exists()
+    inputs, preds, _ = own_predictions(run_dir)
+    got = plain_transformers(tmp_path / "out", inputs, False, cfg.train.max_new_tokens, cfg.model.max_source_length)
+    assert got["class"] == "T5ForConditionalGeneration" and got["answers"] == preds
