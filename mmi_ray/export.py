@@ -163,6 +163,7 @@ def write_model(chosen: Chosen, out: Path) -> bool:
     model.generation_config.do_sample = False
     model.generation_config.num_beams = 1
     model.save_pretrained(out, safe_serialization=True)
+    tokenizer.model_max_length = cfg.model.max_source_length  # truncation=True cuts inputs as training did
     tokenizer.save_pretrained(out)
     remote = model is not student
     if remote:
@@ -178,7 +179,8 @@ def prepare_out(out: Path, force: bool) -> None:
 
 
 def load_model(path: str | Path, device: str = "cpu"):
-    """(model, tokenizer, max_new_tokens) from an exported folder, a run folder or a checkpoint."""
+    """(model, tokenizer, max_new_tokens, max_source_length) from an exported folder, a run folder
+    or a checkpoint: the student and how training generated and cut its inputs."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" of a small local folder: noise on a predict's stderr
@@ -189,12 +191,13 @@ def load_model(path: str | Path, device: str = "cpu"):
         remote = (p / REMOTE_CODE).exists()  # our own exported code, shipped beside the weights
         model = AutoModelForSeq2SeqLM.from_pretrained(p, trust_remote_code=remote)
         tokenizer = AutoTokenizer.from_pretrained(p, trust_remote_code=remote)
-        return model.to(device).eval(), tokenizer, model.generation_config.max_new_tokens or 64
+        max_source = tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else 512
+        return model.to(device).eval(), tokenizer, model.generation_config.max_new_tokens or 64, max_source
     if not p.exists():
         raise ExportError(f"{p}: MODEL not found (an exported folder, a run folder or a checkpoint)")
     chosen = choose(p)
     student, tokenizer, cfg = load_student(chosen.checkpoint)
-    return student.to(device), tokenizer, cfg.train.max_new_tokens
+    return student.to(device), tokenizer, cfg.train.max_new_tokens, cfg.model.max_source_length
 
 
 def as_module(model: torch.nn.Module) -> torch.nn.Module:

@@ -41,7 +41,7 @@ def usage(model_ref: str, remote: bool, text: str, max_new_tokens: int) -> str:
     return (f"from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n"
             f"model = AutoModelForSeq2SeqLM.from_pretrained({model_ref!r}{trust})\n"
             f"tokenizer = AutoTokenizer.from_pretrained({model_ref!r}{trust})\n"
-            f"ids = tokenizer([{(LABEL_PREFIX + text)!r}], return_tensors=\"pt\").input_ids\n"
+            f"ids = tokenizer([{(LABEL_PREFIX + text)!r}], return_tensors=\"pt\", truncation=True).input_ids\n"
             f"print(tokenizer.batch_decode(model.generate(ids, max_new_tokens={max_new_tokens}), "
             f"skip_special_tokens=True)[0])\n")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .data.batching import LABEL_PREFIX, RATIONALE_PREFIX, pad
+from .data.batching import LABEL_PREFIX, RATIONALE_PREFIX, _ids, pad
 from .errors import DataError
 from .layout import STATE_FILE
 
@@ -40,24 +40,24 @@ def read_inputs(source: str) -> Iterator[tuple[int, str]]:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, texts: list[str], prefix: str, max_new_tokens: int, max_source: int = 512) -> list[str]:
-    """Greedy generation for one batch, as the trainer's evaluation generates."""
-    ids = [tokenizer(prefix + t, truncation=True, max_length=max_source)["input_ids"] for t in texts]
-    batch = pad(ids, tokenizer.pad_token_id).to(model.device)
+def generate(model, tokenizer, texts: list[str], prefix: str, max_new_tokens: int, max_source: int) -> list[str]:
+    """Greedy generation for one batch, as the trainer's evaluation generates (inputs cut at
+    ``max_source`` tokens, as in training)."""
+    batch = pad(_ids(tokenizer, [prefix + t for t in texts], max_source), tokenizer.pad_token_id).to(model.device)
     out = model.generate(input_ids=batch, attention_mask=batch.ne(tokenizer.pad_token_id), do_sample=False,
                          num_beams=1, max_new_tokens=max_new_tokens)
     return [s.strip() for s in tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
 def predict(model, tokenizer, rows: Iterable[tuple[int, str]], explain: bool, batch: int, max_new_tokens: int,
-            max_rationale_tokens: int = 128) -> Iterator[dict]:
+            max_source: int, max_rationale_tokens: int = 128) -> Iterator[dict]:
     """One output record per input: ``answer`` and, with ``explain``, ``rationale``."""
     buf: list[tuple[int, str]] = []
 
     def flush():
         texts = [t for _, t in buf]
-        answers = generate(model, tokenizer, texts, LABEL_PREFIX, max_new_tokens)
-        rats = generate(model, tokenizer, texts, RATIONALE_PREFIX, max_rationale_tokens) if explain else None
+        answers = generate(model, tokenizer, texts, LABEL_PREFIX, max_new_tokens, max_source)
+        rats = generate(model, tokenizer, texts, RATIONALE_PREFIX, max_rationale_tokens, max_source) if explain else None
         for i, ((_, text), ans) in enumerate(zip(buf, answers)):
             yield {"input": text, "answer": ans, **({"rationale": rats[i]} if explain else {})}
 
@@ -74,7 +74,7 @@ def run_predict(model_path: str, source: str, explain: bool, batch: int, out: st
     from .export import load_model
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer, max_new = load_model(model_path, dev)
+    model, tokenizer, max_new, max_source = load_model(model_path, dev)
     rows = list(read_inputs(source))  # read (and check) every line before anything is written
     sink = open(out, "w", encoding="utf-8") if out else sys.stdout  # noqa: SIM115
     bar = None
@@ -83,7 +83,7 @@ def run_predict(model_path: str, source: str, explain: bool, batch: int, out: st
 
         bar = tqdm(total=len(rows), unit="input", file=sys.stderr)
     try:
-        for rec in predict(model, tokenizer, rows, explain, batch, max_new):
+        for rec in predict(model, tokenizer, rows, explain, batch, max_new, max_source):
             sink.write(json.dumps(rec) + "\n")
             if bar is not None:
                 bar.update(1)
@@ -108,7 +108,7 @@ def run_evaluate(model_path: str, data: str | None, split: str, rationales: int,
     from .export import as_module, choose, load_model
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, tokenizer, max_new = load_model(model_path, str(dev))
+    model, tokenizer, max_new, _ = load_model(model_path, str(dev))
     if data is not None:
         cfg = load_yaml_config(data)
     elif (Path(model_path) / "config.json").exists() and not (Path(model_path) / STATE_FILE).exists():

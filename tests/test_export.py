@@ -89,6 +89,9 @@ def test_an_exported_run_loads_in_plain_transformers_and_answers_as_the_run_did(
     assert {"model.safetensors", "config.json", "generation_config.json", "README.md"} <= names
     assert ("modeling_mmi_t5.py" in names) == remote
     assert not any("critic" in k or "estimator" in k for k in json.loads((out / "config.json").read_text()))
+    # the tokenizer cuts inputs where training did
+    assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == \
+        load_config(run_dir / CONFIG_FILE).model.max_source_length
     inputs, preds, acc = own_predictions(run_dir)
     cfg = load_config(run_dir / CONFIG_FILE)
     got = plain_transformers(out, inputs, remote, cfg.train.max_new_tokens)
