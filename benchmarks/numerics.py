@@ -45,7 +45,7 @@ def child(config: str, steps: int, threads: int) -> None:
     print("RESULT " + json.dumps(out))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(REPO / "configs" / "tiny_props.yaml"))
     ap.add_argument("--steps", type=int, default=60)
@@ -53,12 +53,12 @@ def main() -> None:
     ap.add_argument("--capabilities", nargs="+", default=["native", "avx2", "default"],
                     help="ATEN_CPU_CAPABILITY values (native: leave it unset)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.child:
         child(args.config, args.steps, args.threads[0])
-        return
+        return []
     settings = [("native", t) for t in args.threads] + [(c, 1) for c in args.capabilities if c != "native"]
-    first, machine = None, ""
+    first, machine, rows = None, "", []
     print(f"{'capability':<12} {'threads':>7} {'dispatch':<9} {'val acc':>8} {'loss':>10}  params hash       same as first")
     for cap, threads in settings:
         env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
@@ -68,9 +68,11 @@ def main() -> None:
                             "--threads", str(threads)], env=env, capture_output=True, text=True, check=True)
         res = json.loads(next(x for x in r.stdout.splitlines() if x.startswith("RESULT "))[7:])
         first, machine = first or res["params"], machine or res["machine"]
+        rows.append({"setting": cap, "threads": threads, **res})  # res["capability"]: what torch dispatched to
         print(f"{cap:<12} {threads:>7} {res['capability']:<9} {100 * res['val_accuracy']:7.1f}% {res['loss']:10.6f}  "
               f"{res['params']}  {'yes' if res['params'] == first else 'no'}")
     print(f"({args.steps} steps of {Path(args.config).name}; machine: {machine.rsplit(' | ', 1)[0]})")
+    return rows
 
 
 if __name__ == "__main__":

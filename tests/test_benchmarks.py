@@ -23,6 +23,15 @@ def test_mi_overhead_small_mode(tmp_path, capsys):
     assert "maxpool's extra memory:" in text
 
 
+def test_numerics_small_mode_threads_agree_and_the_dispatch_is_read_back(capsys):
+    import numerics
+
+    rows = numerics.main(["--steps", "2", "--threads", "1", "2", "--capabilities", "native", "default"])
+    assert [(r["setting"], r["threads"]) for r in rows] == [("native", 1), ("native", 2), ("default", 1)]
+    assert rows[0]["params"] == rows[1]["params"]  # threads: the same model
+    assert rows[2]["capability"] == "DEFAULT" and "params hash" in capsys.readouterr().out
+
+
 def test_equation_metric_small_mode(tmp_path):
     import equation_metric
 
