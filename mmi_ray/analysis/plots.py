@@ -126,7 +126,7 @@ def optuna_study_from_trials(trials: pd.DataFrame, search: dict, metric_col: str
     history plot and importance evaluators)."""
     import optuna
 
-    from ..sweep.spec import Param
+    from ..sweep.space import Param
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = {k: Param.model_validate(v) for k, v in search.items()}
