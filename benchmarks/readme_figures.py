@@ -92,14 +92,6 @@ def _minutes(s: float) -> str:
     return f"{int(s // 60)} min {int(s % 60)} s" if s >= 60 else f"{int(s)} s"
 
 
-def _pct(v: float) -> str:
-    return f"{100 * v:.1f}"
-
-
-def _interval(lo: float, hi: float) -> str:
-    return f"[{max(0.0, 100 * lo):.1f}, {min(100.0, 100 * hi):.1f}]"
-
-
 def render(record: dict) -> str:
     """The markdown a record stands for (the console's own lines where the console printed them)."""
     if record["kind"] == "seeds":
@@ -132,17 +124,14 @@ def _render_table(record: dict) -> str:
     import pandas as pd
 
     from mmi_ray.analysis.stats import arm_comparisons, arm_table
+    from mmi_ray.model_card import arm_table_lines
 
     conf = record["confirmation"]
     runs = pd.DataFrame(conf["runs"])
     metric = record["search"]["objective"]["metric"]
     out = [f"{_provenance(record)}; confirmation runs on fresh seeds {conf['seeds']}, each scored on "
            f"{int(runs['val_n'].max())} validation and {int(runs['test_n'].max())} test questions, test read once:", "",
-           "| arm | method | n seeds | validation % [95% t] | test % [95% t] | test sd (points) |",
-           "| --- | --- | --- | --- | --- | --- |"]
-    for r in arm_table(runs, metric).itertuples():
-        out.append(f"| {r.arm} | {r.method} | {r.n} | {_pct(r.val_mean)} {_interval(r.val_low, r.val_high)} | "
-                   f"{_pct(r.test_mean)} {_interval(r.test_low, r.test_high)} | {100 * r.test_sd:.1f} |")
+           *arm_table_lines(arm_table(runs, metric), with_sd=True)]
     out += ["", "Paired by seed on test (one family, Holm-corrected):", "",
             "| comparison | difference, points [95% t] | d_z | p (Holm) |", "| --- | --- | --- | --- |"]
     methods = dict(zip(runs["arm"], runs["method"]))

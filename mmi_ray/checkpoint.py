@@ -44,6 +44,17 @@ def load_config(path: Path) -> Config:
     return Config.model_validate(json.loads((Path(path) / META_FILE).read_text())["config"])
 
 
+def load_module(path: Path) -> tuple[DistillModule, object, Config]:
+    """A checkpoint's trained student (and critic) as the run built it, its tokenizer and config."""
+    from .model import build_seq2seq, build_tokenizer
+
+    cfg = load_config(path)
+    tokenizer = build_tokenizer(cfg.model)
+    module = DistillModule(build_seq2seq(cfg.model, tokenizer, cfg.train.seed), cfg.loss)
+    module.load_state_dict(load_state(path)["model"])
+    return module, tokenizer, cfg
+
+
 def restore(state: dict, module: DistillModule, optimizer, scheduler, stream: BatchStream, cfg: Config) -> int:
     """Load a checkpoint's state into a freshly built run whose model is already placed on its device;
     returns the step to continue from. The optimizer's state is cast to each parameter's device and

@@ -11,12 +11,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .checkpoint import load_config, load_state
+from .checkpoint import load_module
 from .config import Config
 from .data import load_splits
 from .data.batching import pad, predict_inputs
 from .metrics import ece_equal_mass, ece_equal_width, label_correct
-from .model import build_seq2seq, build_tokenizer
 from .objective import DistillModule
 
 
@@ -61,10 +60,11 @@ def evaluate(module: DistillModule, tokenizer, examples, predict_ids, cfg: Confi
         for i, pred, c in zip(idx, preds, conf.tolist()):
             ex = examples[i]
             ok = float(label_correct(pred, ex.label, ex.kind))
-            scored.append((c, pred.strip(), ex.label, bool(ok)))
-            predicted[i] = pred.strip()
+            pred = pred.strip()
+            scored.append((c, pred, ex.label, bool(ok)))
+            predicted[i] = pred
             if records is not None:
-                records.append({"index": i, "input": ex.input, "gold": ex.label, "prediction": pred.strip(),
+                records.append({"index": i, "input": ex.input, "gold": ex.label, "prediction": pred,
                                 "correct": bool(ok), "confidence": c})
             t = tasks.index(ex.task)
             correct[t] += ok
@@ -122,11 +122,7 @@ def _rationales(module: DistillModule, tokenizer, examples, predicted: dict[int,
 
 def evaluate_checkpoint(checkpoint_dir: str | Path, split: str = "test", device: str = "cpu") -> dict:
     """Accuracy (and per-task accuracy) of a checkpoint's student on ``split``."""
-    d = Path(checkpoint_dir)
-    cfg = load_config(d)
-    tokenizer = build_tokenizer(cfg.model)
-    module = DistillModule(build_seq2seq(cfg.model, tokenizer, cfg.train.seed), cfg.loss)
-    module.load_state_dict(load_state(d)["model"])
+    module, tokenizer, cfg = load_module(Path(checkpoint_dir))
     splits = load_splits(cfg.data)
     data = {"valid": splits.valid, "test": splits.test, "train": splits.train}[split]
     if data is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_config, load_state
+from .checkpoint import load_config, load_module
 from .config import Config, LossConfig
 from .errors import MmiError
 from .layout import (
@@ -30,6 +30,8 @@ from .layout import (
     run_name,
 )
 
+HF_CONFIG = "config.json"
+"""``save_pretrained``'s model config: what marks an exported folder."""
 REMOTE_CODE = "modeling_mmi_t5.py"
 """Shipped in an exported folder whose student has learned encoder positions (the ``tiny`` preset)."""
 
@@ -118,13 +120,7 @@ def arm_means(state: dict, metric: str) -> dict[str, float]:
 
 def load_student(checkpoint: Path) -> tuple[torch.nn.Module, object, Config]:
     """The student of a checkpoint (no critic), its tokenizer and the run's config."""
-    from .model import build_seq2seq, build_tokenizer
-    from .objective import DistillModule
-
-    cfg = load_config(checkpoint)
-    tokenizer = build_tokenizer(cfg.model)
-    module = DistillModule(build_seq2seq(cfg.model, tokenizer, cfg.train.seed), cfg.loss)
-    module.load_state_dict(load_state(checkpoint)["model"])
+    module, tokenizer, cfg = load_module(checkpoint)
     return module.student.eval(), tokenizer, cfg
 
 
@@ -178,26 +174,42 @@ def prepare_out(out: Path, force: bool) -> None:
         raise ExportError(f"{out}: --out is a folder that is not empty; choose another, or add --force to replace it")
 
 
-def load_model(path: str | Path, device: str = "cpu"):
-    """(model, tokenizer, max_new_tokens, max_source_length) from an exported folder, a run folder
-    or a checkpoint: the student and how training generated and cut its inputs."""
+@dataclass
+class Loaded:
+    """A student ready to generate, and how training generated and cut its inputs."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    max_new_tokens: int
+    max_source: int
+    cfg: Config | None = None
+    """The run's config (its data, for ``evaluate``); None for an exported folder, which carries none."""
+
+
+def is_exported(path: Path) -> bool:
+    """An ``export`` (``save_pretrained``) folder, as opposed to a run folder or a checkpoint."""
+    return (path / HF_CONFIG).exists() and not (path / STATE_FILE).exists()
+
+
+def load_model(path: str | Path, device: str = "cpu") -> Loaded:
+    """The student of an exported folder, a run folder (its newest checkpoint), a sweep folder (its
+    confirmed arm) or a checkpoint."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" of a small local folder: noise on a predict's stderr
     p = Path(path)
-    if (p / "config.json").exists() and not (p / STATE_FILE).exists():
+    if is_exported(p):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         remote = (p / REMOTE_CODE).exists()  # our own exported code, shipped beside the weights
         model = AutoModelForSeq2SeqLM.from_pretrained(p, trust_remote_code=remote)
         tokenizer = AutoTokenizer.from_pretrained(p, trust_remote_code=remote)
         max_source = tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else 512
-        return model.to(device).eval(), tokenizer, model.generation_config.max_new_tokens or 64, max_source
+        return Loaded(model.to(device).eval(), tokenizer, model.generation_config.max_new_tokens or 64, max_source)
     if not p.exists():
         raise ExportError(f"{p}: MODEL not found (an exported folder, a run folder or a checkpoint)")
-    chosen = choose(p)
-    student, tokenizer, cfg = load_student(chosen.checkpoint)
-    return student.to(device), tokenizer, cfg.train.max_new_tokens, cfg.model.max_source_length
+    student, tokenizer, cfg = load_student(choose(p).checkpoint)
+    return Loaded(student.to(device), tokenizer, cfg.train.max_new_tokens, cfg.model.max_source_length, cfg)
 
 
 def as_module(model: torch.nn.Module) -> torch.nn.Module:

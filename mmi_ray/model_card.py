@@ -29,6 +29,20 @@ def _interval(lo: float, hi: float) -> str:
     return f"[{max(0.0, 100 * lo):.1f}, {min(100.0, 100 * hi):.1f}]"
 
 
+def arm_table_lines(table, bold: str | None = None, with_sd: bool = False) -> list[str]:
+    """A confirmation's per-arm table (``analysis.stats.arm_table``) as Markdown: n seeds, validation
+    and test means with their 95% t intervals (cut at 0 and 100), optionally the test sd; ``bold``
+    marks one arm. The model card and the README's figures render it alike."""
+    head = "| arm | method | n seeds | validation % [95% t] | test % [95% t] |" + (" test sd (points) |" * with_sd)
+    lines = [head, "|" + " --- |" * (6 if with_sd else 5)]
+    for r in table.itertuples():
+        arm = f"**{r.arm}**" if r.arm == bold else r.arm
+        lines.append(f"| {arm} | {r.method} | {r.n} | {_pct(r.val_mean)} {_interval(r.val_low, r.val_high)} | "
+                     f"{_pct(r.test_mean)} {_interval(r.test_low, r.test_high)} |"
+                     + (f" {100 * r.test_sd:.1f} |" if with_sd else ""))
+    return lines
+
+
 def example_input(chosen: Chosen) -> str:
     """A validation input of the run's data, to show how to prompt the student."""
     splits = load_splits(chosen.cfg.data, need_train=False)
@@ -72,11 +86,7 @@ def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool) -> str:
         results.append({"type": "accuracy", "value": round(100 * float(mine["test_mean"]), 2),
                         "name": f"test accuracy, mean over {int(mine['n'])} confirmation seeds"})
         lines += ["## Confirmation runs (fresh seeds, full budget; test read once per run)", "",
-                  "| arm | method | n seeds | validation % [95% t] | test % [95% t] |", "| --- | --- | --- | --- | --- |"]
-        for r in table.itertuples():
-            row = (f"| {r.arm} | {r.method} | {r.n} | {_pct(r.val_mean)} {_interval(r.val_low, r.val_high)} | "
-                   f"{_pct(r.test_mean)} {_interval(r.test_low, r.test_high)} |")
-            lines.append(row.replace(f"| {r.arm} |", f"| **{r.arm}** |", 1) if r.arm == chosen.arm else row)
+                  *arm_table_lines(table, bold=chosen.arm)]
         pairs = this_arm_against_baselines(runs, chosen.arm)
         if pairs:
             lines += ["", "Paired by seed on test (Holm-corrected over the confirmation's comparisons):", "",
@@ -111,7 +121,7 @@ def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool) -> str:
               f"CE(rationale) + {cfg.loss.mi_weight} x L_mi ({cfg.loss.mi_estimator}). The MI critic, if any, is not "
               "part of this model.", "",
               f"- run identity `{identity(load_config(chosen.checkpoint))}`, data fingerprint "
-              f"`{data_fingerprint(cfg.data)}`, code `{code_version()}` (mmi-ray's `reuse.py`)",
+              f"`{data_fingerprint(cfg.data)}`, code `{code_version()}` (`reuse.py`, under the code version that exported it: equal to the run's own when the training code is unchanged since)",
               f"- trained on: {meta.get('metrics', {}).get(MACHINE, 'not recorded')}",
               f"- step {meta['step']} of {cfg.train.max_steps}, seed {chosen.seed}", "",
               "Resolved config:", "", "```yaml", cfg.to_yaml().rstrip(), "```", ""]

@@ -12,7 +12,6 @@ import torch
 
 from .data.batching import LABEL_PREFIX, RATIONALE_PREFIX, _ids, pad
 from .errors import DataError
-from .layout import STATE_FILE
 
 
 def read_inputs(source: str) -> Iterator[tuple[int, str]]:
@@ -74,7 +73,7 @@ def run_predict(model_path: str, source: str, explain: bool, batch: int, out: st
     from .export import load_model
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer, max_new, max_source = load_model(model_path, dev)
+    loaded = load_model(model_path, dev)
     rows = list(read_inputs(source))  # read (and check) every line before anything is written
     sink = open(out, "w", encoding="utf-8") if out else sys.stdout  # noqa: SIM115
     bar = None
@@ -83,7 +82,8 @@ def run_predict(model_path: str, source: str, explain: bool, batch: int, out: st
 
         bar = tqdm(total=len(rows), unit="input", file=sys.stderr)
     try:
-        for rec in predict(model, tokenizer, rows, explain, batch, max_new, max_source):
+        for rec in predict(loaded.model, loaded.tokenizer, rows, explain, batch, loaded.max_new_tokens,
+                           loaded.max_source):
             sink.write(json.dumps(rec) + "\n")
             if bar is not None:
                 bar.update(1)
@@ -100,23 +100,23 @@ def run_evaluate(model_path: str, data: str | None, split: str, rationales: int,
     """Accuracy with its Wilson interval and n, ECE, and with ``rationales`` the rationale scores,
     through the trainer's own ``evaluate``; per-example predictions to ``out``."""
     from .analysis.stats import wilson_interval
-    from .checkpoint import load_config
-    from .config import load_config as load_yaml_config
+    from .config import load_config
     from .data import load_splits
     from .data.batching import predict_inputs
     from .evaluate import evaluate
-    from .export import as_module, choose, load_model
+    from .export import as_module, load_model
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, tokenizer, max_new, _ = load_model(model_path, str(dev))
+    loaded = load_model(model_path, str(dev))
+    model, tokenizer = loaded.model, loaded.tokenizer
     if data is not None:
-        cfg = load_yaml_config(data)
-    elif (Path(model_path) / "config.json").exists() and not (Path(model_path) / STATE_FILE).exists():
+        cfg = load_config(data)
+    elif loaded.cfg is None:
         raise DataError(f"{model_path}: an exported folder carries no data config; give --data CONFIG.yaml")
     else:
-        cfg = load_config(choose(model_path).checkpoint)
+        cfg = loaded.cfg
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"eval_rationales": rationales,
-                                                                      "max_new_tokens": max_new})})
+                                                                      "max_new_tokens": loaded.max_new_tokens})})
     splits = load_splits(cfg.data)
     part = {"valid": splits.valid, "test": splits.test, "train": splits.train}[split]
     if part is None or not part.examples:

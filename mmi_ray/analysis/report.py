@@ -149,8 +149,6 @@ def _section_headline(x: _Inputs) -> list[str]:
     return md
 
 
-
-
 def _section_pareto(x: _Inputs, spec: dict, written: list[str]) -> list[str]:
     """A multi-objective spec: the Pareto front of the completed configurations, a table and a plot."""
     objectives = [(o["metric"], o["mode"]) for o in [spec["objective"], *spec.get("more_objectives", [])]]
