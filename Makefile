@@ -23,7 +23,7 @@ quickstart: install
 	$(BIN)/mmi-ray sweep sweeps/quickstart.yaml name=quickstart-$$(date +%Y%m%d-%H%M%S)
 
 lint: install
-	$(BIN)/ruff check mmi_ray tests analysis benchmarks
+	$(BIN)/ruff check mmi_ray tests analysis benchmarks examples
 
 # the docs site, as the tests build it (warnings are errors)
 docs: install

@@ -1,4 +1,4 @@
-"""mmi-ray: chain-of-thought distillation with the MI method on Ray: train, sweep, confirm, analyze, table, export, predict, evaluate, plan, data.
+"""mmi-ray: chain-of-thought distillation with the MI method on Ray: train, sweep, confirm, analyze, table, export, predict, evaluate, plan, data, rationales.
 
 Errors in user input print as one line each (file and key named) with exit code 2, no traceback.
 Importing this module changes nothing in the environment; Ray's is set where Ray is started
@@ -19,13 +19,13 @@ from .storage import is_uri
 def cmd_train(args) -> int:
     from .config import check_paths, load_config
     from .data import load_splits
-    from .model import build_tokenizer
+    from .model import build_tokenizer, check_fits
     from .train import run_training
 
     cfg = load_config(args.config, args.overrides)
     check_paths(cfg, args.config)
     # fail on bad data or model names here, before any Ray work starts
-    load_splits(cfg.data)
+    check_fits(cfg, load_splits(cfg.data), args.config)
     build_tokenizer(cfg.model)
     summary = run_training(cfg, source=args.config, verbose=not args.quiet, ray_logs=args.verbose, rerun=args.rerun)
     f = summary["final"]
@@ -37,6 +37,15 @@ def cmd_train(args) -> int:
 
 def cmd_data(args) -> int:
     from pathlib import Path
+
+    if args.name not in DSS_NAMES or args.settings:
+        if args.data_dir:
+            raise MmiError(f"--data-dir is for the DSS datasets ({', '.join(DSS_NAMES)}); '{args.name}' is read as a custom dataset")
+        from .teacher.cli import cmd_data_custom
+
+        return cmd_data_custom(args)
+    if not args.data_dir:
+        raise MmiError(f"{args.name}: --data-dir (the DSS datasets/ folder) is required for a DSS dataset")
 
     from .data.dss import DSS_DATASETS, available_splits, load_dss_split
     from .errors import DataError
@@ -67,6 +76,11 @@ def cmd_sweep(args) -> int:
     from .config import check_paths
 
     check_paths(sweep.base, f"{args.spec} (base)")
+    if sweep.base.data.dataset == "custom":  # your own rows: a bad row fails here, not in every trial
+        from .data import load_splits
+        from .model import check_fits
+
+        check_fits(sweep.base, load_splits(sweep.base.data), f"{args.spec} (base)")
     summary = run_sweep(sweep, resume=args.resume, verbose=0 if args.quiet else 2 if args.verbose else 1,
                         rerun=args.rerun)
     print_summary(summary)
@@ -234,10 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default=None)
     ev.set_defaults(fn=cmd_evaluate)
 
-    d = sub.add_parser("data", help="load a DSS dataset and report rows, parse failures, teacher accuracy")
-    d.add_argument("name", choices=DSS_NAMES)
-    d.add_argument("--data-dir", required=True, help="the DSS datasets/ folder")
+    d = sub.add_parser("data", help="load a dataset (DSS or your own) and report rows, parse failures, teacher accuracy")
+    d.add_argument("name", help=f"a DSS dataset ({', '.join(DSS_NAMES)}) with --data-dir, or a custom dataset's path")
+    d.add_argument("settings", nargs="*", help="custom data: dotted key=value settings of the data section (custom.label_kind=number ...)")
+    d.add_argument("--data-dir", default=None, help="the DSS datasets/ folder")
     d.set_defaults(fn=cmd_data)
+
+    from .teacher.cli import add_parsers
+
+    add_parsers(sub)
     return p
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .storage import is_uri, resolve_storage
@@ -23,7 +23,10 @@ from .storage import is_uri, resolve_storage
 # registries themselves (data/dss.py DSS_DATASETS, data/builtin.py GENERATORS, losses.py
 # MI_ESTIMATORS) to exactly these keys.
 DSS_NAMES = ("cqa", "svamp", "esnli", "anli1")
-DATASETS = ("builtin", *DSS_NAMES)
+DATASETS = ("builtin", *DSS_NAMES, "custom")
+LABEL_KINDS = ("text", "choice", "number", "class")
+"""How a custom dataset's labels read and compare (data/custom.py; the teacher's answer parser per kind:
+teacher/parse.py)."""
 BUILTIN_TASKS = ("arith", "choice", "nli", "props")
 MI_ESTIMATOR_NAMES = ("maxpool", "maxpool_masked", "infonce", "nwj")
 LEARNED_ESTIMATORS = ("infonce", "nwj")
@@ -59,7 +62,7 @@ class ModelConfig(_Section):
     ``google/t5-v1_1-base``, or a local checkpoint directory."""
     tokenizer: str | None = None
     """Tokenizer name or path; None uses ``name`` (``tiny`` uses ByT5's byte tokenizer). ``words``: one
-    token per word of the built-in task (no files; built-in data only), which ``props`` learns fastest with."""
+    token per word of the built-in task (no files; built-in data, or custom data written in its words), which ``props`` learns fastest with."""
     d_model: int = Field(128, ge=8)
     """tiny preset: hidden width."""
     num_layers: int = Field(2, ge=1)
@@ -111,9 +114,63 @@ class BuiltinDataConfig(_Section):
     """Seed of the generator (the data itself); the training seed is ``train.seed``."""
 
 
+class ColumnsConfig(_Section):
+    """Which column of a custom dataset holds what (CSV header names, JSON keys, ``datasets`` features)."""
+
+    input: str = "input"
+    """The task input (the question)."""
+    label: str = "label"
+    """The gold label."""
+    rationale: str = "rationale"
+    """The teacher's rationale (optional: a dataset without it trains label-only until ``mmi-ray rationales``
+    has written one)."""
+    teacher_answer: str = "teacher_answer"
+    """The teacher's parsed answer (optional; ``data.label_type: teacher`` trains on it)."""
+    choices: str = "choices"
+    """``label_kind: choice``: the options, a JSON list or one string with ``|`` between options."""
+    split: str = "split"
+    """Optional: a column naming each row's split (train / valid / test) in a single file."""
+
+
+class CustomDataConfig(_Section):
+    label_kind: Literal[LABEL_KINDS] | None = None
+    """``text`` (exact match), ``choice`` (one of the row's options), ``number`` (numeric value), ``class``
+    (one of ``classes``); None: the kind a ``mmi-ray rationales`` folder records, else ``text``."""
+    classes: list[str] | None = None
+    """``label_kind: class``: the closed set of labels (a label outside it is an error naming the row)."""
+    columns: ColumnsConfig = ColumnsConfig()
+    """Column names (only those that differ from the defaults need be given)."""
+    label_names: dict[str, str] | None = None
+    """Gold label values -> label text, e.g. ``{0: entailment, 1: neutral, 2: contradiction}`` for a dataset
+    that stores class ids."""
+    input_template: str | None = None
+    """Build the input from several columns, e.g. ``"{premise} </s> {hypothesis}"``; None: the input column."""
+    test_fraction: float | None = Field(None, gt=0.0, lt=1.0)
+    """A dataset with no test split: carve this share of train off as test (before validation is carved);
+    None leaves it without a test split."""
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _no_yaml_booleans(cls, v):
+        if isinstance(v, list) and any(isinstance(c, bool) for c in v):
+            raise ValueError("YAML reads yes / no / on / off as true / false: quote the labels, e.g. ['yes', 'no']")
+        return v
+
+    @field_validator("label_names", mode="before")
+    @classmethod
+    def _keys_as_text(cls, v):
+        return {str(k): v2 for k, v2 in v.items()} if isinstance(v, dict) else v
+
+
 class DataConfig(_Section):
     dataset: Literal[DATASETS] = "builtin"
-    """Which dataset: the generated offline task or one of the four DSS datasets."""
+    """Which dataset: the generated offline task, one of the four DSS datasets, or ``custom`` (your own
+    rows in ``data.path``: docs/own-data.md)."""
+    path: str | None = None
+    """``custom``: a JSONL / CSV file, a folder of ``train`` / ``valid`` / ``test`` files (what ``mmi-ray
+    rationales`` writes), a ``datasets`` folder (``save_to_disk``), or ``hf:NAME`` for a hub dataset."""
+    custom: CustomDataConfig = CustomDataConfig()
+    """How to read a custom dataset."""
     source: Literal["local", "hub"] = "local"
     """DSS data from ``data_dir`` (the released layout), or from the hub with ``datasets`` (online; gold rows
     only, no teacher rationales, so label-only training)."""
@@ -134,7 +191,14 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _dir_needed(self):
-        if self.dataset != "builtin" and self.source == "local" and not self.data_dir:
+        if self.dataset == "custom":
+            if not self.path:
+                raise ValueError("path is required for dataset 'custom' (a JSONL / CSV file or a folder: docs/own-data.md)")
+            if self.custom.label_kind == "class" and not self.custom.classes:
+                raise ValueError("custom.classes: label_kind 'class' needs the closed set of labels")
+        elif self.path is not None:
+            raise ValueError(f"path is read for dataset 'custom' only (dataset is '{self.dataset}'); use data_dir for DSS files")
+        if self.dataset not in ("builtin", "custom") and self.source == "local" and not self.data_dir:
             raise ValueError(f"data_dir is required for dataset '{self.dataset}' with source 'local'")
         return self
 
@@ -261,11 +325,11 @@ class Config(_Section):
     @model_validator(mode="after")
     def _rationales_available(self):
         d, loss = self.data, self.loss
-        if d.dataset != "builtin" and d.source == "hub" and (loss.rationale_weight > 0 or loss.mi_weight > 0):
+        if d.dataset not in ("builtin", "custom") and d.source == "hub" and (loss.rationale_weight > 0 or loss.mi_weight > 0):
             raise ValueError("data.source: 'hub' has the gold rows but no teacher rationales, and DSS / MI "
                              "(loss.rationale_weight or loss.mi_weight > 0) would train on empty targets; use "
                              "source 'local' with the DSS files in data.data_dir, or label-only (both weights 0)")
-        if self.model.tokenizer == "words" and d.dataset != "builtin":
+        if self.model.tokenizer == "words" and d.dataset not in ("builtin", "custom"):
             raise ValueError(f"model.tokenizer: 'words' knows only the built-in task's words; dataset '{d.dataset}' "
                              "needs the model's own tokenizer (leave model.tokenizer unset) or 'byt5'")
         return self
@@ -381,12 +445,14 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
     return out
 
 
-PATH_KEYS = (("data", "data_dir"), ("model", "name"), ("model", "tokenizer"), ("run", "storage_path"))
+PATH_KEYS = (("data", "data_dir"), ("data", "path"), ("model", "name"), ("model", "tokenizer"), ("run", "storage_path"))
 """Config values that may name a local folder."""
 
 
 def _is_local_path(key: tuple[str, str], value: str) -> bool:
     if is_uri(value):  # a storage URI (s3://, gs://) stays as it is
+        return False
+    if key == ("data", "path") and value.startswith("hf:"):  # a hub dataset name
         return False
     if key[0] == "model":  # a hub name ("google/t5-v1_1-base") stays a name unless a folder says otherwise
         return value != "tiny" and (value.startswith((".", "/", "~")) or Path(value).expanduser().exists())
@@ -424,7 +490,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 def check_paths(cfg: Config, source: str) -> None:
     """Checks that need the file system (run before any Ray work)."""
     problems = []
-    if cfg.data.dataset != "builtin" and cfg.data.source == "local":
+    if cfg.data.dataset == "custom":
+        if not cfg.data.path.startswith("hf:") and not Path(cfg.data.path).expanduser().exists():
+            problems.append(f"data.path: file or folder not found: {cfg.data.path}")
+    elif cfg.data.dataset != "builtin" and cfg.data.source == "local":
         d = Path(cfg.data.data_dir).expanduser()
         if not d.is_dir():
             problems.append(f"data.data_dir: folder not found: {cfg.data.data_dir}")

@@ -54,7 +54,7 @@ def words_tokenizer():
     """A word-level tokenizer over the built-in task's fixed vocabulary (no files, no training): every
     word, number (0-999), box name and punctuation mark of the generated text is one token, so a
     ``props`` box is one token and sequences are a quarter of their byte length. Text from elsewhere
-    maps to ``<unk>``: use it with ``data.dataset: builtin`` only."""
+    would map to ``<unk>``: with ``data.dataset: custom`` every word must be in it (``check_fits``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -66,6 +66,27 @@ def words_tokenizer():
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def check_fits(cfg, splits, source: str) -> None:
+    """The ``words`` tokenizer on custom data: every word of every split must be in its vocabulary
+    (an unknown word would become ``<unk>`` and the student could not write it)."""
+    if cfg.model.tokenizer != "words" or cfg.data.dataset != "custom":
+        return
+    import re
+
+    from .data.builtin import vocabulary
+
+    known, unknown = set(vocabulary()), {}
+    for name, sp in splits.items():
+        for i, e in enumerate(sp.examples):
+            for w in re.findall(r"\w+|[^\w\s]+", f"{e.input} {e.label} {e.rationale}"):
+                if w not in known and w not in unknown:
+                    unknown[w] = f"{name} row {i + 1}"
+    if unknown:
+        first = ", ".join(f"'{w}' ({where})" for w, where in list(unknown.items())[:5])
+        raise ModelError(f"{source}: model.tokenizer: 'words' knows only the built-in task's words; {cfg.data.path} "
+                         f"has {len(unknown)} others: {first}; leave model.tokenizer unset (bytes)")
 
 
 def _first_line(e: Exception) -> str:

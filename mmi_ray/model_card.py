@@ -5,6 +5,7 @@ and label-only, the resolved config, the data and code identity, and how to prom
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import yaml
 
@@ -68,6 +69,8 @@ def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool) -> str:
     meta = json.loads((chosen.checkpoint / META_FILE).read_text())
     text = example_input(chosen)
     dataset = cfg.data.dataset if cfg.data.dataset != "builtin" else f"builtin ({', '.join(cfg.data.builtin.tasks)})"
+    if cfg.data.dataset == "custom":
+        dataset = f"custom ({Path(cfg.data.path).name})"
     front: dict = {"license": "apache-2.0", "library_name": "transformers", "pipeline_tag": "text2text-generation",
                    "tags": TAGS}
     if not cfg.model.name.startswith((".", "/", "~")) and cfg.model.name != "tiny":

@@ -26,7 +26,7 @@ from .data.batching import BatchStream, collate, predict_inputs, tokenize
 from .evaluate import all_reduce, evaluate
 from .layout import MACHINE, divergence_record
 from .machine import describe, pin_numerics
-from .model import build_seq2seq, build_tokenizer, count_params
+from .model import build_seq2seq, build_tokenizer, check_fits, count_params
 from .objective import DistillModule
 from .worker import WorkerEnv, ray_worker_env
 
@@ -68,6 +68,7 @@ def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
     # --- data: tokenised once per worker
     tokenizer = build_tokenizer(cfg.model)
     splits = load_splits(cfg.data)
+    check_fits(cfg, splits, "config")
     m = cfg.model
     train_tok = tokenize(splits.train.examples, tokenizer, m.max_source_length, m.max_target_length, cfg.data.label_type)
     valid = splits.valid.examples

@@ -67,6 +67,9 @@ def code_version() -> str:
 @functools.cache
 def _files_hash(root: str, stamp: tuple) -> str:
     h = hashlib.sha256()
+    if Path(root).is_file():
+        h.update(Path(root).read_bytes())
+        return h.hexdigest()[:16]
     for f in sorted(Path(root).rglob("*")):
         if f.is_file():
             h.update(str(f.relative_to(root)).encode())
@@ -75,12 +78,22 @@ def _files_hash(root: str, stamp: tuple) -> str:
 
 
 def data_fingerprint(data: DataConfig) -> str:
-    """The DSS files' bytes (local source); the built-in data is decided by config and code."""
+    """The DSS or custom files' bytes (local source: new rationales, a new identity); the built-in data is
+    decided by config and code."""
     if data.dataset == "builtin":
         return "builtin"
-    if data.source == "hub" or not data.data_dir:
+    if data.dataset == "custom":
+        if data.path.startswith("hf:"):
+            return data.path
+        p = Path(data.path).expanduser()
+        if p.is_file():
+            st = p.stat()
+            return _files_hash(str(p), ((str(p), st.st_size, st.st_mtime_ns),))
+        root = p
+    elif data.source == "hub" or not data.data_dir:
         return f"hub:{data.dataset}"
-    root = Path(data.data_dir).expanduser() / data.dataset
+    else:
+        root = Path(data.data_dir).expanduser() / data.dataset
     if not root.is_dir():
         return f"missing:{root}"
     stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(root.rglob("*")) if f.is_file())

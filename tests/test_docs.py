@@ -45,7 +45,7 @@ def _all_commands() -> list[tuple[str, str]]:
 def test_the_pages_show_commands_of_every_kind():
     cmds = [c for _, c in _all_commands()]
     for kind in ("mmi-ray sweep", "mmi-ray train", "mmi-ray confirm", "mmi-ray analyze", "mmi-ray table",
-                 "mmi-ray plan", "mmi-ray data", "mmi-ray export", "mmi-ray predict", "mmi-ray evaluate", "python benchmarks/", "make "):
+                 "mmi-ray plan", "mmi-ray data", "mmi-ray rationales", "mmi-ray export", "mmi-ray predict", "mmi-ray evaluate", "python benchmarks/", "make "):
         assert any(c.startswith(kind) for c in cmds), f"no page shows `{kind} ...`"
 
 

@@ -7,6 +7,7 @@ import random
 from ..config import DataConfig
 from ..errors import DataError
 from .builtin import builtin_splits
+from .custom import custom_splits
 from .dss import DSS_DATASETS, available_splits, load_dss_split, load_hub_split
 from .examples import Example, SplitData, Splits
 
@@ -34,6 +35,8 @@ def load_splits(cfg: DataConfig, need_train: bool = True) -> Splits:
         b = cfg.builtin
         splits = builtin_splits(b.num_train, b.num_valid, b.num_test, b.seed, list(b.tasks), b.teacher_error_rate,
                                 b.max_operand, b.props_boxes, b.props_taught)
+    elif cfg.dataset == "custom":
+        splits = custom_splits(cfg)
     else:
         name = cfg.dataset
         if cfg.source == "hub":

@@ -1,0 +1,145 @@
+"""Your own rows as a dataset (``data.dataset: custom``): JSONL, CSV, split files, a ``datasets``
+folder; the four label kinds; splits given or carved (validation never from test); bad input is one
+line naming the file, the line and the key, with exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mmi_ray.cli import main
+from mmi_ray.config import load_config
+from mmi_ray.data import load_splits
+from mmi_ray.errors import ConfigError, DataError, ModelError
+from mmi_ray.teacher.cli import data_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def jsonl(path: Path, rows: list[dict]) -> Path:
+    return write(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_a_csv_with_a_split_column_and_mapped_columns(tmp_path):
+    f = write(tmp_path / "qa.csv", "q,a,why,split\n"
+              "2 + 2?,4,two and two,train\n3 + 4?,7,three and four,train\n1 + 1?,2,one and one,train\n"
+              "5 + 5?,10.0,,valid\n6 + 1?,\"1,000\",,test\n")
+    s = load_splits(data_config(str(f), ["custom.label_kind=number", "custom.columns.input=q", "custom.columns.label=a",
+                                         "custom.columns.rationale=why"]))
+    assert [e.input for e in s.train.examples] == ["2 + 2?", "3 + 4?", "1 + 1?"]
+    assert [e.label for e in s.valid.examples + s.test.examples] == ["10", "1000"]
+    e = s.train.examples[0]
+    assert e.rationale == "two and two" and e.teacher_label == "4" and e.kind == "equation"
+    assert s.valid.examples[0].rationale == "" and s.valid.unparsed == 1
+
+
+def test_choice_rows_get_the_options_in_the_input_and_letters_name_options(tmp_path):
+    f = jsonl(tmp_path / "train.jsonl", [
+        {"input": "Where do fish live?", "choices": ["desert", "water", "sky"], "label": "(b)"},
+        {"input": "What is cold?", "choices": "ice | fire", "label": "ice", "rationale": "Ice is frozen.",
+         "teacher_answer": "b"}])
+    s = load_splits(data_config(str(f.parent), ["custom.label_kind=choice", "valid_fraction=0.5"]))
+    ex = s.train.examples + s.valid.examples
+    fish = next(e for e in ex if e.input.startswith("Where"))
+    assert fish.input == "Where do fish live?\nAnswer Choices:\n(a) desert\n(b) water\n(c) sky" and fish.label == "water"
+    cold = next(e for e in ex if e.input.startswith("What"))
+    assert cold.teacher_label == "fire" and cold.rationale == "Ice is frozen."
+
+
+def test_class_labels_and_label_names(tmp_path):
+    f = jsonl(tmp_path / "nli" / "nli_train.json", [{"premise": "A dog runs.", "hypothesis": "An animal moves.", "label": 0},
+                                                    {"premise": "A cat.", "hypothesis": "A car.", "label": 2}] * 3)
+    jsonl(tmp_path / "nli" / "nli_dev.json", [{"premise": "P.", "hypothesis": "H.", "label": 1}])
+    s = load_splits(data_config(str(f.parent), [
+        "custom.label_kind=class", "custom.classes=[entailment, neutral, contradiction]",
+        "custom.input_template={premise} </s> {hypothesis}", "custom.label_names={0: entailment, 1: neutral, 2: contradiction}"]))
+    assert s.train.examples[0].input == "A dog runs. </s> An animal moves." and s.train.examples[0].label == "entailment"
+    assert s.valid.examples[0].label == "neutral" and s.test is None
+    assert any("no test split" in n for n in s.notes)
+
+
+def test_validation_is_carved_from_train_never_from_test_and_test_fraction_carves_a_test(tmp_path):
+    rows = [{"input": f"q{i}", "label": f"a{i}"} for i in range(40)]
+    jsonl(tmp_path / "d" / "train.jsonl", rows)
+    jsonl(tmp_path / "d" / "test.jsonl", [{"input": "t1", "label": "x"}, {"input": "t2", "label": "y"}])
+    s = load_splits(data_config(str(tmp_path / "d"), ["valid_fraction=0.25"]))
+    assert len(s.valid) == 10 and len(s.train) == 30 and [e.input for e in s.test.examples] == ["t1", "t2"]
+    assert not {e.input for e in s.valid.examples} & {"t1", "t2"}
+    one = jsonl(tmp_path / "all.jsonl", rows)
+    s = load_splits(data_config(str(one), ["custom.test_fraction=0.1", "valid_fraction=0.1"]))
+    assert (len(s.train), len(s.valid), len(s.test)) == (32, 4, 4)
+    seen = [e.input for sp in (s.train, s.valid, s.test) for e in sp.examples]
+    assert sorted(seen) == sorted(r["input"] for r in rows)  # a partition: nothing twice, nothing lost
+    again = load_splits(data_config(str(one), ["custom.test_fraction=0.1", "valid_fraction=0.1"]))
+    assert [e.input for e in again.test.examples] == [e.input for e in s.test.examples]  # seeded
+
+
+def test_a_datasets_folder_is_read_with_its_splits(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    dd = datasets.DatasetDict({
+        "train": datasets.Dataset.from_list([{"question": f"q{i}", "answer": "yes" if i % 2 else "no"} for i in range(8)]),
+        "validation": datasets.Dataset.from_list([{"question": "v", "answer": "no"}]),
+        "test": datasets.Dataset.from_list([{"question": "t", "answer": "yes"}])})
+    dd.save_to_disk(str(tmp_path / "ds"))
+    s = load_splits(data_config(str(tmp_path / "ds"), ["custom.columns.input=question", "custom.columns.label=answer",
+                                                        "custom.label_kind=class", "custom.classes=['yes', 'no']"]))
+    assert (len(s.train), len(s.valid), len(s.test)) == (8, 1, 1) and s.valid.examples[0].input == "v"
+
+
+@pytest.mark.parametrize("content,settings,problem", [
+    ("question,answer,split\nq,a,train\nr,b,valid\n", ["custom.columns.input=text"],
+     "qa.csv: line 2: missing or empty key 'text' (data.custom.columns.input; the row has: question, answer, split)"),
+    ("input,label,split\nq,yes,train\nr,maybe,valid\n", ["custom.label_kind=class", "custom.classes=['yes', 'no']"],
+     "qa.csv: line 3: label 'maybe' is not one of data.custom.classes"),
+    ("input,label,split\nq,1,train\nr,many,valid\n", ["custom.label_kind=number"],
+     "qa.csv: line 3: 'label' is not a number (got 'many')"),
+    ("input,label,choices,split\nq,c,a|b,train\nr,a,a|b,valid\n", ["custom.label_kind=choice"],
+     "qa.csv: line 2: label 'c' is not one of the row's choices"),
+    ("input,label,split\nq,a,train\nr,b,holdout\n", [], "qa.csv: line 3: split 'holdout' is not train, valid or test"),
+    ("input,label,split\nq,a,valid\n", [], "no train split"),
+    ("input,label\nq,a\n", ["custom.label_kind=class"], "data: custom.classes: label_kind 'class' needs the closed set"),
+    ("input,label\nq,yes\n", ["custom.label_kind=class", "custom.classes=[yes, no]"], "quote the labels, e.g. ['yes', 'no']"),
+    ("input,label\nq,a\n", [], "1 training rows are too few to carve a validation split"),
+])
+def test_bad_rows_are_one_line_naming_the_file_line_and_key(tmp_path, capsys, content, settings, problem):
+    f = write(tmp_path / "qa.csv", content)
+    rc = main(["data", str(f), *settings])
+    err = capsys.readouterr().err
+    assert rc == 2 and problem in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_empty_split_file_is_named(tmp_path, capsys):
+    jsonl(tmp_path / "d" / "train.jsonl", [{"input": "q", "label": "a"}] * 5)
+    write(tmp_path / "d" / "valid.jsonl", "")
+    with pytest.raises(DataError, match="the valid split is empty"):
+        load_splits(data_config(str(tmp_path / "d"), []))
+    assert main(["data", str(tmp_path / "d")]) == 2
+    assert f"{tmp_path / 'd'}: the valid split is empty" in capsys.readouterr().err
+
+
+def test_config_keys_for_custom_data_are_checked_up_front(tmp_path):
+    with pytest.raises(ConfigError, match="data: path is required for dataset 'custom'"):
+        load_config(REPO / "configs/tiny_props.yaml", ["data.dataset=custom"])
+    with pytest.raises(ConfigError, match="data.custom.label_kind"):
+        load_config(REPO / "configs/tiny_props.yaml", ["data.dataset=custom", "data.path=x.csv", "data.custom.label_kind=essay"])
+    with pytest.raises(ConfigError, match="path is read for dataset 'custom' only"):
+        load_config(REPO / "configs/tiny_props.yaml", ["data.path=x.csv"])
+    cfg = load_config(REPO / "configs/tiny_props.yaml", ["data.dataset=custom", "data.path=rel/x.csv"])
+    assert Path(cfg.data.path).is_absolute()  # made absolute on the driver, as data_dir is
+
+
+def test_the_words_tokenizer_on_custom_data_names_words_it_does_not_know(tmp_path):
+    from mmi_ray.model import check_fits
+
+    f = write(tmp_path / "qa.csv", "input,label\nbox DS: what color?,blue\nbox KS: zebra?,no\nbox AB: big or not?,no\n")
+    cfg = load_config(REPO / "configs/tiny_props.yaml", ["data.dataset=custom", f"data.path={f}", "data.valid_fraction=0.34"])
+    with pytest.raises(ModelError, match=r"'zebra' \((train|valid) row \d\)"):
+        check_fits(cfg, load_splits(cfg.data), "c.yaml")
