@@ -9,6 +9,8 @@ markdown file marks each generated block:
     ...generated, do not edit...
     <!-- /figures -->
 
+``<!-- figures: NAME:arms -->`` renders a table record's arm table alone (no paired comparisons).
+
     python benchmarks/readme_figures.py record-sweep quickstart results/quickstart-... \\
         --command "mmi-ray sweep sweeps/quickstart.yaml" --wall-s 215
     python benchmarks/readme_figures.py record-seeds props_spread before.jsonl after.jsonl \\
@@ -31,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = REPO / "benchmarks" / "records"
 FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-BLOCK = re.compile(r"(<!-- figures: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
+BLOCK = re.compile(r"(<!-- figures: (?P<name>[\w-]+(?::arms)?) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
 
 
 # --- records from runs
@@ -73,8 +75,9 @@ def record_seeds(name: str, files: list[Path], labels: list[str], commands: list
     return {"kind": "seeds", "name": name, "date": datetime.date.today().isoformat(), "settings": settings}
 
 
-def record_session(name: str, commands: list[str], cwd: Path) -> dict:
-    """Shell commands run one after the other in ``cwd``, each with what it printed."""
+def record_session(name: str, commands: list[str], cwd: Path, stdout_only: bool = False) -> dict:
+    """Shell commands run one after the other in ``cwd``, each with what it printed (``stdout_only``:
+    leave out standard error, where libraries log)."""
     import subprocess
 
     steps = []
@@ -82,7 +85,7 @@ def record_session(name: str, commands: list[str], cwd: Path) -> dict:
         r = subprocess.run(["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True)
         if r.returncode != 0:
             raise SystemExit(f"`{cmd}` exited {r.returncode}: {r.stderr.strip()[-500:]}")
-        steps.append({"command": cmd, "output": (r.stdout + r.stderr).rstrip("\n")})
+        steps.append({"command": cmd, "output": (r.stdout + ("" if stdout_only else r.stderr)).rstrip("\n")})
     return {"kind": "session", "name": name, "date": datetime.date.today().isoformat(), "steps": steps}
 
 
@@ -92,7 +95,7 @@ def _minutes(s: float) -> str:
     return f"{int(s // 60)} min {int(s % 60)} s" if s >= 60 else f"{int(s)} s"
 
 
-def render(record: dict) -> str:
+def render(record: dict, arms_only: bool = False) -> str:
     """The markdown a record stands for (the console's own lines where the console printed them)."""
     if record["kind"] == "seeds":
         return _render_seeds(record)
@@ -100,7 +103,7 @@ def render(record: dict) -> str:
         body = "\n".join(f"$ {st['command']}\n{st['output']}".rstrip() for st in record["steps"])
         return f"```console\n{body}\n```\n"
     style = record.get("style", "console")
-    return _render_console(record) if style == "console" else _render_table(record)
+    return _render_console(record) if style == "console" else _render_table(record, arms_only)
 
 
 def _provenance(record: dict) -> str:
@@ -120,7 +123,7 @@ def _render_console(record: dict) -> str:
     return f"Closing lines of {_provenance(record)}:\n\n```text\n" + "\n".join(lines) + "\n```\n"
 
 
-def _render_table(record: dict) -> str:
+def _render_table(record: dict, arms_only: bool = False) -> str:
     import pandas as pd
 
     from mmi_ray.analysis.stats import arm_comparisons, arm_table
@@ -132,6 +135,8 @@ def _render_table(record: dict) -> str:
     out = [f"{_provenance(record)}; confirmation runs on fresh seeds {conf['seeds']}, each scored on "
            f"{int(runs['val_n'].max())} validation and {int(runs['test_n'].max())} test questions, test read once:", "",
            *arm_table_lines(arm_table(runs, metric), with_sd=True)]
+    if arms_only:
+        return "\n".join(out) + "\n"
     out += ["", "Paired by seed on test (one family, Holm-corrected):", "",
             "| comparison | difference, points [95% t] | d_z | p (Holm) |", "| --- | --- | --- | --- |"]
     methods = dict(zip(runs["arm"], runs["method"]))
@@ -162,10 +167,10 @@ def load_records() -> dict[str, dict]:
 def rendered(text: str, records: dict[str, dict], source: str) -> str:
     """``text`` with every marked block re-rendered from its record."""
     def sub(m: re.Match) -> str:
-        name = m.group("name")
+        name, _, part = m.group("name").partition(":")
         if name not in records:
             raise SystemExit(f"{source}: block 'figures: {name}' has no record {RECORDS / (name + '.json')}")
-        return m.group(1) + render(records[name]) + m.group(4)
+        return m.group(1) + render(records[name], arms_only=part == "arms") + m.group(4)
 
     return BLOCK.sub(sub, text)
 
@@ -194,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     se = sub.add_parser("record-session", help="run shell commands and record what each printed")
     se.add_argument("name")
     se.add_argument("commands", nargs="+")
+    se.add_argument("--stdout-only", action="store_true", help="record standard output alone (libraries log to stderr)")
     sub.add_parser("write", help="re-render every marked block of the README and docs/ from the records")
     sub.add_parser("check", help="exit 1 if a marked block differs from its record's rendering")
     args = ap.parse_args(argv)
@@ -202,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             rec = record_sweep(args.name, args.sweep_dir, args.command, args.wall_s)
             rec["style"] = args.style
         elif args.cmd == "record-session":
-            rec = record_session(args.name, args.commands, REPO)
+            rec = record_session(args.name, args.commands, REPO, args.stdout_only)
         else:
             rec = record_seeds(args.name, args.files, args.labels, args.commands)
         RECORDS.mkdir(parents=True, exist_ok=True)
