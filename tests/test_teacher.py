@@ -317,6 +317,18 @@ def test_rows_written_under_other_settings_are_kept_unless_forced(tmp_path, serv
     assert meta["teacher"]["sampling"]["temperature"] == 0.7
 
 
+def test_rows_written_for_other_data_are_not_taken_for_this_data(tmp_path, server, capsys):
+    csv = small_csv(tmp_path)
+    assert run_cli(tmp_path, csv, server.url) == 0
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join([lines[0], lines[2], lines[1], *lines[3:]]) + "\n")  # two rows swapped
+    assert run_cli(tmp_path, csv, server.url) == 2
+    assert "row train-0 was written for another input" in capsys.readouterr().err
+    assert run_cli(tmp_path, csv, server.url, "--force") == 0
+    rows = read_out(tmp_path / "out", "train")
+    assert rows[0]["input"] == lines[2].split(",")[0] and rows[0]["rationale"]
+
+
 def test_new_rationales_give_a_new_run_identity(tmp_path, server):
     from mmi_ray.config import load_config
     from mmi_ray.reuse import identity

@@ -178,6 +178,10 @@ def generate(data: DataConfig, prompt: Prompt, backend, out: str | Path, *, spli
             for rid, row in read_partial(path).items():
                 if rid not in by_id:
                     continue
+                if row.get("input") != by_id[rid].question and not force:
+                    raise ConfigError(str(path), f"row {rid} was written for another input ({row.get('input')!r}, "
+                                                 f"now {by_id[rid].question!r}): the data changed; use another --out, "
+                                                 "or --force to ask every row again")
                 if row.get("settings") != settings:
                     if not force:
                         raise ConfigError(str(path), f"rows written with other teacher settings or another prompt "
