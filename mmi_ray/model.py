@@ -73,14 +73,12 @@ def check_fits(cfg, splits, source: str) -> None:
     (an unknown word would become ``<unk>`` and the student could not write it)."""
     if cfg.model.tokenizer != "words" or cfg.data.dataset != "custom":
         return
-    import re
-
-    from .data.builtin import vocabulary
+    from .data.builtin import vocabulary, words_of
 
     known, unknown = set(vocabulary()), {}
     for name, sp in splits.items():
         for i, e in enumerate(sp.examples):
-            for w in re.findall(r"\w+|[^\w\s]+", f"{e.input} {e.label} {e.rationale}"):
+            for w in words_of(f"{e.input} {e.label} {e.rationale}"):
                 if w not in known and w not in unknown:
                     unknown[w] = f"{name} row {i + 1}"
     if unknown:

@@ -68,9 +68,8 @@ def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool) -> str:
     method = method_of(cfg.loss.rationale_weight, cfg.loss.mi_weight, cfg.loss.mi_estimator)
     meta = json.loads((chosen.checkpoint / META_FILE).read_text())
     text = example_input(chosen)
-    dataset = cfg.data.dataset if cfg.data.dataset != "builtin" else f"builtin ({', '.join(cfg.data.builtin.tasks)})"
-    if cfg.data.dataset == "custom":
-        dataset = f"custom ({Path(cfg.data.path).name})"
+    dataset = {"builtin": f"builtin ({', '.join(cfg.data.builtin.tasks)})",
+               "custom": f"custom ({Path(cfg.data.path or '').name})"}.get(cfg.data.dataset, cfg.data.dataset)
     front: dict = {"license": "apache-2.0", "library_name": "transformers", "pipeline_tag": "text2text-generation",
                    "tags": TAGS}
     if not cfg.model.name.startswith((".", "/", "~")) and cfg.model.name != "tiny":

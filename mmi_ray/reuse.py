@@ -85,18 +85,15 @@ def data_fingerprint(data: DataConfig) -> str:
     if data.dataset == "custom":
         if data.path.startswith("hf:"):
             return data.path
-        p = Path(data.path).expanduser()
-        if p.is_file():
-            st = p.stat()
-            return _files_hash(str(p), ((str(p), st.st_size, st.st_mtime_ns),))
-        root = p
+        root = Path(data.path).expanduser()
     elif data.source == "hub" or not data.data_dir:
         return f"hub:{data.dataset}"
     else:
         root = Path(data.data_dir).expanduser() / data.dataset
-    if not root.is_dir():
+    if not root.exists():
         return f"missing:{root}"
-    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(root.rglob("*")) if f.is_file())
+    files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     return _files_hash(str(root), stamp)
 
 

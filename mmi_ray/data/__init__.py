@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import random
-
 from ..config import DataConfig
 from ..errors import DataError
 from .builtin import builtin_splits
 from .custom import custom_splits
 from .dss import DSS_DATASETS, available_splits, load_dss_split, load_hub_split
-from .examples import Example, SplitData, Splits
+from .examples import Example, SplitData, Splits, carve
 
 __all__ = ["Example", "SplitData", "Splits", "load_splits", "carve_valid", "DSS_DATASETS"]
 
 
 def carve_valid(train: SplitData, fraction: float, seed: int) -> tuple[SplitData, SplitData]:
     """Split a validation set off train with its own seed (for datasets that have none)."""
-    idx = list(range(len(train)))
-    random.Random(seed).shuffle(idx)
-    n_valid = max(1, round(fraction * len(idx)))
-    if n_valid >= len(idx):
-        raise DataError(f"{train.source}: {len(idx)} training rows are too few to carve a validation split from")
-    valid_idx, train_idx = sorted(idx[:n_valid]), sorted(idx[n_valid:])
-    ex = train.examples
-    tr = SplitData("train", [ex[i] for i in train_idx], sum(not ex[i].parsed for i in train_idx), train.source)
-    va = SplitData("valid", [ex[i] for i in valid_idx], sum(not ex[i].parsed for i in valid_idx), train.source + f" (carved, seed {seed})")
+    kept, carved = carve(train.examples, fraction, seed, "validation", train.source)
+    tr = SplitData("train", kept, sum(not e.parsed for e in kept), train.source)
+    va = SplitData("valid", carved, sum(not e.parsed for e in carved), train.source + f" (carved, seed {seed})")
     return tr, va
 
 

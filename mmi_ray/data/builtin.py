@@ -218,15 +218,21 @@ def builtin_splits(num_train: int, num_valid: int, num_test: int, seed: int, tas
                   SplitData("test", test, 0, "builtin"))
 
 
+def words_of(text: str) -> list[str]:
+    """The ``words`` tokenizer's pieces of ``text``: runs of word characters, runs of punctuation."""
+    import re
+
+    return re.findall(r"\w+|[^\w\s]+", text)
+
+
 def vocabulary() -> list[str]:
     """Every word the generators can write (the ``words`` tokenizer's vocabulary), sorted: the task
     prefixes, numbers 0-999, ``props`` boxes, and the words and marks of generated text."""
-    import re
 
     words = {"predict", "explain", ":", *map(str, range(1000)), *(a + b for a in PROP_LETTERS for b in PROP_LETTERS)}
     world = PropsWorld(0)
     for split in ("train", "valid", "test"):
         for ex in generate(400, 0, ["arith", "choice", "nli", "props"], 0.5, split=split, max_operand=99, world=world):
             for text in (ex.input, ex.label, ex.rationale):
-                words.update(re.findall(r"\w+|[^\w\s]+", text))
+                words.update(words_of(text))
     return sorted(words)

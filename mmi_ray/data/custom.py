@@ -10,15 +10,15 @@ from __future__ import annotations
 import csv
 import json
 import math
-import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import CustomDataConfig, DataConfig
 from ..errors import DataError
+from ..metrics import safe_arith
 from .dss import read_jsonl
-from .examples import Example, SplitData, Splits
+from .examples import Example, SplitData, Splits, carve
 
 SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid", "val": "valid",
                "test": "test"}
@@ -75,12 +75,7 @@ def read_rows(path: Path) -> list[Row]:
         return _read_csv(path)
     if path.suffix not in (".jsonl", ".json"):
         raise DataError(f"{path}: unknown format '{path.suffix}' (a .jsonl, .json or .csv file, or a folder)")
-    return [Row(f"{path}: line {n}", r) for n, r in _numbered_jsonl(path)]
-
-
-def _numbered_jsonl(path: Path):
-    lines = [n for n, line in enumerate(path.read_bytes().splitlines(), start=1) if line.strip()]
-    return zip(lines, read_jsonl(path))
+    return [Row(f"{path}: line {n}", r) for n, r in read_jsonl(path, numbered=True)]
 
 
 def split_files(folder: Path) -> dict[str, Path]:
@@ -185,8 +180,6 @@ def with_choices(question: str, choices: list[str]) -> str:
 def number_text(value, where: str, key: str) -> str:
     """A number label as text (``"1,234"`` -> ``1234``, ``"( 10.0 * 45.0 )"`` -> ``450``: SVAMP's labels are
     equations, valued by the safe arithmetic parser); anything else is an error naming the row."""
-    from ..metrics import safe_arith  # noqa: PLC0415
-
     if isinstance(value, bool):
         raise DataError(f"{where}: '{key}' is not a number (got {value!r})")
     if isinstance(value, (int, float)):
@@ -297,21 +290,11 @@ class Reader:
         return Example(text, label, rationale, t_label, EXAMPLE_KINDS[self.kind], self.task)
 
 
-def carve(rows: list[Row], fraction: float, seed: int, what: str, source: str) -> tuple[list[Row], list[Row]]:
-    """(kept, carved): ``fraction`` of ``rows`` drawn with ``seed``, each part in file order."""
-    idx = list(range(len(rows)))
-    random.Random(seed).shuffle(idx)
-    n = max(1, round(fraction * len(idx)))
-    if n >= len(idx):
-        raise DataError(f"{source}: {len(idx)} training rows are too few to carve a {what} split from")
-    out = set(idx[:n])
-    return [r for i, r in enumerate(rows) if i not in out], [r for i, r in enumerate(rows) if i in out]
-
-
-def custom_splits(cfg: DataConfig) -> Splits:
-    """Train / validation / test examples of ``data.path``. Validation is carved from train (never
-    from test) with ``data.split_seed`` when absent; test only with ``data.custom.test_fraction``."""
-    table = read_table(cfg.path, cfg.custom.columns.split)
+def custom_splits(cfg: DataConfig, table: Table | None = None) -> Splits:
+    """Train / validation / test examples of ``data.path`` (or of its ``table``, read already). Validation
+    is carved from train (never from test) with ``data.split_seed`` when absent; test only with
+    ``data.custom.test_fraction``."""
+    table = table or read_table(cfg.path, cfg.custom.columns.split)
     if table.meta and not table.meta.get("complete", True):
         todo = [s for s in ("train", "valid", "test") if s in table.meta.get("splits", {}) and s not in table.splits]
         raise DataError(f"{table.source}/{META_FILE}: the rationales are not complete (split {', '.join(todo) or '?'} "

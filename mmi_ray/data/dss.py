@@ -113,8 +113,8 @@ DSS_DATASETS: dict[str, DssSpec] = {
 }
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """JSON Lines with errors that name the file and line."""
+def read_jsonl(path: Path, numbered: bool = False) -> list:
+    """JSON Lines with errors that name the file and line (``numbered``: ``(line, object)`` pairs)."""
     rows = []
     try:
         raw = path.read_bytes()
@@ -133,7 +133,7 @@ def read_jsonl(path: Path) -> list[dict]:
             raise DataError(f"{path}: line {n}: invalid JSON ({e.msg})") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}: line {n}: expected a JSON object, got {type(obj).__name__}")
-        rows.append(obj)
+        rows.append((n, obj) if numbered else obj)
     return rows
 
 

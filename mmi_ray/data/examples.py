@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
+
+from ..errors import DataError
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,18 @@ class Example:
     @property
     def parsed(self) -> bool:
         return bool(self.rationale) and bool(self.teacher_label)
+
+
+def carve(items: list, fraction: float, seed: int, what: str, source: str) -> tuple[list, list]:
+    """(kept, carved): ``fraction`` of ``items`` (at least one) drawn with ``seed``, each part in its
+    original order; too few items to keep any is an error naming ``source``."""
+    idx = list(range(len(items)))
+    random.Random(seed).shuffle(idx)
+    n = max(1, round(fraction * len(idx)))
+    if n >= len(idx):
+        raise DataError(f"{source}: {len(idx)} training rows are too few to carve a {what} split from")
+    out = set(idx[:n])
+    return [x for i, x in enumerate(items) if i not in out], [x for i, x in enumerate(items) if i in out]
 
 
 @dataclass

@@ -12,16 +12,13 @@ DATA_HELP = ("dotted key=value settings of the data section, e.g. custom.label_k
 
 def data_config(path: str, settings: list[str], source: str = "command line"):
     """A ``DataConfig`` for ``dataset: custom`` at ``path`` with the given ``key=value`` settings."""
-    from pathlib import Path
+    from pydantic import ValidationError
 
-    from ..config import DataConfig, apply_overrides, format_validation_error
+    from ..config import DataConfig, apply_overrides, format_validation_error, resolve_paths
     from ..errors import ConfigError
 
     keys = [s[len("data."):] if s.startswith("data.") else s for s in settings]
-    raw = apply_overrides({"dataset": "custom", "path": path}, keys)
-    if not str(raw.get("path", "")).startswith("hf:"):
-        raw["path"] = str(Path(raw["path"]).expanduser().resolve())
-    from pydantic import ValidationError
+    raw = resolve_paths({"data": apply_overrides({"dataset": "custom", "path": path}, keys)})["data"]
 
     try:
         return DataConfig.model_validate(raw)
@@ -143,8 +140,8 @@ def cmd_data_custom(args) -> int:
     from ..metrics import label_correct
 
     data = data_config(args.name, args.settings)
-    splits = custom_splits(data)
-    meta = read_table(data.path, data.custom.columns.split).meta
+    table = read_table(data.path, data.custom.columns.split)
+    splits, meta = custom_splits(data, table), table.meta
     print(f"custom: {shown(data.path)}")
     if meta:
         t = meta["teacher"]
