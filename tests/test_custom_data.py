@@ -143,3 +143,10 @@ def test_the_words_tokenizer_on_custom_data_names_words_it_does_not_know(tmp_pat
     cfg = load_config(REPO / "configs/tiny_props.yaml", ["data.dataset=custom", f"data.path={f}", "data.valid_fraction=0.34"])
     with pytest.raises(ModelError, match=r"'zebra' \((train|valid) row \d\)"):
         check_fits(cfg, load_splits(cfg.data), "c.yaml")
+
+
+def test_data_without_rationales_reports_no_teacher_accuracy(capsys):
+    assert main(["data", str(REPO / "examples/boxes.csv"), "custom.columns.input=question", "custom.columns.label=answer"]) == 0
+    out = capsys.readouterr().out
+    assert "train      4000      4000            -" in out and "0.00%" not in out
+    assert "no rationales yet" in out

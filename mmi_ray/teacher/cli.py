@@ -150,7 +150,10 @@ def cmd_data_custom(args) -> int:
     print(f"{'split':<7} {'rows':>7} {'unparsed':>9} {'teacher acc':>12}")
     for name, sp in splits.items():
         acc = sum(e.parsed and label_correct(e.teacher_label, e.label, e.kind) for e in sp.examples) / len(sp)
-        print(f"{name:<7} {len(sp):>7} {sp.unparsed:>9} {100 * acc:>11.2f}%")
+        shown_acc = f"{100 * acc:>11.2f}%" if sp.unparsed < len(sp) else f"{'-':>12}"
+        print(f"{name:<7} {len(sp):>7} {sp.unparsed:>9} {shown_acc}")
     for note in splits.notes:
         print(f"note: {note}")
+    if all(sp.unparsed == len(sp) for _, sp in splits.items()):
+        print("note: no rationales yet (label-only training); mmi-ray rationales writes them")
     return 0
