@@ -39,6 +39,14 @@ def token_ce(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
 
 
+def soft_ce(logits: Tensor, target: Tensor) -> Tensor:
+    """``nn.CrossEntropyLoss()(logits, target)`` with probability targets (mean over the batch): the
+    same value and gradient, but summed over classes row by row first, so the value does not depend on
+    the thread count (torch's own sums all ``[B, V]`` products at once, and a CPU sum that long is
+    split by thread: 1, 2 and 4 threads gave three last bits)."""
+    return -(target * torch.log_softmax(logits, dim=-1)).sum(-1).mean()  # [B] -> []
+
+
 def maxpool_ce(label_logits: Tensor, rationale_logits: Tensor) -> Tensor:
     """The released MI term, quirks included (method.md section 2).
 
@@ -50,7 +58,7 @@ def maxpool_ce(label_logits: Tensor, rationale_logits: Tensor) -> Tensor:
     e = torch.softmax(rationale_logits.float(), dim=-1)  # [B, Tr, V]
     p1 = p.max(dim=1).values  # [B, V]
     e1 = e.max(dim=1).values  # [B, V]
-    return nn.CrossEntropyLoss()(e1, p1)
+    return soft_ce(e1, p1)  # CrossEntropyLoss()(e1, p1), as released
 
 
 CHUNK_ELEMENTS = 1 << 25
@@ -89,7 +97,7 @@ class _CEMaxPool(torch.autograd.Function):
             at = target[sl].unsqueeze(-1)
             picked = logp.gather(-1, at).squeeze(-1)  # log p of the target token
             lse[sl] = x.gather(-1, at).squeeze(-1) - picked  # logsumexp(x), read off at the target
-            nll -= (picked * valid[sl]).sum()
+            nll -= (picked * valid[sl]).sum(-1).sum()  # by row first: the same at any thread count
             log_pooled[sl], arg[sl] = logp.max(dim=1)
         n = valid.sum().clamp_min(1)
         ctx.save_for_backward(logits, labels, lse, arg, log_pooled)
@@ -164,7 +172,7 @@ class MaxPoolMI(nn.Module):
                 e1 = torch.softmax(rationale.logits.float(), -1).max(1).values  # [B, V]
         else:
             p1, e1 = label.pooled.detach(), rationale.pooled
-            loss = nn.CrossEntropyLoss()(e1, p1)  # the pooled probabilities as logits, as released
+            loss = soft_ce(e1, p1)  # the pooled probabilities as logits, as released
             e1 = e1.detach()
         with torch.no_grad():
             scores = torch.log_softmax(e1, -1) @ p1.T  # [B, B]: sum_v p1_j[v] log_softmax(e1_i)[v]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import warnings
 
 import torch
 
@@ -29,10 +30,11 @@ def cpu_model() -> str:
 
 def describe(device: torch.device | None = None) -> str:
     """One line: CPU model and cores, torch build (CPU vector unit, BLAS, CUDA), threads, GPU.
-    E.g. ``AMD EPYC x2 | torch 2.13.0+cpu AVX512 mkl | 1 thread``."""
+    E.g. ``AMD EPYC x2 | torch 2.13.0+cpu AVX512 mkl AUTO,STRICT | 1 thread`` (after ``mkl``: its
+    reproducibility mode, ``MKL_CBWR``)."""
     parts = [f"{cpu_model()} x{os.cpu_count()}"]
     build = f"torch {torch.__version__} {torch.backends.cpu.get_cpu_capability()}"
-    build += " mkl" if torch.backends.mkl.is_available() else ""
+    build += f" mkl {os.environ.get('MKL_CBWR') or 'CNR-off'}" if torch.backends.mkl.is_available() else ""
     build += f" cuda {torch.version.cuda}" if torch.version.cuda else ""
     parts.append(build)
     n = torch.get_num_threads()
@@ -50,6 +52,10 @@ def pin_numerics(threads: int, deterministic: bool, device: torch.device) -> Non
     torch.set_num_threads(threads)
     if not deterministic:
         return
+    if torch.backends.mkl.is_available() and "STRICT" not in os.environ.get("MKL_CBWR", "").upper():
+        warnings.warn(f"MKL_CBWR={os.environ.get('MKL_CBWR', '')!r} is set without STRICT: on Intel CPUs this "
+                      "run's floats depend on its thread count (mmi_ray sets MKL_CBWR=AUTO,STRICT unless told "
+                      "otherwise; see docs/reproducibility.md)", stacklevel=2)
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False

@@ -1,6 +1,8 @@
 """Benchmark scripts run in a small mode (their timings are never asserted)."""
 
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,12 +26,34 @@ def test_mi_overhead_small_mode(tmp_path, capsys):
 
 
 def test_numerics_small_mode_threads_agree_and_the_dispatch_is_read_back(capsys):
+    """Threads change no float, on MKL's Intel code path too (what CI's Intel Xeons run; emulated
+    here on any x86 CPU): 1 and 2 threads give one model under mmi_ray's MKL_CBWR, and without its
+    STRICT rule they give two (so the emulation reaches the path where the thread count matters)."""
     import numerics
 
-    rows = numerics.main(["--steps", "2", "--threads", "1", "2", "--capabilities", "native", "default"])
-    assert [(r["setting"], r["threads"]) for r in rows] == [("native", 1), ("native", 2), ("default", 1)]
+    rows = numerics.main(["--steps", "2", "--threads", "1", "2", "--capabilities", "native", "default",
+                          "--mkl-as-intel", "--mkl-cbwr", "AUTO"])
+    assert [(r["setting"], r["threads"]) for r in rows] == [
+        ("native", 1), ("native", 2), ("default", 1), ("MKL_CBWR=AUTO", 1), ("MKL_CBWR=AUTO", 2)]
     assert rows[0]["params"] == rows[1]["params"]  # threads: the same model
+    assert "mkl AUTO,STRICT" in rows[0]["machine"] and "mkl AUTO |" in rows[3]["machine"]
+    assert rows[3]["params"] != rows[4]["params"]  # MKL without STRICT on the Intel path: not the same
     assert rows[2]["capability"] == "DEFAULT" and "params hash" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not __import__("torch").backends.mkl.is_available(), reason="torch without MKL")
+def test_mmi_ray_sets_mkl_strict_mode_before_the_first_blas_call():
+    """MKL reads MKL_CBWR once, at its first call: importing mmi_ray first is enough, and a user's
+    own value is kept."""
+    code = ("import mmi_ray, torch; a = torch.ones(8, 8); a @ a; "
+            "from mmi_ray.machine import describe; print(describe())")
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "MKL_VERBOSE": "1"}, capture_output=True,
+                         text=True, check=True).stdout
+    assert "CNR:AUTO,STRICT" in out and "mkl AUTO,STRICT" in out
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "MKL_VERBOSE": "1", "MKL_CBWR": "COMPATIBLE,STRICT"},
+                         capture_output=True, text=True, check=True).stdout
+    assert "CNR:COMPATIBLE,STRICT" in out and "mkl COMPATIBLE,STRICT" in out
 
 
 def test_equation_metric_small_mode(tmp_path):
