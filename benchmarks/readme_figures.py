@@ -32,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = REPO / "benchmarks" / "records"
-FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+FILES = [REPO / "README.md", REPO / "BENCHMARKS.md", *sorted((REPO / "docs").glob("*.md"))]
 BLOCK = re.compile(r"(<!-- figures: (?P<name>[\w-]+(?::arms)?) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
 
 
@@ -119,22 +119,22 @@ def _render_console(record: dict) -> str:
     search = record["search"]
     lines = methods_lines(search)
     if record.get("confirmation"):
-        lines += [""] + headline_lines(record["confirmation"], search["objective"]["metric"])
+        lines += [""] + headline_lines(record["confirmation"], search["objective"]["metric"],
+                                       search["objective"].get("mode", "max"))
     return f"Closing lines of {_provenance(record)}:\n\n```text\n" + "\n".join(lines) + "\n```\n"
 
 
 def _render_table(record: dict, arms_only: bool = False) -> str:
-    import pandas as pd
 
-    from mmi_ray.analysis.stats import arm_comparisons, arm_table
+    from mmi_ray.analysis.stats import arm_comparisons, arm_table, confirmation_runs
     from mmi_ray.model_card import arm_table_lines
 
     conf = record["confirmation"]
-    runs = pd.DataFrame(conf["runs"])
+    runs = confirmation_runs(conf)
     metric = record["search"]["objective"]["metric"]
     out = [f"{_provenance(record)}; confirmation runs on fresh seeds {conf['seeds']}, each scored on "
            f"{int(runs['val_n'].max())} validation and {int(runs['test_n'].max())} test questions, test read once:", "",
-           *arm_table_lines(arm_table(runs, metric), with_sd=True)]
+           *arm_table_lines(arm_table(runs, metric, mode=record["search"]["objective"].get("mode", "max")), with_sd=True)]
     if arms_only:
         return "\n".join(out) + "\n"
     out += ["", "Paired by seed on test (one family, Holm-corrected):", "",

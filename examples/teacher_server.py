@@ -4,6 +4,7 @@ walk-through runs offline. Real teachers are served the same way (``vllm serve M
 llama.cpp's server) or hosted; ``mmi-ray rationales --base-url`` points at any of them.
 
     python examples/teacher_server.py --port 8765        # serves until Ctrl-C
+    python examples/teacher_server.py --port 8765 --detach   # serves in the background once it listens
     python examples/teacher_server.py --write-csv examples/boxes.csv   # the dataset it knows
 
 Tests import ``TeacherServer`` and script its faults (429, 500, slow, malformed, 401) per request.
@@ -14,7 +15,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -138,21 +141,39 @@ class TeacherServer:
         self.httpd.server_close()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--write-csv", default=None, help="write the questions it knows as a CSV and exit")
-    args = p.parse_args()
+    p.add_argument("--detach", action="store_true",
+                   help="serve in the background: return once the port is bound (an error, such as a port in use, "
+                        "shows and exits non-zero), printing the process id to stop it with")
+    args = p.parse_args(argv)
     if args.write_csv:
         write_csv(args.write_csv)
-        return
-    s = TeacherServer(args.port)
-    print(f"teacher '{s.model}' at {s.url} (Ctrl-C stops it)", flush=True)
+        return 0
+    try:
+        s = TeacherServer(args.port)  # binds the port: a failure is seen here, in the foreground
+    except OSError as e:
+        print(f"teacher_server: cannot listen on 127.0.0.1:{args.port}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    if args.detach:
+        pid = os.fork()
+        if pid:
+            print(f"teacher '{s.model}' at {s.url}, in the background (stop it with: kill {pid})", flush=True)
+            return 0
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+    else:
+        print(f"teacher '{s.model}' at {s.url} (Ctrl-C stops it)", flush=True)
     try:
         s.httpd.serve_forever()
     except KeyboardInterrupt:
         pass
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

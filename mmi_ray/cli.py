@@ -13,6 +13,7 @@ import sys
 
 from .config import DSS_NAMES
 from .errors import MmiError, root_cause
+from .layout import EXPORT_SOURCES, MODEL_SOURCES
 from .storage import is_uri
 
 
@@ -76,6 +77,10 @@ def cmd_sweep(args) -> int:
     from .config import check_paths
 
     check_paths(sweep.base, f"{args.spec} (base)")
+    for key, p in sweep.spec.search.items():  # a searched student or tokenizer: each choice, before any trial
+        if key in ("model.name", "model.tokenizer") and p.type == "choice":
+            for v in p.values:
+                check_paths(sweep.trial_config({key: v}, sweep.spec.seeds[0], "/tmp"), f"{args.spec} (search.{key})")
     if sweep.base.data.dataset == "custom":  # your own rows: a bad row fails here, not in every trial
         from .data import load_splits
         from .model import check_fits
@@ -87,7 +92,7 @@ def cmd_sweep(args) -> int:
     if summary.get("confirmation"):
         from .sweep.confirm import print_headline
 
-        print_headline(summary["confirmation"], sweep.spec.objective.metric)
+        print_headline(summary["confirmation"], sweep.spec.objective.metric, sweep.spec.objective.mode)
     if not args.no_report and not is_uri(summary["sweep_dir"]):
         from .analysis.report import build_report
 
@@ -125,7 +130,7 @@ def cmd_confirm(args) -> int:
     except ValidationError as e:
         raise ConfigError("command line", format_validation_error(e)) from None
     state = run_confirmation(sweep, sweep_dir, sweep.spec.confirm, verbose=0 if args.quiet else 1, rerun=args.rerun)
-    print_headline(state, sweep.spec.objective.metric)
+    print_headline(state, sweep.spec.objective.metric, sweep.spec.objective.mode)
     return 0
 
 
@@ -207,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_confirm)
 
     pl = sub.add_parser("plan", help="what a sweep will ask of a cluster: trials at once, nodes, GPU-hours, cost")
-    pl.add_argument("spec")
-    pl.add_argument("overrides", nargs="*")
+    pl.add_argument("spec", help="sweep spec YAML")
+    pl.add_argument("overrides", nargs="*", help="dotted key=value overrides of the spec, e.g. num_trials=64")
     pl.add_argument("--cluster", required=True, help="a Ray cluster-launcher YAML (see cluster/)")
     pl.add_argument("--step-time", type=float, default=None, help="seconds per optimizer step (measured)")
     pl.set_defaults(fn=cmd_plan)
@@ -222,16 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("rest", nargs=argparse.REMAINDER)
 
     e = sub.add_parser("export", help="a trained student as a transformers folder with a model card (and to the Hub)")
-    e.add_argument("source", help="a sweep folder (its confirmation's best arm), a run folder or a checkpoint")
+    e.add_argument("source", help=EXPORT_SOURCES)
     e.add_argument("--out", required=True, help="the folder to write (refused if it exists and is not empty)")
-    e.add_argument("--arm", default=None, help="a confirmation arm (top1, DSS, ...); default: the one ranked first on validation")
+    e.add_argument("--arm", default=None, help="a confirmation arm by its name (DSS, MI-maxpool, ...); default: the one ranked first on validation")
     e.add_argument("--seed", type=int, default=None, help="the arm's seed run; default: the one closest to the arm's mean")
     e.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     e.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload it (huggingface_hub; token from HF_TOKEN or hf auth login)")
     e.set_defaults(fn=cmd_export)
 
     pr = sub.add_parser("predict", help="run a student on new inputs (JSONL with an 'input' field, or text lines)")
-    pr.add_argument("model", help="an exported folder, a run folder or a checkpoint")
+    pr.add_argument("model", help=MODEL_SOURCES)
     pr.add_argument("--input", default="-", help="a .jsonl or text file, or - for standard input (default)")
     pr.add_argument("--explain", action="store_true", help="also generate each rationale (explain: prefix)")
     pr.add_argument("--batch", type=int, default=32, help="inputs per generation batch")
@@ -240,12 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(fn=cmd_predict)
 
     ev = sub.add_parser("evaluate", help="score a student on a dataset split, as training's evaluation does")
-    ev.add_argument("model", help="an exported folder, a run folder or a checkpoint")
+    ev.add_argument("model", help=MODEL_SOURCES)
     ev.add_argument("--data", default=None, help="a training config YAML whose data section names the dataset (default: the run's own)")
-    ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    ev.add_argument("--split", default="test", choices=["train", "valid", "test"], help="the split to score (default: test)")
     ev.add_argument("--rationales", type=int, default=0, help="also generate and score N rationales (BLEU, ROUGE-L, faithfulness)")
     ev.add_argument("--out", default=None, help="write per-example predictions (JSONL) here")
-    ev.add_argument("--device", default=None)
+    ev.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU when there is one)")
     ev.set_defaults(fn=cmd_evaluate)
 
     d = sub.add_parser("data", help="load a dataset (DSS or your own) and report rows, parse failures, teacher accuracy")

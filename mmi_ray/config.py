@@ -7,9 +7,12 @@ key to change (``configs/x.yaml: loss.mi_weight: must be >= 0 (got -1)``).
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 import math
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -250,7 +253,9 @@ class TrainConfig(_Section):
     eval_every: int = Field(250, ge=1)
     """Validate (and checkpoint) every N optimizer steps, and at the last step."""
     log_every: int = Field(50, ge=1)
-    """Average the loss terms over N steps for the training metrics."""
+    """Every N steps, the loss terms averaged over those N steps (all workers) go to the run's
+    ``train_log.jsonl`` and its TensorBoard scalars ``train/*``; the report plots them. Not Tune
+    results: ASHA and the search see the evaluations (``eval_every``) only."""
     eval_batch_size: int = Field(64, ge=1)
     """Examples per generation batch during validation."""
     max_new_tokens: int = Field(64, ge=1)
@@ -372,8 +377,31 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]:
-    """One line per problem: ``key.path: message (got value)``."""
+def model_keys(model: type[BaseModel], prefix: str = "", sections: bool = False) -> list[str]:
+    """Every dotted key a model (and its nested sections) accepts: ``loss.mi_weight``, ... (and,
+    with ``sections``, the sections' own names: ``loss``)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            keys += [f"{prefix}{name}"] * sections + model_keys(sub, f"{prefix}{name}.", sections)
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def did_you_mean(key: str, known: list[str]) -> str:
+    """`` (did you mean loss.mi_weight?)`` for the known key nearest a misspelt one, else ``""``."""
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    if not near:  # a right key in the wrong section: compare the last parts
+        last = {k.rsplit(".", 1)[-1]: k for k in known}
+        near = [last[m] for m in difflib.get_close_matches(key.rsplit(".", 1)[-1], list(last), n=1, cutoff=0.8)]
+    return f" (did you mean {near[0]}?)" if near else ""
+
+
+def format_validation_error(err: ValidationError, prefix: str = "", known: list[str] | None = None) -> list[str]:
+    """One line per problem: ``key.path: message (got value)``; an unknown key names the nearest of
+    ``known`` (dotted keys, as ``model_keys`` lists them)."""
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
@@ -382,7 +410,8 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key" + (f" (now called {RENAMED_KEYS[key]})" if key in RENAMED_KEYS else "")
+            msg = "unknown key" + (f" (now called {RENAMED_KEYS[key]})" if key in RENAMED_KEYS
+                                   else did_you_mean(key, known) if known else "")
         skip = e["type"] in ("extra_forbidden", "missing") or isinstance(e.get("input"), dict)
         got = "" if skip else f" (got {e['input']!r})"
         lines.append(f"{key}: {msg}{got}" if key else f"{msg}{got}")
@@ -473,18 +502,92 @@ def resolve_paths(raw: dict, base: Path | None = None) -> dict:
     return out
 
 
-def config_from_dict(raw: dict, source: str = "config", prefix: str = "") -> Config:
+def config_from_dict(raw: dict, source: str = "config", prefix: str = "",
+                     overrides: list[str] | None = None) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(source, format_validation_error(e, prefix)) from None
+        err = ConfigError(source, format_validation_error(e, prefix, model_keys(Config, sections=True)))
+        raise blame(err, overrides) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a training config YAML, apply ``key=value`` overrides, make relative paths absolute against
-    the working directory, validate everything."""
+    the working directory, validate everything. A problem with an override's key is blamed on the
+    command line, not on the file."""
     raw = resolve_paths(apply_overrides(read_yaml(path), overrides))
-    return config_from_dict(raw, source=str(path))
+    return config_from_dict(raw, source=str(path), overrides=overrides)
+
+
+def override_keys(overrides: list[str] | None) -> list[str]:
+    """The dotted keys of ``key=value`` overrides."""
+    return [o.split("=", 1)[0].strip() for o in overrides or [] if "=" in o]
+
+
+def blame(err: ConfigError, overrides: list[str] | None, where: str = "command line") -> ConfigError:
+    """``err`` with each problem whose key an override set blamed on ``where``."""
+    keys = override_keys(overrides)
+    if not keys:
+        return err
+
+    def from_override(problem: str) -> bool:
+        k = problem.split(":", 1)[0]
+        return any(k == o or k.startswith(o + ".") or o.startswith(k + ".") for o in keys)
+
+    sources = [where if from_override(p) else src for p, src in zip(err.problems, err.sources, strict=True)]
+    return ConfigError(err.source, err.problems, sources)
+
+
+MODEL_PRESETS = ("tiny",)
+"""Students built here, with no files: ``model.name: tiny``."""
+TOKENIZER_PRESETS = ("byt5", "words")
+"""Tokenizers built here, with no files (``model.tokenizer``; ``tiny`` students default to ``byt5``)."""
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def hub_problem(name: str, file: str) -> str | None:
+    """Why ``name`` cannot be loaded from the Hugging Face Hub, or None: it is in the local cache
+    (where ``file``, which every such repository has, lies), or the Hub knows it. With
+    ``HF_HUB_OFFLINE=1`` only the cache counts. Seconds, not a trial's retries."""
+    if not HUB_NAME.match(name):
+        return "not a local folder and not a hub name (owner/name)"
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    if isinstance(try_to_load_from_cache(name, file), str):
+        return None
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "not in the Hugging Face cache, and HF_HUB_OFFLINE is set"
+    try:
+        HfApi().model_info(name, timeout=10)
+    except RepositoryNotFoundError:
+        return "no such model on the Hugging Face Hub (or it is private: log in with `hf auth login`)"
+    except Exception as e:  # noqa: BLE001 - no network, a proxy, a timeout: one line that says which
+        return f"not in the Hugging Face cache, and the Hub cannot be reached ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+    return None
+
+
+def model_source_problems(m: ModelConfig) -> list[str]:
+    """``model.name`` and ``model.tokenizer`` must each be a preset, a local folder, or a hub name
+    that is cached or that the Hub knows; checked before any trial (a name taken for a hub name would
+    otherwise fail in every trial, after the loader's retries)."""
+    problems = []
+    for key, value, presets, file in (("model.name", m.name, MODEL_PRESETS, "config.json"),
+                                      ("model.tokenizer", m.tokenizer, (*MODEL_PRESETS, *TOKENIZER_PRESETS),
+                                       "tokenizer_config.json")):
+        if value is None or value in presets:
+            continue
+        path = Path(value).expanduser()
+        if value.startswith((".", "/", "~")) or path.exists():
+            if not path.is_dir():
+                problems.append(f"{key}: {'checkpoint' if key == 'model.name' else 'tokenizer'} folder not found: {value}")
+            continue
+        why = hub_problem(value, file)
+        if why:
+            near = difflib.get_close_matches(value, presets, n=1, cutoff=0.5)
+            hint = f"; did you mean {near[0]}?" if near else f"; presets: {', '.join(presets)}"
+            problems.append(f"{key}: '{value}': {why}{hint}")
+    return problems
 
 
 def check_paths(cfg: Config, source: str) -> None:
@@ -499,9 +602,6 @@ def check_paths(cfg: Config, source: str) -> None:
             problems.append(f"data.data_dir: folder not found: {cfg.data.data_dir}")
         elif not (d / cfg.data.dataset).is_dir():
             problems.append(f"data.data_dir: no '{cfg.data.dataset}' folder in {cfg.data.data_dir}")
-    name = cfg.model.name
-    looks_local = name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
-    if name != "tiny" and looks_local and not Path(name).expanduser().is_dir():
-        problems.append(f"model.name: checkpoint folder not found: {name}")
+    problems += model_source_problems(cfg.model)
     if problems:
         raise ConfigError(source, problems)

@@ -13,10 +13,13 @@ class MmiError(Exception):
 class ConfigError(MmiError):
     """A config or sweep spec value is missing, unknown or out of range."""
 
-    def __init__(self, source: str, problems: list[str] | str):
+    def __init__(self, source: str, problems: list[str] | str, sources: list[str] | None = None):
+        """``sources``: where each problem came from, where that is not ``source`` for all (a value
+        given on the command line over a file's)."""
         self.source = source
         self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
+        self.sources = list(sources) if sources else [source] * len(self.problems)
+        super().__init__("\n".join(f"{src}: {p}" for src, p in zip(self.sources, self.problems, strict=True)))
 
 
 class DataError(MmiError):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .analysis.stats import named_arms
 from .checkpoint import load_config, load_module
 from .config import Config, LossConfig
 from .errors import MmiError
@@ -21,7 +22,9 @@ from .layout import (
     CONFIG_FILE,
     CONFIRM_DIR,
     CONFIRMATION_FILE,
+    EXPORT_SOURCES,
     META_FILE,
+    MODEL_SOURCES,
     RUNS_DIR,
     SPEC_FILE,
     STATE_FILE,
@@ -63,11 +66,11 @@ def newest_checkpoint(run_dir: Path) -> Path:
     return ckpts[-1]
 
 
-def choose(source: str | Path, arm: str | None = None, seed: int | None = None) -> Chosen:
+def choose(source: str | Path, arm: str | None = None, seed: int | None = None, takes: str = EXPORT_SOURCES) -> Chosen:
     """A checkpoint folder itself; a run folder's newest checkpoint; or, from a sweep folder, the
     confirmation arm ranked first on validation (or ``arm``) and its seed run named by ``seed`` or
     else the one whose validation figure is closest to the arm's mean. Never chosen on test."""
-    src = Path(source)
+    src = Path(source).resolve() if Path(source).is_symlink() else Path(source)  # results/latest: the sweep itself
     if (src / STATE_FILE).exists() and (src / META_FILE).exists():
         cfg = load_config(src)
         return Chosen(src, cfg, cfg.train.seed, why=[f"checkpoint `{src}`"])
@@ -76,8 +79,7 @@ def choose(source: str | Path, arm: str | None = None, seed: int | None = None) 
         cfg = load_config(ckpt)
         return Chosen(ckpt, cfg, cfg.train.seed, why=[f"run `{src.name}`, its newest checkpoint `{ckpt.name}`"])
     if not (src / SPEC_FILE).exists():
-        raise ExportError(f"{src}: not a sweep folder ({SPEC_FILE}), a run folder ({CONFIG_FILE}) or a checkpoint "
-                          f"({STATE_FILE})")
+        raise ExportError(f"{src}: not {takes} (none of {SPEC_FILE}, {CONFIG_FILE}, {STATE_FILE} in it)")
     conf_file = src / CONFIRM_DIR / CONFIRMATION_FILE
     state = json.loads(conf_file.read_text()) if conf_file.exists() else {}
     if not state.get("runs"):
@@ -86,24 +88,28 @@ def choose(source: str | Path, arm: str | None = None, seed: int | None = None) 
     spec, _ = read_spec(str(src))
     metric, mode = spec["objective"]["metric"], spec["objective"].get("mode", "max")
     means = arm_means(state, metric)
-    if arm is None:
-        arm = (max if mode == "max" else min)(means, key=lambda a: (means[a], -list(state["arms"]).index(a)))
-    elif arm not in means:
-        raise ExportError(f"{conf_file}: --arm: no arm '{arm}' with finished runs (arms: {', '.join(means)})")
+    shown = named_arms(state["arms"])
+    by_name = {v: k for k, v in shown.items()}
+    if arm is None:  # the confirmation's rank 1 (ties: the first listed, as the headline shows them)
+        arm = (max if mode == "max" else min)(means, key=lambda a: (round(means[a], 9), -list(state["arms"]).index(a)))
+    elif by_name.get(arm, arm) not in means:
+        raise ExportError(f"{conf_file}: --arm: no arm '{arm}' with finished runs "
+                          f"(arms: {', '.join(shown[a] for a in means)})")
+    arm = by_name.get(arm, arm)
     runs = {r["seed"]: r for r in state["runs"] if r["arm"] == arm}
     if seed is None:
         seed = min(runs, key=lambda s: (abs(runs[s][metric] - means[arm]), s))
         how = f"the seed whose {metric} is closest to the arm's mean"
     elif seed not in runs:
-        raise ExportError(f"{conf_file}: --seed: arm {arm} has no finished run on seed {seed} "
+        raise ExportError(f"{conf_file}: --seed: arm {shown[arm]} has no finished run on seed {seed} "
                           f"(seeds: {', '.join(map(str, sorted(runs)))})")
     else:
         how = "the seed asked for"
     run_dir = src / CONFIRM_DIR / RUNS_DIR / run_name(runs[seed]["trial_id"], seed)
     ckpt = newest_checkpoint(run_dir)
-    ranked = sorted(means, key=lambda a: means[a], reverse=mode == "max")
-    why = [f"sweep `{src.name}`: confirmation arm **{arm}** ({state['arms'][arm]['method']}), ranked "
-           f"{ranked.index(arm) + 1} of {len(ranked)} arms on mean {metric} over fresh seeds (test chose nothing)",
+    better = sum(1 for a in means if (means[a] > means[arm] if mode == "max" else means[a] < means[arm]))
+    why = [f"sweep `{src.name}`: confirmation arm **{shown[arm]}** ({state['arms'][arm]['method']}), ranked "
+           f"{better + 1} of {len(means)} arms on mean {metric} over fresh seeds (test chose nothing)",
            f"seed {seed}: {how}; checkpoint `{ckpt.name}`"]
     return Chosen(ckpt, load_config(ckpt), seed, src, arm, state, metric, mode, why)
 
@@ -207,8 +213,8 @@ def load_model(path: str | Path, device: str = "cpu") -> Loaded:
         max_source = tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else 512
         return Loaded(model.to(device).eval(), tokenizer, model.generation_config.max_new_tokens or 64, max_source)
     if not p.exists():
-        raise ExportError(f"{p}: MODEL not found (an exported folder, a run folder or a checkpoint)")
-    student, tokenizer, cfg = load_student(choose(p).checkpoint)
+        raise ExportError(f"{p}: not found (MODEL is {MODEL_SOURCES})")
+    student, tokenizer, cfg = load_student(choose(p, takes=MODEL_SOURCES).checkpoint)
     return Loaded(student.to(device), tokenizer, cfg.train.max_new_tokens, cfg.model.max_source_length, cfg)
 
 

@@ -37,6 +37,8 @@ from .storage import exists, is_uri, join, read_text, write_text
 # --- a run folder
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+TRAIN_LOG_FILE = "train_log.jsonl"
+"""The training loss terms every ``train.log_every`` steps (rank 0 writes it; never a Tune result)."""
 RUN_SUMMARY_FILE = "summary.json"
 WORKER_ERROR_FILE = "worker_error.txt"  # every failed rank's traceback, written by the driver
 REUSED_FILE = "reused.json"
@@ -50,6 +52,14 @@ META_FILE = "meta.json"
 # --- a storage root
 RUN_INDEX_DIR = "run_index"
 """``<storage root>/run_index/<identity>.json``: the furthest run of each identity (mmi_ray/reuse.py)."""
+LATEST_LINK = "latest"
+"""``<storage root>/latest``: a link to the sweep folder started last there (a local root only), so the
+newest sweep has a name to type: ``mmi-ray confirm results/latest``."""
+
+EXPORT_SOURCES = "a sweep folder (its confirmed arm), a run folder (its newest checkpoint) or a checkpoint"
+"""What ``mmi-ray export`` takes (its help and its errors say the same)."""
+MODEL_SOURCES = "an exported folder, " + EXPORT_SOURCES
+"""What ``mmi-ray predict`` and ``evaluate`` take."""
 
 # --- a sweep folder
 SPEC_FILE = "sweep_spec.yaml"
@@ -69,6 +79,7 @@ RUNS_CSV, RUNS_PARQUET = "runs.csv", "runs.parquet"
 PARETO_PLOT = "pareto_front.png"
 MI_WEIGHT_PLOT, CRITIC_HEATMAP_PLOT = "metric_vs_mi_weight.png", "critic_size_x_mi_weight.png"
 RATIONALE_WEIGHT_PLOT, CURVES_PLOT = "rationale_weight.png", "learning_curves.png"
+TRAIN_LOSS_PLOT = "training_loss.png"
 HISTORY_PLOT, IMPORTANCE_PLOT = "optuna_history.png", "param_importances.png"
 TRIAL_PREFIX = "trial_"
 # Tune's own files in a trial folder (read, never written, by us)
@@ -139,10 +150,11 @@ def is_divergence(record: dict) -> bool:
     return NON_FINITE in record
 
 
-def read_metrics(run_dir: str | Path, skipped: list[str] | None = None) -> list[dict]:
-    """The records of a run's ``metrics.jsonl`` (empty when there is none). Damaged lines and lines
-    without a step (a write cut short) are left out, and listed in ``skipped`` when given."""
-    path = join(str(run_dir), METRICS_FILE)
+def read_metrics(run_dir: str | Path, skipped: list[str] | None = None, file: str = METRICS_FILE) -> list[dict]:
+    """The records of a run's ``metrics.jsonl`` (or ``file``: ``TRAIN_LOG_FILE``; empty when there is
+    none). Damaged lines and lines without a step (a write cut short) are left out, and listed in
+    ``skipped`` when given."""
+    path = join(str(run_dir), file)
     if not exists(path):
         return []
     try:
@@ -219,6 +231,30 @@ class MetricsLog:
             self.records = [m for m in read_metrics(self.run_dir) if m[STEP] < record[STEP]]
         self.records.append(record)
         write_text(join(self.run_dir, METRICS_FILE), "".join(json.dumps(m) + "\n" for m in self.records))
+
+
+class TrainLog:
+    """Writer of one run's ``train_log.jsonl`` (the loss terms every ``train.log_every`` steps) and,
+    on a local run folder, of TensorBoard scalars ``train/<term>`` beside it. A resumed run keeps the
+    records up to the step it resumes from."""
+
+    def __init__(self, run_dir: str | Path, resume_step: int):
+        self.run_dir = str(run_dir)
+        self.records = [m for m in read_metrics(self.run_dir, file=TRAIN_LOG_FILE) if m[STEP] <= resume_step]
+        self.board = None
+        if not is_uri(self.run_dir):
+            from tensorboardX import SummaryWriter
+
+            self.board = SummaryWriter(self.run_dir, purge_step=resume_step + 1)
+
+    def append(self, record: dict) -> None:
+        self.records.append(record)
+        write_text(join(self.run_dir, TRAIN_LOG_FILE), "".join(json.dumps(m) + "\n" for m in self.records))
+        if self.board is not None:
+            for k, v in record.items():
+                if k != STEP and isinstance(v, float):
+                    self.board.add_scalar(f"train/{k}", v, record[STEP])
+            self.board.flush()
 
 
 def complete_checkpoints(run_dir: str | Path) -> list[Path]:

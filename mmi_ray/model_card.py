@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from .analysis.stats import arm_comparisons, arm_table, method_of
+from .analysis.stats import arm_comparisons, arm_table, confirmation_runs, method_of, named_arms
 from .checkpoint import load_config
 from .data import load_splits
 from .data.batching import LABEL_PREFIX, RATIONALE_PREFIX
@@ -26,21 +26,27 @@ def _pct(v: float) -> str:
     return f"{100 * v:.1f}"
 
 
-def _interval(lo: float, hi: float) -> str:
-    return f"[{max(0.0, 100 * lo):.1f}, {min(100.0, 100 * hi):.1f}]"
+def _interval(lo: float, hi: float, cut: bool = False) -> str:
+    return f"[{100 * lo:.1f}, {100 * hi:.1f}]{'*' * cut}" if lo == lo else "(1 seed)"
 
 
 def arm_table_lines(table, bold: str | None = None, with_sd: bool = False) -> list[str]:
-    """A confirmation's per-arm table (``analysis.stats.arm_table``) as Markdown: n seeds, validation
-    and test means with their 95% t intervals (cut at 0 and 100), optionally the test sd; ``bold``
-    marks one arm. The model card and the README's figures render it alike."""
-    head = "| arm | method | n seeds | validation % [95% t] | test % [95% t] |" + (" test sd (points) |" * with_sd)
-    lines = [head, "|" + " --- |" * (6 if with_sd else 5)]
+    """A confirmation's per-arm table (``analysis.stats.arm_table``) as Markdown, ranked on
+    validation: rank, n seeds, validation and test means with their 95% t intervals (cut at 0 and
+    100, a ``*`` where too few seeds made it wider than that), optionally the test sd; ``bold`` marks one arm.
+    The model card and the README's figures render it alike."""
+    head = ("| rank | arm | method | n seeds | validation % [95% t] | test % [95% t] |"
+            + (" test sd (points) |" * with_sd))
+    lines = [head, "|" + " --- |" * (7 if with_sd else 6)]
     for r in table.itertuples():
         arm = f"**{r.arm}**" if r.arm == bold else r.arm
-        lines.append(f"| {arm} | {r.method} | {r.n} | {_pct(r.val_mean)} {_interval(r.val_low, r.val_high)} | "
-                     f"{_pct(r.test_mean)} {_interval(r.test_low, r.test_high)} |"
+        lines.append(f"| {'=' if r.tied else ''}{r.rank} | {arm} | {r.method} | {r.n} | {_pct(r.val_mean)} "
+                     f"{_interval(r.val_low, r.val_high, r.val_wide)} | {_pct(r.test_mean)} "
+                     f"{_interval(r.test_low, r.test_high, r.test_wide)} |"
                      + (f" {100 * r.test_sd:.1f} |" if with_sd else ""))
+    if table[["val_wide", "test_wide"]].any(axis=None):
+        lines += ["", f"\\* the t interval over {int(table['n'].min())} seeds is wider than 0-100 (cut to it): too few "
+                  "seeds to bound the mean."]
     return lines
 
 
@@ -62,7 +68,6 @@ def usage(model_ref: str, remote: bool, text: str, max_new_tokens: int) -> str:
 
 
 def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool) -> str:
-    import pandas as pd
 
     cfg = chosen.cfg
     method = method_of(cfg.loss.rationale_weight, cfg.loss.mi_weight, cfg.loss.mi_estimator)
@@ -82,14 +87,15 @@ def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool) -> str:
     lines += ["## How it was chosen", ""] + [f"- {w}" for w in chosen.why] + [""]
     results = []
     if chosen.confirmation:
-        runs = pd.DataFrame(chosen.confirmation["runs"])
-        table = arm_table(runs, chosen.metric)
-        mine = table[table["arm"] == chosen.arm].iloc[0]
+        runs = confirmation_runs(chosen.confirmation)
+        shown = named_arms(chosen.confirmation["arms"])[chosen.arm]
+        table = arm_table(runs, chosen.metric, mode=chosen.mode)
+        mine = table[table["arm"] == shown].iloc[0]
         results.append({"type": "accuracy", "value": round(100 * float(mine["test_mean"]), 2),
                         "name": f"test accuracy, mean over {int(mine['n'])} confirmation seeds"})
         lines += ["## Confirmation runs (fresh seeds, full budget; test read once per run)", "",
-                  *arm_table_lines(table, bold=chosen.arm)]
-        pairs = this_arm_against_baselines(runs, chosen.arm)
+                  *arm_table_lines(table, bold=shown)]
+        pairs = this_arm_against_baselines(runs, shown)
         if pairs:
             lines += ["", "Paired by seed on test (Holm-corrected over the confirmation's comparisons):", "",
                       "| comparison | difference, points [95% t] | d_z | p (Holm) | n |", "| --- | --- | --- | --- | --- |"]

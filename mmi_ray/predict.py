@@ -69,12 +69,39 @@ def predict(model, tokenizer, rows: Iterable[tuple[int, str]], explain: bool, ba
         yield from flush()
 
 
+def unknown_words(tokenizer, texts: list[str]) -> list[list[str]]:
+    """Per text, the pieces the tokenizer maps to its unknown token (the ``words`` tokenizer knows only
+    the built-in task's words, case included): the student never saw them, so it answers blind."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None or not getattr(tokenizer, "is_fast", False):
+        return [[] for _ in texts]
+    enc = tokenizer(texts, return_offsets_mapping=True, add_special_tokens=False)
+    return [[t[a:b] for i, (a, b) in zip(ids, offs, strict=True) if i == unk]
+            for t, ids, offs in zip(texts, enc["input_ids"], enc["offset_mapping"], strict=True)]
+
+
+def warn_unknown(tokenizer, rows: list[tuple[int, str]], source: str) -> int:
+    """A warning on standard error naming the inputs with words the student's tokenizer does not know
+    (counted, the first few shown); returns how many inputs have them."""
+    unknown = unknown_words(tokenizer, [t for _, t in rows])
+    hit = [(n, words) for (n, _), words in zip(rows, unknown, strict=True) if words]
+    if hit:
+        words = sorted({w for _, ws in hit for w in ws})
+        where = ", ".join(f"line {n}" for n, _ in hit[:5]) + (" ..." if len(hit) > 5 else "")
+        print(f"[mmi-ray] warning: {len(hit)} of {len(rows)} inputs in {source} have words the student's tokenizer "
+              f"does not know ({len(words)} distinct: {', '.join(repr(w) for w in words[:8])}"
+              f"{' ...' if len(words) > 8 else ''}; {where}): they reach the student as <unk>, so its answers "
+              "to them mean little", file=sys.stderr)
+    return len(hit)
+
+
 def run_predict(model_path: str, source: str, explain: bool, batch: int, out: str | None, device: str | None) -> int:
     from .export import load_model
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model(model_path, dev)
     rows = list(read_inputs(source))  # read (and check) every line before anything is written
+    warn_unknown(loaded.tokenizer, rows, "<stdin>" if source == "-" else source)
     sink = open(out, "w", encoding="utf-8") if out else sys.stdout  # noqa: SIM115
     bar = None
     if sys.stderr.isatty() and len(rows) > batch:

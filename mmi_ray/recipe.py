@@ -24,7 +24,7 @@ from .config import Config
 from .data import load_splits
 from .data.batching import BatchStream, collate, predict_inputs, tokenize
 from .evaluate import all_reduce, evaluate
-from .layout import MACHINE, divergence_record
+from .layout import MACHINE, TrainLog, divergence_record
 from .machine import describe, pin_numerics
 from .model import build_seq2seq, build_tokenizer, check_fits, count_params
 from .objective import DistillModule
@@ -103,6 +103,9 @@ def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
     if module.use_rationale:
         token_fields += [train_tok.explain_ids, train_tok.rationale_ids]
     sums = torch.zeros(len(LOSS_TERMS), device=device)
+    log_sums = torch.zeros(len(LOSS_TERMS), device=device)  # the training log's terms (train.log_every)
+    log = TrainLog(env.log_dir, start_step) if rank == 0 and env.log_dir else None
+    log_n = 0  # steps in log_sums
     step_losses: list[torch.Tensor] = []
     since_report = n_examples = n_tokens = 0
     interval_time = 0.0
@@ -119,7 +122,9 @@ def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
             with (nullcontext() if sync else model.no_sync()), autocast():
                 terms = model(batch)
                 (terms.loss / len(micro)).backward()
-            sums += torch.stack([getattr(terms, n).detach().float() for n in LOSS_TERMS]) / len(micro)
+            micro_terms = torch.stack([getattr(terms, n).detach().float() for n in LOSS_TERMS]) / len(micro)
+            sums += micro_terms
+            log_sums += micro_terms
             step_losses.append(terms.loss.detach().float())
             n_examples += len(idx)
             n_tokens += sum(len(ids[i]) for ids in token_fields for i in idx)  # real tokens, not padding
@@ -131,8 +136,15 @@ def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
         env.after_step(rank, step + 1)
         interval_time += time.perf_counter() - t0
         since_report += 1
+        log_n += 1
 
         done = step + 1
+        if done % cfg.train.log_every == 0:  # the terms averaged over the last log_every steps, every worker's
+            terms_avg = (all_reduce(log_sums.clone()) / (log_n * world)).tolist()
+            if log is not None:
+                log.append({"step": done, **dict(zip(LOSS_TERMS, terms_avg)), "lr": scheduler.get_last_lr()[0]})
+            log_sums.zero_()
+            log_n = 0
         if done % cfg.train.eval_every and done != cfg.train.max_steps:
             continue
         # --- report: loss terms averaged since the last report, validation, checkpoint
@@ -178,7 +190,8 @@ def _drop_user_error(record) -> bool:
 
 
 def train_loop(loop_config: dict) -> None:
-    """Ray Train worker entry point. ``loop_config = {"config": <Config as dict>, "ray_logs": bool}``."""
+    """Ray Train worker entry point. ``loop_config = {"config": <Config as dict>, "ray_logs": bool,
+    "run_dir": the run's folder}``."""
     import logging
 
     if not loop_config.get("ray_logs"):
@@ -190,4 +203,4 @@ def train_loop(loop_config: dict) -> None:
         for handler in logging.getLogger("ray.train").handlers:
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
                 handler.addFilter(_drop_user_error)
-    run_loop(Config.model_validate(loop_config["config"]), ray_worker_env())
+    run_loop(Config.model_validate(loop_config["config"]), ray_worker_env(loop_config.get("run_dir")))

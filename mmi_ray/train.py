@@ -103,7 +103,8 @@ def build_trainer(cfg: Config, run_name: str, storage_path: str, callbacks=None,
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(PROPAGATED_ENV_PREFIX)}
     return TorchTrainer(
         train_loop,
-        train_loop_config={"config": cfg.model_dump(mode="json"), "ray_logs": ray_logs},
+        train_loop_config={"config": cfg.model_dump(mode="json"), "ray_logs": ray_logs,
+                           "run_dir": join(storage_path, run_name)},
         torch_config=backend,
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(

@@ -41,12 +41,15 @@ class WorkerEnv:
     """DDP wrapper (``ray.train.torch.prepare_model``) or a plain ``.to(device)``."""
     after_step: Callable[[int, int], None] = field(default_factory=faults.step_hook_from_env)
     """``(rank, step)`` after each optimizer step: nothing, unless a recovery test injects a fault."""
+    log_dir: str | None = None
+    """The run folder, where rank 0 writes the training log (``train.log_every``); None: no log."""
 
 
-def local_env(report: Callable[[dict, Path | None], None], device: str = "cpu") -> WorkerEnv:
-    """A single in-process worker with no persistence (benchmarks, quick experiments)."""
+def local_env(report: Callable[[dict, Path | None], None], device: str = "cpu", log_dir: str | None = None) -> WorkerEnv:
+    """A single in-process worker with no persistence (benchmarks, quick experiments), but the
+    training log when ``log_dir`` is given."""
     dev = torch.device(device)
-    return WorkerEnv(0, 1, dev, lambda: None, report, lambda m: m.to(dev))
+    return WorkerEnv(0, 1, dev, lambda: None, report, lambda m: m.to(dev), log_dir=log_dir)
 
 
 def in_process_env(run_dir: Path, keep_checkpoints: int, node_id: str,
@@ -65,11 +68,13 @@ def in_process_env(run_dir: Path, keep_checkpoints: int, node_id: str,
         log.append(m)
         on_report(m)
 
-    return WorkerEnv(0, 1, torch.device("cpu"), lambda: state, report, lambda model: model), state
+    return WorkerEnv(0, 1, torch.device("cpu"), lambda: state, report, lambda model: model,
+                     log_dir=str(run_dir)), state
 
 
-def ray_worker_env() -> WorkerEnv:
-    """The env of a Ray Train worker: its rank, device, checkpoint and ``ray.train.report``."""
+def ray_worker_env(run_dir: str | None = None) -> WorkerEnv:
+    """The env of a Ray Train worker: its rank, device, checkpoint and ``ray.train.report``; rank 0
+    writes the training log into ``run_dir`` (the run's folder on the run's storage)."""
     import ray
     import ray.train
     import ray.train.torch
@@ -93,4 +98,4 @@ def ray_worker_env() -> WorkerEnv:
     world = ctx.get_world_size()
     device = ray.train.torch.get_device()
     wrap = ray.train.torch.prepare_model if world > 1 else (lambda m: m.to(device))
-    return WorkerEnv(ctx.get_world_rank(), world, device, latest_state, report, wrap)
+    return WorkerEnv(ctx.get_world_rank(), world, device, latest_state, report, wrap, log_dir=run_dir)

@@ -146,6 +146,9 @@ def write_fake_sweep(root: Path, damaged: bool = False) -> Path:
             lines = [json.dumps({"step": s, "val_accuracy": final * s / 20, "loss": 1.0, "label": 0.5, "rationale": 0.4,
                                  "mi": 0.1, "mi_estimate": 0.2, "train_time_s": s, "eval_time_s": 1.0}) for s in steps]
             (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+            log = [json.dumps({"step": s, "loss": 2.0 / s, "label": 1.0 / s, "rationale": 0.8 / s, "mi": 0.2 / s,
+                               "mi_estimate": 0.1, "lr": 0.001}) for s in range(5, steps[-1] + 1, 5)]
+            (run / "train_log.jsonl").write_text("\n".join(log) + "\n")  # train.log_every 5
     (d / "trial_t4" / "error.txt").write_text("Traceback...\nNonFiniteLossError: non-finite loss at step 3\n")
     (d / "sweep_summary.json").write_text(json.dumps({"wall_time_s": 100.0, "trial_train_time_s": 80.0,
                                                       "overhead_ratio": 1.25}))
@@ -163,6 +166,9 @@ def test_load_gives_tidy_rows_and_statuses(tmp_path):
     status = res.trials.set_index("trial_id")["status"].to_dict()
     assert status == {"t1": "completed", "t2": "completed", "t3": "stopped early", "t4": "error"}
     assert "non-finite loss at step 3" in res.trials.set_index("trial_id").loc["t4", "error"]
+    # the training log (train.log_every steps) of each run, beside the evaluations
+    log = res.train_log[(res.train_log["trial_id"] == "t1") & (res.train_log["seed"] == 0)]
+    assert list(log["step"]) == [5, 10, 15, 20] and log["loss"].iloc[0] == pytest.approx(0.4)
 
 
 def test_damaged_folder_is_reported_not_fatal(tmp_path):
@@ -180,7 +186,7 @@ def test_report_on_a_fake_sweep(tmp_path):
     assert r["configurations"] == 4 - 1  # t4 never reported
     for name in r["plots"]:
         assert (tmp_path / "report" / name).stat().st_size > 1000
-    assert {"metric_vs_mi_weight.png", "rationale_weight.png", "learning_curves.png"} <= set(r["plots"])
+    assert {"metric_vs_mi_weight.png", "rationale_weight.png", "learning_curves.png", "training_loss.png"} <= set(r["plots"])
     # it opens with accuracy by method (each method's best configuration here: no confirmation runs)
     assert r["plots"][0] == "accuracy_by_method.png" and text.index("accuracy_by_method.png") < text.index("## Trials")
     assert "## Best configuration" in text and "Trial `t1`" in text
@@ -282,3 +288,104 @@ def test_pareto_front_on_a_hand_made_case():
     assert list(twice["trial_id"]) == ["b", "a", "d", "c"]
     assert dict(zip(twice["trial_id"], twice["trials"])) == {"b": 1, "a": 2, "d": 1, "c": 1}
     assert (twice["n_seeds"] == 2).all()
+
+
+def _confirmation(acc: dict[str, list[float]], methods: dict[str, str], params: dict | None = None) -> dict:
+    """A confirmation state as ``confirm/confirmation.json`` holds it, from per-arm accuracies per seed."""
+    runs = [{"arm": a, "method": methods[a], "seed": s, "test_accuracy": v, "val_accuracy": v, "val_n": 40,
+             "test_n": 40} for a, vals in acc.items() for s, v in enumerate(vals, start=1)]
+    arms = {a: {"method": methods[a], "params": (params or {}).get(a, {})} for a in acc}
+    return {"seeds": [1, 2], "arms": arms, "runs": runs}
+
+
+def test_intervals_stay_inside_what_they_measure_and_say_when_seeds_are_too_few():
+    """Two seeds that disagree give a t interval past 0 and 100 (the own-data sweep printed
+    -60.00 points [-250.59, +130.59]): means are cut at [0, 100], differences at [-100, 100], and
+    the line says n is too small."""
+    from mmi_ray.analysis.stats import arm_comparisons, arm_table, too_wide
+    from mmi_ray.sweep.confirm import headline_lines
+
+    assert t_interval([0.9, 0.3], bounds=(0.0, 1.0)) == (0.0, 1.0) and too_wide([0.9, 0.3], bounds=(0.0, 1.0))
+    assert not too_wide([0.5, 0.52], bounds=(0.0, 1.0))
+    state = _confirmation({"DSS": [0.975, 0.70], "label-only": [0.30, 0.60]}, {"DSS": "DSS", "label-only": "label-only"})
+    runs = pd.DataFrame(state["runs"])
+    table = arm_table(runs)
+    assert table["val_low"].min() >= 0 and table["val_high"].max() <= 1 and table["val_wide"].all()
+    near_ceiling = arm_table(pd.DataFrame(_confirmation({"DSS": [1.0, 0.95, 1.0]}, {"DSS": "DSS"})["runs"]))
+    assert near_ceiling["val_high"].iloc[0] == 1.0 and not near_ceiling["val_wide"].iloc[0]  # cut, not too few
+    cmp = arm_comparisons(runs)
+    raw = t_interval([0.30 - 0.975, 0.60 - 0.70])
+    assert raw[0] < -1  # the uncut interval reached past -100 points
+    assert cmp.iloc[0]["ci_low"] == -1.0 and cmp.iloc[0]["ci_wide"]
+    text = "\n".join(headline_lines(state, "val_accuracy"))
+    assert "[-100.00, " in text and "-250" not in text
+    assert "n=2 seeds is wider than the whole range" in text and "too few seeds" in text
+
+
+def test_when_nothing_is_learned_no_arm_wins_a_tie_and_no_nan_is_printed():
+    """Every run at 0%: the comparisons say there is no difference to measure (was `d_z nan, p nan
+    (Holm nan)`), and the arms share rank 1."""
+    from mmi_ray.sweep.confirm import headline_lines
+
+    state = _confirmation({"DSS": [0.0, 0.0], "label-only": [0.0, 0.0], "MI-maxpool": [0.0, 0.0]},
+                          {"DSS": "DSS", "label-only": "label-only", "MI-maxpool": "MI (maxpool)"})
+    text = "\n".join(headline_lines(state, "val_accuracy"))
+    assert "nan" not in text.lower()
+    assert "label-only - DSS: no difference measurable: every run of both scored 0.00%, n=2" in text
+    assert text.count("  =1  ") == 3 and "share a rank" in text
+
+
+def test_arms_are_named_for_what_they_are_and_ranked_by_the_confirmation():
+    """The README's ablation had `top1` (MI infonce, val 96.0) above `top2` (DSS, val 96.5): names
+    from the search's order read as ranks. Arms are named by method (and by the values that tell
+    two of one method apart); older states' `topN` keys are shown by the same names; the table is
+    ranked on the confirmation's own validation means, the export's rule."""
+    from mmi_ray.analysis.stats import arm_names, arm_table, confirmation_runs
+
+    arms = {0: {"method": "MI (maxpool)", "params": {"loss.mi_weight": 0.1, "loss.rationale_weight": 4}},
+            1: {"method": "MI (maxpool)", "params": {"loss.mi_weight": 0.3, "loss.rationale_weight": 4}},
+            2: {"method": "DSS", "params": {"loss.mi_weight": 0.0}}, 3: {"method": "MI (infonce)", "params": {}}}
+    assert arm_names(arms) == {0: "MI-maxpool@mi_weight=0.1", 1: "MI-maxpool@mi_weight=0.3", 2: "DSS", 3: "MI-infonce"}
+    state = _confirmation({"top1": [0.96, 0.96], "top2": [0.965, 0.965], "top3": [0.25, 0.26]},
+                          {"top1": "MI (infonce)", "top2": "DSS", "top3": "label-only"})
+    table = arm_table(confirmation_runs(state))
+    assert list(table["arm"]) == ["DSS", "MI-infonce", "label-only"] and list(table["rank"]) == [1, 2, 3]
+    assert not table["tied"].any()
+
+
+def _scores(d: Path, val: dict[str, float]) -> None:
+    """Rewrite a fake sweep's runs so that every evaluation of trial ``tid`` scored ``val[tid]``."""
+    for run in (d / "runs").iterdir():
+        tid = run.name.split("_seed")[0]
+        if tid in val:
+            lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+            (run / "metrics.jsonl").write_text("".join(json.dumps({**m, "val_accuracy": val[tid]}) + "\n" for m in lines))
+
+
+def test_a_tie_in_the_search_goes_to_no_arm_silently(tmp_path):
+    """Every completed configuration at 0%: none is confirmed as the best (label-only won that tie and
+    was merged with the baseline arm), only the baselines are; a tie across the top-k cut is named."""
+    from mmi_ray.layout import read_spec
+    from mmi_ray.sweep.confirm import choose_arms
+    from mmi_ray.sweep.spec import Confirm, LoadedSweep, SweepSpec
+
+    d = write_fake_sweep(tmp_path)
+    spec, base = read_spec(str(d))
+    sweep = LoadedSweep(SweepSpec.model_validate({**spec, "base": base, "num_trials": 3}), base, str(d / "sweep_spec.yaml"))
+    _scores(d, {"t1": 0.0, "t2": 0.0})
+    arms, notes = choose_arms(sweep, str(d), Confirm(top_k=1, seeds=[5, 6]))
+    assert list(arms) == ["DSS", "label-only"] and all(a["from_trial"] is None for a in arms.values())
+    assert notes == ["every completed configuration of the search scored val_accuracy 0: none is best, so none is "
+                     "confirmed as such; the baselines are"]
+    import shutil
+
+    shutil.copytree(d / "trial_t1", d / "trial_t5")  # a third completed configuration, below the tie
+    for seed in (0, 1):
+        shutil.copytree(d / "runs" / f"t1_seed{seed}", d / "runs" / f"t5_seed{seed}")
+        cfg = yaml.safe_load((d / "runs" / f"t5_seed{seed}" / "config.yaml").read_text())
+        cfg["loss"]["mi_weight"] = 0.9
+        (d / "runs" / f"t5_seed{seed}" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    _scores(d, {"t1": 0.5, "t2": 0.5, "t5": 0.3})
+    arms, notes = choose_arms(sweep, str(d), Confirm(top_k=1, seeds=[5, 6]))
+    assert list(arms) == ["MI-maxpool", "DSS", "label-only"] and arms["MI-maxpool"]["search_rank"] == 1
+    assert notes and "2 configurations tie at val_accuracy 0.5 across the top-1 cut" in notes[0]

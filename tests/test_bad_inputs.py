@@ -48,17 +48,17 @@ CASES = [
     # training configs
     ("malformed YAML", lambda t: [T, cfg(t, "loss: [1, 2\n")], "c.yaml: line 2: invalid YAML"),
     ("unknown section", lambda t: [T, cfg(t, TINY + "modle: {}\n")], "c.yaml: modle: unknown key"),
-    ("unknown key", lambda t: [T, cfg(t), "loss.mi_wieght=0.1"], "c.yaml: loss.mi_wieght: unknown key"),
-    ("negative MI weight", lambda t: [T, cfg(t), "loss.mi_weight=-0.1"], "c.yaml: loss.mi_weight: Input should be greater than or equal to 0"),
-    ("zero learning rate", lambda t: [T, cfg(t), "optim.lr=0"], "c.yaml: optim.lr: Input should be greater than 0"),
-    ("text learning rate", lambda t: [T, cfg(t), "optim.lr=fast"], "c.yaml: optim.lr: Input should be a valid number"),
-    ("zero steps", lambda t: [T, cfg(t), "train.max_steps=0"], "c.yaml: train.max_steps:"),
-    ("negative batch", lambda t: [T, cfg(t), "train.batch_size=-4"], "c.yaml: train.batch_size:"),
-    ("unknown estimator", lambda t: [T, cfg(t), "loss.mi_estimator=magic"], "c.yaml: loss.mi_estimator:"),
-    ("heads do not divide width", lambda t: [T, cfg(t), "model.d_model=130"], "c.yaml: model: d_model (130) must be divisible"),
-    ("every loss weight zero", lambda t: [T, cfg(t), "loss.label_weight=0", "loss.rationale_weight=0", "loss.mi_weight=0"], "c.yaml: loss: at least one of"),
-    ("unknown dataset", lambda t: [T, cfg(t), "data.dataset=gsm8k"], "c.yaml: data.dataset:"),
-    ("DSS dataset without data_dir", lambda t: [T, cfg(t), "data.dataset=cqa"], "c.yaml: data: data_dir is required"),
+    ("unknown key", lambda t: [T, cfg(t), "loss.mi_wieght=0.1"], "command line: loss.mi_wieght: unknown key (did you mean loss.mi_weight?)"),
+    ("negative MI weight", lambda t: [T, cfg(t), "loss.mi_weight=-0.1"], "command line: loss.mi_weight: Input should be greater than or equal to 0"),
+    ("zero learning rate", lambda t: [T, cfg(t), "optim.lr=0"], "command line: optim.lr: Input should be greater than 0"),
+    ("text learning rate", lambda t: [T, cfg(t), "optim.lr=fast"], "command line: optim.lr: Input should be a valid number"),
+    ("zero steps", lambda t: [T, cfg(t), "train.max_steps=0"], "command line: train.max_steps:"),
+    ("negative batch", lambda t: [T, cfg(t), "train.batch_size=-4"], "command line: train.batch_size:"),
+    ("unknown estimator", lambda t: [T, cfg(t), "loss.mi_estimator=magic"], "command line: loss.mi_estimator:"),
+    ("heads do not divide width", lambda t: [T, cfg(t), "model.d_model=130"], "command line: model: d_model (130) must be divisible"),
+    ("every loss weight zero", lambda t: [T, cfg(t), "loss.label_weight=0", "loss.rationale_weight=0", "loss.mi_weight=0"], "command line: loss: at least one of"),
+    ("unknown dataset", lambda t: [T, cfg(t), "data.dataset=gsm8k"], "command line: data.dataset:"),
+    ("DSS dataset without data_dir", lambda t: [T, cfg(t), "data.dataset=cqa"], "command line: data: data_dir is required"),
     ("data_dir does not exist", lambda t: [T, cfg(t), "data.dataset=cqa", f"data.data_dir={t}/nope"], "data.data_dir: folder not found"),
     ("data_dir lacks the dataset", lambda t: [T, cfg(t), "data.dataset=svamp", f"data.data_dir={t}"], "data.data_dir: no 'svamp' folder"),
     ("model path does not exist", lambda t: [T, cfg(t), f"model.name={t}/no-model"], "model.name: checkpoint folder not found"),
@@ -67,11 +67,11 @@ CASES = [
     ("config file missing", lambda t: [T, f"{t}/none.yaml"], "none.yaml: file not found"),
     ("config is a list", lambda t: [T, cfg(t, "- 1\n- 2\n")], "c.yaml: top level must be a mapping"),
     ("config not UTF-8", lambda t: [T, cfg(t, b"loss:\n  mi_weight: \xff\n")], "c.yaml: not UTF-8"),
-    ("bad label_type", lambda t: [T, cfg(t), "data.label_type=silver"], "c.yaml: data.label_type:"),
-    ("valid_fraction above 1", lambda t: [T, cfg(t), "data.valid_fraction=1.5"], "c.yaml: data.valid_fraction:"),
+    ("bad label_type", lambda t: [T, cfg(t), "data.label_type=silver"], "command line: data.label_type:"),
+    ("valid_fraction above 1", lambda t: [T, cfg(t), "data.valid_fraction=1.5"], "command line: data.valid_fraction:"),
     ("unwritable storage", lambda t: [T, cfg(t), "run.storage_path=/etc/hostname/x"], "run.storage_path: cannot write"),
-    ("hub data for DSS/MI (no rationales)", lambda t: [T, cfg(t), "data.dataset=cqa", "data.source=hub"], "c.yaml: data.source: 'hub' has the gold rows but no teacher rationales"),
-    ("`model.tokenizer: words` with a DSS dataset", lambda t: [T, cfg(t), "model.tokenizer=words", "data.dataset=cqa", "data.data_dir=/nonexistent"], "c.yaml: model.tokenizer: 'words' knows only the built-in task's words"),
+    ("hub data for DSS/MI (no rationales)", lambda t: [T, cfg(t), "data.dataset=cqa", "data.source=hub"], "command line: data.source: 'hub' has the gold rows but no teacher rationales"),
+    ("`model.tokenizer: words` with a DSS dataset", lambda t: [T, cfg(t), "model.tokenizer=words", "data.dataset=cqa", "data.data_dir=/nonexistent"], "command line: model.tokenizer: 'words' knows only the built-in task's words"),
     # DSS data files
     ("gold train file missing", lambda t: [T, cfg(t), "data.dataset=cqa", f"data.data_dir={_no_gold(t)}"], "cqa_train.json: file not found"),
     ("teacher/gold line counts differ", lambda t: [T, cfg(t), "data.dataset=cqa", f"data.data_dir={dss(t, outputs=(OUT,))}"], "1 teacher outputs for 2 rows in cqa_train.json"),
@@ -90,7 +90,7 @@ CASES = [
     ("spec: zero trials", lambda t: ["sweep", spec(t, num_trials=0)], "spec.yaml: num_trials:"),
     ("spec: negative weights", lambda t: ["sweep", spec(t, search={"loss.rationale_weight": {"type": "uniform", "low": -1, "high": 1}})], "spec.yaml: search.loss.rationale_weight: Input should be greater than or equal to 0"),
     ("spec: unknown searched key", lambda t: ["sweep", spec(t, search={"loss.beta": {"type": "uniform", "low": 0, "high": 1}})], "spec.yaml: search.loss.beta: unknown key"),
-    ("spec: unknown spec key", lambda t: ["sweep", spec(t, trials=3)], "spec.yaml: trials: unknown key"),
+    ("spec: unknown spec key", lambda t: ["sweep", spec(t, trials=3)], "spec.yaml: trials: unknown key (did you mean num_trials?)"),
     ("spec: base missing", lambda t: ["sweep", spec(t, base="nope.yaml")], "spec.yaml: base: file not found"),
     ("spec: point outside space", lambda t: ["sweep", spec(t, points_to_evaluate=[{"loss.mi_weight": 3.0}])], "points_to_evaluate[0].loss.mi_weight: 3.0 is outside the search space"),
     ("spec: resume a sweep that never ran", lambda t: ["sweep", spec(t), "--resume"], "spec.yaml: name: no sweep 's'"),
@@ -101,11 +101,25 @@ CASES = [
     ("confirm: seeds that leave held ones out", lambda t: ["confirm", held_confirmation(t), "--seeds", "2", "3"],
      "s/sweep_spec.yaml: confirm.seeds: confirm/ holds runs on seeds [1, 2]; confirm with those seeds, or those and "
      "more to add seeds to it, not [2, 3]"),
+    ("a tokenizer name no one has", lambda t: [T, cfg(t), "model.tokenizer=byte"], "c.yaml: model.tokenizer: 'byte': "),
+    ("a student name no one has", lambda t: [T, cfg(t), "model.name=no-such-org/t5-tiny"], "c.yaml: model.name: 'no-such-org/t5-tiny': "),
+    ("spec: a searched tokenizer no one has", lambda t: ["sweep", spec(t, search={"model.tokenizer": {"type": "choice", "values": ["byt5", "bytes"]}})],
+     "spec.yaml (search.model.tokenizer): model.tokenizer: 'bytes': "),
+    ("spec: a sweep that already exists", lambda t: ["sweep", started_sweep(t)],
+     "--resume`, or start another with `mmi-ray sweep "),
     # cluster YAMLs
     ("cluster YAML without node types", lambda t: ["plan", spec(t), "--cluster", cfg(t, "cluster_name: x\n", "cl.yaml")], "cl.yaml: available_node_types: missing"),
     ("cluster YAML missing", lambda t: ["plan", spec(t), "--cluster", f"{t}/none.yaml"], "none.yaml: file not found"),
     ("cluster YAML malformed", lambda t: ["plan", spec(t), "--cluster", cfg(t, "a: [\n", "cl.yaml")], "cl.yaml: line 2: invalid YAML"),
 ]
+
+
+def started_sweep(t):
+    """A spec whose sweep folder is there already."""
+    path = spec(t)
+    (t / "results" / "s").mkdir(parents=True)
+    (t / "results" / "s" / "sweep_spec.yaml").write_text("spec: {}\n")
+    return path
 
 
 def held_confirmation(t):

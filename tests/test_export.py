@@ -14,7 +14,7 @@ import yaml
 
 from mmi_ray.cli import main
 from mmi_ray.config import load_config
-from mmi_ray.layout import CONFIG_FILE, complete_checkpoints
+from mmi_ray.layout import CONFIG_FILE, EXPORT_SOURCES, MODEL_SOURCES, complete_checkpoints
 from mmi_ray.recipe import run_loop
 from mmi_ray.worker import in_process_env
 
@@ -122,6 +122,13 @@ def test_predict_and_evaluate_on_an_exported_folder_and_a_run(tmp_path, capsys):
         assert main(["predict", str(model), "--input", str(src), "--explain", "--batch", "2"]) == 0
         rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
         assert [r["answer"] for r in rows] == preds[:3] and all(r["rationale"] for r in rows)
+    # words the student's tokenizer never saw reach it as <unk>: a warning counts and names them
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text(json.dumps({"input": inputs[0]}) + "\n" + json.dumps({"input": inputs[0].lower() + " please"}) + "\n")
+    assert main(["predict", str(out), "--input", str(odd)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: 1 of 2 inputs in {odd} have words the student's tokenizer does not know" in err
+    assert "'please'" in err and "line 2" in err
     text = tmp_path / "in.txt"
     text.write_text("\n".join(inputs[:2]) + "\n")
     assert main(["predict", str(out), "--input", str(text), "--out", str(tmp_path / "o.jsonl")]) == 0
@@ -155,7 +162,9 @@ def test_bad_inputs_name_the_path_or_key_exit_2_and_write_nothing(tmp_path, caps
     cases = [
         (["export", str(sweep), "--out", str(tmp_path / "o1")], "confirmation.json: no confirmation runs"),
         (["export", str(empty_run), "--out", str(tmp_path / "o2")], "empty_run: no checkpoint"),
-        (["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o3")], "nowhere: not a sweep folder"),
+        (["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o3")], f"nowhere: not {EXPORT_SOURCES}"),
+        (["predict", str(tmp_path / "nowhere"), "--input", str(bad_input)], f"nowhere: not found (MODEL is {MODEL_SOURCES})"),
+        (["predict", str(taken), "--input", str(bad_input)], f"taken: not {MODEL_SOURCES}"),
         (["export", str(run_dir), "--out", str(taken)], "taken: --out is a folder that is not empty"),
         (["predict", str(run_dir), "--input", str(bad_input), "--out", str(tmp_path / "o4.jsonl")],
          "bad.jsonl: line 2: input: missing"),
@@ -166,6 +175,11 @@ def test_bad_inputs_name_the_path_or_key_exit_2_and_write_nothing(tmp_path, caps
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0], (argv, err)
     assert not any((tmp_path / f"o{i}").exists() for i in (1, 2, 3)) and not (tmp_path / "o4.jsonl").exists()
+    # what each command takes: its help says what its errors say
+    for command, takes in (("export", EXPORT_SOURCES), ("predict", MODEL_SOURCES), ("evaluate", MODEL_SOURCES)):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert " ".join(takes.split()) in " ".join(capsys.readouterr().out.split())
     assert [p.name for p in taken.iterdir()] == ["keep.txt"] and (taken / "keep.txt").read_text() == "mine"
     assert main(["export", str(run_dir), "--out", str(taken), "--force"]) == 0  # --force replaces it
     assert not (taken / "keep.txt").exists() and (taken / "model.safetensors").exists()
@@ -235,9 +249,13 @@ def test_export_from_a_real_sweep_takes_the_confirmed_arm_and_answers_as_its_run
     arm = max(means.index, key=lambda a: (means[a], -list(state["arms"]).index(a)))
     mine = runs[runs["arm"] == arm].set_index("seed")
     seed = min(mine.index, key=lambda s: (abs(mine.loc[s, "val_accuracy"] - means[arm]), s))
+    assert set(state["arms"]) == {"DSS", "MI-maxpool", "label-only"}  # named for what they are, not topN
+    latest = tmp_path / "results" / "latest"  # the newest sweep's name to type (README: results/latest)
+    assert latest.is_symlink() and latest.resolve() == Path(summary["sweep_dir"]).resolve()
     out = tmp_path / "student"
-    assert main(["export", summary["sweep_dir"], "--out", str(out)]) == 0
+    assert main(["export", str(latest), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
+    assert "sweep exp:" in printed  # the sweep's own name, not the link's
     assert f"confirmation arm {arm} (" in printed and f"seed {seed}:" in printed
     run_dir = Path(summary["sweep_dir"]) / "confirm" / "runs" / f"{mine.loc[seed, 'trial_id']}_seed{seed}"
     inputs, preds, acc = own_predictions(run_dir)

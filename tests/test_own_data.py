@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "examples"))
 sys.path.insert(0, str(Path(__file__).parent))
-from teacher_server import TeacherServer  # noqa: E402
 from test_docs import shown_commands  # noqa: E402
 
 
@@ -36,17 +36,30 @@ def test_the_readme_own_data_commands_run_and_the_sweep_learns_from_the_rational
                                                   ["mmi-ray", "data"], ["mmi-ray", "sweep"]]
     for d in ("examples", "sweeps", "configs"):
         (tmp_path / d).symlink_to(REPO / d)
-    port = int(re.search(r"--port (\d+)", commands[0]).group(1))
-    server = TeacherServer(port=port).start()  # the README's first line, in this process
-    env = {**ray_head["env"], "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    outputs = []
+    # as pasted into a fresh shell after `make install`: the venv activated as the README's Install says,
+    # nothing of it on PATH before; the stand-in teacher detaches once it listens
+    venv = Path(sys.executable).parent
+    path = ":".join(p for p in os.environ.get("PATH", "").split(":") if Path(p) != venv)
+    env = {**ray_head["env"], "PATH": path}
+    install = shown_commands(section((REPO / "README.md").read_text(), "Install"))
+    assert install == ["make install", "source .venv/bin/activate"]
+    activate = f"source {shlex.quote(str(venv / 'activate'))}"
+    outputs, pid = [], None
     try:
-        for cmd in commands[1:]:
-            r = subprocess.run(shlex.split(cmd), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        for cmd in commands:
+            r = subprocess.run(["bash", "-c", f"{activate} && {cmd}"], cwd=tmp_path, env=env, capture_output=True,
+                               text=True, timeout=900)
             assert r.returncode == 0, f"`{cmd}` exited {r.returncode}:\n{r.stderr[-3000:]}"
+            if pid is None:
+                pid = int(re.search(r"kill (\d+)", r.stdout).group(1))
             outputs.append(r.stdout)
+        again = subprocess.run(["bash", "-c", f"{activate} && {commands[0]}"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=60)  # the port is taken now: said, not hidden
+        assert again.returncode == 2 and "cannot listen on 127.0.0.1:8765" in again.stderr
     finally:
-        server.stop()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+    outputs = outputs[1:]
     assert "train     4000    4000  100.0% [99.9, 100.0]" in outputs[0]
     assert "complete; rows hash" in outputs[0]
     assert re.search(r"valid\s+40\s+0\s+100.00%", outputs[1])

@@ -232,3 +232,26 @@ def test_the_same_config_gives_the_same_floats_at_1_2_and_4_torch_threads(estima
     assert finals[1][-1]["val_accuracy"] > 0  # it trained and evaluated
     for k, v in params[1].items():
         assert torch.equal(v, params[2][k]) and torch.equal(v, params[4][k]), k
+
+
+def test_training_terms_are_logged_every_log_every_steps_and_agree_with_the_reports(tmp_path):
+    """``train.log_every`` (once read by no code): the run's ``train_log.jsonl`` holds the loss terms
+    averaged over each ``log_every`` steps, TensorBoard gets them as ``train/*``, and the evaluation
+    record's terms (averaged since the last report) are the mean of the log records in between. A
+    resumed run keeps the log up to the step it resumes from."""
+    from mmi_ray.layout import TRAIN_LOG_FILE, TrainLog, read_metrics
+
+    cfg = load_config(CFG, tiny_overrides(tmp_path, **{"train.max_steps": 12, "train.eval_every": 6,
+                                                       "train.log_every": 3}))
+    out: list[dict] = []
+    run_loop(cfg, local_env(lambda m, _c: out.append(m), log_dir=str(tmp_path)))
+    log = read_metrics(tmp_path, file=TRAIN_LOG_FILE)
+    assert [r["step"] for r in log] == [3, 6, 9, 12] and [m["step"] for m in out] == [6, 12]
+    for term in ("loss", "label", "rationale", "mi"):
+        assert out[0][term] == pytest.approx((log[0][term] + log[1][term]) / 2, rel=1e-6)
+        assert out[1][term] == pytest.approx((log[2][term] + log[3][term]) / 2, rel=1e-6)
+    assert [r["lr"] for r in log] == sorted({r["lr"] for r in log}, key=[r["lr"] for r in log].index)  # the schedule moves
+    events = list(tmp_path.glob("events.out.tfevents.*"))
+    assert events and b"train/loss" in events[0].read_bytes()
+    TrainLog(tmp_path, resume_step=6).append({"step": 9, "loss": 1.0})
+    assert [r["step"] for r in read_metrics(tmp_path, file=TRAIN_LOG_FILE)] == [3, 6, 9]

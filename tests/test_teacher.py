@@ -378,3 +378,27 @@ def test_generate_from_a_dss_folder_with_a_shipped_prompt(tmp_path, dss_dir):
     assert "Answer Choices:\n(a)" in seen[0] and seen[0].rstrip().endswith("A:")
     rows = read_out(tmp_path / "cqa", "test")
     assert all(r["teacher_answer"] == r["choices"][1] for r in rows)
+
+
+def test_the_stand_in_teacher_detaches_once_it_listens_and_a_failure_is_seen():
+    """`python examples/teacher_server.py --port N &` failed unseen in the background (a bare `python`
+    without the project): `--detach` returns once the port is bound, naming the process to stop, and
+    a port already taken is one line and exit 2 in the foreground."""
+    import re
+    import urllib.request
+
+    script = str(REPO / "examples" / "teacher_server.py")
+    r = subprocess.run([sys.executable, script, "--port", "0", "--detach"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    url, pid = re.search(r"at (http://127\.0\.0\.1:\d+/v1), in the background \(stop it with: kill (\d+)\)",
+                         r.stdout).groups()
+    try:
+        with urllib.request.urlopen(f"{url}/models", timeout=10) as reply:
+            assert MODEL in reply.read().decode()
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        taken = subprocess.run([sys.executable, script, "--port", port, "--detach"], capture_output=True, text=True,
+                               timeout=60)
+        assert taken.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in taken.stderr
+        assert "Traceback" not in taken.stderr and taken.stdout == ""
+    finally:
+        os.kill(int(pid), signal.SIGTERM)

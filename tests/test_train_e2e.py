@@ -22,7 +22,7 @@ def _metrics(run_dir):
 
 def test_train_cli_two_workers_writes_run_and_loss_goes_down(ray_session, tmp_path, capsys):
     rc = main(["train", str(CFG), *tiny_overrides(tmp_path, **{"scaling.num_workers": 2, "train.max_steps": 40,
-                                                                "optim.lr": 3e-3})])
+                                                                "optim.lr": 3e-3, "train.log_every": 5})])
     assert rc == 0
     runs = [p for p in (tmp_path / "runs").iterdir() if p.name != "run_index"]  # the storage root's reuse index
     assert len(runs) == 1 and len(list((tmp_path / "runs" / "run_index").glob("*.json"))) == 1
@@ -38,6 +38,11 @@ def test_train_cli_two_workers_writes_run_and_loss_goes_down(ray_session, tmp_pa
     assert m[-1]["label"] < 0.7 * m[0]["label"] and m[-1]["rationale"] < 0.7 * m[0]["rationale"]
     assert all(0.0 <= x["val_accuracy"] <= 1.0 for x in m)
     assert all(x["val_n"] == 40 and 0 <= x["val_ece"] <= 1 for x in m)  # gathered from both workers
+    # rank 0's training log, every log_every steps, averaged over both workers as the reports are
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(5, 41, 5))
+    assert m[0]["loss"] == pytest.approx((log[0]["loss"] + log[1]["loss"]) / 2, rel=1e-6)
+    assert "mkl AUTO,STRICT" in m[0]["machine"]  # the Ray Train worker took mmi_ray's MKL setting too
     saved = load_config(run / "config.yaml")
     assert saved.scaling.num_workers == 2 and saved.run.name == run.name
     out = capsys.readouterr().out

@@ -65,9 +65,13 @@ def best_entry(agg: pd.DataFrame, runs: pd.DataFrame, metric: str, mode: str, se
     best = best_configuration(agg, mode)
     if best is None:
         return None
+    done = agg[agg["status"] == COMPLETED]
     entry = {"sweep": best["sweep"], "trial_id": best["trial_id"], "method": best["method"],
              "params": searched_values(best, searched), metric: float(best["mean"]),
-             STEP: int(best[STEP]), "n_seeds": int(best["n_seeds"])}
+             STEP: int(best[STEP]), "n_seeds": int(best["n_seeds"]),
+             # completed configurations with the best one's score (the ranking's order broke the tie)
+             "tied": int((done["mean"].round(9) == round(float(best["mean"]), 9)).sum()) - 1,
+             "completed": int(len(done))}
     if evaluate_test:
         results = seed_test_results(runs, best["sweep"], best["trial_id"])
         tests = [r["test_accuracy"] for r in results]

@@ -35,6 +35,7 @@ from ..layout import (
     STEP,
     STOPPED,
     SWEEP_SUMMARY_FILE,
+    TRAIN_LOG_FILE,
     TRIAL_PREFIX,
     TRIALS_FILE,
     is_divergence,
@@ -58,6 +59,8 @@ class LoadResult:
     """Per sweep name: its spec, base config and summary (when written)."""
     skipped: list[str] = field(default_factory=list)
     """What could not be read, one line each (damaged files, missing runs)."""
+    train_log: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Tidy: one row per trial x seed x logged step (``train.log_every``): the training loss terms."""
 
 
 def _localize(path: str) -> Path:
@@ -121,7 +124,7 @@ def load_sweep_dir(path: str | Path, finished: bool | None = None) -> LoadResult
     runs_root = root / RUNS_DIR
     run_dirs = sorted(p for p in runs_root.iterdir() if p.is_dir() and parse_run_name(p.name)) \
         if runs_root.is_dir() else []
-    rows, trial_rows = [], {}
+    rows, trial_rows, log_rows = [], {}, []
     for run in run_dirs:
         tid, seed = parse_run_name(run.name)
         cfg_path = run / CONFIG_FILE
@@ -136,6 +139,8 @@ def load_sweep_dir(path: str | Path, finished: bool | None = None) -> LoadResult
         params = {k: cfg.get(k) for k in searched}
         reused = reused_from(run) is not None  # adopted from an earlier run (mmi_ray/reuse.py)
         history = read_metrics(run, skipped)
+        log_rows += [{"sweep": name, "trial_id": tid, "seed": seed, "method": run_method(cfg), **m}
+                     for m in read_metrics(run, skipped, TRAIN_LOG_FILE)]
         if not history:
             skipped.append(f"{run}: no evaluations yet")
         diverged = ""
@@ -193,21 +198,23 @@ def load_sweep_dir(path: str | Path, finished: bool | None = None) -> LoadResult
         except json.JSONDecodeError:
             skipped.append(f"{root / CONFIRM_DIR / CONFIRMATION_FILE}: damaged, ignored")
     return LoadResult(runs, trials_df, {name: {"spec": spec, "base": base, "summary": summary, "dir": str(root),
-                                               "confirmation": confirmation}}, skipped)
+                                               "confirmation": confirmation}}, skipped, pd.DataFrame(log_rows))
 
 
 def load_results(paths: list[str | Path], finished: bool | None = None) -> LoadResult:
     """Several sweep folders into one result (rows carry their ``sweep`` name)."""
     parts = [load_sweep_dir(p, finished) for p in paths]
-    runs = pd.concat([p.runs for p in parts if not p.runs.empty], ignore_index=True) if any(
-        not p.runs.empty for p in parts) else pd.DataFrame()
-    trials = pd.concat([p.trials for p in parts if not p.trials.empty], ignore_index=True) if any(
-        not p.trials.empty for p in parts) else pd.DataFrame()
+
+    def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+        frames = [f for f in frames if not f.empty]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
     sweeps, skipped = {}, []
     for p in parts:
         sweeps.update(p.sweeps)
         skipped.extend(p.skipped)
-    return LoadResult(runs, trials, sweeps, skipped)
+    return LoadResult(concat([p.runs for p in parts]), concat([p.trials for p in parts]), sweeps, skipped,
+                      concat([p.train_log for p in parts]))
 
 
 def export(result: LoadResult, out_dir: str | Path) -> list[Path]:

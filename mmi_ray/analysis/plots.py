@@ -105,17 +105,44 @@ def heatmap(agg: pd.DataFrame, x: str, y: str, metric_label: str, bins: int = 4)
     return fig
 
 
+STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", "-"), ("P", "--"), ("X", "-."), ("*", ":")]
+"""Marker and line style per curve: curves that overlap (two configurations learning alike) stay
+visible under each other."""
+
+
+def _curves(ax, frame: pd.DataFrame, column: str, top: list[tuple[str, str]], labels: dict, markers: bool) -> None:
+    for i, key in enumerate(top):
+        g = frame[(frame["sweep"] == key[0]) & (frame["trial_id"] == key[1])]
+        if g.empty or column not in g:
+            continue
+        curve = g.groupby("step")[column].agg(["mean", "min", "max"]).reset_index()
+        marker, line = STYLES[i % len(STYLES)]
+        ax.plot(curve["step"], curve["mean"], linestyle=line, marker=marker if markers else None,
+                markersize=8 - 0.6 * (i % len(STYLES)), fillstyle="none", alpha=0.85, label=labels.get(key, key[1]))
+        ax.fill_between(curve["step"], curve["min"], curve["max"], alpha=0.12)
+
+
 def learning_curves(runs: pd.DataFrame, metric: str, top: list[tuple[str, str]], labels: dict):
     """Mean (over seeds) metric against step for the given (sweep, trial_id) configurations."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key in top:
-        g = runs[(runs["sweep"] == key[0]) & (runs["trial_id"] == key[1])]
-        curve = g.groupby("step")[metric].agg(["mean", "min", "max"]).reset_index()
-        ax.plot(curve["step"], curve["mean"], marker=".", label=labels.get(key, key[1]))
-        ax.fill_between(curve["step"], curve["min"], curve["max"], alpha=0.15)
+    _curves(ax, runs, metric, top, labels, markers=True)
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
-    ax.set_title(f"learning curves ({metric}; band: seed min-max)")
+    ax.set_title(f"learning curves ({metric} at each evaluation; band: seed min-max)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def training_loss(train_log: pd.DataFrame, top: list[tuple[str, str]], labels: dict, term: str = "loss"):
+    """The training loss (``train_log.jsonl``: averaged over each ``train.log_every`` steps) against
+    step, mean over seeds with the seeds' min-max band, for the given configurations."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    _curves(ax, train_log, term, top, labels, markers=False)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"training {term}")
+    ax.set_yscale("log")
+    ax.set_title(f"training {term} per step (mean over each log interval; band: seed min-max)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -31,6 +31,7 @@ from ..layout import (
     REPORT_HTML,
     REPORT_MD,
     STEP,
+    TRAIN_LOSS_PLOT,
 )
 from . import plots
 from .best import best_entry, final_rows, ranked, seed_test_accuracies
@@ -43,7 +44,9 @@ from .stats import (
     arm_comparisons,
     arm_table,
     at_budget,
+    confirmation_runs,
     holm,
+    named_arms,
     paired_comparison,
     paper_table,
     pareto_front,
@@ -122,19 +125,22 @@ def _section_headline(x: _Inputs) -> list[str]:
     md = []
     for name, s in x.res.sweeps.items():
         state = s.get("confirmation") or {}
-        runs = pd.DataFrame(state.get("runs", []))
+        runs = confirmation_runs(state)
         if runs.empty:
             continue
-        table = arm_table(runs, x.metric)
+        table = arm_table(runs, x.metric, mode=x.mode)
         md += [f"## Headline: confirmation runs of `{name}`", "",
                f"The search's top configurations and the baselines, trained again on fresh seeds "
                f"{state['seeds']} at the full budget. Validation and test per arm ({INTERVAL} intervals over "
-               "seeds, n shown); test was read once per run, after training, and chose nothing.", "",
+               "seeds, n shown, cut at 0 and 1; `*_wide`: the uncut interval was wider than that, too few seeds "
+               "to bound the mean); ranked on mean validation (`rank`, shared by `tied` arms); test was read once per "
+               "run, after training, and chose nothing.", "",
                _md_table(table), "### Paired by seed, on test (one family, Holm-corrected)", "",
                _md_table(arm_comparisons(runs, "test_accuracy")),
                "### Paired by seed, on validation (one family, Holm-corrected)", "",
                _md_table(arm_comparisons(runs, x.metric)), "### Arms", ""]
-        md += [f"- `{a}` ({arm['method']}): " + (", ".join(f"`{k}={v}`" for k, v in arm["params"].items())
+        shown = named_arms(state["arms"])
+        md += [f"- `{shown[a]}` ({arm['method']}): " + (", ".join(f"`{k}={v}`" for k, v in arm["params"].items())
                                                   or "the base config") +
                (f" (search trial `{arm['from_trial']}`)" if arm.get("from_trial") else " (not in the search)")
                for a, arm in state["arms"].items()]
@@ -320,6 +326,8 @@ def _section_plots(x: _Inputs, space: dict, notes: list[str]) -> tuple[list[str]
     top = [(r["sweep"], r["trial_id"]) for _, r in agg.head(6).iterrows()]
     labels = {(r["sweep"], r["trial_id"]): f"{r['trial_id']} {r['method']}" for _, r in agg.iterrows()}
     _save(plots.learning_curves(x.res.runs, metric, top, labels), x.out, CURVES_PLOT, written)
+    if not x.res.train_log.empty:
+        _save(plots.training_loss(x.res.train_log, top, labels), x.out, TRAIN_LOSS_PLOT, written)
     try:  # equal budgets only: an early-stopped trial's value is not comparable with a finished one's
         done = agg[agg["status"] == COMPLETED].rename(columns={"mean": "_value"})
         study = plots.optuna_study_from_trials(done, space, "_value", x.mode)

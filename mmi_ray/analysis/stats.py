@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -73,13 +74,35 @@ INTERVAL = "Student-t"
 """The name of the interval method, printed beside every interval with its n."""
 
 
-def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
-    """Student-t interval of the mean, ``mean ± t(n-1) * s / sqrt(n)``; (NaN, NaN) with fewer than 2 values."""
+def t_interval(values, confidence: float = 0.95, bounds: tuple[float, float] | None = None) -> tuple[float, float]:
+    """Student-t interval of the mean, ``mean ± t(n-1) * s / sqrt(n)``, cut at ``bounds`` (an
+    accuracy's mean lies in [0, 1], a difference of two in [-1, 1]); (NaN, NaN) with fewer than 2 values."""
     v = np.asarray([x for x in values if x == x], dtype=float)
     if len(v) < 2:
         return (math.nan, math.nan)
     half = _t_quantile((1 + confidence) / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return float(v.mean() - half), float(v.mean() + half)
+    lo, hi = float(v.mean() - half), float(v.mean() + half)
+    return (max(lo, bounds[0]), min(hi, bounds[1])) if bounds else (lo, hi)
+
+
+def too_wide(values, confidence: float = 0.95, bounds: tuple[float, float] | None = None) -> bool:
+    """Whether the uncut t interval is wider than the whole range ``bounds`` (two seeds that disagree:
+    [-250, +130] points for a difference): the seeds are too few to say more than the bounds do."""
+    if not bounds:
+        return False
+    lo, hi = t_interval(values, confidence)
+    return lo == lo and hi - lo > bounds[1] - bounds[0]
+
+
+PROPORTIONS = ("accuracy", "ece", "faithful")
+"""Metric names (parts of) whose values are proportions in [0, 1]."""
+
+
+def metric_bounds(metric: str, difference: bool = False) -> tuple[float, float] | None:
+    """Where a metric's mean lies (a proportion: [0, 1]; a difference of two: [-1, 1]); None: unbounded."""
+    if not any(w in metric for w in PROPORTIONS):
+        return None
+    return (-1.0, 1.0) if difference else (0.0, 1.0)
 
 
 @functools.lru_cache(maxsize=256)
@@ -119,10 +142,11 @@ def aggregate(runs: pd.DataFrame, metric: str = "val_accuracy", searched: list[s
     rows = []
     for key, g in b.groupby(keys, dropna=False, sort=False):
         vals = g[metric].astype(float).tolist()
-        lo, hi = t_interval(vals, confidence)
+        lo, hi = t_interval(vals, confidence, metric_bounds(metric))
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         row.update(mean=float(np.mean(vals)), std=float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan,
-                   ci_low=lo, ci_high=hi, n_seeds=len(vals), step=int(g["step"].min()),
+                   ci_low=lo, ci_high=hi, ci_wide=too_wide(vals, confidence, metric_bounds(metric)),
+                   n_seeds=len(vals), step=int(g["step"].min()),
                    status=g["status"].iloc[0] if "status" in g else "", dataset=g["dataset"].iloc[0] if "dataset" in g else "",
                    model=g["model"].iloc[0] if "model" in g else "")
         rows.append(row)
@@ -158,12 +182,14 @@ def paired_comparison(runs: pd.DataFrame, agg: pd.DataFrame, baseline: str, metr
             rows.append({**row, "compared": False, "n_pairs": len(seeds)})
             continue
         diffs = np.array([mine[s] - base_rows[s] for s in seeds], dtype=float)
-        lo, hi = t_interval(diffs, confidence)
+        bounds = metric_bounds(metric, difference=True)
+        lo, hi = t_interval(diffs, confidence, bounds)
         spread = diffs.std(ddof=1) if len(diffs) > 1 else math.nan
         varied = len(seeds) > 1 and np.any(diffs != diffs[0])
         p = float(stats.ttest_rel([mine[s] for s in seeds], [base_rows[s] for s in seeds]).pvalue) if varied else math.nan
         rows.append({**row, "compared": True, "n_pairs": len(seeds), "mean_diff": float(diffs.mean()), "ci_low": lo,
-                     "ci_high": hi, "effect_dz": float(diffs.mean() / spread) if varied else math.nan, "p_value": p})
+                     "ci_high": hi, "ci_wide": too_wide(diffs, confidence, bounds),
+                     "effect_dz": float(diffs.mean() / spread) if varied else math.nan, "p_value": p})
     return pd.DataFrame(rows)
 
 
@@ -217,17 +243,66 @@ def published_beside(test: pd.DataFrame, scale: float = 100.0) -> pd.DataFrame:
 # --- confirmation runs (mmi_ray/sweep/confirm.py): one row per (arm, seed)
 
 
-def arm_table(runs: pd.DataFrame, metric: str = "val_accuracy", confidence: float = 0.95) -> pd.DataFrame:
-    """Per confirmation arm: n seeds, then the validation and the test mean, each with its Student-t
-    interval over seeds, in separate columns; ``val_n`` / ``test_n``: the questions each run was
-    scored on (the interval covers seed-to-seed variation on those questions)."""
+def arm_slug(method: str) -> str:
+    """A method as an arm name one can type: ``MI (maxpool)`` -> ``MI-maxpool``."""
+    return re.sub(r"\s*\((.*)\)", r"-\1", method).replace(" ", "-")
+
+
+def arm_names(arms: dict[str, dict]) -> dict[str, str]:
+    """An arm's name says what it is: its method (``DSS``, ``label-only``, ``MI-maxpool``), and where
+    two arms share a method, the values that tell them apart (``MI-maxpool@mi_weight=0.3``).
+    ``arms``: key -> {method, params} as a confirmation holds them; returns key -> name."""
+    groups: dict[str, list[str]] = {}
+    for key, arm in arms.items():
+        groups.setdefault(arm_slug(arm["method"]), []).append(key)
+    names = {}
+    for slug, keys in groups.items():
+        if len(keys) == 1:
+            names[keys[0]] = slug
+            continue
+        params = [arms[k].get("params") or {} for k in keys]
+        differ = [p for p in dict.fromkeys(k for ps in params for k in ps)
+                  if len({str(ps.get(p)) for ps in params}) > 1]
+        for i, (k, ps) in enumerate(zip(keys, params, strict=True)):
+            tag = ",".join(f"{p.rsplit('.', 1)[-1]}={ps[p]:.3g}" if isinstance(ps.get(p), float)
+                           else f"{p.rsplit('.', 1)[-1]}={ps.get(p)}" for p in differ)
+            names[k] = f"{slug}@{tag}" if tag else f"{slug}#{i + 1}"
+    return {k: names[k] for k in arms}
+
+
+def named_arms(arms: dict[str, dict]) -> dict[str, str]:
+    """Key -> the name shown: the key itself, except for the rank-like keys of older confirmations
+    (``top1``, ``top2``: the search's order, which the confirmation may reverse)."""
+    if not any(re.fullmatch(r"top\d+", k) for k in arms):
+        return {k: k for k in arms}
+    return arm_names(arms)
+
+
+def confirmation_runs(state: dict) -> pd.DataFrame:
+    """A confirmation state's runs, one row per (arm, seed), each arm under the name it is shown by."""
+    runs = pd.DataFrame(state.get("runs", []))
+    if not runs.empty:
+        runs["arm"] = runs["arm"].map(named_arms(state["arms"]))
+    return runs
+
+
+def arm_table(runs: pd.DataFrame, metric: str = "val_accuracy", confidence: float = 0.95,
+              mode: str = "max") -> pd.DataFrame:
+    """Per confirmation arm, ranked on the mean validation ``metric`` over its seeds (``rank``; arms
+    with equal means share it and are ``tied``; the export takes rank 1): n seeds, then the
+    validation and the test mean, each with its Student-t interval over seeds cut at [0, 1]
+    (``*_wide``: the uncut one was wider than [0, 1]: too few seeds to bound the mean), in separate columns;
+    ``val_n`` / ``test_n``: the questions each run was scored on (the interval covers seed-to-seed
+    variation on those questions)."""
     rows = []
     for arm, g in runs.groupby("arm", sort=False):
-        vlo, vhi = t_interval(g[metric], confidence)
-        tlo, thi = t_interval(g["test_accuracy"], confidence)
+        vb, tb = metric_bounds(metric), metric_bounds("test_accuracy")
+        vlo, vhi = t_interval(g[metric], confidence, vb)
+        tlo, thi = t_interval(g["test_accuracy"], confidence, tb)
         row = {"arm": arm, "method": g["method"].iloc[0], "n": len(g), "val_mean": float(g[metric].mean()),
                "val_low": vlo, "val_high": vhi, "test_mean": float(g["test_accuracy"].mean()),
                "test_low": tlo, "test_high": thi,
+               "val_wide": too_wide(g[metric], confidence, vb), "test_wide": too_wide(g["test_accuracy"], confidence, tb),
                # seed-to-seed standard deviations (n - 1); NaN for one seed
                "val_sd": float(g[metric].std()), "test_sd": float(g["test_accuracy"].std())}
         for k in ("val_n", "test_n"):  # questions per run (older confirmation files lack them)
@@ -236,7 +311,13 @@ def arm_table(runs: pd.DataFrame, metric: str = "val_accuracy", confidence: floa
         if "test_ece" in g and g["test_ece"].notna().all():  # calibration: the MI paper's equal-mass ECE
             row["test_ece"] = float(g["test_ece"].mean())
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    key = table["val_mean"].round(9)
+    table.insert(0, "rank", key.rank(method="min", ascending=mode == "min").astype(int))
+    table.insert(1, "tied", key.duplicated(keep=False))
+    return table.sort_values("rank", kind="stable").reset_index(drop=True)
 
 
 def arm_comparisons(runs: pd.DataFrame, column: str = "test_accuracy", confidence: float = 0.95) -> pd.DataFrame:
@@ -258,11 +339,16 @@ def arm_comparisons(runs: pd.DataFrame, column: str = "test_accuracy", confidenc
             diffs = np.array([mine[s] - base[s] for s in seeds], dtype=float)
             if not len(diffs):
                 continue
-            lo, hi = t_interval(diffs, confidence)
+            bounds = metric_bounds(column, difference=True)
+            lo, hi = t_interval(diffs, confidence, bounds)
             varied = len(diffs) > 1 and np.any(diffs != diffs[0])
             p = float(stats.ttest_rel([mine[s] for s in seeds], [base[s] for s in seeds]).pvalue) if varied else math.nan
             rows.append({"arm": arm, "method": g["method"].iloc[0], "baseline": baseline, "n_pairs": len(seeds),
                          "mean_diff": float(diffs.mean()), "ci_low": lo, "ci_high": hi,
+                         "ci_wide": too_wide(diffs, confidence, bounds),
+                         # every run of both arms scored the same (all 0, say): nothing to compare
+                         "all_equal": len({*mine[seeds], *base[seeds]}) == 1,
+                         "common": float(mine[seeds[0]]) if len({*mine[seeds], *base[seeds]}) == 1 else math.nan,
                          "effect_dz": float(diffs.mean() / diffs.std(ddof=1)) if varied else math.nan, "p_value": p})
     out = pd.DataFrame(rows)
     if not out.empty:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..analysis.best import ranked, searched_values
 from ..analysis.load import load_sweep_dir
-from ..analysis.stats import DSS, LABEL_ONLY, aggregate, best_of_method
+from ..analysis.stats import DSS, LABEL_ONLY, aggregate, arm_names, best_of_method
 from ..errors import ConfigError
 from ..layout import (
     CHECKPOINT_PATH,
@@ -39,32 +39,51 @@ BASELINE_PARAMS = {DSS: {"loss.mi_weight": 0.0}, LABEL_ONLY: {"loss.mi_weight": 
 """What makes a configuration DSS or label-only, set on the base config when the search found none."""
 
 
-def choose_arms(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm) -> dict[str, dict[str, Any]]:
-    """The arms to confirm, from the search's completed configurations ranked on validation:
-    ``top1..topk``, then the DSS and label-only baselines (unless a top arm already is one)."""
+def choose_arms(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The arms to confirm, from the search's completed configurations ranked on validation: the
+    top ``top_k``, then the DSS and label-only baselines (unless a top arm already is one), each
+    named for what it is (``analysis.stats.arm_names``); and notes on ties, which decide nothing
+    silently: where every configuration scored the same there is no best one to confirm, only the
+    baselines; a tie across the top-k cut is named."""
     spec = sweep.spec
-    obj, searched = spec.objective.metric, list(spec.search)
+    obj, searched, k = spec.objective.metric, list(spec.search), confirm.top_k
     res = load_sweep_dir(sweep_dir, finished=True)
     agg = ranked(aggregate(res.runs, obj, searched), spec.objective.mode)
     done = agg[agg["status"] == COMPLETED] if not agg.empty else agg
     if done.empty:
         raise ConfigError(sweep.source, "confirm: no configuration of the search completed its budget; "
                                         "nothing to confirm")
+
     def from_search(row) -> dict[str, Any]:
         return {"method": row["method"], "params": searched_values(row, searched), "from_trial": row["trial_id"],
                 f"search_{obj}": float(row["mean"])}
 
-    arms = {f"top{i}": from_search(row) for i, (_, row) in enumerate(done.head(confirm.top_k).iterrows(), start=1)}
+    scores, notes = done["mean"].round(9), []
+    if len(done) > 1 and scores.nunique() == 1:
+        top = done.head(0)
+        notes.append(f"every completed configuration of the search scored {obj} {scores.iloc[0]:.4g}: none is "
+                     "best, so none is confirmed as such; the baselines are")
+    else:
+        top = done.head(k)
+        if len(done) > k and scores.iloc[k - 1] == scores.iloc[k]:
+            tied = int((scores == scores.iloc[k - 1]).sum())
+            notes.append(f"{tied} configurations tie at {obj} {scores.iloc[k - 1]:.4g} across the top-{k} cut; "
+                         "the search's order (the configuration's values, then trial id) took the first")
+    arms = [dict(from_search(row), search_rank=i) for i, (_, row) in enumerate(top.iterrows(), start=1)]
     if confirm.baselines:
         for method, params in BASELINE_PARAMS.items():
-            if any(a["method"] == method for a in arms.values()):
+            if any(a["method"] == method for a in arms):
                 continue
             best = best_of_method(done, method, spec.objective.mode)
-            arms[method] = (from_search(best) if best is not None
-                            else {"method": method, "params": dict(params), "from_trial": None})
-    for arm in arms.values():  # every arm must make a valid config before anything trains
+            arms.append(from_search(best) if best is not None
+                        else {"method": method, "params": dict(params), "from_trial": None})
+    if not arms:
+        raise ConfigError(sweep.source, f"confirm: {notes[0]}, but confirm.baselines is false: nothing to confirm")
+    keyed = dict(enumerate(arms))
+    named = {name: keyed[i] for i, name in arm_names(keyed).items()}
+    for arm in named.values():  # every arm must make a valid config before anything trains
         sweep.trial_config(arm["params"], confirm.seeds[0], "/tmp")
-    return arms
+    return named, notes
 
 
 def _experiments(sweep: LoadedSweep, state: dict, seeds: list[int]) -> list[list]:
@@ -158,7 +177,8 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
     reuse_root = index_root(sweep_dir_of(spec)[0], not rerun)
     experiments = _experiments(sweep, state, list(confirm.seeds))
     if not state:
-        state = {"seeds": list(confirm.seeds), "arms": choose_arms(sweep, sweep_dir, confirm), "runs": []}
+        arms, notes = choose_arms(sweep, sweep_dir, confirm)
+        state = {"seeds": list(confirm.seeds), "arms": arms, "notes": notes, "runs": []}
     state["seeds"] = [s for _, seeds in experiments for s in seeds]
     state["experiments"] = experiments
     write_text(join(confirm_dir, CONFIRMATION_FILE), json.dumps(state, indent=2))
@@ -204,43 +224,66 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
     return state
 
 
-def headline(state: dict, metric: str) -> tuple:
-    """(per-arm table, comparisons on test, comparisons on validation) from a confirmation state."""
+def headline(state: dict, metric: str, mode: str = "max") -> tuple:
+    """(per-arm table ranked on validation, comparisons on test, comparisons on validation) from a
+    confirmation state, each arm under its shown name."""
     import pandas as pd
 
-    from ..analysis.stats import arm_comparisons, arm_table
+    from ..analysis.stats import arm_comparisons, arm_table, confirmation_runs
 
-    runs = pd.DataFrame(state.get("runs", []))
+    runs = confirmation_runs(state)
     if runs.empty:
         return pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
-    return arm_table(runs, metric), arm_comparisons(runs, "test_accuracy"), arm_comparisons(runs, metric)
+    return arm_table(runs, metric, mode=mode), arm_comparisons(runs, "test_accuracy"), arm_comparisons(runs, metric)
 
 
-def print_headline(state: dict, metric: str) -> None:
-    print("\n" + "\n".join(headline_lines(state, metric)))
+def print_headline(state: dict, metric: str, mode: str = "max") -> None:
+    print("\n" + "\n".join(headline_lines(state, metric, mode)))
 
 
-def headline_lines(state: dict, metric: str) -> list[str]:
+def comparison_text(r) -> str:
+    """One paired comparison (a row of ``arm_comparisons``) as the console prints it."""
+    head = f"{r.arm} - {r.baseline}:"
+    if r.all_equal:
+        return f"{head} no difference measurable: every run of both scored {100 * r.common:.2f}%, n={r.n_pairs}"
+    diff = f"{head} {100 * r.mean_diff:+.2f} points [{100 * r.ci_low:+.2f}, {100 * r.ci_high:+.2f}]{'*' * r.ci_wide}"
+    if r.effect_dz != r.effect_dz:  # no spread over seeds: nothing for a t-test to measure
+        return f"{diff}, the same difference on every seed (no spread to test), n={r.n_pairs}"
+    return f"{diff}, d_z {r.effect_dz:.2f}, p {r.p_value:.3g} (Holm {r.p_holm:.3g}), n={r.n_pairs}"
+
+
+def headline_lines(state: dict, metric: str, mode: str = "max") -> list[str]:
     """The confirmation's closing lines, as the console prints them (and the README shows them:
-    benchmarks/readme_figures.py renders the same lines from a committed record)."""
-    table, test_cmp, _ = headline(state, metric)
-    lines = [f"[mmi-ray] confirmation runs (fresh seeds {state['seeds']}, full budget; the headline):"]
+    benchmarks/readme_figures.py renders the same lines from a committed record): the arms ranked on
+    mean validation over the fresh seeds (the rank the export takes), each with its values."""
+    from ..analysis.stats import named_arms
+
+    table, test_cmp, _ = headline(state, metric, mode)
+    lines = [f"[mmi-ray] confirmation runs (fresh seeds {state['seeds']}, full budget; ranked on mean {metric}; "
+             "the headline):"]
+    lines += [f"  note: {n}" for n in state.get("notes", [])]
     if table.empty:
         return lines + ["  no confirmation run finished"]
 
-    def pct(lo, hi):  # an accuracy's interval, cut at 0 and 100 (few seeds can reach past them)
-        return f"[{max(0.0, 100 * lo):.2f}, {min(100.0, 100 * hi):.2f}]"
+    def pct(lo, hi, cut):  # an accuracy's interval, cut at 0 and 100 (few seeds can reach past them)
+        return f"[{100 * lo:.2f}, {100 * hi:.2f}]{'*' * cut}" if lo == lo else "(1 seed: no interval)"
 
+    shown = named_arms(state["arms"])
+    arms = {shown[k]: a for k, a in state["arms"].items()}
+    width = max(len(a) for a in table["arm"])
     for r in table.itertuples():
-        arm = state["arms"][r.arm]
-        params = params_text(arm["params"])
-        lines.append(f"  {r.arm:<10} {r.method:<14} n={r.n} seeds  val {100 * r.val_mean:6.2f} {pct(r.val_low, r.val_high)}"
-                     f"  test {100 * r.test_mean:6.2f} {pct(r.test_low, r.test_high)}  ({params or 'base config'})")
-    for r in test_cmp.itertuples():
-        lines.append(f"  test: {r.arm} - {r.baseline}: {100 * r.mean_diff:+.2f} points [{100 * r.ci_low:+.2f}, "
-                     f"{100 * r.ci_high:+.2f}], d_z {r.effect_dz:.2f}, p {r.p_value:.3g} (Holm {r.p_holm:.3g}), n={r.n_pairs}")
+        rank = f"{'=' if r.tied else '#'}{r.rank}"
+        lines.append(f"  {rank:<3} {r.arm:<{width}} n={r.n} seeds  val {100 * r.val_mean:6.2f} "
+                     f"{pct(r.val_low, r.val_high, r.val_wide)}  test {100 * r.test_mean:6.2f} "
+                     f"{pct(r.test_low, r.test_high, r.test_wide)}  ({params_text(arms[r.arm]['params']) or 'base config'})")
+    lines += [f"  test: {comparison_text(r)}" for r in test_cmp.itertuples()]
     questions = {k: int(v) for k in ("val_n", "test_n") if k in table and (v := table[k].max()) == v}
     asked = (f"; each run scored on {questions['val_n']} validation and {questions['test_n']} test questions"
              if len(questions) == 2 else "")
+    if table[["val_wide", "test_wide"]].any(axis=None) or (not test_cmp.empty and test_cmp["ci_wide"].any()):
+        lines.append(f"  * the t interval over n={int(table['n'].min())} seeds is wider than the whole range (here cut to "
+                     "it): too few seeds to bound it; add seeds with mmi-ray confirm SWEEP --seeds ...")
+    if table["tied"].any():
+        lines.append("  = arms tied on mean validation share a rank; the export takes the first listed, or --arm")
     return lines + [f"  (95% Student-t intervals over seeds, cut at 0 and 100{asked}; test read once per run, after "
                     "training; it chose nothing)"]

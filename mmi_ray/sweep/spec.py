@@ -19,9 +19,11 @@ from ..config import (
     Config,
     WorkerResources,
     apply_overrides,
+    blame,
     config_from_dict,
     flatten,
     format_validation_error,
+    model_keys,
     read_yaml,
     resolve_paths,
     set_dotted,
@@ -238,7 +240,10 @@ class LoadedSweep:
 
     def __init__(self, spec: SweepSpec, base_raw: dict, source: str, base_source: str | None = None):
         self.spec, self.base_raw, self.source = spec, base_raw, source
-        self.base = config_from_dict(base_raw, base_source or f"{source} (base)")
+        try:
+            self.base = config_from_dict(base_raw, base_source or f"{source} (base)")
+        except ConfigError as e:  # a key the spec's overrides set is the spec's to fix
+            raise blame(e, [f"{k}=" for k in flatten(spec.overrides)], f"{source} (overrides)") from None
 
     def trial_config(self, params: dict[str, Any], seed: int, sweep_dir: str) -> Config:
         """The training config of one (configuration, seed) run."""
@@ -297,11 +302,11 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> LoadedSw
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as e:
-        problems = format_validation_error(e)
+        problems = format_validation_error(e, known=model_keys(SweepSpec, sections=True))
         if isinstance(raw.get("objective"), list):  # name the key as the spec wrote it: objective.<i>
             problems = [re.sub(r"^more_objectives\.(\d+)", lambda m: f"objective.{int(m.group(1)) + 1}", x)
                         for x in problems]
-        raise ConfigError(source, problems) from None
+        raise blame(ConfigError(source, problems), overrides) from None
     if isinstance(spec.base, str):
         base_path = Path(spec.base)
         if not base_path.is_absolute():

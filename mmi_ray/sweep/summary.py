@@ -18,6 +18,7 @@ from ..analysis.stats import (
     aggregate,
     at_budget,
     best_of_method,
+    metric_bounds,
     newcombe_difference,
     pareto_front,
     t_interval,
@@ -68,7 +69,7 @@ def method_summary(agg: pd.DataFrame, runs: pd.DataFrame, metric: str, mode: str
         e = {"method": method, "trial_id": best["trial_id"], "params": searched_values(best, searched),
              "mean": float(best["mean"]), "n_seeds": len(vals), "n_questions": n_q, "per_seed": vals}
         if len(vals) >= 2:
-            e["low"], e["high"] = t_interval(vals)
+            e["low"], e["high"] = t_interval(vals, bounds=metric_bounds(metric))
             e["interval"] = f"Student-t over {len(vals)} seeds"
         elif n_q and metric.endswith("accuracy"):  # a share of questions answered right
             e["low"], e["high"] = wilson_interval(vals[0] * n_q, n_q)
@@ -81,7 +82,8 @@ def method_summary(agg: pd.DataFrame, runs: pd.DataFrame, metric: str, mode: str
             continue
         e["vs_label_only"] = e["mean"] - base["mean"]
         if e["n_seeds"] >= 2 and base["n_seeds"] == e["n_seeds"]:
-            e["vs_low"], e["vs_high"] = t_interval([a - b for a, b in zip(e["per_seed"], base["per_seed"])])
+            e["vs_low"], e["vs_high"] = t_interval([a - b for a, b in zip(e["per_seed"], base["per_seed"])],
+                                                   bounds=metric_bounds(metric, difference=True))
         elif (e["n_seeds"] == 1 and base["n_seeds"] == 1 and e["n_questions"] and base["n_questions"]
               and metric.endswith("accuracy")):
             e["vs_low"], e["vs_high"] = newcombe_difference(e["mean"], e["n_questions"], base["mean"],
@@ -140,12 +142,19 @@ def print_summary(summary: dict) -> None:
     if b is None:
         print("no trial completed: no best configuration (early-stopped trials are not ranked against finished ones)")
         return
+    if b.get("completed", 0) > 1 and b.get("tied") == b["completed"] - 1:
+        print(f"no best configuration: every completed configuration scored {obj} {b[obj]:.4g} (nothing to tell "
+              "them apart at this budget)")
+        return
     print(f"best configuration (completed trials, equal budget of {b[STEP]} steps): {params_text(b['params'])}")
+    if b.get("tied"):
+        print(f"  (tied with {b['tied']} other configuration(s) at {obj} {b[obj]:.4g}: the ranking's order, by the "
+              "configuration's values then trial id, put this one first)")
     line = f"  {obj} {b[obj]:.4f}"
     if "test_accuracy" in b:
         tests, n_q = b["test_accuracy_per_seed"], b.get("test_n")
         if len(tests) >= 2:
-            lo, hi = t_interval(tests)
+            lo, hi = t_interval(tests, bounds=metric_bounds("test_accuracy"))
             shown = f" [{lo:.4f}, {hi:.4f}] (95% t, n={len(tests)} seeds)"
         elif n_q:
             lo, hi = wilson_interval(tests[0] * n_q, n_q)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, StorageError
 from ..layout import (
+    LATEST_LINK,
     OPTUNA_DB,
     RUNS_DIR,
     SPEC_FILE,
@@ -170,8 +171,10 @@ def _start_or_resume(sweep: LoadedSweep, storage: str, sweep_dir: str, resume: b
     text = spec_text(spec.model_dump(mode="json"), sweep.base_raw)
     started = exists(join(sweep_dir, SPEC_FILE))
     if started and not resume:
-        raise ConfigError(sweep.source, f"name: sweep '{spec.name}' already exists in {storage}; "
-                                        "add --resume to continue it, or choose another name")
+        free = next(f"{spec.name}-{i}" for i in range(2, 10_000) if not exists(join(storage, f"{spec.name}-{i}", SPEC_FILE)))
+        raise ConfigError(sweep.source, f"name: sweep '{spec.name}' already exists in {storage}; continue it with "
+                                        f"`mmi-ray sweep {sweep.source} --resume`, or start another with "
+                                        f"`mmi-ray sweep {sweep.source} name={free}`")
     if resume and not started:
         raise ConfigError(sweep.source, f"name: no sweep '{spec.name}' in {storage} to resume")
     if resume and read_text(join(sweep_dir, SPEC_FILE)) != text and _revalidated(sweep_dir) != text:
@@ -179,6 +182,21 @@ def _start_or_resume(sweep: LoadedSweep, storage: str, sweep_dir: str, resume: b
                                         "resume with the same spec")
     if not started:
         write_text(join(sweep_dir, SPEC_FILE), text)
+    link_latest(storage, sweep_dir)
+
+
+def link_latest(storage: str, sweep_dir: str) -> None:
+    """Point ``<storage>/latest`` at ``sweep_dir`` (a relative link; local storage only; a file or
+    folder of that name that is not such a link is left alone)."""
+    if is_uri(storage):
+        return
+    link = Path(storage) / LATEST_LINK
+    if link.exists() and not link.is_symlink():
+        return
+    tmp = link.with_name(f".{LATEST_LINK}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(sweep_dir, storage))
+    os.replace(tmp, link)  # atomic: a reader sees the old sweep or the new one
 
 
 def _revalidated(sweep_dir: str) -> str:
