@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# the quickstart sweep with its confirmation runs (about 3.5 minutes on 2 CPU cores, plus the install; measured: see
+# the quickstart sweep with its confirmation runs (about 4.5 minutes on 2 CPU cores, plus the install; measured: see
 # README); each call makes a new sweep folder
 quickstart: install
 	$(BIN)/mmi-ray sweep sweeps/quickstart.yaml name=quickstart-$$(date +%Y%m%d-%H%M%S)
