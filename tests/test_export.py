@@ -249,7 +249,7 @@ def test_export_from_a_real_sweep_takes_the_confirmed_arm_and_answers_as_its_run
     arm = max(means.index, key=lambda a: (means[a], -list(state["arms"]).index(a)))
     mine = runs[runs["arm"] == arm].set_index("seed")
     seed = min(mine.index, key=lambda s: (abs(mine.loc[s, "val_accuracy"] - means[arm]), s))
-    assert set(state["arms"]) == {"DSS", "MI-maxpool", "label-only"}  # named for what they are, not topN
+    assert "label-only" in state["arms"] and set(state["arms"]) <= {"DSS", "MI-maxpool", "label-only"}  # not topN
     latest = tmp_path / "results" / "latest"  # the newest sweep's name to type (README: results/latest)
     assert latest.is_symlink() and latest.resolve() == Path(summary["sweep_dir"]).resolve()
     out = tmp_path / "student"

@@ -400,9 +400,10 @@ def test_confirmation_runs_resume_and_a_changed_test_split_steers_nothing(ray_se
     b = spec("flipped", _write_anli(tmp_path / "data_b", flip_test=True), confirm=False)
     summary = run_sweep(load_sweep(a), verbose=0)
     state = summary["confirmation"]
-    assert list(state["arms"]) == ["top1", "DSS", "label-only"]
+    assert list(state["arms"]) == ["MI-maxpool", "DSS", "label-only"]  # named for what they are
+    assert state["arms"]["MI-maxpool"]["search_rank"] == 1
     assert state["arms"]["DSS"]["params"] == {"loss.mi_weight": 0.0} and state["arms"]["DSS"]["from_trial"] is None
-    assert [(r["arm"], r["seed"]) for r in state["runs"]] == [(a_, s) for a_ in ("top1", "DSS", "label-only")
+    assert [(r["arm"], r["seed"]) for r in state["runs"]] == [(a_, s) for a_ in ("MI-maxpool", "DSS", "label-only")
                                                               for s in (10, 11)]
     assert all(r["step"] == 60 and 0 <= r["test_accuracy"] <= 1 for r in state["runs"])
     assert any(r["val_accuracy"] > 0 for r in state["runs"])  # figures that could differ, not all zero
@@ -424,7 +425,8 @@ def test_confirmation_runs_resume_and_a_changed_test_split_steers_nothing(ray_se
     ta = read_trials(sealed_dir / "trials.csv").sort_values("loss.mi_weight")[cols].reset_index(drop=True)
     tb = read_trials(flipped_dir / "trials.csv").sort_values("loss.mi_weight")[cols].reset_index(drop=True)
     pd.testing.assert_frame_equal(ta, tb)  # the same choices from the same validation figures
-    assert other["arms"] == state["arms"] | {"top1": {**state["arms"]["top1"], "from_trial": other["arms"]["top1"]["from_trial"]}}
+    top = "MI-maxpool"
+    assert other["arms"] == state["arms"] | {top: {**state["arms"][top], "from_trial": other["arms"][top]["from_trial"]}}
     key = lambda r: (r["arm"], r["seed"])  # noqa: E731
     assert [(key(r), r["val_accuracy"]) for r in other["runs"]] == [(key(r), r["val_accuracy"]) for r in state["runs"]]
     assert [r["test_accuracy"] for r in other["runs"]] != [r["test_accuracy"] for r in state["runs"]]
@@ -438,13 +440,13 @@ def test_confirmation_runs_resume_and_a_changed_test_split_steers_nothing(ray_se
 
     text = Path(build_report([str(sealed_dir)], str(tmp_path / "rep"), evaluate_test=False)["report"]).read_text()
     assert text.index("## Headline: confirmation runs") < text.index("## Trials")
-    assert "| arm | method | n | val_mean | val_low | val_high | test_mean | test_low | test_high |" in text
+    assert "| rank | tied | arm | method | n | val_mean | val_low | val_high | test_mean | test_low | test_high |" in text
 
     # a seed added: every arm trains on it, the runs it held stay as they were (and their test read once)
     assert main(["confirm", str(sealed_dir), "--seeds", "10", "11", "12", "--quiet"]) == 0
     more = json.loads(conf_file.read_text())
     assert more["seeds"] == [10, 11, 12] and more["arms"] == state["arms"]
-    assert [(r["arm"], r["seed"]) for r in more["runs"]] == [(a_, s) for a_ in ("top1", "DSS", "label-only")
+    assert [(r["arm"], r["seed"]) for r in more["runs"]] == [(a_, s) for a_ in ("MI-maxpool", "DSS", "label-only")
                                                              for s in (10, 11, 12)]
     assert [r for r in more["runs"] if r["seed"] != 12] == state["runs"]
     assert {p: p.read_text() for p in metrics_before} == metrics_before
