@@ -1,41 +1,64 @@
-"""The GPU check (issue 14): the project's own training loop (``recipe.run_loop``) on one GPU with a
-t5-v1_1-base-shaped student (768 wide, 12 + 12 layers, T5's 32,128-entry output layer, a Unigram
-tokenizer built offline by ``mmi_ray.offline_student``), bf16 autocast, the released max-pool MI
-term on. Prints examples/s and tokens/s (counted by the loop), MFU from analytic FLOPs, peak GPU
-memory, the MI term's overhead (interleaved runs with and without it), and whether a run restored
-from its mid-way checkpoint on the GPU reproduces the uninterrupted run.
+"""The GPU check: the paper workload's shapes through the project's own Ray Train path, ready for the
+first lent GPU (one script, about 5 minutes on one H100).
 
-    python benchmarks/gpu_check.py [--steps 60] [--batch 64] [--pairs 2] [--out BENCHMARKS.md]
-    python benchmarks/gpu_check.py --small      # tiny student on CPU: checks the script, no figure
+A t5-v1_1-base-shaped student (768 wide, 12 + 12 layers, T5's 32,128-entry output layer; a Unigram
+tokenizer trained offline on the data by ``mmi_ray.offline_student``: no download), bf16 autocast,
+the released max-pool MI term, on the DSS CQA files when they are here (``--data``) or else on
+generated rows of the same shape (inputs up to 1,024 tokens, rationales up to 256). Prints:
+
+- examples/s and tokens/s (real tokens, not padding: the loop's own count; its interval ends with a
+  ``torch.cuda.synchronize``) through Ray Train on one GPU, and on every GPU of the machine (DDP);
+- MFU from those real token counts (``mmi_ray/sizing.py``'s FLOPs over the GPU's datasheet peak);
+- peak GPU memory (``torch.cuda.max_memory_allocated`` in the worker) beside ``mmi-ray plan``'s estimate;
+- the restore check (a run resumed from its mid-way checkpoint against the uninterrupted run) and the
+  determinism check (the same run twice, ``train.deterministic`` on: eager attention), and what the
+  deterministic kernels cost against SDPA (``train.deterministic: false``).
+
+    python benchmarks/gpu_check.py [--steps 40] [--batch 16] [--data DSS_DIR] [--out BENCHMARKS.md]
+    python benchmarks/gpu_check.py --small      # a tiny student on CPU: checks the script, no figure
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
+import json
+import random
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 from bench_out import publish
-from gpu_mfu import peak_tflops, step_flops
 
 from mmi_ray.config import load_config
-from mmi_ray.data import load_splits
-from mmi_ray.data.batching import tokenize
 from mmi_ray.offline_student import build_student
 from mmi_ray.recipe import run_loop
+from mmi_ray.sizing import Shape, data_lengths, gib, gpu_by_name, memory, step_flops
 from mmi_ray.worker import WorkerEnv
 
 REPO = Path(__file__).resolve().parents[1]
+DSS = REPO.parent / "shared" / "data" / "dss" / "datasets"
 BASE = {"d_model": 768, "num_layers": 12, "num_heads": 12, "d_ff": 2048, "model_vocab": 32128}
 SMALL = {"d_model": 32, "num_layers": 1, "num_heads": 2, "d_ff": 64, "model_vocab": 512}
 
 
-def run(cfg, device: torch.device, state: dict | None = None) -> tuple[list[dict], dict]:
-    """One run of the loop on ``device``; (its metrics, its checkpoints' states by step)."""
+def generated_rows(path: Path, n: int, small: bool) -> Path:
+    """Rows shaped like the DSS sets at the paper's limits: inputs of 100-900 words (cut at 1,024
+    tokens), rationales of 20-220 words, one-word labels."""
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(400)]
+    hi_in, hi_r = (60, 20) if small else (900, 220)
+    with open(path, "w") as f:
+        for i in range(n):
+            text = " ".join(rng.choices(words, k=rng.randint(hi_in // 9, hi_in)))
+            rat = " ".join(rng.choices(words, k=rng.randint(hi_r // 11, hi_r)))
+            f.write(json.dumps({"input": text, "label": rng.choice(words), "rationale": rat,
+                                "split": "valid" if i % 20 == 0 else "train"}) + "\n")
+    return path
+
+
+def in_process(cfg, device: torch.device, state: dict | None = None) -> tuple[list[dict], dict]:
+    """One run of the loop in this process on ``device``: (its metrics, its checkpoints' states by step)."""
     from mmi_ray.checkpoint import load_state
 
     out, saved = [], {}
@@ -49,88 +72,107 @@ def run(cfg, device: torch.device, state: dict | None = None) -> tuple[list[dict
     return out, saved
 
 
+def through_ray(cfg) -> dict:
+    """A Ray Train run of ``cfg``; its last evaluation's metrics (every worker's counts summed)."""
+    from mmi_ray.layout import read_metrics
+    from mmi_ray.train import run_training
+
+    summary = run_training(cfg, "gpu_check", verbose=False, rerun=True)
+    return read_metrics(summary["run_dir"])[-1]
+
+
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--pairs", type=int, default=2, help="interleaved MI-on / MI-off pairs")
-    ap.add_argument("--peak-tflops", type=float, default=None)
-    ap.add_argument("--small", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=40, help="optimizer steps a run (evaluations at half and at the end)")
+    ap.add_argument("--batch", type=int, default=16, help="examples per worker per step")
+    ap.add_argument("--data", default=str(DSS), help="the DSS datasets/ folder (its cqa), else generated rows")
+    ap.add_argument("--small", action="store_true", help="a tiny student on CPU: checks the script")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.small:
-        args.steps, args.batch, args.pairs = 4, 4, 1
-    gpu = torch.cuda.is_available() and not args.small
-    device = torch.device("cuda" if gpu else "cpu")
-    if gpu:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS for the restore check
-    shape = SMALL if args.small else BASE
+        args.steps, args.batch = 4, 4
+    gpus = torch.cuda.device_count() if not args.small else 0
+    device = torch.device("cuda" if gpus else "cpu")
     tmp = Path(tempfile.mkdtemp(prefix="mmi-gpu-check-"))
-    probe = load_config(REPO / "configs" / "tiny_builtin.yaml")
-    texts = [t for e in load_splits(probe.data).train.examples for t in (e.input, e.label, e.rationale)]
-    t0 = time.perf_counter()
-    student = build_student(tmp / "student", ["predict:", "explain:", *texts], vocab_size=1000, **shape)
-    build_s = time.perf_counter() - t0
-    ov = [f"model.name={student}", f"train.batch_size={args.batch}", f"train.max_steps={args.steps}",
-          f"train.eval_every={args.steps // 2}", "train.precision=bf16", "loss.mi_estimator=maxpool",
-          "data.builtin.num_valid=128", "train.eval_batch_size=128", "train.max_new_tokens=16",
-          f"run.storage_path={tmp / 'runs'}", "optim.lr=1e-4"]
-    cfg_mi = load_config(REPO / "configs" / "tiny_builtin.yaml", [*ov, "loss.mi_weight=0.1"])
-    cfg_dss = load_config(REPO / "configs" / "tiny_builtin.yaml", [*ov, "loss.mi_weight=0.0"])
-    rates = {"mi": [], "dss": []}
-    tokens, peak_mem, mi_runs = [], 0.0, []
-    for _ in range(args.pairs):  # A B A B: the machine's drift falls on both sides
-        for name, cfg in (("mi", cfg_mi), ("dss", cfg_dss)):
-            if gpu:
-                torch.cuda.reset_peak_memory_stats()
-            metrics, _ = run(cfg, device)
-            rates[name].append(metrics[-1]["examples_per_s"])  # the second interval: past the warm-up
-            if name == "mi":
-                tokens.append(metrics[-1]["tokens_per_s"])
-                mi_runs.append(metrics)
-                peak_mem = max(peak_mem, torch.cuda.max_memory_allocated() / 2**30 if gpu else 0.0)
-    # restore on the device: the mid-way checkpoint of a fresh MI run, resumed, against the run itself
-    # (deterministic kernels from here on: CUDA's default embedding backward adds atomically)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    full, saved = run(cfg_mi, device)
-    resumed, _ = run(cfg_mi, device, state=saved[args.steps // 2])
-    keys = ["loss", "label", "rationale", "mi", "val_accuracy"]
-    diff = max(abs(resumed[-1][k] - full[-1][k]) for k in keys)
-    # analytic FLOPs from the mean token lengths the loop ran (padding included as the loop pads)
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+    dss = Path(args.data) / "cqa"
+    if dss.is_dir() and not args.small:
+        data = ["data.dataset=cqa", f"data.data_dir={args.data}", "data.max_train_examples=4000"]
+        from mmi_ray.data.dss import load_dss_split
 
-    c = AutoConfig.from_pretrained(student)
-    tok = AutoTokenizer.from_pretrained(student)
-    tk = tokenize(load_splits(cfg_mi.data).train.examples[:512], tok, cfg_mi.model.max_source_length,
-                  cfg_mi.model.max_target_length, "gold")
-    mean = lambda key: statistics.mean(len(x) for x in getattr(tk, f"{key}_ids"))  # noqa: E731
-    flops_per_example = step_flops(c, 1, round(mean("predict")), round(mean("label")), round(mean("rationale")))
-    ex_s = statistics.median(rates["mi"])
-    name = torch.cuda.get_device_name() if gpu else "cpu"
-    peak = peak_tflops(name, args.peak_tflops) if gpu else None
-    tflops = flops_per_example * ex_s / 1e12
-    overhead = [m / d for m, d in zip(rates["dss"], rates["mi"])]  # DSS rate / MI rate = step-time ratio
-    params = sum(p.numel() for p in AutoModelForSeq2SeqLM.from_pretrained(student).parameters())
+        rows = load_dss_split("cqa", args.data, "train").examples[:2000]
+        texts = [t for e in rows for t in (e.input, e.label, e.rationale)]
+        where = f"DSS CQA ({args.data})"
+    else:
+        path = generated_rows(tmp / "rows.jsonl", 600 if args.small else 2000, args.small)
+        data = ["data.dataset=custom", f"data.path={path}"]
+        texts = [json.loads(x)[k] for x in path.read_text().splitlines() for k in ("input", "label", "rationale")]
+        where = "generated rows of the DSS shape (inputs to 1,024 tokens, rationales to 256)"
+    t0 = time.perf_counter()
+    student = build_student(tmp / "student", ["predict:", "explain:", *texts], vocab_size=8000 if not args.small else 300,
+                            **(SMALL if args.small else BASE))
+    build_s = time.perf_counter() - t0
+    ov = [*data, f"model.name={student}", "model.max_source_length=1024", "model.max_target_length=256",
+          f"train.batch_size={args.batch}", f"train.max_steps={args.steps}", f"train.eval_every={args.steps // 2}",
+          "train.precision=bf16", "loss.mi_weight=0.1", "loss.mi_estimator=maxpool", "data.max_eval_examples=64",
+          "train.eval_batch_size=64", "train.max_new_tokens=8", f"run.storage_path={tmp / 'runs'}", "optim.lr=1e-4",
+          f"scaling.use_gpu={bool(gpus)}", "scaling.cpus_per_worker=1"]
+    cfg = load_config(REPO / "configs" / "cqa_t5_base.yaml", ov)
+    hf = json.loads((student / "config.json").read_text())
+    shape = Shape(hf["d_model"], hf["num_heads"] * hf["d_kv"], hf["num_heads"], hf["d_ff"], hf["num_layers"],
+                  hf["num_decoder_layers"], hf["vocab_size"], "the offline student")
+    n = data_lengths(cfg)
+
+    # 1. throughput through Ray Train: one GPU, then every GPU (DDP)
+    counts = sorted({1, gpus}) if gpus else [1]
+    ray_rows = {}
+    for k in counts:
+        m = through_ray(load_config(REPO / "configs" / "cqa_t5_base.yaml", [*ov, f"scaling.num_workers={k}"]))
+        ray_rows[k] = m
+    gpu = gpu_by_name(torch.cuda.get_device_name()) if gpus else None
+    name = torch.cuda.get_device_name() if gpus else "cpu"
+    one = ray_rows[1]
+    flops_per_example = step_flops(shape, 1, n.src, n.label, n.rationale)  # real tokens: no padding counted
+    tflops = flops_per_example * one["examples_per_s"] / 1e12
+    est = memory(shape, n.src_max, n.label_max, n.rationale_max, args.batch, "bf16", "maxpool")
+
+    # 2. restore and determinism, in this process on the device: deterministic (eager attention) twice,
+    #    a resume from the mid-way checkpoint, and the same run with train.deterministic false (SDPA)
+    full, saved = in_process(cfg, device)
+    again, _ = in_process(cfg, device)
+    resumed, _ = in_process(cfg, device, state=saved[args.steps // 2])
+    fast_cfg = load_config(REPO / "configs" / "cqa_t5_base.yaml", [*ov, "train.deterministic=false"])
+    fast, _ = in_process(fast_cfg, device)
+    keys = ["loss", "label", "rationale", "mi", "val_accuracy"]
+    restore_diff = max(abs(resumed[-1][k] - full[-1][k]) for k in keys)
+    repeat_diff = max(abs(again[-1][k] - full[-1][k]) for k in keys)
+    eager_cost = fast[-1]["examples_per_s"] / full[-1]["examples_per_s"]
+
+    peak_text = (f"{one['gpu_peak_gib']:.1f} GiB" if "gpu_peak_gib" in one else "n/a (CPU)")
     lines = [
-        f"student: t5-v1_1-{'base' if not args.small else 'tiny'} shape, {params / 1e6:.0f}M parameters, output layer "
-        f"{c.vocab_size}, built offline in {build_s:.0f} s; device {name}; bf16 autocast; batch {args.batch}; "
+        f"student: t5-v1_1-{'base' if not args.small else 'tiny'} shape, {shape.params() / 1e6:.0f}M parameters, "
+        f"output layer {shape.vocab}, built offline in {build_s:.0f} s; data: {where}; real tokens a row "
+        f"{n.src:.0f} in / {n.label:.0f} label / {n.rationale:.0f} rationale (longest {n.src_max}/{n.label_max}/"
+        f"{n.rationale_max}); device {name} x {max(gpus, 1)}; bf16 autocast; batch {args.batch} a worker; "
         f"{args.steps} steps a run; MI maxpool (weight 0.1)",
         "| figure | value |", "|---|---|",
-        f"| examples/s (loop's own count, 2nd interval), median of {args.pairs} | {ex_s:.1f} |",
-        f"| tokens/s (the padded batch tokens the loop ran) | {statistics.median(tokens):.0f} |",
-        f"| model TFLOP/s (analytic, mean lengths {mean('predict'):.0f}/{mean('label'):.0f}/{mean('rationale'):.0f}) "
-        f"| {tflops:.2f} |",
-        f"| MFU | {f'{100 * tflops / peak:.1f}%' if peak else 'n/a (no GPU peak known)'} |",
-        f"| peak GPU memory | {f'{peak_mem:.1f} GiB' if gpu else 'n/a (CPU)'} |",
-        f"| MI step-time overhead (DSS ex/s / MI ex/s), median (min-max) of {len(overhead)} interleaved pairs "
-        f"| {statistics.median(overhead):.3f} ({min(overhead):.3f}-{max(overhead):.3f}) |",
-        f"| restored from step {args.steps // 2} on the device vs uninterrupted, max abs difference at step "
-        f"{args.steps} | {diff:.3g} ({'equal' if diff == 0 else 'not equal'}) |",
+        *[f"| examples/s through Ray Train, {k} worker(s) (2nd interval) | {ray_rows[k]['examples_per_s']:.1f} |"
+          for k in counts],
+        *[f"| real tokens/s through Ray Train, {k} worker(s) | {ray_rows[k]['tokens_per_s']:.0f} |" for k in counts],
+        f"| model TFLOP/s on real tokens (1 worker) | {tflops:.2f} |",
+        f"| MFU (bf16 datasheet peak {gpu.bf16_tflops if gpu else 'n/a'} TFLOP/s) | "
+        f"{f'{100 * tflops / gpu.bf16_tflops:.1f}%' if gpu else 'n/a (no known GPU)'} |",
+        f"| peak GPU memory (worker) / mmi-ray plan's estimate | {peak_text} / {gib(est['total'])} |",
+        f"| restored from step {args.steps // 2} vs uninterrupted, max abs difference | {restore_diff:.3g} "
+        f"({'equal' if restore_diff == 0 else 'NOT equal'}) |",
+        f"| the same run twice (train.deterministic, eager attention), max abs difference | {repeat_diff:.3g} "
+        f"({'equal' if repeat_diff == 0 else 'NOT equal'}) |",
+        f"| SDPA (deterministic false) ex/s over eager (deterministic) ex/s | {eager_cost:.2f} |",
     ]
-    publish(lines, args.out, "gpu_check.py", argv, "GPU check: the project's loop on a t5-v1_1-base-shaped student",
+    publish(lines, args.out, "gpu_check.py", argv, "GPU check: the paper workload's shapes through Ray Train",
             machine=name)
-    return {"examples_per_s": ex_s, "mfu": tflops / peak if peak else None, "restore_diff": diff,
-            "mi_overhead": statistics.median(overhead), "peak_mem_gib": peak_mem}
+    return {"examples_per_s": one["examples_per_s"], "mfu": tflops / gpu.bf16_tflops if gpu else None,
+            "restore_diff": restore_diff, "repeat_diff": repeat_diff, "peak_gib": one.get("gpu_peak_gib"),
+            "estimate_gib": est["total"] / 2**30, "sdpa_over_eager": eager_cost, "workers": counts}
 
 
 if __name__ == "__main__":

@@ -21,8 +21,7 @@ import torch
 from bench_out import publish
 
 from mmi_ray.config import LossConfig
-
-PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
+from mmi_ray.sizing import Shape, gpu_by_name, step_flops
 
 
 def t5_base_config(small: bool):
@@ -38,30 +37,16 @@ def t5_base_config(small: bool):
                     decoder_start_token_id=0)
 
 
-def pass_flops(c, src: int, tgt: int) -> float:
-    """Forward matmul FLOPs of one encoder-decoder pass for one example (2 per multiply-add)."""
-    d, inner, ff, v = c.d_model, c.num_heads * c.d_kv, c.d_ff, c.vocab_size
-    ffn = 3 * d * ff  # gated-gelu: wi_0, wi_1, wo
-    enc = c.num_layers * src * (4 * d * inner + ffn) + c.num_layers * 2 * src * src * inner
-    dec_layers = c.num_decoder_layers
-    dec = dec_layers * tgt * (4 * d * inner + 2 * d * inner + ffn)  # self q,k,v,o + cross q,o
-    dec += dec_layers * 2 * src * d * inner  # cross-attention k,v over the encoder output
-    dec += dec_layers * (2 * tgt * tgt * inner + 2 * tgt * src * inner)  # scores and weighted sums
-    return 2.0 * (enc + dec + tgt * d * v)
-
-
-def step_flops(c, batch: int, src: int, label: int, rationale: int) -> float:
-    """Training FLOPs of one MI distillation step: both passes, forward + backward (3x forward)."""
-    return 3.0 * batch * (pass_flops(c, src, label) + pass_flops(c, src, rationale))
+def shape(c) -> Shape:
+    return Shape(c.d_model, c.num_heads * c.d_kv, c.num_heads, c.d_ff, c.num_layers, c.num_decoder_layers,
+                 c.vocab_size, "T5Config")
 
 
 def peak_tflops(device_name: str, given: float | None) -> float | None:
     if given:
         return given
-    for key, val in PEAK_BF16_TFLOPS.items():
-        if key in device_name:
-            return val
-    return None
+    gpu = gpu_by_name(device_name)
+    return gpu.bf16_tflops if gpu else None
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -119,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
     step_s = statistics.median(times)
-    flops = step_flops(c, args.batch, args.src_len, args.label_len, args.rationale_len)
+    flops = step_flops(shape(c), args.batch, args.src_len, args.label_len, args.rationale_len)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     peak = peak_tflops(name, args.peak_tflops) if device.type == "cuda" else None
     res = {"device": name, "params": sum(p.numel() for p in student.parameters()), "step_s": step_s,

@@ -15,6 +15,7 @@ from .checkpoint import load_module
 from .config import Config
 from .data import load_splits
 from .data.batching import pad, predict_inputs
+from .machine import autocast
 from .metrics import ece_equal_mass, ece_equal_width, label_correct
 from .objective import DistillModule
 
@@ -42,7 +43,14 @@ def evaluate(module: DistillModule, tokenizer, examples, predict_ids, cfg: Confi
     ``examples``, and its calibration: ECE of the first decoder step's largest softmax probability,
     as the MI paper's code bins it (``_ece``: 100 equal-mass bins) and the usual way (``_ece15``: 15
     equal-width bins). Counts and scores are gathered over workers: every rank returns the same.
-    ``records``, when given, receives one dict per example: input, gold, prediction, correct, confidence."""
+    ``records``, when given, receives one dict per example: input, gold, prediction, correct, confidence.
+    Generation runs in the training precision (``train.precision``: bf16 autocast where training used it)."""
+    with autocast(cfg.train.precision, torch.device(device)):
+        return _evaluate(module, tokenizer, examples, predict_ids, cfg, device, rank, world, prefix, records)
+
+
+def _evaluate(module: DistillModule, tokenizer, examples, predict_ids, cfg: Config, device, rank: int, world: int,
+              prefix: str, records: list | None) -> dict:
     module.eval()
     tasks = sorted({e.task for e in examples})
     correct = torch.zeros(len(tasks) + 1, dtype=torch.float64)

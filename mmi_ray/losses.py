@@ -119,19 +119,24 @@ class _CEMaxPool(torch.autograd.Function):
         if g_pool is not None:
             w = g_pool.float() * log_pooled.exp()  # [B, V]: the pooled term's gradient at each argmax
             coef = coef.scatter_add(1, arg, -w)  # minus sum_w[b, t]
-        # written in place into one float32 buffer: each fresh [B, T, V] tensor costs a pass of page faults
-        grad = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
+        # written in place, slice by slice, into one buffer of the logits' own dtype: each fresh [B, T, V]
+        # tensor costs a pass of page faults, and a bf16 student then holds no float32 [B, T, V] copy
+        # beside its bf16 gradient (one float32 slice at a time, at most CHUNK_ELEMENTS)
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        in_place = logits.dtype == torch.float32
         step = max(1, CHUNK_ELEMENTS // max(1, t_ * v_))
         for b0 in range(0, b_, step):
             sl = slice(b0, b0 + step)
-            g = grad[sl]
+            g = grad[sl] if in_place else torch.empty(grad[sl].shape, dtype=torch.float32, device=logits.device)
             torch.sub(logits[sl], lse[sl].unsqueeze(-1), out=g)
             g.exp_().mul_(coef[sl].unsqueeze(-1))  # s * (c_ce - sum_w)
             if g_ce is not None:  # - onehot at the target, for the positions the cross-entropy counts
                 g.scatter_add_(-1, target[sl].unsqueeze(-1), -c_ce[sl].unsqueeze(-1))
             if w is not None:  # + w at (b, argmax_t, v)
                 g.scatter_add_(1, arg[sl].unsqueeze(1), w[sl].unsqueeze(1))
-        return grad.to(logits.dtype), None
+            if not in_place:
+                grad[sl].copy_(g)  # rounded to the logits' dtype as .to() rounds
+        return grad, None
 
 
 def ce_and_maxpool(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:

@@ -44,6 +44,40 @@ def describe(device: torch.device | None = None) -> str:
     return " | ".join(parts)
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware: CPUs (autocast runs there), and GPUs from Ampere
+    on. V100 and T4 only emulate it (``is_bf16_supported`` says yes unless emulation is excluded), at
+    a fraction of their fp16/fp32 speed."""
+    if device.type != "cuda":
+        return True
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """``train.precision`` resolved on ``device``: ``bf16`` and ``fp32`` as written; ``auto`` is bf16 on a
+    GPU that computes bf16 natively, fp32 on CPUs and on GPUs that would emulate it."""
+    if precision == "auto":
+        return device.type == "cuda" and bf16_native(device)
+    return precision == "bf16"
+
+
+def autocast(precision: str, device: torch.device):
+    """The context the forward passes run in: bf16 autocast where ``uses_bf16``, else nothing."""
+    from contextlib import nullcontext
+
+    return torch.autocast(device.type, dtype=torch.bfloat16) if uses_bf16(precision, device) else nullcontext()
+
+
+def attention_kernel(deterministic: bool, device: torch.device) -> str:
+    """The student's attention implementation. T5 attends through SDPA in transformers 5, and with
+    its float position-bias mask CUDA's SDPA takes the memory-efficient kernel, whose backward is not
+    deterministic (under ``use_deterministic_algorithms(warn_only=True)`` it only warns): with
+    ``train.deterministic`` on a GPU the student attends eagerly (plain matmul + softmax, deterministic;
+    slower and more memory: ``benchmarks/gpu_check.py`` measures both). CPU SDPA kernels are
+    deterministic, so CPU runs keep SDPA."""
+    return "eager" if deterministic and device.type == "cuda" else "sdpa"
+
+
 def pin_numerics(threads: int, deterministic: bool, device: torch.device) -> None:
     """What the project controls of a run's floats: its intra-op threads (from the config, never
     from the machine's core count) and, with ``deterministic``, torch's deterministic kernels where

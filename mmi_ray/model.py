@@ -92,8 +92,10 @@ def _first_line(e: Exception) -> str:
     return s[0][:200] if s else ""
 
 
-def build_seq2seq(cfg: ModelConfig, tokenizer, seed: int) -> nn.Module:
-    """A randomly initialised tiny T5 (seeded), or pretrained weights from the hub / a folder."""
+def build_seq2seq(cfg: ModelConfig, tokenizer, seed: int, attn: str = "sdpa") -> nn.Module:
+    """A randomly initialised tiny T5 (seeded), or pretrained weights from the hub / a folder, in
+    fp32 (the optimizer's master weights; a bf16 checkpoint folder is loaded up, never trained in bf16),
+    attending through ``attn`` (``machine.attention_kernel``: eager or sdpa)."""
     if cfg.name == "tiny":
         from transformers import T5Config, T5ForConditionalGeneration
 
@@ -111,8 +113,9 @@ def build_seq2seq(cfg: ModelConfig, tokenizer, seed: int) -> nn.Module:
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
             decoder_start_token_id=tokenizer.pad_token_id,
+            attn_implementation=attn,
         )
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(devices=[]):  # CPU generator only: the model is built on the CPU
             torch.manual_seed(seed)
             model = T5ForConditionalGeneration(config)
             # HF's T5 init draws the untied lm_head with std 1, so a fresh tiny model starts at a
@@ -130,7 +133,8 @@ def build_seq2seq(cfg: ModelConfig, tokenizer, seed: int) -> nn.Module:
     try:
         hf_config = AutoConfig.from_pretrained(str(p) if p.is_dir() else cfg.name)
         kwargs = {"dropout_rate": cfg.dropout} if hasattr(hf_config, "dropout_rate") else {}
-        model = AutoModelForSeq2SeqLM.from_pretrained(str(p) if p.is_dir() else cfg.name, **kwargs)
+        model = AutoModelForSeq2SeqLM.from_pretrained(str(p) if p.is_dir() else cfg.name, dtype=torch.float32,
+                                                      attn_implementation=attn, **kwargs)
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"model.name: cannot load '{cfg.name}' ({type(e).__name__}: {_first_line(e)})") from None
     return model

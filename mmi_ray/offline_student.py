@@ -48,7 +48,7 @@ def build_student(out_dir: str | Path, texts: Iterable[str], vocab_size: int = 2
         num_layers=num_layers, num_decoder_layers=num_layers, num_heads=num_heads, feed_forward_proj="gated-gelu",
         tie_word_embeddings=False, dropout_rate=0.1, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
         decoder_start_token_id=tok.pad_token_id)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):  # CPU generator only
         torch.manual_seed(seed)
         model = T5ForConditionalGeneration(config)
         # v1.1's output head is its own matrix. transformers 5 ties it to the embedding at construction

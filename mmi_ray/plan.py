@@ -14,13 +14,27 @@ import yaml
 
 from .config import read_yaml
 from .errors import ConfigError
+from .sizing import (
+    ASSUMED_MFU,
+    GPU,
+    data_lengths,
+    gib,
+    gpu_of_instance,
+    memory,
+    micro_batches_to_fit,
+    precision_on,
+    shape_of,
+    step_flops,
+)
+from .sizing import (
+    step_time as flops_step_time,
+)
 from .storage import is_uri
 from .sweep.spec import LoadedSweep
 
 PRICES = Path(__file__).resolve().parents[1] / "cluster" / "prices.yaml"
-# Assumed seconds per optimizer step when no --step-time is given (bf16, one 24 GB GPU, batch 64,
-# inputs up to 1024 tokens, two passes per step). Not measured here: measure and pass --step-time.
-ASSUMED_STEP_TIME = {"google/t5-v1_1-base": 0.9, "google/t5-v1_1-small": 0.35, "tiny": 0.05}
+CPU_STEP_TIME = 0.05
+"""Assumed seconds per step of a CPU sweep (the tiny preset on 2 cores): CPU sweeps are not priced by FLOPs."""
 
 
 @dataclass
@@ -138,10 +152,12 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
         nodes[t.name] = int(n)
         need_runs -= n * runs_per_node
 
-    # time and money
-    model = base.model.name
-    assumed = step_time is None
-    st = step_time if step_time is not None else ASSUMED_STEP_TIME.get(model, 1.0)
+    # time and money: the step time from FLOPs on the GPU the sweep's nodes carry (sizing.py)
+    gpu = next((g for n in [*nodes, *workers] if (g := gpu_of_instance(types[n].instance))), None) \
+        if gpus_per_worker else None
+    est = estimate(base, gpu, step_time)
+    st = est.step_time
+    warnings += est.warnings
     steps_full = base.train.max_steps
     steps_asha = (asha_expected_steps(steps_full, spec.scheduler.grace_period, spec.scheduler.reduction_factor)
                   if spec.scheduler.type == "asha" else steps_full)
@@ -198,7 +214,7 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
         f"  trials: {spec.num_trials}; at once on this cluster: {at_once}",
         "  nodes at peak: " + (", ".join(f"{n} x {c} ({types[n].instance}{', spot' if types[n].spot else ''})"
                                          for n, c in nodes.items()) or "none"),
-        f"  step time: {st:g} s ({'assumed for ' + model + '; measure and pass --step-time' if assumed else 'given'})",
+        *est.lines,
         f"  steps per run: {steps_full} (full); {steps_asha:.0f} expected with ASHA "
         f"(grace {spec.scheduler.grace_period}, eta {spec.scheduler.reduction_factor:g})"
         if spec.scheduler.type == "asha" else f"  steps per run: {steps_full} (no early stopping)",
@@ -211,6 +227,61 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
         if cost_full is not None else "  cost: unknown (no prices)",
     ]
     return Plan(lines, warnings, at_once, nodes, gpu_full, gpu_asha, cost_full, cost_asha)
+
+
+@dataclass
+class Estimate:
+    step_time: float
+    lines: list[str]
+    warnings: list[str]
+
+
+def estimate(base, gpu: GPU | None, given: float | None) -> Estimate:
+    """Seconds per optimizer step and peak GPU memory of one seed run of ``base`` on ``gpu``, each with
+    where its numbers come from; what cannot be known here is said, and assumed only where needed."""
+    t, m = base.train, base.model
+    if gpu is None:
+        st = given if given is not None else CPU_STEP_TIME
+        return Estimate(st, [f"  step time: {st:g} s ({'given' if given is not None else 'assumed for a CPU sweep'})"], [])
+    p = precision_on(t.precision, gpu)
+    shape, lengths = shape_of(m), data_lengths(base)
+    lines, warnings = [f"  GPU: {gpu.name} ({gpu.memory_gib:g} GiB usable; {p}: train.precision {t.precision})"], []
+    if t.precision == "bf16" and not gpu.bf16_native:
+        warnings.append(f"train.precision bf16 on {gpu.name}, which only emulates bf16 (slow): use fp32 or auto")
+    if shape is None:
+        st = given if given is not None else 1.0
+        lines.append(f"  step time: {st:g} s ({'given' if given is not None else 'assumed: the shape of ' + m.name + ' is unknown here (not a known name, folder or cached)'})")
+        return Estimate(st, lines, warnings)
+    examples = t.examples_per_worker_step
+    lengths_text = (f"mean tokens {lengths.src:.0f} in / {lengths.label:.0f} label / {lengths.rationale:.0f} rationale"
+                    f"{f' x {lengths.padding:g} padding' if lengths.padding != 1 else ''}, from {lengths.source}")
+    if given is not None:
+        st, how = given, "given"
+    else:
+        st = flops_step_time(shape, lengths, examples, t.precision, gpu)
+        pad = lengths.padding
+        flops = step_flops(shape, examples, lengths.src * pad, lengths.label * pad, lengths.rationale * pad)
+        peak = gpu.bf16_tflops if p == "bf16" else gpu.fp32_tflops
+        how = (f"estimated: {flops / 1e12:.1f} TFLOP a step ({examples} examples, {shape.params() / 1e6:.0f}M "
+               f"parameters from {shape.source}; {lengths_text}) at an assumed {ASSUMED_MFU[p]:.0%} of {gpu.name}'s "
+               f"{peak:g} TFLOP/s {p} peak; measure with benchmarks/gpu_check.py and pass --step-time")
+    lines.append(f"  step time: {st:.3g} s ({how})")
+    mi = base.loss.mi_estimator if base.loss.mi_weight > 0 else None
+    rationale_pass = base.loss.rationale_weight > 0 or base.loss.mi_weight > 0
+    mem = memory(shape, lengths.src_max, lengths.label_max, lengths.rationale_max, t.batch_size, p, mi, rationale_pass)
+    parts = ", ".join(f"{k} {gib(v)}" for k, v in mem.items() if k != "total")
+    lines.append(f"  GPU memory per worker: about {gib(mem['total'])} of {gpu.memory_gib:g} GiB ({parts}; micro-batch "
+                 f"{t.batch_size}, longest {lengths.src_max}/{lengths.label_max}/{lengths.rationale_max} tokens)")
+    k = micro_batches_to_fit(shape, lengths, t.batch_size, p, mi, gpu, rationale_pass)
+    if k is None:
+        warnings.append(f"a run needs about {gib(mem['total'])} of GPU memory, more than {gpu.name}'s "
+                        f"{gpu.memory_gib:g} GiB even at one example per micro-batch: a GPU with more memory, or "
+                        "shorter model.max_source_length / max_target_length")
+    elif k > 1:
+        warnings.append(f"a run needs about {gib(mem['total'])} of GPU memory, more than {gpu.name}'s "
+                        f"{gpu.memory_gib:g} GiB holds: set train.batch_size: {t.batch_size // k} and "
+                        f"train.grad_accum_steps: {k * t.grad_accum_steps} (the same {examples} examples a step)")
+    return Estimate(st, lines, warnings)
 
 
 def load_cluster(path: str) -> dict:

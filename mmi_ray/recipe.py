@@ -25,7 +25,7 @@ from .data import load_splits
 from .data.batching import BatchStream, collate, predict_inputs, tokenize
 from .evaluate import all_reduce, evaluate
 from .layout import MACHINE, TrainLog, divergence_record
-from .machine import describe, pin_numerics
+from .machine import attention_kernel, autocast, bf16_native, describe, pin_numerics, uses_bf16
 from .model import build_seq2seq, build_tokenizer, check_fits, count_params
 from .objective import DistillModule
 from .worker import WorkerEnv, ray_worker_env
@@ -77,9 +77,12 @@ def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
                          cfg.train.grad_accum_steps)
 
     # --- model, optimizer, schedule
-    with torch.random.fork_rng():  # student and critic initialised from the training seed alone
+    # student and critic initialised from the training seed alone; only this worker's own device's
+    # generator is forked (Ray shares CUDA_VISIBLE_DEVICES among a node's workers: forking them all warns)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.train.seed)
-        module = DistillModule(build_seq2seq(cfg.model, tokenizer, cfg.train.seed), cfg.loss)
+        attn = attention_kernel(cfg.train.deterministic, device)
+        module = DistillModule(build_seq2seq(cfg.model, tokenizer, cfg.train.seed, attn), cfg.loss)
     if device.type == "cpu" and cfg.model.fast_dropout:
         fastdrop.install(module.student)  # same dropout semantics, cheaper masks (mmi_ray/fastdrop.py)
     optimizer = build_optimizer(module, cfg)
@@ -90,8 +93,10 @@ def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
     model = env.wrap_model(module)  # placed first: restored optimizer state then follows its parameters
     state = env.latest_state()
     start_step = restore(state, unwrap(model), optimizer, scheduler, stream, cfg) if state is not None else 0
-    use_bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    use_bf16 = uses_bf16(cfg.train.precision, device)
+    if use_bf16 and not bf16_native(device) and rank == 0:
+        print(f"[mmi-ray] warning: train.precision bf16 on {torch.cuda.get_device_name(device)}, which only emulates "
+              "bf16 (slow): use fp32 (or auto) there", flush=True)
     if rank == 0 and start_step == 0:
         print(f"[mmi-ray] student {count_params(module.student):,} params, critic "
               f"{count_params(module.estimator) if module.estimator is not None else 0:,}; "
@@ -119,8 +124,9 @@ def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
             batch = {key: v.to(device, non_blocking=True) for key, v in
                      collate(train_tok, idx, tokenizer.pad_token_id, module.use_rationale).items()}
             sync = k == len(micro) - 1 or world == 1
-            with (nullcontext() if sync else model.no_sync()), autocast():
-                terms = model(batch)
+            with nullcontext() if sync else model.no_sync():  # DDP: the all-reduce on the last micro-batch
+                with autocast(cfg.train.precision, device):  # forward passes in bf16; the backward outside
+                    terms = model(batch)
                 (terms.loss / len(micro)).backward()
             micro_terms = torch.stack([getattr(terms, n).detach().float() for n in LOSS_TERMS]) / len(micro)
             sums += micro_terms
@@ -157,6 +163,10 @@ def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
             env.report(divergence_record(done, first_bad), None)
             yield done
             return
+        if device.type == "cuda":  # the steps' queued GPU work belongs to their time, not the evaluation's
+            t_sync = time.perf_counter()
+            torch.cuda.synchronize(device)
+            interval_time += time.perf_counter() - t_sync
         avg = all_reduce(sums.clone()) / (since_report * world)
         t_eval = time.perf_counter()
         metrics = {n: float(v) for n, v in zip(LOSS_TERMS, avg.tolist())}
@@ -174,6 +184,8 @@ def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
             eval_time_s=eval_time,
         )
         metrics[MACHINE] = machine
+        if device.type == "cuda":  # this worker's peak since the run started (sizing.memory estimates it)
+            metrics["gpu_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
                 save_checkpoint(Path(tmp), unwrap(model), optimizer, scheduler, done, stream, cfg, metrics)

@@ -1,0 +1,101 @@
+"""``mmi-ray plan``'s memory estimate (``mmi_ray/sizing.py memory``) against what training holds.
+
+Each shape runs in a fresh process: a randomly initialised T5 of that size with the max-pool MI
+term and AdamW takes two optimizer steps on fixed-length random batches on the CPU, in fp32 (or bf16
+autocast), and the peak resident memory it added over the process before the model was built is set
+beside the estimate. On a GPU the same comparison is ``benchmarks/gpu_check.py``'s peak-memory row.
+
+    python benchmarks/memory_estimate.py                   # four shapes, fp32
+    python benchmarks/memory_estimate.py --small           # two small shapes (the tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SHAPES = {  # name: (d_model, heads, d_ff, layers, vocab, batch, src, label, rationale)
+    "tiny-vocab-32k": (64, 4, 128, 2, 32128, 16, 64, 8, 96),
+    "small-long-inputs": (256, 4, 1024, 4, 8000, 8, 512, 8, 128),
+    "t5-small-like": (512, 8, 1024, 4, 32128, 8, 256, 8, 128),
+    "wide-batch": (128, 4, 256, 2, 32128, 64, 128, 8, 256),
+}
+SMALL = ["tiny-vocab-32k", "wide-batch"]
+
+
+def rss(field: str) -> int:
+    """This process's resident memory (``VmRSS``) or its peak (``VmHWM``), bytes. Not ``ru_maxrss``:
+    Linux carries the parent's peak into a child through fork, so a child of a large process reads
+    its parent's figure."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+
+
+def child(name: str, precision: str) -> dict:
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from mmi_ray.config import LossConfig
+    from mmi_ray.objective import DistillModule
+    from mmi_ray.sizing import Shape, memory
+
+    torch.set_num_threads(2)
+    d, h, ff, layers, v, b, src, lab, rat = SHAPES[name]
+    before = rss("VmHWM")
+    config = T5Config(vocab_size=v, d_model=d, d_kv=d // h, d_ff=ff, num_layers=layers, num_heads=h,
+                      feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.1,
+                      decoder_start_token_id=0)
+    torch.manual_seed(0)
+    module = DistillModule(T5ForConditionalGeneration(config), LossConfig(mi_weight=0.1, mi_estimator="maxpool"))
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+
+    def ids(length: int) -> torch.Tensor:
+        return torch.randint(2, v, (b, length), generator=g)
+
+    batch = {"predict_ids": ids(src), "explain_ids": ids(src), "label_ids": ids(lab), "rationale_ids": ids(rat)}
+    batch["predict_mask"] = torch.ones_like(batch["predict_ids"], dtype=torch.bool)
+    batch["explain_mask"] = torch.ones_like(batch["explain_ids"], dtype=torch.bool)
+    for _ in range(2):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = module(batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    peak = rss("VmHWM")
+    shape = Shape(d, d, h, ff, layers, layers, v, "built here")
+    est = memory(shape, src, lab, rat, b, precision, "maxpool")
+    return {"shape": name, "measured": peak - before, **{k: v for k, v in est.items()}}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--small", action="store_true", help=f"only {', '.join(SMALL)}")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print("RESULT " + json.dumps(child(args.child, args.precision)))
+        return []
+    rows = []
+    print(f"{'shape':<18} {'estimate':>9} {'measured':>9} {'ratio':>6}  (estimate: states / activations / [B,T,V])")
+    for name in SMALL if args.small else args.shapes:
+        r = subprocess.run([sys.executable, __file__, "--child", name, "--precision", args.precision],
+                           capture_output=True, text=True, check=True, cwd=Path(__file__).parent)
+        row = json.loads(next(x for x in r.stdout.splitlines() if x.startswith("RESULT "))[7:])
+        row["ratio"] = row["total"] / row["measured"]
+        rows.append(row)
+        mib = lambda x: f"{x / 2**20:.0f}"  # noqa: E731
+        print(f"{name:<18} {mib(row['total']):>7} M {mib(row['measured']):>7} M {row['ratio']:6.2f}  "
+              f"({mib(row['weights, gradients, AdamW'])} / {mib(row['activations'])} / {mib(row['[B, T, V] buffers'])} MiB)")
+    print(f"(peak RSS added over the process before the model, 2 AdamW steps, {args.precision}, CPU; "
+          "ratio: estimate / measured)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
