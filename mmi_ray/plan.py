@@ -155,7 +155,7 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
     # time and money: the step time from FLOPs on the GPU the sweep's nodes carry (sizing.py)
     gpu = next((g for n in [*nodes, *workers] if (g := gpu_of_instance(types[n].instance))), None) \
         if gpus_per_worker else None
-    est = estimate(base, gpu, step_time)
+    est = estimate(base, gpu, step_time, gpu_sweep=bool(gpus_per_worker))
     st = est.step_time
     warnings += est.warnings
     steps_full = base.train.max_steps
@@ -236,13 +236,15 @@ class Estimate:
     warnings: list[str]
 
 
-def estimate(base, gpu: GPU | None, given: float | None) -> Estimate:
+def estimate(base, gpu: GPU | None, given: float | None, gpu_sweep: bool = True) -> Estimate:
     """Seconds per optimizer step and peak GPU memory of one seed run of ``base`` on ``gpu``, each with
     where its numbers come from; what cannot be known here is said, and assumed only where needed."""
     t, m = base.train, base.model
     if gpu is None:
-        st = given if given is not None else CPU_STEP_TIME
-        return Estimate(st, [f"  step time: {st:g} s ({'given' if given is not None else 'assumed for a CPU sweep'})"], [])
+        st = given if given is not None else (1.0 if gpu_sweep else CPU_STEP_TIME)
+        why = ("given" if given is not None else "assumed: the node types' GPU is not in mmi_ray/sizing.py's table; "
+               "measure and pass --step-time" if gpu_sweep else "assumed for a CPU sweep")
+        return Estimate(st, [f"  step time: {st:g} s ({why})"], [])
     p = precision_on(t.precision, gpu)
     shape, lengths = shape_of(m), data_lengths(base)
     lines, warnings = [f"  GPU: {gpu.name} ({gpu.memory_gib:g} GiB usable; {p}: train.precision {t.precision})"], []

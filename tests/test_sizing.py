@@ -235,3 +235,19 @@ def test_the_fused_backward_writes_a_bf16_gradient_without_a_float32_copy_of_it(
         ref = grads(bf.float()).to(torch.bfloat16)  # the float32 computation on the same inputs, rounded
         assert torch.equal(got, ref)
     assert want.dtype == torch.float32
+
+
+def test_plan_says_when_it_does_not_know_the_gpu():
+    """A node type whose instance carries no GPU the table knows: the step time is an assumption,
+    said to be one, not a CPU sweep's."""
+    import copy
+
+    from mmi_ray.plan import load_cluster, load_prices, make_plan
+    from mmi_ray.sweep import load_sweep
+
+    cluster = copy.deepcopy(load_cluster(str(REPO / "cluster" / "aws-gpu.yaml")))
+    for name, t in cluster["available_node_types"].items():
+        if name != cluster["head_node_type"]:
+            t["node_config"]["InstanceType"] = "x9.mystery"
+    plan = make_plan(load_sweep(REPO / "sweeps" / "paper_cqa.yaml"), cluster, "aws", prices=load_prices())
+    assert any("the node types' GPU is not in mmi_ray/sizing.py's table" in line for line in plan.lines)
