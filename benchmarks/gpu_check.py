@@ -33,7 +33,7 @@ from bench_out import publish
 from mmi_ray.config import load_config
 from mmi_ray.offline_student import build_student
 from mmi_ray.recipe import run_loop
-from mmi_ray.sizing import Shape, data_lengths, gib, gpu_by_name, memory, step_flops
+from mmi_ray.sizing import data_lengths, gib, gpu_by_name, memory, shape_from_hf, step_flops
 from mmi_ray.worker import WorkerEnv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,9 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
           "train.eval_batch_size=64", "train.max_new_tokens=8", f"run.storage_path={tmp / 'runs'}", "optim.lr=1e-4",
           f"scaling.use_gpu={bool(gpus)}", "scaling.cpus_per_worker=1"]
     cfg = load_config(REPO / "configs" / "cqa_t5_base.yaml", ov)
-    hf = json.loads((student / "config.json").read_text())
-    shape = Shape(hf["d_model"], hf["num_heads"] * hf["d_kv"], hf["num_heads"], hf["d_ff"], hf["num_layers"],
-                  hf["num_decoder_layers"], hf["vocab_size"], "the offline student")
+    shape = shape_from_hf(json.loads((student / "config.json").read_text()), "the offline student")
     n = data_lengths(cfg)
 
     # 1. throughput through Ray Train: one GPU, then every GPU (DDP)

@@ -21,7 +21,7 @@ import torch
 from bench_out import publish
 
 from mmi_ray.config import LossConfig
-from mmi_ray.sizing import Shape, gpu_by_name, step_flops
+from mmi_ray.sizing import Shape, gpu_by_name, shape_from_hf, step_flops
 
 
 def t5_base_config(small: bool):
@@ -38,8 +38,7 @@ def t5_base_config(small: bool):
 
 
 def shape(c) -> Shape:
-    return Shape(c.d_model, c.num_heads * c.d_kv, c.num_heads, c.d_ff, c.num_layers, c.num_decoder_layers,
-                 c.vocab_size, "T5Config")
+    return shape_from_hf(c.to_dict(), "T5Config")
 
 
 def peak_tflops(device_name: str, given: float | None) -> float | None:

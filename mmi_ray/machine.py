@@ -53,12 +53,18 @@ def bf16_native(device: torch.device) -> bool:
     return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    """``train.precision`` resolved on ``device``: ``bf16`` and ``fp32`` as written; ``auto`` is bf16 on a
-    GPU that computes bf16 natively, fp32 on CPUs and on GPUs that would emulate it."""
+def resolve_precision(precision: str, gpu_bf16_native: bool | None) -> str:
+    """``train.precision`` resolved: ``bf16`` and ``fp32`` as written; ``auto`` is bf16 on a GPU that
+    computes bf16 natively, fp32 on CPUs (``gpu_bf16_native`` None) and on GPUs that would emulate it.
+    The one rule for a run (``uses_bf16``) and for ``mmi-ray plan`` (``sizing.precision_on``)."""
     if precision == "auto":
-        return device.type == "cuda" and bf16_native(device)
-    return precision == "bf16"
+        return "bf16" if gpu_bf16_native else "fp32"
+    return precision
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether a run of ``train.precision`` on ``device`` autocasts to bf16 (``resolve_precision``)."""
+    return resolve_precision(precision, bf16_native(device) if device.type == "cuda" else None) == "bf16"
 
 
 def autocast(precision: str, device: torch.device):

@@ -93,8 +93,7 @@ def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
     model = env.wrap_model(module)  # placed first: restored optimizer state then follows its parameters
     state = env.latest_state()
     start_step = restore(state, unwrap(model), optimizer, scheduler, stream, cfg) if state is not None else 0
-    use_bf16 = uses_bf16(cfg.train.precision, device)
-    if use_bf16 and not bf16_native(device) and rank == 0:
+    if uses_bf16(cfg.train.precision, device) and not bf16_native(device) and rank == 0:
         print(f"[mmi-ray] warning: train.precision bf16 on {torch.cuda.get_device_name(device)}, which only emulates "
               "bf16 (slow): use fp32 (or auto) there", flush=True)
     if rank == 0 and start_step == 0:

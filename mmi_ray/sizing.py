@@ -115,7 +115,8 @@ KNOWN_SHAPES = {
 """Hub students by name (their config.json), so ``plan`` sizes them with no network."""
 
 
-def _shape_from_hf(c: dict, source: str) -> Shape:
+def shape_from_hf(c: dict, source: str) -> Shape:
+    """A T5 ``config.json`` (or ``T5Config.to_dict()``) as a shape."""
     heads = c["num_heads"]
     return Shape(c["d_model"], heads * c["d_kv"], heads, c["d_ff"], c["num_layers"],
                  c.get("num_decoder_layers") or c["num_layers"], c["vocab_size"], source)
@@ -132,7 +133,7 @@ def shape_of(m: ModelConfig) -> Shape | None:
                      m.max_source_length * m.d_model if m.abs_positions else 0)
     path = Path(m.name).expanduser() / "config.json"
     if path.is_file():
-        return _shape_from_hf(json.loads(path.read_text()), str(path))
+        return shape_from_hf(json.loads(path.read_text()), str(path))
     if m.name in KNOWN_SHAPES:
         d, inner, heads, ff, enc, dec, v = KNOWN_SHAPES[m.name]
         return Shape(d, inner, heads, ff, enc, dec, v, f"{m.name}'s config.json (known)")
@@ -141,7 +142,7 @@ def shape_of(m: ModelConfig) -> Shape | None:
 
         cached = try_to_load_from_cache(m.name, "config.json")
         if isinstance(cached, str):
-            return _shape_from_hf(json.loads(Path(cached).read_text()), f"{m.name} (Hugging Face cache)")
+            return shape_from_hf(json.loads(Path(cached).read_text()), f"{m.name} (Hugging Face cache)")
     except Exception:  # noqa: BLE001 - no cache, no shape: the caller says so
         pass
     return None
@@ -231,10 +232,10 @@ def step_flops(s: Shape, batch: int, src: float, label: float, rationale: float)
 
 
 def precision_on(precision: str, gpu: GPU) -> str:
-    """``train.precision`` resolved on ``gpu`` (``machine.uses_bf16``'s rule)."""
-    if precision == "auto":
-        return "bf16" if gpu.bf16_native else "fp32"
-    return precision
+    """``train.precision`` resolved on ``gpu`` (``machine.resolve_precision``'s rule)."""
+    from .machine import resolve_precision
+
+    return resolve_precision(precision, gpu.bf16_native)
 
 
 def step_time(s: Shape, n: Lengths, examples: int, precision: str, gpu: GPU) -> float:
