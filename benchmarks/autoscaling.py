@@ -156,6 +156,7 @@ def run(cluster_path: str, trials: int, steps: int, idle_timeout_s: float, settl
     are gone (or ``settle_s`` after the sweep), stop the cluster. Returns the timeline and checks."""
     from mmi_ray.plan import load_cluster, load_prices, make_plan
     from mmi_ray.sweep import load_sweep
+    from mmi_ray.sweep.placement import CLUSTER_CONFIG_ENV
 
     cluster = load_cluster(str(REPO / cluster_path) if not Path(cluster_path).is_absolute() else cluster_path)
     folder = Path(tempfile.mkdtemp(prefix="mmi-autoscale-"))
@@ -185,8 +186,10 @@ def run(cluster_path: str, trials: int, steps: int, idle_timeout_s: float, settl
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        # as `mmi-ray plan` advises for an autoscaling cluster: the concurrency it predicts
-        summary = run_sweep(load_sweep(sim_spec, [f"max_concurrent_trials={plan.trials_at_once}"]), verbose=0)
+        # the spec as a user runs it, no concurrency set by hand: the sweep reads the cluster's config, as on
+        # a head that `ray up` made (~/ray_bootstrap_config.yaml), and sizes it for the cluster at its maximum
+        os.environ[CLUSTER_CONFIG_ENV] = str(Path(fc.temp_dir) / "autoscaling.json")
+        summary = run_sweep(load_sweep(sim_spec), verbose=0)
         t_sweep = time.time() - t0
         deadline = time.time() + settle_s
         while time.time() < deadline and (not timeline or sum(timeline[-1][1].values()) > 0):
@@ -203,6 +206,7 @@ def run(cluster_path: str, trials: int, steps: int, idle_timeout_s: float, settl
         stop.set()
         fc.stop()
         os.environ.pop("RAY_ADDRESS", None)
+        os.environ.pop(CLUSTER_CONFIG_ENV, None)
     peak = {name: max((c.get(name, 0) for _, c in timeline), default=0) for name in config["available_node_types"]
             if name != HEAD_TYPE}
     return {"plan_lines": plan.lines, "plan_nodes": plan.nodes, "plan_at_once": plan.trials_at_once, "peak": peak,

@@ -30,55 +30,71 @@ from bench_out import publish, spread
 REPO = Path(__file__).resolve().parents[1]
 
 
-def trial_breakdown(sweep_dir: Path) -> list[dict]:
-    """Per trial: Tune's total time and the loop's own timers from each seed's metrics.jsonl."""
-    from mmi_ray.layout import RESULT_FILE, RUNS_DIR, TRIAL_PREFIX, read_metrics, run_name
+def trial_breakdown(sweep_dir: str) -> list[dict]:
+    """Per trial: Tune's total time and the loop's own timers from each seed's metrics.jsonl (the
+    sweep folder local or on a storage URI)."""
+    from mmi_ray import storage
+    from mmi_ray.layout import RESULT_FILE, RUNS_DIR, TRIAL_PREFIX, parse_run_name, read_metrics
+    from mmi_ray.worker import CHECKPOINT_TIME, METRICS_WRITE_TIME
 
+    runs = storage.listdir(storage.join(sweep_dir, RUNS_DIR))
     rows = []
-    for tdir in sorted(sweep_dir.glob(f"{TRIAL_PREFIX}*")):
-        results = [json.loads(x) for x in (tdir / RESULT_FILE).read_text().splitlines() if x.strip()]
+    for tname in storage.listdir(sweep_dir):
+        if not tname.startswith(TRIAL_PREFIX) or not storage.exists(storage.join(sweep_dir, tname, RESULT_FILE)):
+            continue
+        text = storage.read_text(storage.join(sweep_dir, tname, RESULT_FILE))
+        results = [json.loads(x) for x in text.splitlines() if x.strip()]
         if not results:
             continue
-        tid = tdir.name[len(TRIAL_PREFIX):]
-        train = evals = 0.0
-        for run in sweep_dir.glob(f"{RUNS_DIR}/{run_name(tid, '*')}"):
-            lines = read_metrics(run)
+        tid = tname[len(TRIAL_PREFIX):]
+        train = evals = ckpt = writes = 0.0
+        for run in runs:
+            if (parse_run_name(run) or ("",))[0] != tid:
+                continue
+            lines = read_metrics(storage.join(sweep_dir, RUNS_DIR, run))
             train += lines[-1].get("train_time_s", 0.0) if lines else 0.0
             evals += sum(m.get("eval_time_s", 0.0) for m in lines)
+            ckpt += lines[-1].get(CHECKPOINT_TIME, 0.0) if lines else 0.0
+            writes += lines[-1].get(METRICS_WRITE_TIME, 0.0) if lines else 0.0
         rows.append({"trial": tid, "total_s": results[-1]["time_total_s"], "train_s": train, "eval_s": evals,
-                     "steps": results[-1].get("step")})
+                     "checkpoint_s": ckpt, "metrics_write_s": writes, "steps": results[-1].get("step")})
     return rows
 
 
-def one_sweep(spec: str, overrides: list[str]) -> dict:
+def one_sweep(spec: str, overrides: list[str], storage: str | None = None) -> dict:
+    """One sweep under ``storage`` (a local folder or a URI; default: a new temp folder), under a new
+    name: nothing is reused."""
     from mmi_ray.sweep import load_sweep, run_sweep
-    from mmi_ray.sweep.placement import cluster_resources
+    from mmi_ray.sweep.placement import concurrency
 
-    storage = tempfile.mkdtemp(prefix="mmi-overhead-")
-    name = f"overhead-{int(time.time())}"
+    storage = storage or tempfile.mkdtemp(prefix="mmi-overhead-")
+    name = f"overhead-{time.time_ns()}"
     # the search's slots are what is measured: confirmation runs (a spec's confirm:) are left out
     sweep = load_sweep(spec, ["confirm=null", *overrides, f"storage_path={storage}", f"name={name}"])
     import ray
 
     ours = not ray.is_initialized()  # else a Ray someone else started (a test's shared head): leave it be
     t0 = time.time()
-    summary = run_sweep(sweep, verbose=0)
+    summary = run_sweep(sweep, verbose=0, rerun=True)
     t_report = time.time()
     from mmi_ray.analysis.report import build_report
 
-    build_report([summary["sweep_dir"]])  # what `mmi-ray sweep` does last
+    build_report([summary["sweep_dir"]], out_dir=tempfile.mkdtemp(prefix="mmi-overhead-report-"))  # what `mmi-ray sweep` does last
     t_report = time.time() - t_report
     command = time.time() - t0
-    slots = sweep.derived_concurrency(cluster_resources())
+    slots = concurrency(sweep)[0]
     if ours:
         ray.shutdown()  # the next repeat starts its own Ray, as a new `mmi-ray sweep` does
     wall, train = summary["wall_time_s"], summary["trial_train_time_s"]
-    trials = trial_breakdown(Path(storage) / name)
+    trials = trial_breakdown(summary["sweep_dir"])
     tot = sum(t["total_s"] for t in trials)
     evals = sum(t["eval_s"] for t in trials)
+    ckpt = sum(t["checkpoint_s"] for t in trials)
+    writes = sum(t["metrics_write_s"] for t in trials)
     return {"wall_s": wall, "command_s": command, "train_s": train, "ratio": wall / train, "slots": slots,
             "slot_ratio": wall * slots / train, "command_slot_ratio": command * slots / train, "trials": len(trials),
-            "trial_total_s": tot, "eval_s": evals, "other_s": tot - train - evals, "status": summary["status_counts"],
+            "trial_total_s": tot, "eval_s": evals, "checkpoint_s": ckpt, "metrics_write_s": writes,
+            "other_s": tot - train - evals - ckpt - writes, "status": summary["status_counts"],
             "ray_start_s": summary["phases"]["ray_start_s"], "summary_s": summary["phases"]["summary_s"],
             "report_s": t_report}
 

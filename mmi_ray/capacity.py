@@ -23,8 +23,33 @@ def worker_request(r: WorkerResources) -> dict[str, float]:
     """What one Ray Train worker holds."""
     need = {"CPU": float(r.cpus_per_worker), **{k: float(v) for k, v in r.worker_resources.items()}}
     if r.use_gpu:
-        need["GPU"] = 1.0
+        need["GPU"] = r.gpu_share()
     return need
+
+
+def workers_fit(need: dict[str, float], nodes: list[dict[str, float]]) -> int:
+    """How many workers of ``need`` the ``nodes`` (each node's total resources) hold side by side."""
+    wanted = {k: v for k, v in need.items() if v > 0}
+    if not wanted:
+        return 0
+    return sum(min(math.floor(n.get(res, 0.0) / amount + 1e-9) for res, amount in wanted.items()) for n in nodes)
+
+
+def nodes_at_max_size(cluster: dict) -> list[dict[str, float]]:
+    """Each node a cluster-launcher (or autoscaler) config can scale to: the head, and each worker
+    node type's resources ``max_workers`` times, at most the config's ``max_workers`` worker nodes
+    in all (the types listed first taken first)."""
+    head = cluster.get("head_node_type")
+    types = cluster.get("available_node_types") or {}
+    nodes = [dict(types[head].get("resources") or {})] if head in types else []
+    room = cluster.get("max_workers", math.inf)
+    for name, t in types.items():
+        if name == head:
+            continue
+        n = int(min(t.get("max_workers", 0), room))
+        nodes += [{k: float(v) for k, v in (t.get("resources") or {}).items()}] * n
+        room -= n
+    return nodes
 
 
 def shortfall(need: dict[str, float], workers: int, nodes: list[dict[str, float]]) -> tuple[str, str] | None:
@@ -37,7 +62,7 @@ def shortfall(need: dict[str, float], workers: int, nodes: list[dict[str, float]
             total = sum(n.get(res, 0.0) for n in nodes)
             return res, (f"one worker needs {amount:g} {res}, but no node has that many "
                          f"(largest node {largest:g}, cluster {total:g})")
-    fit = sum(min(math.floor(n.get(res, 0.0) / amount + 1e-9) for res, amount in wanted.items()) for n in nodes)
+    fit = workers_fit(need, nodes)
     if fit < workers:
         scarce = min(wanted, key=lambda res: sum(n.get(res, 0.0) for n in nodes) / wanted[res])
         have = sum(n.get(scarce, 0.0) for n in nodes)
@@ -63,7 +88,7 @@ def check(r: WorkerResources, workers: int, section: str, source: str, what: str
     if short is None:
         return
     res, why = short
-    key = f"{section}.{KEY_OF.get(res, f'worker_resources.{res}')}"
+    key = f"{section}.{'gpus_per_worker' if res == 'GPU' and r.gpus_per_worker else KEY_OF.get(res, f'worker_resources.{res}')}"
     msg = f"{key}: {what}: {why}" + (f"; {hints[res]}" if hints and res in hints else "")
     if os.environ.get("RAY_ADDRESS"):
         print(f"[mmi-ray] warning: {source}: {msg} (waiting for the autoscaler)", flush=True)

@@ -16,6 +16,7 @@ from .data.batching import BatchStream
 from .errors import MmiError
 from .layout import META_FILE, STATE_FILE
 from .objective import DistillModule
+from .storage import join, local_dir, read_text
 
 
 def save_checkpoint(path: Path, module: DistillModule, optimizer, scheduler, step: int, stream: BatchStream,
@@ -33,18 +34,19 @@ def save_checkpoint(path: Path, module: DistillModule, optimizer, scheduler, ste
     (path / META_FILE).write_text(json.dumps({"step": step, "metrics": metrics, "config": cfg.model_dump(mode="json")}))
 
 
-def load_state(path: Path) -> dict:
-    """The tensors of a checkpoint folder, on the CPU (``weights_only``: no code runs on load)."""
-    file = Path(path) / STATE_FILE
+def load_state(path: str | Path) -> dict:
+    """The tensors of a checkpoint folder (local, or on a storage URI: read through this machine's
+    cache), on the CPU (``weights_only``: no code runs on load)."""
+    file = local_dir(path) / STATE_FILE
     return torch.load(file, map_location="cpu", weights_only=True)
 
 
-def load_config(path: Path) -> Config:
+def load_config(path: str | Path) -> Config:
     """The resolved training config a checkpoint was written with."""
-    return Config.model_validate(json.loads((Path(path) / META_FILE).read_text())["config"])
+    return Config.model_validate(json.loads(read_text(join(str(path), META_FILE)))["config"])
 
 
-def load_module(path: Path) -> tuple[DistillModule, object, Config]:
+def load_module(path: str | Path) -> tuple[DistillModule, object, Config]:
     """A checkpoint's trained student (and critic) as the run built it, its tokenizer and config."""
     from .model import build_seq2seq, build_tokenizer
 

@@ -14,7 +14,7 @@ import sys
 from .config import DSS_NAMES
 from .errors import MmiError, root_cause
 from .layout import EXPORT_SOURCES, MODEL_SOURCES
-from .storage import is_uri
+from .storage import absolute, exists, join
 
 
 def cmd_train(args) -> int:
@@ -93,18 +93,18 @@ def cmd_sweep(args) -> int:
         from .sweep.confirm import print_headline
 
         print_headline(summary["confirmation"], sweep.spec.objective.metric, sweep.spec.objective.mode)
-    if not args.no_report and not is_uri(summary["sweep_dir"]):
+    if not args.no_report:
         from .analysis.report import build_report
 
-        report = build_report([summary["sweep_dir"]])
-        print(f"[mmi-ray] report: {report['report']} (tables, comparisons, {len(report['plots'])} plots); "
+        report = build_report([summary["sweep_dir"]], to_storage=args.report_to_storage)
+        where = f" and {report['uploaded']}" if report.get("uploaded") else ""
+        print(f"[mmi-ray] report: {report['report']}{where} (tables, comparisons, {len(report['plots'])} plots); "
               f"again any time with: mmi-ray analyze {summary['sweep_dir']}")
     return 0
 
 
 def cmd_confirm(args) -> int:
     """Confirmation runs on an existing sweep folder, with the spec it was started with."""
-    from pathlib import Path
 
     from pydantic import ValidationError
 
@@ -114,9 +114,9 @@ def cmd_confirm(args) -> int:
     from .sweep.confirm import print_headline, run_confirmation
     from .sweep.spec import Confirm, LoadedSweep, SweepSpec
 
-    sweep_dir = str(Path(args.sweep_dir).expanduser().resolve())
-    source = f"{sweep_dir}/{SPEC_FILE}"
-    if not Path(source).is_file():
+    sweep_dir = absolute(args.sweep_dir)
+    source = join(sweep_dir, SPEC_FILE)
+    if not exists(source):
         raise MmiError(f"{args.sweep_dir}: no {SPEC_FILE}: not a sweep folder")
     spec_raw, base_raw = read_spec(sweep_dir)
     confirm = dict(spec_raw.get("confirm") or {})
@@ -199,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--quiet", action="store_true", help="no trial table while running")
     w.add_argument("--verbose", action="store_true", help="also every worker's log and Ray Train's own lines")
     w.add_argument("--no-report", action="store_true", help="skip the analysis report at the end")
+    w.add_argument("--report-to-storage", action="store_true", help="a sweep on a storage URI: the report also goes "
+                   "to <sweep URI>/report (it is written to ./reports/<name> here either way)")
     w.add_argument("--rerun", action="store_true", help="train runs again even when a finished run of the same identity (config, data, code) exists")
     w.set_defaults(fn=cmd_sweep)
 

@@ -268,6 +268,11 @@ class TrainConfig(_Section):
     """Greedy decoding limit for those rationales."""
     keep_checkpoints: int = Field(2, ge=1)
     """Checkpoints kept per run (the newest)."""
+    checkpoint_upload: Literal["auto", "async", "sync"] = "auto"
+    """How a Ray Train run's checkpoint reaches its storage: ``async`` (Ray's asynchronous upload:
+    the workers train on while it uploads; a checkpoint counts once it is whole on the storage),
+    ``sync`` (every worker waits for it), ``auto``: async on a storage URI, sync on a local disk
+    (a copy, which costs little)."""
     seed: int = 0
     """Training seed: model init, data order, dropout. The data split has its own seed."""
     bucket_by_length: bool = True
@@ -294,9 +299,28 @@ class WorkerResources(_Section):
     cpus_per_worker: float = Field(1.0, gt=0.0)
     """CPUs reserved per worker (fractions allowed)."""
     use_gpu: bool = False
-    """One GPU per worker, NCCL backend; False uses CPUs with gloo."""
+    """A GPU per worker (NCCL backend between workers); False uses CPUs with gloo."""
+    gpus_per_worker: float | None = Field(None, gt=0.0)
+    """With ``use_gpu``: the share of one GPU each worker holds, 1 by default; 0.25 lets four small
+    trials share a GPU (Ray counts the shares; it does not split the GPU's memory: docs/clusters.md)."""
     worker_resources: dict[str, float] = {}
     """Extra custom Ray resources per worker (e.g. to pin workers to a node type)."""
+
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _gpu_share(cls, v: float | None, info) -> float | None:
+        if v is None:
+            return v
+        if not info.data.get("use_gpu"):
+            raise ValueError("needs use_gpu: true (a share of a GPU for a worker that uses none)")
+        if v > 1:
+            raise ValueError(f"{v:g} is more than one GPU: a worker trains on one device; give 1 or a share "
+                             "below it, or more workers (num_workers) for more GPUs")
+        return v
+
+    def gpu_share(self) -> float:
+        """GPUs one worker holds: 0 on CPU, else ``gpus_per_worker`` (default 1)."""
+        return (self.gpus_per_worker or 1.0) if self.use_gpu else 0.0
 
 
 class ScalingConfig(WorkerResources):
@@ -362,7 +386,7 @@ class Config(_Section):
 # Loading, overrides, error formatting
 
 
-RENAMED_KEYS = {"resources.workers": "resources.num_workers", "resources.gpus_per_worker": "resources.use_gpu"}
+RENAMED_KEYS = {"resources.workers": "resources.num_workers"}
 """Keys an older release used, and their names now (named in the unknown-key error)."""
 
 

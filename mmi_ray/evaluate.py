@@ -130,7 +130,7 @@ def _rationales(module: DistillModule, tokenizer, examples, predicted: dict[int,
 
 def evaluate_checkpoint(checkpoint_dir: str | Path, split: str = "test", device: str = "cpu") -> dict:
     """Accuracy (and per-task accuracy) of a checkpoint's student on ``split``."""
-    module, tokenizer, cfg = load_module(Path(checkpoint_dir))
+    module, tokenizer, cfg = load_module(checkpoint_dir)
     splits = load_splits(cfg.data)
     data = {"valid": splits.valid, "test": splits.test, "train": splits.train}[split]
     if data is None:

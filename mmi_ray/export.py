@@ -32,6 +32,7 @@ from .layout import (
     read_spec,
     run_name,
 )
+from .storage import basename, exists, is_uri, join, read_text
 
 HF_CONFIG = "config.json"
 """``save_pretrained``'s model config: what marks an exported folder."""
@@ -45,12 +46,12 @@ class ExportError(MmiError):
 
 @dataclass
 class Chosen:
-    """The checkpoint to export and what it was chosen from."""
+    """The checkpoint to export and what it was chosen from (local paths or storage URIs)."""
 
-    checkpoint: Path
+    checkpoint: str
     cfg: Config
     seed: int
-    sweep_dir: Path | None = None
+    sweep_dir: str | None = None
     arm: str | None = None
     confirmation: dict | None = None
     metric: str = "val_accuracy"
@@ -58,7 +59,7 @@ class Chosen:
     why: list[str] = field(default_factory=list)
 
 
-def newest_checkpoint(run_dir: Path) -> Path:
+def newest_checkpoint(run_dir: str) -> str:
     ckpts = complete_checkpoints(run_dir)
     if not ckpts:
         raise ExportError(f"{run_dir}: no checkpoint (a run folder holds checkpoint_<step>/ with {STATE_FILE} "
@@ -69,23 +70,27 @@ def newest_checkpoint(run_dir: Path) -> Path:
 def choose(source: str | Path, arm: str | None = None, seed: int | None = None, takes: str = EXPORT_SOURCES) -> Chosen:
     """A checkpoint folder itself; a run folder's newest checkpoint; or, from a sweep folder, the
     confirmation arm ranked first on validation (or ``arm``) and its seed run named by ``seed`` or
-    else the one whose validation figure is closest to the arm's mean. Never chosen on test."""
-    src = Path(source).resolve() if Path(source).is_symlink() else Path(source)  # results/latest: the sweep itself
-    if (src / STATE_FILE).exists() and (src / META_FILE).exists():
+    else the one whose validation figure is closest to the arm's mean. Never chosen on test. Each
+    may be a local folder or a storage URI (s3://, gs://)."""
+    src = str(source)
+    if not is_uri(src) and Path(src).is_symlink():  # results/latest: the sweep itself
+        src = str(Path(src).resolve())
+    src = src.rstrip("/") if is_uri(src) else src
+    if exists(join(src, STATE_FILE)) and exists(join(src, META_FILE)):
         cfg = load_config(src)
         return Chosen(src, cfg, cfg.train.seed, why=[f"checkpoint `{src}`"])
-    if (src / CONFIG_FILE).exists():
+    if exists(join(src, CONFIG_FILE)):
         ckpt = newest_checkpoint(src)
         cfg = load_config(ckpt)
-        return Chosen(ckpt, cfg, cfg.train.seed, why=[f"run `{src.name}`, its newest checkpoint `{ckpt.name}`"])
-    if not (src / SPEC_FILE).exists():
+        return Chosen(ckpt, cfg, cfg.train.seed, why=[f"run `{basename(src)}`, its newest checkpoint `{basename(ckpt)}`"])
+    if not exists(join(src, SPEC_FILE)):
         raise ExportError(f"{src}: not {takes} (none of {SPEC_FILE}, {CONFIG_FILE}, {STATE_FILE} in it)")
-    conf_file = src / CONFIRM_DIR / CONFIRMATION_FILE
-    state = json.loads(conf_file.read_text()) if conf_file.exists() else {}
+    conf_file = join(src, CONFIRM_DIR, CONFIRMATION_FILE)
+    state = json.loads(read_text(conf_file)) if exists(conf_file) else {}
     if not state.get("runs"):
         raise ExportError(f"{conf_file}: no confirmation runs to export from; run `mmi-ray confirm {src}` first "
                           "(a student is exported from runs on fresh seeds, never from the search)")
-    spec, _ = read_spec(str(src))
+    spec, _ = read_spec(src)
     metric, mode = spec["objective"]["metric"], spec["objective"].get("mode", "max")
     means = arm_means(state, metric)
     shown = named_arms(state["arms"])
@@ -105,12 +110,12 @@ def choose(source: str | Path, arm: str | None = None, seed: int | None = None, 
                           f"(seeds: {', '.join(map(str, sorted(runs)))})")
     else:
         how = "the seed asked for"
-    run_dir = src / CONFIRM_DIR / RUNS_DIR / run_name(runs[seed]["trial_id"], seed)
+    run_dir = join(src, CONFIRM_DIR, RUNS_DIR, run_name(runs[seed]["trial_id"], seed))
     ckpt = newest_checkpoint(run_dir)
     better = sum(1 for a in means if (means[a] > means[arm] if mode == "max" else means[a] < means[arm]))
-    why = [f"sweep `{src.name}`: confirmation arm **{shown[arm]}** ({state['arms'][arm]['method']}), ranked "
+    why = [f"sweep `{basename(src)}`: confirmation arm **{shown[arm]}** ({state['arms'][arm]['method']}), ranked "
            f"{better + 1} of {len(means)} arms on mean {metric} over fresh seeds (test chose nothing)",
-           f"seed {seed}: {how}; checkpoint `{ckpt.name}`"]
+           f"seed {seed}: {how}; checkpoint `{basename(ckpt)}`"]
     return Chosen(ckpt, load_config(ckpt), seed, src, arm, state, metric, mode, why)
 
 
@@ -124,7 +129,7 @@ def arm_means(state: dict, metric: str) -> dict[str, float]:
 
 # --- the student as plain transformers
 
-def load_student(checkpoint: Path) -> tuple[torch.nn.Module, object, Config]:
+def load_student(checkpoint: str | Path) -> tuple[torch.nn.Module, object, Config]:
     """The student of a checkpoint (no critic), its tokenizer and the run's config."""
     module, tokenizer, cfg = load_module(checkpoint)
     return module.student.eval(), tokenizer, cfg
@@ -203,6 +208,9 @@ def load_model(path: str | Path, device: str = "cpu") -> Loaded:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" of a small local folder: noise on a predict's stderr
+    if is_uri(str(path)):
+        student, tokenizer, cfg = load_student(choose(str(path), takes=MODEL_SOURCES).checkpoint)
+        return Loaded(student.to(device), tokenizer, cfg.train.max_new_tokens, cfg.model.max_source_length, cfg)
     p = Path(path)
     if is_exported(p):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from .storage import exists, is_uri, join, read_text, write_text
+from .storage import exists, is_uri, join, listdir, read_text, remove, upload_dir, write_text
 
 # --- a run folder
 CONFIG_FILE = "config.yaml"
@@ -257,23 +257,31 @@ class TrainLog:
             self.board.flush()
 
 
-def complete_checkpoints(run_dir: str | Path) -> list[Path]:
-    """A local run's checkpoint folders that hold both files, oldest first."""
-    return sorted(p for p in Path(run_dir).glob(f"{CHECKPOINT_PREFIX}*")
-                  if (p / STATE_FILE).exists() and (p / META_FILE).exists())
+def complete_checkpoints(run_dir: str | Path) -> list[str]:
+    """A run's checkpoint folders (local or on a storage URI) that hold both files, oldest first."""
+    run_dir = str(run_dir)
+    return [join(run_dir, name) for name in listdir(run_dir) if name.startswith(CHECKPOINT_PREFIX)
+            and {STATE_FILE, META_FILE} <= set(listdir(join(run_dir, name)))]
 
 
-def publish_checkpoint(src: Path, run_dir: str | Path, step: int, keep: int) -> Path:
-    """Copy a checkpoint folder into a local run as ``checkpoint_<step>`` (whole or not at all),
-    then keep only the newest ``keep``; the same names and rotation as a Ray Train run."""
-    final = Path(run_dir) / checkpoint_dir_name(step)
-    tmp = final.with_name(f".tmp_{final.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+def publish_checkpoint(src: Path, run_dir: str | Path, step: int, keep: int) -> str:
+    """Copy a checkpoint folder into a run (local or on a storage URI) as ``checkpoint_<step>``,
+    then keep only the newest ``keep``; the same names and rotation as a Ray Train run. Whole or not
+    at all: on a local disk by a rename; on a URI ``meta.json`` is written last, and a folder without
+    it is not a checkpoint (``complete_checkpoints``)."""
+    run_dir = str(run_dir)
+    final = join(run_dir, checkpoint_dir_name(step))
+    if is_uri(run_dir):
+        remove(final)
+        upload_dir(src, final, last=(META_FILE,))
+    else:
+        tmp = Path(final).with_name(f".tmp_{Path(final).name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
     for old in complete_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        remove(old)
     return final
 
 

@@ -16,6 +16,7 @@ from .data.batching import LABEL_PREFIX, RATIONALE_PREFIX
 from .export import Chosen
 from .layout import MACHINE, META_FILE
 from .reuse import code_version, data_fingerprint, identity
+from .storage import join, read_text
 
 TAGS = ["mmi-ray", "chain-of-thought-distillation", "distilling-step-by-step", "mutual-information", "t5",
         "text2text-generation"]
@@ -71,7 +72,7 @@ def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool) -> str:
 
     cfg = chosen.cfg
     method = method_of(cfg.loss.rationale_weight, cfg.loss.mi_weight, cfg.loss.mi_estimator)
-    meta = json.loads((chosen.checkpoint / META_FILE).read_text())
+    meta = json.loads(read_text(join(chosen.checkpoint, META_FILE)))
     text = example_input(chosen)
     dataset = {"builtin": f"builtin ({', '.join(cfg.data.builtin.tasks)})",
                "custom": f"custom ({Path(cfg.data.path or '').name})"}.get(cfg.data.dataset, cfg.data.dataset)

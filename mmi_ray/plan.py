@@ -101,7 +101,7 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
     head = cluster.get("head_node_type")
     price_table = (prices or {}).get(provider, {})
 
-    gpus_per_worker = int(r.use_gpu)
+    gpus_per_worker = r.gpu_share()  # 0 on CPU; a share below 1: several workers on one GPU
     run_gpus = r.num_workers * gpus_per_worker
     run_cpus = r.num_workers * r.cpus_per_worker
     trial_gpus, trial_cpus = k * run_gpus, k * run_cpus
@@ -111,7 +111,7 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
     for t in workers.values():
         per_node = math.inf
         if gpus_per_worker:
-            per_node = min(per_node, t.gpus // gpus_per_worker)
+            per_node = min(per_node, _fits(t.gpus, gpus_per_worker))
         if r.cpus_per_worker:
             per_node = min(per_node, t.cpus // r.cpus_per_worker)
         runs_fit += (per_node * t.max_workers) // r.num_workers if per_node != math.inf else 0
@@ -125,10 +125,6 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
                         f"cluster can ever have: it will never start")
     if at_once == 0:
         warnings.append("no trial fits this cluster at its maximum size")
-    elif not spec.max_concurrent_trials and any(t.max_workers > t.min_workers for t in workers.values()):
-        warnings.append(f"set max_concurrent_trials: {at_once} in the spec: without it a sweep sizes its concurrency "
-                        "from the nodes up when it starts, and on an autoscaling cluster that start without workers "
-                        "asks for one trial's nodes at a time")
 
     # nodes: fill the cheapest-per-GPU types first
     need_runs = at_once * k
@@ -143,7 +139,7 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
     for t in order:
         if need_runs <= 0:
             break
-        per_node = (t.gpus // gpus_per_worker if gpus_per_worker else t.cpus // max(r.cpus_per_worker, 1e-9))
+        per_node = (_fits(t.gpus, gpus_per_worker) if gpus_per_worker else t.cpus // max(r.cpus_per_worker, 1e-9))
         runs_per_node = per_node // r.num_workers
         packed[t.name] = runs_per_node
         if runs_per_node <= 0:
@@ -155,7 +151,7 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
     # time and money: the step time from FLOPs on the GPU the sweep's nodes carry (sizing.py)
     gpu = next((g for n in [*nodes, *workers] if (g := gpu_of_instance(types[n].instance))), None) \
         if gpus_per_worker else None
-    est = estimate(base, gpu, step_time, gpu_sweep=bool(gpus_per_worker))
+    est = estimate(base, gpu, step_time, gpu_sweep=bool(gpus_per_worker), share=gpus_per_worker or 1.0)
     st = est.step_time
     warnings += est.warnings
     steps_full = base.train.max_steps
@@ -208,10 +204,13 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
 
     lines = [
         f"sweep '{spec.name}' on {cluster_name} ({provider})",
-        f"  per seed run: {r.num_workers} worker(s) x ({r.cpus_per_worker:g} CPU, {gpus_per_worker} GPU)",
+        f"  per seed run: {r.num_workers} worker(s) x ({r.cpus_per_worker:g} CPU, {gpus_per_worker:g} GPU)",
         f"  per trial: {k} seed run(s) side by side = {trial_cpus:g} CPUs, {trial_gpus:g} GPUs "
         f"(+ a driver on '{spec.resources.driver_resource or 'any node'}')",
-        f"  trials: {spec.num_trials}; at once on this cluster: {at_once}",
+        f"  trials: {spec.num_trials}; at once on this cluster: {at_once}"
+        + ("" if spec.max_concurrent_trials or not any(t.max_workers > t.min_workers for t in workers.values())
+           else " (a sweep on the head reads the cluster's config, ~/ray_bootstrap_config.yaml, and runs as many, "
+                "the autoscaler adding nodes for them)"),
         "  nodes at peak: " + (", ".join(f"{n} x {c} ({types[n].instance}{', spot' if types[n].spot else ''})"
                                          for n, c in nodes.items()) or "none"),
         *est.lines,
@@ -236,9 +235,15 @@ class Estimate:
     warnings: list[str]
 
 
-def estimate(base, gpu: GPU | None, given: float | None, gpu_sweep: bool = True) -> Estimate:
+def _fits(have: float, share: float) -> int:
+    """Workers of ``share`` GPU that ``have`` GPUs hold (0.1 x 10 is 1, not 0.999...)."""
+    return math.floor(have / share + 1e-9)
+
+
+def estimate(base, gpu: GPU | None, given: float | None, gpu_sweep: bool = True, share: float = 1.0) -> Estimate:
     """Seconds per optimizer step and peak GPU memory of one seed run of ``base`` on ``gpu``, each with
-    where its numbers come from; what cannot be known here is said, and assumed only where needed."""
+    where its numbers come from; what cannot be known here is said, and assumed only where needed.
+    ``share`` below 1: ``1 / share`` workers (of several trials) hold one GPU, and their memory adds up."""
     t, m = base.train, base.model
     if gpu is None:
         st = given if given is not None else (1.0 if gpu_sweep else CPU_STEP_TIME)
@@ -283,6 +288,16 @@ def estimate(base, gpu: GPU | None, given: float | None, gpu_sweep: bool = True)
         warnings.append(f"a run needs about {gib(mem['total'])} of GPU memory, more than {gpu.name}'s "
                         f"{gpu.memory_gib:g} GiB holds: set train.batch_size: {t.batch_size // k} and "
                         f"train.grad_accum_steps: {k * t.grad_accum_steps} (the same {examples} examples a step)")
+    if share < 1:
+        together = _fits(1.0, share)
+        lines.append(f"  GPU shared: {together} workers per GPU (resources.gpus_per_worker {share:g}): together about "
+                     f"{gib(together * mem['total'])} of {gpu.memory_gib:g} GiB (Ray counts the shares; it does not "
+                     "split the memory); the step time above is one worker's with the GPU to itself")
+        if together * mem["total"] > gpu.memory_gib * 2**30:
+            fit = max(1, int(gpu.memory_gib * 2**30 // max(mem["total"], 1)))
+            warnings.append(f"{together} workers per GPU need about {gib(together * mem['total'])} of GPU memory, more "
+                            f"than {gpu.name}'s {gpu.memory_gib:g} GiB: set resources.gpus_per_worker: "
+                            f"{1 / fit:.3g} ({fit} per GPU)" + (" or 1" if fit == 1 else ""))
     return Estimate(st, lines, warnings)
 
 

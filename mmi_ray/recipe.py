@@ -28,6 +28,7 @@ from .layout import MACHINE, TrainLog, divergence_record
 from .machine import attention_kernel, autocast, bf16_native, describe, pin_numerics, uses_bf16
 from .model import build_seq2seq, build_tokenizer, check_fits, count_params
 from .objective import DistillModule
+from .storage import is_uri
 from .worker import WorkerEnv, ray_worker_env
 
 LOSS_TERMS = ("loss", "label", "rationale", "mi", "mi_estimate")
@@ -214,4 +215,13 @@ def train_loop(loop_config: dict) -> None:
         for handler in logging.getLogger("ray.train").handlers:
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
                 handler.addFilter(_drop_user_error)
-    run_loop(Config.model_validate(loop_config["config"]), ray_worker_env(loop_config.get("run_dir")))
+    cfg = Config.model_validate(loop_config["config"])
+    run_loop(cfg, ray_worker_env(loop_config.get("run_dir"), checkpoint_upload(cfg)))
+
+
+def checkpoint_upload(cfg: Config) -> str:
+    """``async`` or ``sync`` (``train.checkpoint_upload``; auto: async on a storage URI)."""
+    mode = cfg.train.checkpoint_upload
+    if mode == "auto":
+        return "async" if is_uri(cfg.run.storage_path) else "sync"
+    return mode

@@ -11,8 +11,8 @@ A sweep, a confirmation run or ``mmi-ray train`` about to train a run first look
 a finished run is adopted (its records copied, its checkpoint files hard-linked, ``reused.json``
 saying where from) and nothing trains; a run stopped early by the scheduler is adopted and
 training resumes from its newest checkpoint (in-process trials; a Ray Train run adopts finished
-runs only). ``--rerun`` trains anew. Local storage only: on a storage URI nothing is reused.
-The index is written by the sweep driver when a trial ends and by ``mmi-ray train`` when it ends.
+runs only). ``--rerun`` trains anew. On a storage URI (s3://, gs://) the index lives on the
+storage itself and adopted checkpoints are copied by the storage server. The index is written by the sweep driver when a trial ends and by ``mmi-ray train`` when it ends.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 from .config import Config, DataConfig
@@ -38,10 +36,11 @@ from .layout import (
     is_divergence,
     read_metrics,
 )
-from .storage import is_uri, write_text
+from .storage import absolute, copy_dir, exists, is_uri, isdir, join, listdir, read_text, write_text
 
-NOT_RESULT_FIELDS = (("run",), ("scaling", "cpus_per_worker"), ("scaling", "worker_resources"),
-                     ("scaling", "torch_threads"), ("train", "keep_checkpoints"))
+NOT_RESULT_FIELDS = (("run",), ("scaling", "cpus_per_worker"), ("scaling", "gpus_per_worker"), ("scaling", "worker_resources"),
+                     ("scaling", "torch_threads"), ("train", "keep_checkpoints"),
+                     ("train", "checkpoint_upload"))
 """Config fields that do not change what a run trains or measures (left out of its identity)."""
 
 RESULT_SOURCES = ("checkpoint.py", "evaluate.py", "fastdrop.py", "losses.py", "metrics.py", "model.py",
@@ -110,15 +109,15 @@ def identity(cfg: Config) -> str:
 
 
 def index_root(storage: str, enabled: bool = True) -> str | None:
-    """Where a storage root keeps its run index; None (no reuse) when disabled or on a URI."""
-    return None if not enabled or is_uri(storage) else str(Path(storage).expanduser().resolve())
+    """Where a storage root (a local folder or a URI) keeps its run index; None (no reuse) when disabled."""
+    return absolute(storage) if enabled else None
 
 
-def _entry_path(root: str, ident: str) -> Path:
-    return Path(root) / RUN_INDEX_DIR / f"{ident}.json"
+def _entry_path(root: str, ident: str) -> str:
+    return join(root, RUN_INDEX_DIR, f"{ident}.json")
 
 
-def _progress(run_dir: Path) -> tuple[int, bool] | None:
+def _progress(run_dir: str) -> tuple[int, bool] | None:
     """(last step, diverged) of a run folder; None when it has no evaluation."""
     records = read_metrics(run_dir)
     if not records:
@@ -129,35 +128,35 @@ def _progress(run_dir: Path) -> tuple[int, bool] | None:
 def register(run_dir: str | Path, root: str | None) -> str | None:
     """Record a run that stopped (finished, stopped early, or failed with checkpoints) in the index
     when it went further than the run the index names for its identity. Returns the identity."""
-    run = Path(run_dir).resolve()
-    if root is None or not (run / CONFIG_FILE).exists():
+    run = absolute(run_dir)
+    if root is None or not exists(join(run, CONFIG_FILE)):
         return None
     progress = _progress(run)
     if progress is None or progress[1]:  # nothing to reuse, or a divergence (its own record says so)
         return None
     step = progress[0]
-    if not any(run.glob(f"{CHECKPOINT_PREFIX}*")):
+    if not any(name.startswith(CHECKPOINT_PREFIX) for name in listdir(run)):
         return None
-    cfg = Config.from_yaml((run / CONFIG_FILE).read_text())
+    cfg = Config.from_yaml(read_text(join(run, CONFIG_FILE)))
     ident = identity(cfg)
     entry = _entry_path(root, ident)
     try:
-        old = json.loads(entry.read_text())
-        if old["run_dir"] != str(run) and old["step"] >= step and Path(old["run_dir"], METRICS_FILE).exists():
+        old = json.loads(read_text(entry))
+        if old["run_dir"] != run and old["step"] >= step and exists(join(old["run_dir"], METRICS_FILE)):
             return ident
     except (OSError, ValueError, KeyError):
         pass
-    write_text(str(entry), json.dumps({"run_dir": str(run), "step": step, "finished": step >= cfg.train.max_steps}))
+    write_text(entry, json.dumps({"run_dir": run, "step": step, "finished": step >= cfg.train.max_steps}))
     return ident
 
 
 def register_all(runs_root: str | Path, root: str | None, prefix: str = "") -> None:
     """Register every run folder under ``runs_root`` whose name starts with ``prefix``."""
-    if root is None or not Path(runs_root).is_dir():
+    if root is None:
         return
-    for run in sorted(Path(runs_root).iterdir()):
-        if run.is_dir() and run.name.startswith(prefix):
-            register(run, root)
+    for name in listdir(str(runs_root)):
+        if name.startswith(prefix) and not name.startswith("."):
+            register(join(str(runs_root), name), root)
 
 
 def lookup(cfg: Config, root: str | None) -> dict | None:
@@ -166,67 +165,57 @@ def lookup(cfg: Config, root: str | None) -> dict | None:
         return None
     ident = identity(cfg)
     try:
-        entry = json.loads(_entry_path(root, ident).read_text())
+        entry = json.loads(read_text(_entry_path(root, ident)))
     except (OSError, ValueError):
         return None
-    src = Path(entry.get("run_dir", ""))
-    if not (src / METRICS_FILE).exists() or not (src / CONFIG_FILE).exists():
+    src = entry.get("run_dir", "")
+    if not src or not exists(join(src, METRICS_FILE)) or not exists(join(src, CONFIG_FILE)):
         return None
-    if identity(Config.from_yaml((src / CONFIG_FILE).read_text())) != ident:  # a stale entry (code changed)
+    if identity(Config.from_yaml(read_text(join(src, CONFIG_FILE)))) != ident:  # a stale entry (code changed)
         return None
     return {**entry, "identity": ident}
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # another file system, or links not allowed
-        shutil.copy2(src, dst)
 
 
 def adopt(cfg: Config, run_dir: str | Path, root: str | None, allow_partial: bool) -> dict | None:
     """Make ``run_dir`` (a run not started yet) a copy of the furthest earlier run of the same
     identity: records copied with their checkpoint paths moved here, checkpoint files hard-linked
-    (never written to again: new checkpoints are new folders). Returns ``reused.json``'s content,
-    or None when there is nothing to adopt (then train as usual)."""
-    dst = Path(run_dir)
+    on a local disk, copied by the server on a URI (never written to again: new checkpoints are new
+    folders). Returns ``reused.json``'s content, or None when there is nothing to adopt (then train
+    as usual)."""
+    dst = absolute(run_dir)
     if root is None or read_metrics(dst):
         return None
     entry = lookup(cfg, root)
-    if entry is None or Path(entry["run_dir"]).resolve() == dst.resolve():
+    if entry is None or absolute(entry["run_dir"]) == dst:
         return None
-    src = Path(entry["run_dir"])
+    src = entry["run_dir"]
     if not entry["finished"]:  # it resumes from the source's checkpoint, which must be this config's to the
         # last field (checkpoint.restore compares fingerprints, e.g. CPUs per worker, which identity leaves out)
-        if not allow_partial or Config.from_yaml((src / CONFIG_FILE).read_text()).fingerprint() != cfg.fingerprint():
+        if not allow_partial or Config.from_yaml(read_text(join(src, CONFIG_FILE))).fingerprint() != cfg.fingerprint():
             return None
-    dst.mkdir(parents=True, exist_ok=True)
-    for ckpt in sorted(src.glob(f"{CHECKPOINT_PREFIX}*")):
-        if not ckpt.is_dir():
-            continue
-        tmp = dst / f".tmp_{ckpt.name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(ckpt, tmp, copy_function=_link_or_copy)
-        tmp.rename(dst / ckpt.name)
+    if not is_uri(dst):
+        Path(dst).mkdir(parents=True, exist_ok=True)
+    for name in listdir(src):
+        if name.startswith(CHECKPOINT_PREFIX) and isdir(join(src, name)):
+            copy_dir(join(src, name), join(dst, name))
     for name in (RUN_SUMMARY_FILE, TEST_EVAL_FILE):
-        if (src / name).exists():
-            shutil.copy2(src / name, dst / name)
+        if exists(join(src, name)):
+            write_text(join(dst, name), read_text(join(src, name)))
     lines = []
     for m in read_metrics(src):
-        if isinstance(m.get(CHECKPOINT_PATH), str) and m[CHECKPOINT_PATH].startswith(str(src)):
-            m[CHECKPOINT_PATH] = str(dst) + m[CHECKPOINT_PATH][len(str(src)):]
+        if isinstance(m.get(CHECKPOINT_PATH), str) and m[CHECKPOINT_PATH].startswith(src):
+            m[CHECKPOINT_PATH] = dst + m[CHECKPOINT_PATH][len(src):]
         lines.append(json.dumps(m))
-    note = {"from": str(src), "identity": entry["identity"], "step": entry["step"], "finished": entry["finished"]}
-    (dst / REUSED_FILE).write_text(json.dumps(note, indent=2))
-    write_text(str(dst / METRICS_FILE), "\n".join(lines) + "\n")  # last: a folder with records is an adopted one
+    note = {"from": src, "identity": entry["identity"], "step": entry["step"], "finished": entry["finished"]}
+    write_text(join(dst, REUSED_FILE), json.dumps(note, indent=2))
+    write_text(join(dst, METRICS_FILE), "\n".join(lines) + "\n")  # last: a folder with records is an adopted one
     return note
 
 
 def reused_from(run_dir: str | Path) -> str | None:
     """The run a folder was adopted from, or None when it trained itself."""
-    p = Path(run_dir) / REUSED_FILE
     try:
-        return json.loads(p.read_text())["from"]
+        return json.loads(read_text(join(str(run_dir), REUSED_FILE)))["from"]
     except (OSError, ValueError, KeyError):
         return None
 
@@ -234,17 +223,15 @@ def reused_from(run_dir: str | Path) -> str | None:
 def cached_test(run_dir: str | Path, checkpoint: str, step: int, evaluate) -> dict:
     """The run's test figures at ``step``: read from ``test_eval.json`` when an earlier reader (or
     the run this one was adopted from) evaluated them, else ``evaluate(checkpoint)`` once, kept."""
-    if is_uri(str(run_dir)):
-        return evaluate(checkpoint)
-    p = Path(run_dir) / TEST_EVAL_FILE
+    p = join(str(run_dir), TEST_EVAL_FILE)
     try:
-        kept = json.loads(p.read_text())
+        kept = json.loads(read_text(p))
         if int(kept[STEP]) == step:
             return kept["metrics"]
     except (OSError, ValueError, KeyError):
         pass
     figures = evaluate(checkpoint)
-    write_text(str(p), json.dumps({STEP: step, "metrics": figures}, indent=2, default=float))
+    write_text(p, json.dumps({STEP: step, "metrics": figures}, indent=2, default=float))
     return figures
 
 

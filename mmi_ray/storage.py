@@ -55,6 +55,133 @@ def _fs(path: str):
     return fs.FileSystem.from_uri(path)
 
 
+def basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def parent(path: str) -> str:
+    if is_uri(path):
+        return path.rstrip("/").rsplit("/", 1)[0]
+    return str(Path(path).parent)
+
+
+def listdir(path: str) -> list[str]:
+    """The names in a folder (files and folders), sorted; empty when it does not exist."""
+    if not is_uri(path):
+        p = Path(path)
+        return sorted(c.name for c in p.iterdir()) if p.is_dir() else []
+    from pyarrow import fs
+
+    filesystem, p = _fs(path)
+    try:
+        infos = filesystem.get_file_info(fs.FileSelector(p, allow_not_found=True))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(basename(i.path) for i in infos)
+
+
+def isdir(path: str) -> bool:
+    if not is_uri(path):
+        return Path(path).is_dir()
+    from pyarrow import fs
+
+    filesystem, p = _fs(path)
+    return filesystem.get_file_info(p).type == fs.FileType.Directory
+
+
+def remove(path: str) -> None:
+    """Delete a folder and what it holds (nothing when it is not there)."""
+    if not is_uri(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    filesystem, p = _fs(path)
+    try:
+        filesystem.delete_dir(p)
+    except FileNotFoundError:
+        pass
+
+
+def upload_dir(local: str | Path, uri: str, last: tuple[str, ...] = ()) -> None:
+    """Copy a local folder's files to ``uri``; the files named in ``last`` go after all others (a
+    reader that finds them finds the whole folder)."""
+    files = sorted((f for f in Path(local).rglob("*") if f.is_file()),
+                   key=lambda f: (f.name in last, str(f)))
+    filesystem, root = _fs(uri)
+    for f in files:
+        rel = f.relative_to(local).as_posix()
+        with filesystem.open_output_stream(f"{root}/{rel}") as out, open(f, "rb") as src:
+            shutil.copyfileobj(src, out, 2**22)
+
+
+def absolute(path: str | Path) -> str:
+    """A folder's one name: a URI without a trailing slash, a local path resolved (links followed)."""
+    path = str(path)
+    return path.rstrip("/") if is_uri(path) else str(Path(path).expanduser().resolve())
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+
+
+def copy_dir(src: str, dst: str) -> None:
+    """Copy a folder whole or not at all, within one storage: local files hard-linked where the disk
+    allows (checkpoint files are never written to again), a URI's objects copied by the server
+    (nothing passes through this machine); on a URI the copy is made in place, file by file."""
+    if not is_uri(src):
+        tmp = Path(dst).with_name(f".tmp_{Path(dst).name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp, copy_function=_link_or_copy)
+        tmp.rename(dst)
+        return
+    from pyarrow import fs
+
+    filesystem, root = _fs(src)
+    _, target = _fs(dst)
+    for info in filesystem.get_file_info(fs.FileSelector(root, recursive=True)):
+        if info.type == fs.FileType.File:
+            filesystem.copy_file(info.path, target + info.path[len(root):])
+
+
+CACHE_ENV = "MMI_RAY_CACHE"
+
+
+def cache_root() -> Path:
+    """Where files read from storage URIs are kept on this machine: ``$MMI_RAY_CACHE``, else
+    ``~/.cache/mmi-ray``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mmi-ray").expanduser()
+
+
+def local_dir(path: str | Path) -> Path:
+    """A folder as a local path: a local one as it is; a URI's files downloaded into this machine's
+    cache (``cache_root()/storage``; a file already there with the same size is kept: run folders
+    and checkpoints are written once)."""
+    path = str(path)
+    if not is_uri(path):
+        return Path(path)
+    import hashlib
+
+    from pyarrow import fs
+
+    filesystem, root = _fs(path)
+    dest = cache_root() / "storage" / hashlib.sha1(path.rstrip("/").encode()).hexdigest()[:16] / basename(path)
+    infos = filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True))
+    for info in infos:
+        if info.type != fs.FileType.File:
+            continue
+        target = dest / info.path[len(root):].lstrip("/")
+        if target.exists() and target.stat().st_size == info.size:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+        with filesystem.open_input_stream(info.path) as src, open(tmp, "wb") as out:
+            shutil.copyfileobj(src, out, 2**22)
+        os.replace(tmp, target)
+    return dest
+
+
 def exists(path: str) -> bool:
     if not is_uri(path):
         return Path(path).exists()
@@ -90,13 +217,47 @@ def write_text(path: str, text: str) -> None:
 MIN_FREE_BYTES = 200 * 2**20
 
 
+def check_uri(path: str) -> None:
+    """A storage URI that every node can reach: not ``file://`` (one machine's disk; give the path
+    itself, or an NFS mount), and a scheme pyarrow knows."""
+    scheme = path.split("://", 1)[0].lower()
+    if scheme == "file":
+        raise StorageError(f"{path}: a file:// URI is one machine's disk; give the local path itself "
+                           f"({path.split('://', 1)[1] or '/'}), or shared storage (an NFS mount, s3://, gs://)")
+    try:
+        _fs(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow's own message names what is wrong
+        raise StorageError(f"{path}: {_one_line(e)}") from None
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
 def ensure_writable(path: str) -> None:
-    """Create the folder and prove it takes a file; local disks must have some room left."""
+    """Create the folder and prove it takes a file; local disks must have some room left. On a URI
+    the first write is the check: a missing bucket, refused credentials or an endpoint that does not
+    answer fail here, in seconds, before anything starts."""
     if is_uri(path):
-        try:
-            write_text(join(path, ".mmi-ray-write-test"), "ok")
+        check_uri(path)
+        probe = join(path, f".mmi-ray-write-test-{uuid.uuid4().hex[:8]}")
+        try:  # what a sweep does: write, read back, delete (old checkpoints)
+            write_text(probe, "ok")
+            if read_text(probe) != "ok":
+                raise OSError(f"{probe} read back other than written")
+            filesystem, p = _fs(probe)
+            filesystem.delete_file(p)
         except Exception as e:  # noqa: BLE001
-            raise StorageError(f"cannot write to {path} ({type(e).__name__}: {e})") from None
+            text = str(e)
+            if "not found" in text.lower() and "bucket" in text.lower():
+                hint = ""
+            elif "NETWORK_CONNECTION" in text or "Could not connect" in text or "timed out" in text.lower():
+                hint = f" (endpoint: AWS_ENDPOINT_URL={os.environ.get('AWS_ENDPOINT_URL', 'unset')})"
+            else:
+                hint = (" (credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws for s3://, "
+                        "GOOGLE_APPLICATION_CREDENTIALS for gs://)")
+            raise StorageError(f"cannot write to {path}: {_one_line(e)}{hint}") from None
         return
     p = Path(path)
     try:

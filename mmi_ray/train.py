@@ -31,7 +31,7 @@ from .layout import (
     read_metrics,
 )
 from .ray_init import init_ray
-from .storage import ensure_writable, exists, join, read_text, resolve_storage, write_text
+from .storage import basename, ensure_writable, exists, join, read_text, resolve_storage, write_text
 
 PROPAGATED_ENV_PREFIX = "MMI_RAY_"
 """mmi-ray's own settings (``MMI_RAY_*``) set where a run is launched reach its Train workers."""
@@ -64,12 +64,18 @@ def metrics_callback(run_dir: str, verbose: bool):
         def after_report(self, run_context, metrics, checkpoint):
             m = dict(metrics[0])
             if checkpoint is not None:
-                m[CHECKPOINT_PATH] = checkpoint.path
+                m[CHECKPOINT_PATH] = checkpoint_location(run_dir, checkpoint)
             self.log.append(m)
             if verbose:
                 print(f"[mmi-ray] {format_metrics_line(m)}", flush=True)
 
     return MetricsFile()
+
+
+def checkpoint_location(run_dir: str, checkpoint) -> str:
+    """Where a Ray Train checkpoint is, as mmi-ray names places: a local path, or the full URI
+    (Ray's ``Checkpoint.path`` drops the scheme on s3:// and gs://)."""
+    return join(run_dir, basename(checkpoint.path))
 
 
 def _single_worker_config():
@@ -98,7 +104,7 @@ def build_trainer(cfg: Config, run_name: str, storage_path: str, callbacks=None,
     s = cfg.scaling
     resources = {"CPU": s.cpus_per_worker, **s.worker_resources}
     if s.use_gpu:
-        resources["GPU"] = 1
+        resources["GPU"] = s.gpu_share()  # a share below 1: several workers (trials) on one GPU
     backend = TorchConfig(backend="nccl" if s.use_gpu else "gloo") if s.num_workers > 1 else _single_worker_config()
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(PROPAGATED_ENV_PREFIX)}
     return TorchTrainer(

@@ -8,6 +8,9 @@ writer and checkpoint rotation as a Ray Train run), and ``local_env`` for benchm
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,29 +55,43 @@ def local_env(report: Callable[[dict, Path | None], None], device: str = "cpu", 
     return WorkerEnv(0, 1, dev, lambda: None, report, lambda m: m.to(dev), log_dir=log_dir)
 
 
-def in_process_env(run_dir: Path, keep_checkpoints: int, node_id: str,
+CHECKPOINT_TIME = "checkpoint_write_s"
+"""In a run's records: seconds training waited on checkpoints before this record (their writes and
+uploads in a trial process; rank 0's ``ray.train.report`` calls with a checkpoint in a Ray Train run)."""
+METRICS_WRITE_TIME = "metrics_write_s"
+"""In a run's records (in-process trials): seconds spent writing ``metrics.jsonl`` before this record."""
+
+
+def in_process_env(run_dir: str, keep_checkpoints: int, node_id: str,
                    on_report: Callable[[dict], None]) -> tuple[WorkerEnv, dict | None]:
     """One CPU worker in this process, persisting like a Ray Train run: ``checkpoint_<step>``
-    folders (the newest ``keep_checkpoints``) and ``metrics.jsonl`` in ``run_dir``. Returns the env
+    folders (the newest ``keep_checkpoints``) and ``metrics.jsonl`` in ``run_dir`` (a local folder or a storage URI). Returns the env
     and the state it resumes from; ``on_report(metrics)`` follows every report."""
     ckpts = complete_checkpoints(run_dir)
     state = load_state(ckpts[-1]) if ckpts else None
     log = MetricsLog(run_dir)
+    spent = {CHECKPOINT_TIME: 0.0, METRICS_WRITE_TIME: 0.0}  # this attempt's, up to each report
 
     def report(metrics: dict, ckpt_dir: Path | None) -> None:
         m = {**metrics, NODE_ID: node_id}
         if ckpt_dir is not None:
-            m[CHECKPOINT_PATH] = str(publish_checkpoint(ckpt_dir, run_dir, m["step"], keep_checkpoints))
-        log.append(m)
+            t0 = time.perf_counter()
+            m[CHECKPOINT_PATH] = publish_checkpoint(ckpt_dir, run_dir, m["step"], keep_checkpoints)
+            spent[CHECKPOINT_TIME] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        log.append({**m, **spent})  # the writes before this one (its own is timed into the next)
+        spent[METRICS_WRITE_TIME] += time.perf_counter() - t0
         on_report(m)
 
     return WorkerEnv(0, 1, torch.device("cpu"), lambda: state, report, lambda model: model,
                      log_dir=str(run_dir)), state
 
 
-def ray_worker_env(run_dir: str | None = None) -> WorkerEnv:
+def ray_worker_env(run_dir: str | None = None, upload: str = "sync") -> WorkerEnv:
     """The env of a Ray Train worker: its rank, device, checkpoint and ``ray.train.report``; rank 0
-    writes the training log into ``run_dir`` (the run's folder on the run's storage)."""
+    writes the training log into ``run_dir`` (the run's folder on the run's storage). ``upload``
+    ``async``: a checkpoint's files move to a folder of their own, which Ray uploads while training
+    goes on and deletes after (``CheckpointUploadMode.ASYNC``)."""
     import ray
     import ray.train
     import ray.train.torch
@@ -90,10 +107,23 @@ def ray_worker_env(run_dir: str | None = None) -> WorkerEnv:
 
     node_id = ray.get_runtime_context().get_node_id()
 
+    waited = [0.0]  # seconds this worker spent in reports with a checkpoint, before this one
+
     def report(metrics, ckpt_dir):
-        metrics = {**metrics, NODE_ID: node_id}  # where this worker ran (placement checks)
+        # where this worker ran (placement checks); how long checkpoints held it up so far
+        metrics = {**metrics, NODE_ID: node_id, CHECKPOINT_TIME: waited[0]}
+        t0 = time.perf_counter()
+        mode = ray.train.CheckpointUploadMode.ASYNC if upload == "async" else ray.train.CheckpointUploadMode.SYNC
+        if ckpt_dir is not None and upload == "async":  # the loop deletes its folder when this returns
+            staged = Path(tempfile.mkdtemp(prefix="mmi-checkpoint-"))
+            for f in Path(ckpt_dir).iterdir():
+                shutil.move(f, staged / f.name)  # a rename on one disk: nothing copied
+            ckpt_dir = staged
         checkpoint = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir is not None else None
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_dir_name(metrics["step"]))
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_dir_name(metrics["step"]),
+                         checkpoint_upload_mode=mode)
+        if ckpt_dir is not None:
+            waited[0] += time.perf_counter() - t0
 
     world = ctx.get_world_size()
     device = ray.train.torch.get_device()

@@ -47,10 +47,88 @@ def stop_started_ray(temp_dir: str, gcs_port: int) -> None:
     stop_processes(lambda cmd: temp_dir in cmd or f":{gcs_port}" in cmd)
 
 
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+class S3Server:
+    """moto's S3-compatible server on 127.0.0.1 (a real HTTP server: pyarrow, boto3 and Ray reach it
+    through ``AWS_ENDPOINT_URL``, as they would reach MinIO or S3). ``stop``/``start`` take it away
+    and bring it back on the same port with the same buckets (a storage outage)."""
+
+    def __init__(self):
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request: noise in a failure
+
+        self.port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.env = {**S3_ENV, "AWS_ENDPOINT_URL": self.endpoint}
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=S3_ENV["AWS_DEFAULT_REGION"],
+                            aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"])
+
+    def bucket(self, name: str) -> str:
+        """A new, empty bucket; returns its URI."""
+        self.client().create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+    def keys(self, uri: str) -> list[str]:
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    def stop(self):
+        self._server.stop()
+
+    def start(self):
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+
+
 @pytest.fixture(scope="session")
-def ray_head(tmp_path_factory):
+def s3_server():
+    """One S3 server for the session, its endpoint and test credentials in this process's
+    environment (so in every Ray process the session's head starts: that head starts after it)."""
+    server = S3Server()
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    try:
+        yield server
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A fresh bucket for one test, named for it; its URI."""
+    import re
+    import uuid
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:6]
+    return s3_server.bucket(name)
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory, s3_server):
     """One local Ray head for the whole session, started like a user would (``ray start --head``,
-    dashboard on loopback, token auth on), shared by every Ray test. Yields its addresses."""
+    dashboard on loopback, token auth on), shared by every Ray test; it starts after the session's
+    S3 server, so its processes reach the server as the user's would (``AWS_ENDPOINT_URL``). Yields
+    its addresses."""
     import subprocess
     import sys
     import tempfile

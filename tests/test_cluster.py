@@ -9,6 +9,7 @@ import pytest
 import ray
 import yaml
 
+from mmi_ray.errors import ConfigError
 from mmi_ray.plan import asha_expected_steps, load_prices, make_plan
 from mmi_ray.sweep import load_sweep
 
@@ -91,14 +92,13 @@ def test_plan_paper_spec_on_aws_by_hand():
     per_gpu_hour = (8 * 0.40 + 2 * 5.672) / 16
     head = 0.384 * (16 * 3 * 10000 * 0.9 / 3600) / 15
     assert plan.cost_full == pytest.approx(120 * per_gpu_hour + head)
-    # the one piece of advice: an autoscaling cluster starts without workers, so the spec must say
-    # how many trials run at once (derived from the nodes up at the start it would be 1)
-    assert plan.warnings[0] == (f"set max_concurrent_trials: {plan.trials_at_once} in the spec: without it a sweep "
-                                "sizes its concurrency from the nodes up when it starts, and on an autoscaling cluster "
-                                "that start without workers asks for one trial's nodes at a time")
+    # an autoscaling cluster starts without workers: the sweep sizes its concurrency for the cluster at
+    # its maximum (mmi_ray/sweep/placement.py), as the plan does, so nothing needs setting by hand
+    assert "at once on this cluster: 5 (a sweep on the head reads the cluster's config" in "\n".join(plan.lines)
+    assert not any("max_concurrent_trials" in w for w in plan.warnings)
     # the rest: the data is not on this machine, so at the config's maximum lengths a batch of 64 does not
     # fit an A10G (sizing.py)
-    assert len(plan.warnings) == 2 and "train.grad_accum_steps" in plan.warnings[1]
+    assert len(plan.warnings) == 1 and "train.grad_accum_steps" in plan.warnings[0]
 
 
 def test_asha_expected_steps():
@@ -151,7 +151,7 @@ def test_plan_cli_prints_plan(capsys):
 
     assert main(["plan", str(REPO / "sweeps" / "paper_cqa.yaml"), "--cluster", str(REPO / "cluster/aws-gpu.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "trials: 16; at once on this cluster: 5" in out and "GPU: A10G (22 GiB usable; bf16" in out
+    assert "trials: 16; at once on this cluster: 5 (" in out and "GPU: A10G (22 GiB usable; bf16" in out
     st = float(re.search(r"step time: ([\d.]+) s \(estimated: ", out).group(1))
     gpu_hours = float(re.search(r"GPU-hours: ([\d.]+) without early stopping", out).group(1))
     assert gpu_hours == pytest.approx(16 * 3 * 10000 * st / 3600, rel=1e-3)
@@ -160,3 +160,70 @@ def test_plan_cli_prints_plan(capsys):
                         r"([\d.]+) GPU-hours", out)
     assert float(confirm.group(1)) == pytest.approx(25 * 10000 * st / 3600, rel=2e-3)
     assert "at an assumed 35% of A10G's 70 TFLOP/s bf16 peak" in out and "an upper bound" in out
+
+
+def test_a_gpu_share_packs_several_trials_on_one_gpu_and_plan_counts_them(tmp_path):
+    """resources.gpus_per_worker 0.25: four workers (of four trials) on each GPU, in the plan's
+    trials at once and node count, in the concurrency a sweep derives from a cluster, and in the
+    capacity check; the plan says Ray does not split the memory, and warns where it cannot hold them."""
+    from mmi_ray import capacity
+
+    small = ["max_concurrent_trials=null", "num_trials=64", "seeds=[0]", "overrides.model.name=google/t5-v1_1-small", "overrides.train.batch_size=8",
+             "resources.gpus_per_worker=0.25", "resources.cpus_per_worker=1"]
+    whole = load_sweep(REPO / "sweeps" / "paper_cqa.yaml", small[:-2] + ["resources.cpus_per_worker=1"])
+    shared = load_sweep(REPO / "sweeps" / "paper_cqa.yaml", small)
+    cluster = _cluster()  # gpu_spot_1x: 4 CPUs, 1 GPU, up to 8; gpu_ondemand_4x: 48 CPUs, 4 GPUs, up to 2
+    one, four = (make_plan(s, cluster, "aws", step_time=0.5, prices=load_prices()) for s in (whole, shared))
+    assert one.trials_at_once == 8 + 2 * 4 and four.trials_at_once == 4 * (8 + 2 * 4)
+    assert four.gpu_hours_full == pytest.approx(one.gpu_hours_full / 4)
+    text = "\n".join(four.lines)
+    assert "0.25 GPU" in text and "4 workers per GPU" in text and "it does not split the memory" in text
+    # a cluster of 2 GPUs: 8 trials at once, not 2
+    assert shared.derived_concurrency({"CPU": 64, "GPU": 2}) == 8 and whole.derived_concurrency({"CPU": 64, "GPU": 2}) == 2
+    capacity.check(shared.spec.resources, 4, "resources", "s.yaml", "4 workers", [{"CPU": 8, "GPU": 1}])
+    with pytest.raises(ConfigError, match="resources.gpus_per_worker: 5 workers: 5 workers need 1.25 GPU"):
+        capacity.check(shared.spec.resources, 5, "resources", "s.yaml", "5 workers", [{"CPU": 8, "GPU": 1}])
+    # the paper's batch of t5-v1_1-base: four per A10G do not fit; the plan says how many do
+    base = load_sweep(REPO / "sweeps" / "paper_cqa.yaml", ["resources.gpus_per_worker=0.25", "overrides.train.batch_size=8"])
+    plan = make_plan(base, cluster, "aws", step_time=0.5, prices=load_prices())
+    assert any("4 workers per GPU need about" in w and "set resources.gpus_per_worker:" in w for w in plan.warnings), plan.warnings
+
+
+def test_a_run_with_a_gpu_share_asks_ray_train_for_that_share():
+    from mmi_ray.config import load_config
+    from mmi_ray.train import build_trainer
+
+    cfg = load_config(REPO / "configs" / "tiny_builtin.yaml",
+                      ["scaling.use_gpu=true", "scaling.gpus_per_worker=0.25", "scaling.num_workers=2"])
+    scaling = build_trainer(cfg, "x", "/tmp/x").scaling_config
+    assert scaling.use_gpu and scaling.num_workers == 2 and scaling.resources_per_worker == {"CPU": 1.0, "GPU": 0.25}
+    whole = build_trainer(load_config(REPO / "configs" / "tiny_builtin.yaml", ["scaling.use_gpu=true"]), "y", "/tmp/y")
+    assert whole.scaling_config.resources_per_worker == {"CPU": 1.0, "GPU": 1.0}
+
+
+def test_a_sweep_on_an_autoscaling_cluster_runs_as_many_trials_as_the_cluster_can_grow_to(tmp_path, monkeypatch):
+    """The head of `cluster/aws-gpu.yaml` with its GPU workers scaled to zero: the concurrency comes from
+    the cluster's config at its maximum size (what `mmi-ray plan` says), not from the head alone."""
+    from mmi_ray.capacity import nodes_at_max_size
+    from mmi_ray.sweep.placement import CLUSTER_CONFIG_ENV, autoscaling_config
+
+    cluster = _cluster()
+    nodes = nodes_at_max_size(cluster)
+    assert len(nodes) == 1 + 8 + 2 and sum(n.get("GPU", 0) for n in nodes) == 8 + 2 * 4
+    sweep = load_sweep(REPO / "sweeps" / "paper_cqa.yaml", ["max_concurrent_trials=null"])
+    head_only = {"CPU": 8, "mmi_driver": 100}
+    assert sweep.derived_concurrency(head_only) == 1  # what the nodes up at the start hold
+    plan = make_plan(sweep, cluster, "aws", step_time=1.0, prices=load_prices())
+    assert sweep.derived_concurrency(head_only, scalable=nodes) == plan.trials_at_once == 5
+    # the global max_workers caps the worker nodes (the types listed first taken first)
+    capped = nodes_at_max_size({**cluster, "max_workers": 3})
+    assert len(capped) == 1 + 3
+    # where the config is read from: the variable, else ~/ray_bootstrap_config.yaml (absent here)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv(CLUSTER_CONFIG_ENV, raising=False)
+    assert autoscaling_config() is None
+    (tmp_path / "ray_bootstrap_config.yaml").write_text((REPO / "cluster" / "aws-gpu.yaml").read_text())
+    assert autoscaling_config()[0] == str(tmp_path / "ray_bootstrap_config.yaml")
+    monkeypatch.setenv(CLUSTER_CONFIG_ENV, str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="MMI_RAY_CLUSTER_CONFIG: .*missing.yaml: not a file"):
+        autoscaling_config()

@@ -2,6 +2,7 @@
 definition for every name the registries and the config share."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -51,7 +52,7 @@ def test_publish_checkpoint_is_whole_and_keeps_the_newest(tmp_path):
         (src / layout.META_FILE).write_text("{}")
         layout.publish_checkpoint(src, run, step, keep=2)
     (run / "checkpoint_0000040").mkdir()  # a folder cut short (no files) is not a checkpoint
-    assert [p.name for p in layout.complete_checkpoints(run)] == ["checkpoint_0000020", "checkpoint_0000030"]
+    assert [Path(p).name for p in layout.complete_checkpoints(run)] == ["checkpoint_0000020", "checkpoint_0000030"]
     assert not list(run.glob(".tmp_*"))
 
 
@@ -74,17 +75,22 @@ def test_registries_have_exactly_the_config_names():
         LossConfig(mi_estimator="mine")
 
 
-def test_renamed_resource_keys_name_their_new_names(tmp_path):
+def test_renamed_resource_keys_name_their_new_names_and_a_gpu_share_needs_a_gpu(tmp_path):
     from mmi_ray.sweep import load_sweep
 
     spec = tmp_path / "s.yaml"
-    spec.write_text("name: s\nbase: {}\nnum_trials: 1\nsearch: {loss.mi_weight: {type: uniform, low: 0, high: 1}}\n"
-                    "resources: {workers: 2, gpus_per_worker: 1}\n")
+    head = "name: s\nbase: {}\nnum_trials: 1\nsearch: {loss.mi_weight: {type: uniform, low: 0, high: 1}}\n"
+    spec.write_text(head + "resources: {workers: 2}\n")
     with pytest.raises(ConfigError) as e:
         load_sweep(spec)
-    text = str(e.value)
-    assert "resources.workers: unknown key (now called resources.num_workers)" in text
-    assert "resources.gpus_per_worker: unknown key (now called resources.use_gpu)" in text
+    assert "resources.workers: unknown key (now called resources.num_workers)" in str(e.value)
+    for resources, expected in (("{gpus_per_worker: 0.25}", "resources.gpus_per_worker: needs use_gpu: true"),
+                                ("{use_gpu: true, gpus_per_worker: 2}", "resources.gpus_per_worker: 2 is more than one GPU"),
+                                ("{use_gpu: true, gpus_per_worker: 0}", "resources.gpus_per_worker: Input should be greater than 0")):
+        spec.write_text(head + f"resources: {resources}\n")
+        with pytest.raises(ConfigError) as e:
+            load_sweep(spec)
+        assert expected in str(e.value), str(e.value)
 
 
 PACKAGE = __import__("pathlib").Path(layout.__file__).parent

@@ -1,17 +1,21 @@
 """A sweep on a 3-node cluster on one machine: the shared head (carrying ``mmi_driver``) plus two
-worker nodes started with ``ray start --address`` (and stopped by this test). Drivers must run on
-the head and Train workers on the worker nodes. Marked ``adds_nodes``: runs after every other test."""
+worker nodes started with ``ray start --address``, each with its own temp dir (and stopped by this
+test), storage on the session's S3 server. Drivers must run on the head and Train workers on the
+worker nodes. Marked ``adds_nodes``: runs after every other test."""
 
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from test_sweep_e2e import write_spec
 
 from conftest import _free_port, stop_processes
+from mmi_ray import storage
 from mmi_ray.sweep import load_sweep, run_sweep
 
 pytestmark = [pytest.mark.ray, pytest.mark.adds_nodes]
@@ -23,14 +27,16 @@ def _stop_node(nm_port: int) -> None:
 
 @pytest.fixture
 def worker_nodes(ray_head, ray_session):
-    """Two worker nodes (2 CPUs and a ``train_node`` resource each), stopped afterwards."""
+    """Two worker nodes (1 CPU, so one Train worker, and a ``train_node`` resource each; each its own
+    temp dir), stopped afterwards."""
     ports = []
     try:
         for _ in range(2):
             port = _free_port()
+            temp_dir = tempfile.mkdtemp(prefix="mmirn-", dir="/tmp")  # its own: no disk shared with the head
             cmd = [str(Path(sys.executable).parent / "ray"), "start", "--address", ray_head["address"],
-                   "--num-cpus", "2", "--resources", '{"train_node": 10}', "--node-manager-port", str(port),
-                   "--disable-usage-stats"]
+                   "--num-cpus", "1", "--resources", '{"train_node": 10}', "--node-manager-port", str(port),
+                   "--temp-dir", temp_dir, "--disable-usage-stats"]
             r = subprocess.run(cmd, env=ray_head["env"], capture_output=True, text=True, timeout=180)
             assert r.returncode == 0, r.stderr[-2000:]
             ports.append(port)
@@ -44,16 +50,30 @@ def worker_nodes(ray_head, ray_session):
             _stop_node(p)
 
 
-def test_placement_and_losing_a_worker_node(worker_nodes, tmp_path, capsys):
-    """Trial drivers run on the head, Train workers on the worker nodes; one of the two worker
-    nodes dies while trials train: Ray Train restarts the lost worker group from its last
-    checkpoint on the node that is left, and every trial completes. (One test: each cluster of
-    worker nodes costs a minute to start.)"""
+def _records(uri: str) -> dict[float, list[dict]]:
+    """Per configuration (its MI weight): the run's evaluation records, the figures that must not move."""
+    keys = ["step", "loss", "label", "rationale", "mi", "mi_estimate", "val_accuracy"]
+    out = {}
+    for run in storage.listdir(f"{uri}/runs"):
+        cfg = yaml.safe_load(storage.read_text(f"{uri}/runs/{run}/config.yaml"))
+        lines = storage.read_text(f"{uri}/runs/{run}/metrics.jsonl").splitlines()
+        out[cfg["loss"]["mi_weight"]] = [{k: json.loads(x)[k] for k in keys} for x in lines]
+    return out
+
+
+def test_placement_and_losing_a_worker_node_with_storage_on_s3(worker_nodes, ray_head, s3_bucket, tmp_path, capsys):
+    """Trial drivers run on the head, Train workers on the worker nodes (each with its own temp dir),
+    storage on the S3 server; one of the two worker nodes dies while trials train: Ray Train restarts
+    the lost worker group from its last checkpoint on S3 on the node that is left, every trial
+    completes, and every figure equals that of an uninterrupted run of the same configurations.
+    Nothing of the runs is on the head's disk. (One test: each cluster of worker nodes costs a minute.)"""
     import threading
     import time
 
     assert len(worker_nodes["head"]) == 1 and len(worker_nodes["workers"]) == 2
+    root = f"{s3_bucket}/results"
     spec = write_spec(tmp_path, "nodeloss", num_trials=2, max_concurrent_trials=2, scheduler={"type": "none"},
+                      storage_path=root,
                       overrides={"model.d_model": 32, "model.d_ff": 64, "model.num_layers": 1, "model.num_heads": 2,
                                  "data.builtin.num_train": 300, "data.builtin.num_valid": 30,
                                  "data.builtin.num_test": 30, "train.batch_size": 8, "train.max_steps": 60,
@@ -61,16 +81,18 @@ def test_placement_and_losing_a_worker_node(worker_nodes, tmp_path, capsys):
                       resources={"num_workers": 1, "cpus_per_worker": 1, "worker_resources": {"train_node": 1},
                                  "driver_resource": "mmi_driver"},
                       failure={"trial_max_failures": 2, "train_max_failures": 3, "time_budget_s": 900})
-    sweep_dir = tmp_path / "results" / "nodeloss"
+    uri = f"{root}/nodeloss"
     killed = {}
 
     def kill_when_training():
         deadline = time.time() + 300
         while time.time() < deadline:
-            if any(p.read_text().count("\n") >= 1 for p in sweep_dir.glob("runs/*/metrics.jsonl")):
-                killed["at"] = time.time()
-                _stop_node(worker_nodes["ports"][0])
-                return
+            for run in storage.listdir(f"{uri}/runs"):
+                path = f"{uri}/runs/{run}/metrics.jsonl"
+                if storage.exists(path) and storage.read_text(path).count("\n") >= 1:
+                    killed["at"] = time.time()
+                    _stop_node(worker_nodes["ports"][0])
+                    return
             time.sleep(0.5)
 
     t = threading.Thread(target=kill_when_training, daemon=True)
@@ -83,16 +105,31 @@ def test_placement_and_losing_a_worker_node(worker_nodes, tmp_path, capsys):
 
     survivors = {n["NodeID"] for n in ray.nodes() if n["Alive"] and "train_node" in n["Resources"]}
     assert len(survivors) == 1
-    last_nodes, driver_nodes, train_nodes = set(), set(), []
-    for d in sweep_dir.glob("trial_*"):
-        rows = [json.loads(x) for x in (d / "result.json").read_text().splitlines()]
+    last_nodes, driver_nodes, train_nodes, per_trial = set(), set(), [], {}
+    for d in storage.listdir(uri):
+        if not d.startswith("trial_"):
+            continue
+        rows = [json.loads(x) for x in storage.read_text(f"{uri}/{d}/result.json").splitlines()]
         assert rows[-1]["step"] == 60
         last_nodes.add(rows[-1]["node_id_seed0"])
         driver_nodes |= {r["driver_node_id"] for r in rows}
         train_nodes += [r["node_id_seed0"] for r in rows]
+        per_trial[d] = [r["node_id_seed0"] for r in rows]
     assert last_nodes <= survivors and len(last_nodes) == 1, "both trials finished on the node that was left"
     assert driver_nodes == set(worker_nodes["head"]), "trial drivers ran off the head"
-    assert set(train_nodes) <= set(worker_nodes["workers"]), "a Train worker ran on the head"
+    assert set(train_nodes) == set(worker_nodes["workers"]), "the trials trained on both worker nodes, not on the head"
+    moved = [nodes for nodes in per_trial.values() if len(set(nodes)) == 2]
+    assert len(moved) == 1 and moved[0][-1] in survivors, f"one trial moved to the node left: {per_trial}"
+    took = time.time() - killed["at"]
+    # the same two configurations again, uninterrupted (trained anew, not adopted): the same figures
+    clean = run_sweep(load_sweep(spec, ["name=nodeloss-clean"]), verbose=0, rerun=True)
+    assert clean["status_counts"] == {"completed": 2}
+    killed_runs, clean_runs = _records(uri), _records(f"{root}/nodeloss-clean")
+    assert sorted(killed_runs) == sorted(clean_runs) and killed_runs == clean_runs
+    # nothing of the runs on the head's disk (its temp dir, the folder the sweep ran in)
+    local = [p for base in (Path(ray_head["temp_dir"]), tmp_path) for p in base.rglob("*")
+             if p.name in ("state.pt", "metrics.jsonl")]
+    assert not local, local[:5]
     with capsys.disabled():
-        print(f"\n[node loss] sweep finished {time.time() - killed['at']:.0f} s after the node was killed; "
+        print(f"\n[node loss, s3] sweep finished {took:.0f} s after the node was killed; "
               f"Train worker reports per node {pd.Series(train_nodes).value_counts().to_dict()}")

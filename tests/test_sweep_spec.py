@@ -83,7 +83,7 @@ def test_good_spec_builds_trial_configs(tmp_path):
     ({"seeds": [0, 1], "confirm": {"seeds": [1, 7]}}, "confirm.seeds must be fresh: [1] also in seeds"),
     ({"confirm": {"seeds": [7]}}, "confirm.seeds: List should have at least 2 items"),
     ({"confirm": {"top_k": 0}}, "confirm.top_k: Input should be greater than or equal to 1"),
-    ({"resources": {"in_process": True, "use_gpu": True}}, "resources.in_process: needs one seed, one CPU worker"),
+    ({"resources": {"in_process": True, "use_gpu": True}}, "resources.in_process: needs one seed and one CPU worker"),
     ({"search": {"loss.mi_weight": {"type": "loguniform", "low": 0.0, "high": 1.0}}, "points_to_evaluate": []},
      "low must be > 0 on a log scale"),
     ({"scheduler": {"grace_period": 5000}}, "scheduler.grace_period: 5000 exceeds train.max_steps"),

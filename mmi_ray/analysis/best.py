@@ -8,12 +8,12 @@ after everything that chooses has chosen.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..layout import CHECKPOINT_PATH, COMPLETED, STATUSES, STEP
+from ..layout import CHECKPOINT_PATH, COMPLETED, STATE_FILE, STATUSES, STEP
+from ..storage import exists, join
 
 
 def ranked(agg: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
@@ -50,7 +50,7 @@ def seed_test_results(runs: pd.DataFrame, sweep: str, trial_id: str) -> list[dic
     from ..evaluate import evaluate_checkpoint
 
     finals = final_rows(runs, sweep, trial_id)
-    return [evaluate_checkpoint(p, "test") for p in finals[CHECKPOINT_PATH].dropna() if Path(p).exists()]
+    return [evaluate_checkpoint(p, "test") for p in finals[CHECKPOINT_PATH].dropna() if exists(join(p, STATE_FILE))]
 
 
 def seed_test_accuracies(runs: pd.DataFrame, sweep: str, trial_id: str) -> list[float]:

@@ -33,6 +33,7 @@ from ..layout import (
     STEP,
     TRAIN_LOSS_PLOT,
 )
+from ..storage import basename, is_uri, join, upload_dir
 from . import plots
 from .best import best_entry, final_rows, ranked, seed_test_accuracies
 from .load import LoadResult, export, load_results
@@ -342,11 +343,33 @@ def _section_plots(x: _Inputs, space: dict, notes: list[str]) -> tuple[list[str]
     return md, written
 
 
+LOCAL_REPORTS = "reports"
+"""Where the report of a sweep on a storage URI goes by default: ``./reports/<sweep name>/``."""
+
+
+def default_report_dir(sweep: str) -> Path:
+    """``<sweep>/report`` for a local sweep folder; ``./reports/<sweep name>`` (here, in the folder the
+    command runs in) for a sweep on a storage URI, which ``--report-to-storage`` uploads."""
+    if is_uri(sweep):
+        return Path.cwd() / LOCAL_REPORTS / basename(sweep)
+    return Path(sweep).expanduser() / REPORT_DIR
+
+
 def build_report(paths: list[str], out_dir: str | None = None, budget: str | int = "final",
-                 evaluate_test: bool = True, test_methods: bool = False) -> dict:
-    """Load the sweeps, write ``report.md`` / ``report.html`` with plots and exports; one function per section."""
+                 evaluate_test: bool = True, test_methods: bool = False, to_storage: bool = False) -> dict:
+    """Load the sweeps, write ``report.md`` / ``report.html`` with plots and exports; one function per
+    section. ``to_storage``: a sweep on a storage URI also gets the report in ``<sweep>/report``."""
+    out = Path(out_dir) if out_dir else default_report_dir(str(paths[0]))
+    report = _build_report(paths, out, budget, evaluate_test, test_methods)
+    if to_storage and is_uri(str(paths[0])):
+        target = join(str(paths[0]).rstrip("/"), REPORT_DIR)
+        upload_dir(out, target)
+        report["uploaded"] = target
+    return report
+
+
+def _build_report(paths: list[str], out: Path, budget: str | int, evaluate_test: bool, test_methods: bool) -> dict:
     res = load_results(paths)
-    out = Path(out_dir) if out_dir else Path(paths[0]).expanduser() / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     exported = [p.name for p in export(res, out)]
     first = next(iter(res.sweeps.values()), None)
@@ -418,7 +441,10 @@ def parser():
 
     ap = argparse.ArgumentParser(prog="mmi-ray analyze", description=__doc__.splitlines()[0])
     ap.add_argument("results", nargs="+", help="sweep folders (<storage_path>/<name>) or storage URIs")
-    ap.add_argument("--out", default=None, help="report folder (default: <first sweep>/report)")
+    ap.add_argument("--out", default=None, help="report folder (default: <first sweep>/report; for a sweep on a "
+                    "storage URI, ./reports/<sweep name>)")
+    ap.add_argument("--report-to-storage", action="store_true",
+                    help="a sweep on a storage URI: also upload the report to <sweep URI>/report")
     ap.add_argument("--budget", default="final", help="'final' or a step that every compared trial reached")
     ap.add_argument("--no-test", action="store_true", help="do not evaluate the best configuration on test")
     ap.add_argument("--test-methods", action="store_true",
@@ -432,8 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.budget if args.budget == "final" else int(args.budget)
     if args.no_test and args.test_methods:
         ap.error("--no-test and --test-methods contradict each other")
-    r = build_report(args.results, args.out, budget, evaluate_test=not args.no_test, test_methods=args.test_methods)
-    print(f"[mmi-ray] report: {r['report']}")
+    r = build_report(args.results, args.out, budget, evaluate_test=not args.no_test, test_methods=args.test_methods,
+                     to_storage=args.report_to_storage)
+    print(f"[mmi-ray] report: {r['report']}" + (f" (and {r['uploaded']})" if r.get("uploaded") else ""))
     if r.get("plots"):
         print(f"[mmi-ray] plots: {', '.join(r['plots'])}")
     for n in r["notes"]:

@@ -21,6 +21,7 @@ import pandas as pd
 from ..config import flatten
 from ..errors import MmiError
 from ..layout import CONFIRM_DIR, CONFIRMATION_FILE, SPEC_FILE, read_spec
+from ..storage import exists, is_uri, join, read_text
 from .stats import DSS, LABEL_ONLY, PUBLISHED, t_interval
 
 METHOD_ORDER = (LABEL_ONLY, DSS)
@@ -49,18 +50,18 @@ def table_rows(paths: list[str]) -> pd.DataFrame:
     """One row per (sweep, method) from each sweep's confirmation runs (see the module doc)."""
     rows = []
     for path in paths:
-        root = Path(path).expanduser()
-        if not (root / SPEC_FILE).exists():
+        root = str(path) if is_uri(str(path)) else str(Path(path).expanduser())
+        if not exists(join(root, SPEC_FILE)):
             raise MmiError(f"{path}: no {SPEC_FILE}: not a sweep folder")
-        conf = root / CONFIRM_DIR / CONFIRMATION_FILE
-        if not conf.exists():
+        conf = join(root, CONFIRM_DIR, CONFIRMATION_FILE)
+        if not exists(conf):
             raise MmiError(f"{path}: no confirmation runs ({CONFIRM_DIR}/{CONFIRMATION_FILE}); the table reports "
                            f"only those: run `mmi-ray confirm {path}` first")
         try:
-            state = json.loads(conf.read_text())
+            state = json.loads(read_text(conf))
         except json.JSONDecodeError as e:
             raise MmiError(f"{conf}: damaged ({e.msg}, line {e.lineno})") from None
-        spec, base = read_spec(str(root))
+        spec, base = read_spec(root)
         runs = pd.DataFrame(state.get("runs", []))
         if runs.empty:
             raise MmiError(f"{conf}: runs: no confirmation run finished")

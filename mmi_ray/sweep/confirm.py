@@ -10,7 +10,6 @@ these runs feed the headline table (mmi_ray/analysis/stats.py ``arm_table`` / ``
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from ..analysis.best import ranked, searched_values
@@ -32,7 +31,7 @@ from ..layout import (
     trial_folder_of,
 )
 from ..reuse import cached_test, reused_from
-from ..storage import exists, join, read_text, write_text
+from ..storage import basename, exists, join, listdir, parent, read_text, write_text
 from .spec import Confirm, LoadedSweep, params_text
 
 BASELINE_PARAMS = {DSS: {"loss.mi_weight": 0.0}, LABEL_ONLY: {"loss.mi_weight": 0.0, "loss.rationale_weight": 0.0}}
@@ -131,14 +130,15 @@ def collect(sweep: LoadedSweep, confirm_dir: str, state: dict) -> list[dict]:
     obj = sweep.spec.objective.metric
     known = {(r["arm"], r["seed"]): r for r in state.get("runs", [])}
     out = []
-    sweep_dir = Path(confirm_dir).parent
-    trial_dirs = (t for name, _ in state["experiments"] for t in (sweep_dir / name).glob(f"{TRIAL_PREFIX}*"))
-    for tdir in sorted(trial_dirs):
-        if not (tdir / PARAMS_FILE).exists():
+    sweep_dir = parent(confirm_dir)
+    trial_dirs = sorted(join(sweep_dir, exp, t) for exp, _ in state["experiments"]
+                        for t in listdir(join(sweep_dir, exp)) if t.startswith(TRIAL_PREFIX))
+    for tdir in trial_dirs:
+        if not exists(join(tdir, PARAMS_FILE)):
             continue
-        params = json.loads((tdir / PARAMS_FILE).read_text())
+        params = json.loads(read_text(join(tdir, PARAMS_FILE)))
         arm, seed = params["arm"], int(params["seed"])
-        tid = tdir.name[len(TRIAL_PREFIX):]
+        tid = basename(tdir)[len(TRIAL_PREFIX):]
         history = [m for m in read_metrics(join(confirm_dir, RUNS_DIR, run_name(tid, seed))) if not is_divergence(m)]
         final = history[-1] if history else None
         if final is None or final[STEP] < sweep.max_steps:
@@ -169,7 +169,7 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
     from ..ray_init import init_ray
     from ..reuse import index_root, tune_callback
     from .live import SweepProgress, configure, hide_tune_restore_hint, tune_verbosity
-    from .placement import check_fits, cluster_resources, sweep_dir_of, trainable
+    from .placement import check_fits, concurrency, sweep_dir_of, trainable
 
     spec = sweep.spec  # its validation already holds confirm.seeds apart from the search's seeds
     confirm_dir = join(sweep_dir, CONFIRM_DIR)
@@ -188,7 +188,6 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
                "ray_logs": verbose > 1, "reuse_root": reuse_root}
     driver = trainable(sweep, payload, n_seeds=1)
     check_fits(sweep, n_seeds=1)
-    cluster = cluster_resources()
     hide_tune_restore_hint()
     tune_verbose = tune_verbosity(verbose)
     for name, seeds in experiments:  # the first confirmation, then each set of seeds added to it
@@ -203,7 +202,7 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
                 driver,
                 param_space={"arm": tune.grid_search(list(state["arms"])), "seed": tune.grid_search(seeds)},
                 tune_config=tune.TuneConfig(num_samples=1, reuse_actors=sweep.in_process(1),
-                                            max_concurrent_trials=sweep.derived_concurrency(cluster, 1, n_runs),
+                                            max_concurrent_trials=concurrency(sweep, 1, n_runs)[0],
                                             trial_name_creator=trial_folder_of,
                                             trial_dirname_creator=trial_folder_of),
                 run_config=tune.RunConfig(name=name, storage_path=sweep_dir,

@@ -41,6 +41,45 @@ def cluster_resources() -> dict[str, float]:
     return dict(ray.cluster_resources())
 
 
+CLUSTER_CONFIG_ENV = "MMI_RAY_CLUSTER_CONFIG"
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+"""Where ``ray up`` puts the cluster's own config on the head node (its autoscaler reads it)."""
+
+
+def autoscaling_config() -> tuple[str, dict] | None:
+    """The config of the autoscaling cluster this driver runs on, as (path, config):
+    ``$MMI_RAY_CLUSTER_CONFIG`` (a cluster-launcher YAML or an autoscaler config), else the head's
+    ``~/ray_bootstrap_config.yaml``; None when neither is there (a fixed cluster, a local Ray)."""
+    import yaml
+
+    path = os.environ.get(CLUSTER_CONFIG_ENV) or os.path.expanduser(BOOTSTRAP_CONFIG)
+    if not os.path.isfile(path):
+        if os.environ.get(CLUSTER_CONFIG_ENV):
+            raise ConfigError(CLUSTER_CONFIG_ENV, f"{path}: not a file")
+        return None
+    with open(path, encoding="utf-8") as f:
+        cfg = yaml.safe_load(f)  # JSON is YAML too
+    if not isinstance(cfg, dict) or "available_node_types" not in cfg:
+        raise ConfigError(path, "available_node_types: missing (a Ray cluster-launcher or autoscaler config is expected)")
+    return path, cfg
+
+
+def concurrency(sweep: LoadedSweep, n_seeds: int | None = None, n_trials: int | None = None) -> tuple[int, str]:
+    """Trials at once, and where the number comes from: the spec's ``max_concurrent_trials``; the
+    cluster at its maximum size when it autoscales (``autoscaling_config``), where more fit than on
+    the nodes up at the start; else the nodes up now."""
+    from ..capacity import nodes_at_max_size
+
+    if sweep.spec.max_concurrent_trials:
+        return sweep.spec.max_concurrent_trials, "max_concurrent_trials"
+    now = sweep.derived_concurrency(cluster_resources(), n_seeds, n_trials)
+    found = autoscaling_config()
+    if found is None:
+        return now, "the nodes up now"
+    scaled = sweep.derived_concurrency(cluster_resources(), n_seeds, n_trials, nodes_at_max_size(found[1]))
+    return scaled, (f"the cluster at its maximum size ({found[0]})" if scaled > now else "the nodes up now")
+
+
 def check_fits(sweep: LoadedSweep, nodes: list[dict[str, float]] | None = None, n_seeds: int | None = None) -> None:
     """One trial (its seed runs side by side) must fit the cluster, and its driver must find its
     resource: an error on a Ray of our own, a warning on a cluster that may autoscale."""

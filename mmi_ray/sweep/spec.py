@@ -73,8 +73,8 @@ class Resources(WorkerResources):
     in_process: bool | None = None
     """Train inside the Tune trial itself, with no Ray Train controller or worker group (saves their
     start-up, ~2/3 of a short CPU trial); the trial then holds the worker's CPUs and
-    ``worker_resources``. None (auto): when a trial is one seed on one CPU worker, with local storage
-    and no driver or worker resources; false: always a Ray Train run."""
+    ``worker_resources``. None (auto): when a trial is one seed on one CPU worker with no driver or
+    worker resources (on local storage or a URI alike); false: always a Ray Train run."""
 
 
 class Failure(_Section):
@@ -229,9 +229,8 @@ class SweepSpec(_Section):
                 raise ValueError(f"confirm.seeds must be fresh: {sorted(set(self.confirm.seeds) & set(self.seeds))} "
                                  "also in seeds")
         r = self.resources
-        if r.in_process and (len(self.seeds) > 1 or r.num_workers > 1 or r.use_gpu or is_uri(self.storage_path)):
-            raise ValueError("resources.in_process: needs one seed, one CPU worker (use_gpu: false) and a local "
-                             "storage_path")
+        if r.in_process and (len(self.seeds) > 1 or r.num_workers > 1 or r.use_gpu):
+            raise ValueError("resources.in_process: needs one seed and one CPU worker (use_gpu: false)")
         return self
 
 
@@ -273,7 +272,7 @@ class LoadedSweep:
         if r.in_process is not None:
             return r.in_process and n == 1
         return (n == 1 and r.num_workers == 1 and not r.use_gpu and not r.worker_resources
-                and not r.driver_resource and not is_uri(self.spec.storage_path))
+                and not r.driver_resource)
 
     def trial_cpus(self, n_seeds: int | None = None) -> float:
         """CPUs one trial holds: its seed runs train side by side."""
@@ -281,17 +280,24 @@ class LoadedSweep:
         return (n_seeds or len(self.spec.seeds)) * r.num_workers * r.cpus_per_worker
 
     def derived_concurrency(self, cluster: dict[str, float], n_seeds: int | None = None,
-                            n_trials: int | None = None) -> int:
-        """Trials that fit the cluster at once (each holds ``trial_cpus()``; drivers and Train
-        controllers take no CPU), unless ``max_concurrent_trials`` is given."""
+                            n_trials: int | None = None, scalable: list[dict[str, float]] | None = None) -> int:
+        """Trials that fit the cluster at once (each holds ``trial_cpus()`` and its GPU shares;
+        drivers and Train controllers take no CPU), unless ``max_concurrent_trials`` is given. With
+        ``scalable`` (each node an autoscaling cluster can grow to), the trials that fit it at its
+        maximum size, where that is more than fit the nodes up now: the autoscaler adds nodes only
+        for trials that wait for them."""
         if self.spec.max_concurrent_trials:
             return self.spec.max_concurrent_trials
+        from ..capacity import worker_request, workers_fit
+
         r = self.spec.resources
         k = n_seeds or len(self.spec.seeds)
         cpu_need = self.trial_cpus(k)
         fits = math.floor(cluster.get("CPU", 1) / cpu_need) if cpu_need else 1
         if r.use_gpu:
-            fits = min(fits, math.floor(cluster.get("GPU", 0) / (k * r.num_workers)))
+            fits = min(fits, math.floor(cluster.get("GPU", 0) / (k * r.num_workers * r.gpu_share()) + 1e-9))
+        if scalable:
+            fits = max(fits, workers_fit(worker_request(r), scalable) // (k * r.num_workers))
         return max(1, min(fits, n_trials or self.spec.num_trials))
 
 

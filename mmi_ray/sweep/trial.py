@@ -83,8 +83,10 @@ def _reported_steps(trial_dir: str | None) -> list[int]:
     return steps
 
 
-def _queue_callback(q, seed: int):
+def _queue_callback(q, seed: int, run_dir: str):
     from ray.train import UserCallback
+
+    from ..train import checkpoint_location
 
     class ToDriver(UserCallback):
         """On the Train controller: forward rank 0's metrics of each report to the trial driver."""
@@ -92,7 +94,7 @@ def _queue_callback(q, seed: int):
         def after_report(self, run_context, metrics, checkpoint):
             m = dict(metrics[0])
             if checkpoint is not None:
-                m[CHECKPOINT_PATH] = checkpoint.path
+                m[CHECKPOINT_PATH] = checkpoint_location(run_dir, checkpoint)
             q.put((seed, m))
 
     return ToDriver()
@@ -192,7 +194,7 @@ def _train_with_ray_train(sweep: LoadedSweep, searched: dict, seeds: list[int], 
             continue  # this seed finished before the trial was interrupted
         _ensure_config(run_dir, cfg)
         trainer = build_trainer(cfg, name, runs_root,
-                                callbacks=[metrics_callback(run_dir, verbose=False), _queue_callback(q, seed)],
+                                callbacks=[metrics_callback(run_dir, verbose=False), _queue_callback(q, seed, run_dir)],
                                 ray_logs=ray_logs)
 
         def fit(trainer=trainer, seed=seed):
@@ -263,9 +265,9 @@ def _in_process_results(params: dict, payload: dict, trial_id: str, trial_dir: s
     spec = sweep.spec
     runs_root = join(payload["sweep_dir"], RUNS_DIR)
     cfg = sweep.trial_config(searched, seed, runs_root)
-    run_dir = Path(runs_root) / run_name(trial_id, seed)
+    run_dir = join(runs_root, run_name(trial_id, seed))
     adopt(cfg, run_dir, payload.get("reuse_root"), allow_partial=True)
-    _ensure_config(str(run_dir), cfg)
+    _ensure_config(run_dir, cfg)
     obj, last = spec.objective.metric, cfg.train.max_steps
     pending: list[dict] = []
 

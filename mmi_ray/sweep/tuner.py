@@ -23,8 +23,8 @@ from ..layout import (
     trial_folder_of,
 )
 from ..ray_init import init_ray
-from ..storage import ensure_writable, exists, is_uri, join, read_text, write_text
-from .placement import check_fits, cluster_resources, sweep_dir_of, trainable
+from ..storage import basename, ensure_writable, exists, is_uri, join, read_text, write_text
+from .placement import check_fits, concurrency, sweep_dir_of, trainable
 from .spec import LoadedSweep, SweepSpec, params_text
 
 REPEAT_ASKS = 20
@@ -92,12 +92,30 @@ def _searcher_class():
             self.config_of[trial_id] = key
             return config
 
+        def _told(self, trial_id: str) -> bool:
+            """Whether Optuna's study already holds this trial as finished: a trial that finished
+            shortly before its driver was killed can run again on ``--resume`` (Tune's experiment
+            state on a storage URI is synced now and then, not at each trial's end); it then
+            re-reports what the study has, which Optuna refuses to take twice."""
+            ot_trial = self._ot_trials.get(self.asked_as.get(trial_id, trial_id))  # OptunaSearch's own map
+            if ot_trial is None:
+                return False
+            states = self._ot_study.get_trials(deepcopy=False)
+            return ot_trial.number < len(states) and states[ot_trial.number].state.is_finished()
+
         def on_trial_result(self, trial_id: str, result: dict):
+            if self._told(trial_id):
+                return
             step = int(result.get(STEP, 0))
             self.reported.setdefault(trial_id, set()).add(step)
             super().on_trial_result(self.asked_as.get(trial_id, trial_id), {**result, "training_iteration": step})
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+            if self._told(trial_id):
+                self.asked_as.pop(trial_id, None)
+                self.config_of.pop(trial_id, None)
+                self.reported.pop(trial_id, None)
+                return
             step = int((result or {}).get(STEP, 0))
             if result and not error and step not in self.reported.get(trial_id, set()):
                 self.on_trial_result(trial_id, result)  # Tune withholds the result a scheduler stopped on
@@ -123,15 +141,32 @@ def tpe_sampler(seed: int, startup_trials: int):
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials, constant_liar=True)
 
 
+STUDIES_DIR = "~/.mmi-ray/optuna"
+"""Where the Optuna study of a sweep on a storage URI lives: SQLite needs a local disk, so it stays on
+the machine that runs the sweep's driver (the head), one file per sweep URI."""
+
+
+def study_file(sweep_dir: str) -> Path:
+    """The Optuna study's SQLite file: in a local sweep folder, or under ``STUDIES_DIR`` for a sweep
+    on a storage URI (named for the sweep and a hash of its URI, so two buckets never share one)."""
+    if not is_uri(sweep_dir):
+        path = Path(sweep_dir, OPTUNA_DB)
+    else:
+        import hashlib
+
+        tag = hashlib.sha1(sweep_dir.rstrip("/").encode()).hexdigest()[:8]
+        path = Path(STUDIES_DIR).expanduser() / f"{basename(sweep_dir)}-{tag}.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _searcher(sweep: LoadedSweep, sweep_dir: str):
     import optuna
 
     spec = sweep.spec
     url = spec.study_storage
     if url is None:
-        db_dir = sweep_dir if not is_uri(sweep_dir) else str(Path("~/.mmi-ray/optuna").expanduser())
-        Path(db_dir).mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{Path(db_dir, OPTUNA_DB if not is_uri(sweep_dir) else f'{spec.name}.db')}"
+        url = f"sqlite:///{study_file(sweep_dir)}"
     storage = optuna.storages.RDBStorage(url)
     space = sweep.space()
     return _searcher_class()(
@@ -258,7 +293,7 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, rerun:
     configure(show=verbose == 1)
     progress = SweepProgress(sweep_dir, f"sweep '{spec.name}'", spec.num_trials, sweep.max_steps, spec.seeds,
                              spec.objective.metric, spec.objective.mode, show=verbose == 1)
-    concurrency = sweep.derived_concurrency(cluster_resources())
+    at_once, why_at_once = concurrency(sweep)
     t0 = time.time()
     if resume and tune.Tuner.can_restore(sweep_dir):
         tuner = tune.Tuner.restore(sweep_dir, trainable=driver, resume_unfinished=True, resume_errored=True)
@@ -277,7 +312,7 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, rerun:
                 search_alg=searcher,
                 scheduler=scheduler,
                 num_samples=spec.num_trials,
-                max_concurrent_trials=concurrency,
+                max_concurrent_trials=at_once,
                 time_budget_s=spec.failure.time_budget_s,
                 # in-process trials (class trainables) take the next trial in the same process:
                 # no second start of Python, torch and transformers (~6 s a trial here)
@@ -296,7 +331,7 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, rerun:
         )
         if verbose:
             print(f"[mmi-ray] sweep '{spec.name}': {spec.num_trials} trials x {len(spec.seeds)} seed(s), "
-                  f"{concurrency} at once; Optuna study in {study_url}", flush=True)
+                  f"{at_once} at once (from {why_at_once}); Optuna study in {study_url}", flush=True)
             if spec.more_objectives:
                 names = ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives)
                 print(f"[mmi-ray] objectives: {names}: multi-objective TPE; the report gives the Pareto front"
