@@ -49,10 +49,13 @@ def one_run(mode: str, uri: str, steps: int, eval_every: int) -> dict:
     from pyarrow import fs
 
     filesystem, path = fs.FileSystem.from_uri(state)
-    size = filesystem.get_file_info(path).size
+    t1 = time.time()
+    while (size := filesystem.get_file_info(path).size) is None and time.time() - t1 < 300:
+        time.sleep(0.5)  # the server may still be assembling the last upload's parts
+    visible = time.time() - t1
     loop = last["train_time_s"] + sum(r.get("eval_time_s", 0.0) for r in records)
     return {"wall_s": wall, "loop_s": loop, "stall_s": last[CHECKPOINT_TIME], "share": last[CHECKPOINT_TIME] / wall,
-            "checkpoints": len(records), "checkpoint_gb": size / 1e9}
+            "checkpoints": len(records), "checkpoint_gb": (size or 0) / 1e9, "visible_after_s": visible}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -64,6 +67,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--bucket", default="mmi-ckpt-bench")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server: a line per request
     server, args.endpoint = use_s3(args.endpoint, args.bucket)
     runs: dict[str, list[dict]] = {"sync": [], "async": []}
     for i in range(args.rounds):
@@ -71,7 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
             r = one_run(mode, f"s3://{args.bucket}/runs", args.steps, args.eval_every)
             runs[mode].append(r)
             print(f"[round {i + 1}] {mode}: wall {r['wall_s']:.0f} s, loop {r['loop_s']:.0f} s, stall {r['stall_s']:.1f} s, "
-                  f"{r['checkpoints']} checkpoints of {r['checkpoint_gb']:.2f} GB", file=sys.stderr, flush=True)
+                  f"{r['checkpoints']} checkpoints of {r['checkpoint_gb']:.2f} GB (the last visible {r['visible_after_s']:.0f} s "
+                  "after the run)", file=sys.stderr, flush=True)
     if server is not None:
         server.stop()
     first = runs["sync"][0]

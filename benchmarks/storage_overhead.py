@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--bucket", default="mmi-bench")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server: a line per request
     server, args.endpoint = use_s3(args.endpoint, args.bucket)
     runs: dict[str, list[dict]] = {"local": [], "s3": []}
     for i in range(args.rounds):

@@ -49,10 +49,36 @@ def join(base: str, *parts: str) -> str:
     return str(Path(base, *parts))
 
 
-def _fs(path: str):
+RETRY_ATTEMPTS_ENV = "MMI_RAY_STORAGE_RETRIES"
+PATIENT_ATTEMPTS = 8
+"""Tries of each request to an S3 endpoint (the AWS SDK's standard retry: backoff doubling up to
+20 s): 8 wait out an endpoint gone for about 50 s, so a short outage costs a pause, not a failed
+trial. ``MMI_RAY_STORAGE_RETRIES`` sets it."""
+_FILESYSTEMS: dict[tuple, object] = {}
+
+
+def filesystem_of(path: str, patient: bool = True):
+    """(pyarrow filesystem, path in it) of a URI, one filesystem per bucket and kind. An s3:// one
+    retries a failing request ``PATIENT_ATTEMPTS`` times (pyarrow's default gives up within about a
+    second), or 2 times when not ``patient`` (a start-up check that must answer in seconds); its
+    endpoint is ``AWS_ENDPOINT_URL`` when set, as ``FileSystem.from_uri`` takes it."""
     from pyarrow import fs
 
-    return fs.FileSystem.from_uri(path)
+    scheme, _, rest = path.partition("://")
+    if scheme.lower() != "s3" or "?" in rest:  # other stores, or options in the URI: pyarrow's reading
+        return fs.FileSystem.from_uri(path)
+    attempts = int(os.environ.get(RETRY_ATTEMPTS_ENV, PATIENT_ATTEMPTS)) if patient else 2
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    key = (rest.split("/", 1)[0], endpoint, attempts)
+    if key not in _FILESYSTEMS:  # from_uri asks the endpoint for the bucket's region: once per bucket
+        region = fs.FileSystem.from_uri(path)[0].region
+        _FILESYSTEMS[key] = fs.S3FileSystem(region=region, endpoint_override=endpoint,
+                                            retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=attempts))
+    return _FILESYSTEMS[key], rest.rstrip("/")
+
+
+def _fs(path: str):
+    return filesystem_of(path)
 
 
 def basename(path: str) -> str:
@@ -242,11 +268,14 @@ def ensure_writable(path: str) -> None:
     if is_uri(path):
         check_uri(path)
         probe = join(path, f".mmi-ray-write-test-{uuid.uuid4().hex[:8]}")
-        try:  # what a sweep does: write, read back, delete (old checkpoints)
-            write_text(probe, "ok")
-            if read_text(probe) != "ok":
-                raise OSError(f"{probe} read back other than written")
-            filesystem, p = _fs(probe)
+        try:  # what a sweep does: write, read back, delete (old checkpoints); quick to give up
+            filesystem, p = filesystem_of(probe, patient=False)
+            filesystem.create_dir(p.rsplit("/", 1)[0], recursive=True)
+            with filesystem.open_output_stream(p) as f:
+                f.write(b"ok")
+            with filesystem.open_input_stream(p) as f:
+                if f.read() != b"ok":
+                    raise OSError(f"{probe} read back other than written")
             filesystem.delete_file(p)
         except Exception as e:  # noqa: BLE001
             text = str(e)

@@ -155,3 +155,40 @@ def test_the_readme_job_command_twice_gives_two_sweeps_on_the_bucket(ray_head, s
     for name in names:
         summary = json.loads(storage.read_text(f"{s3_bucket}/mmi/{name}/sweep_summary.json"))
         assert summary["trials"] == 3 and summary["sweep_dir"] == f"{s3_bucket}/mmi/{name}"
+
+
+def test_the_storage_gone_for_20_s_mid_sweep_loses_nothing(ray_head, s3_server, s3_bucket, tmp_path, capsys):
+    """The S3 server stops for 20 s while trials train, then comes back on the same port with the same
+    buckets. The sweep rides through on retries (mmi_ray/storage.py: each request tried for about
+    50 s), or stops with one line naming the URI and ``--resume`` finishes it; either way every trial
+    completes with every evaluation recorded once."""
+    env = ray_head["env"]
+    root = f"{s3_bucket}/results"
+    spec = write_spec(tmp_path, "outage", storage_path=root, num_trials=3, scheduler={"type": "none"},
+                      max_concurrent_trials=1, extra_overrides={"train.max_steps": 90, "train.eval_every": 15})
+    uri = f"{root}/outage"
+    proc = subprocess.Popen([sys.executable, "-m", "mmi_ray.cli", "sweep", str(spec), "--quiet", "--no-report"],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not any(storage.exists(f"{uri}/runs/{r}/metrics.jsonl") for r in storage.listdir(f"{uri}/runs")):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.3)
+    s3_server.stop()
+    t_down = time.time()
+    time.sleep(20)
+    s3_server.start()
+    out, _ = proc.communicate(timeout=600)
+    resumed = proc.returncode != 0
+    if resumed:  # stopped: in one line that names the storage, then --resume finishes
+        lines = [x for x in out.splitlines() if x.startswith("mmi-ray: error")]
+        assert len(lines) == 1 and s3_bucket in lines[0], out[-3000:]
+        rc, out = _mmi(["sweep", str(spec), "--resume", "--quiet", "--no-report"], env, tmp_path)
+        assert rc == 0, out[-3000:]
+    trials = _trials(uri)
+    assert len(trials) == 3 and (trials["status"] == "completed").all(), trials
+    for run in storage.listdir(f"{uri}/runs"):
+        steps = [json.loads(x)["step"] for x in storage.read_text(f"{uri}/runs/{run}/metrics.jsonl").splitlines()]
+        assert steps == [15, 30, 45, 60, 75, 90], (run, steps)
+    with capsys.disabled():
+        print(f"\n[s3 outage] 20 s without the S3 server: the sweep {'stopped; --resume finished it' if resumed else 'rode through'}"
+              f", done {time.time() - t_down:.0f} s after the outage began")
