@@ -84,16 +84,15 @@ def test_placement_and_losing_a_worker_node_with_storage_on_s3(worker_nodes, ray
     uri = f"{root}/nodeloss"
     killed = {}
 
-    def kill_when_training():
+    def kill_when_training():  # once both trials have reported: one on each worker node
         deadline = time.time() + 300
         while time.time() < deadline:
-            for run in storage.listdir(f"{uri}/runs"):
-                path = f"{uri}/runs/{run}/metrics.jsonl"
-                if storage.exists(path) and storage.read_text(path).count("\n") >= 1:
-                    killed["at"] = time.time()
-                    _stop_node(worker_nodes["ports"][0])
-                    return
-            time.sleep(0.5)
+            paths = [f"{uri}/runs/{run}/metrics.jsonl" for run in storage.listdir(f"{uri}/runs")]
+            if len(paths) == 2 and all(storage.exists(p) and storage.read_text(p).count("\n") >= 1 for p in paths):
+                killed["at"] = time.time()
+                _stop_node(worker_nodes["ports"][0])
+                return
+            time.sleep(0.3)
 
     t = threading.Thread(target=kill_when_training, daemon=True)
     t.start()

@@ -29,11 +29,22 @@ def _mmi(args, env, cwd, timeout=600, **kw):
     return r.returncode, r.stdout + r.stderr
 
 
+def _here(args, cwd, capsys, monkeypatch) -> tuple[int, str]:
+    """A command that starts no Ray, in this process (no second start of Python and torch)."""
+    from mmi_ray.cli import main
+
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    rc = main(args)
+    captured = capsys.readouterr()
+    return rc, captured.out + captured.err
+
+
 def _trials(uri: str) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(storage.read_text(f"{uri}/trials.csv")), dtype={"trial_id": str})
 
 
-def test_every_command_works_on_a_sweep_on_s3(ray_head, s3_server, s3_bucket, tmp_path, capsys):
+def test_every_command_works_on_a_sweep_on_s3(ray_head, s3_server, s3_bucket, tmp_path, capsys, monkeypatch):
     work = tmp_path / "work"  # the folder the user runs the commands in
     work.mkdir()
     env = ray_head["env"]
@@ -41,7 +52,7 @@ def test_every_command_works_on_a_sweep_on_s3(ray_head, s3_server, s3_bucket, tm
     # the quickstart, shorter: label-only, DSS and MI, then MI, DSS and label-only on 2 fresh seeds
     spec = [str(REPO / "sweeps" / "quickstart.yaml"), "name=ons3", f"storage_path={root}", "num_trials=3",
             "overrides.train.max_steps=60", "overrides.train.eval_every=30", "scheduler.grace_period=30",
-            "confirm.seeds=[1,2]"]
+            "confirm.seeds=[1]"]
     t0 = time.time()
     rc, out = _mmi(["sweep", *spec], env, work)
     took = time.time() - t0
@@ -49,7 +60,7 @@ def test_every_command_works_on_a_sweep_on_s3(ray_head, s3_server, s3_bucket, tm
     uri = f"{root}/ons3"
     assert f"[mmi-ray] sweep 'ons3' in {uri}" in out
     assert "; test_accuracy " in out, "the best configuration's test figure is in the closing lines"
-    assert "confirmation runs (fresh seeds [1, 2]" in out and "no confirmation run finished" not in out, out[-3000:]
+    assert "confirmation runs (fresh seeds [1]" in out and "no confirmation run finished" not in out, out[-3000:]
     assert f"[mmi-ray] report: {work}/reports/ons3/report.md" in out
     assert (work / "reports" / "ons3" / "report.md").exists()
     assert sorted(p.name for p in work.iterdir()) == ["reports"], "only the report is on the local disk"
@@ -61,28 +72,28 @@ def test_every_command_works_on_a_sweep_on_s3(ray_head, s3_server, s3_bucket, tm
     assert last["checkpoint_path"].startswith(f"{uri}/runs/{runs[0]}/checkpoint_"), last["checkpoint_path"]
 
     # more seeds for the confirmation, on the URI
-    rc, out = _mmi(["confirm", uri, "--seeds", "1", "2", "3", "--quiet"], env, work)
+    rc, out = _mmi(["confirm", uri, "--seeds", "1", "2", "--quiet"], env, work)
     assert rc == 0, out[-3000:]
     state = json.loads(storage.read_text(f"{uri}/confirm/confirmation.json"))
-    assert state["seeds"] == [1, 2, 3] and {r["seed"] for r in state["runs"]} == {1, 2, 3}
+    assert state["seeds"] == [1, 2] and {r["seed"] for r in state["runs"]} == {1, 2}
 
     # analyze (and the report on the bucket too), table
-    rc, out = _mmi(["analyze", uri, "--report-to-storage", "--no-test"], env, work)
+    rc, out = _here(["analyze", uri, "--report-to-storage", "--no-test"], work, capsys, monkeypatch)
     assert rc == 0 and f"(and {uri}/report)" in out, out
     assert "results/ons3/report/report.md" in s3_server.keys(uri)
-    rc, out = _mmi(["table", uri], env, work)
+    rc, out = _here(["table", uri], work, capsys, monkeypatch)
     assert rc == 0 and "| DSS |" in out.replace("  ", " "), out
 
     # export from the sweep, a run and a checkpoint; evaluate and predict from a run, all on the URI
-    rc, out = _mmi(["export", uri, "--out", "from-sweep"], env, work)
+    rc, out = _here(["export", uri, "--out", "from-sweep"], work, capsys, monkeypatch)
     assert rc == 0 and "confirmation arm" in out, out
     run = storage.join(uri, "confirm", "runs", storage.listdir(f"{uri}/confirm/runs")[0])
     ckpt = [c for c in storage.listdir(run) if c.startswith("checkpoint_")][-1]
     for source, out_dir in ((run, "from-run"), (f"{run}/{ckpt}", "from-checkpoint")):
-        rc, out = _mmi(["export", source, "--out", out_dir], env, work)
+        rc, out = _here(["export", source, "--out", out_dir], work, capsys, monkeypatch)
         assert rc == 0 and (work / out_dir / "config.json").exists(), out
     final = json.loads(storage.read_text(f"{run}/metrics.jsonl").splitlines()[-1])
-    rc, out = _mmi(["evaluate", run, "--split", "valid", "--out", "valid.jsonl"], env, work)
+    rc, out = _here(["evaluate", run, "--split", "valid", "--out", "valid.jsonl"], work, capsys, monkeypatch)
     assert rc == 0 and f"valid accuracy {100 * final['val_accuracy']:.1f}%" in out, (final["val_accuracy"], out)
     records = [json.loads(x) for x in (work / "valid.jsonl").read_text().splitlines()]
     inputs = "".join(json.dumps({"input": r["input"]}) + "\n" for r in records)
@@ -99,7 +110,7 @@ def test_every_command_works_on_a_sweep_on_s3(ray_head, s3_server, s3_bucket, tm
     assert "reused: 3 of 3 runs were adopted" in out, out[-3000:]
     assert any(k.startswith("results/run_index/") for k in s3_server.keys(root))
     with capsys.disabled():
-        print(f"\n[s3 sweep] 3 trials + 6 confirmation runs on s3:// in {took:.0f} s; the search again, reused, "
+        print(f"\n[s3 sweep] 3 trials + 3 confirmation runs on s3:// in {took:.0f} s; the search again, reused, "
               f"in {time.time() - t1:.0f} s")
 
 
@@ -164,7 +175,7 @@ def test_the_storage_gone_for_20_s_mid_sweep_loses_nothing(ray_head, s3_server, 
     completes with every evaluation recorded once."""
     env = ray_head["env"]
     root = f"{s3_bucket}/results"
-    spec = write_spec(tmp_path, "outage", storage_path=root, num_trials=3, scheduler={"type": "none"},
+    spec = write_spec(tmp_path, "outage", storage_path=root, num_trials=2, scheduler={"type": "none"},
                       max_concurrent_trials=1, extra_overrides={"train.max_steps": 90, "train.eval_every": 15})
     uri = f"{root}/outage"
     proc = subprocess.Popen([sys.executable, "-m", "mmi_ray.cli", "sweep", str(spec), "--quiet", "--no-report"],
@@ -185,7 +196,7 @@ def test_the_storage_gone_for_20_s_mid_sweep_loses_nothing(ray_head, s3_server, 
         rc, out = _mmi(["sweep", str(spec), "--resume", "--quiet", "--no-report"], env, tmp_path)
         assert rc == 0, out[-3000:]
     trials = _trials(uri)
-    assert len(trials) == 3 and (trials["status"] == "completed").all(), trials
+    assert len(trials) == 2 and (trials["status"] == "completed").all(), trials
     for run in storage.listdir(f"{uri}/runs"):
         steps = [json.loads(x)["step"] for x in storage.read_text(f"{uri}/runs/{run}/metrics.jsonl").splitlines()]
         assert steps == [15, 30, 45, 60, 75, 90], (run, steps)
