@@ -52,7 +52,7 @@ def test_every_command_works_on_a_sweep_on_s3(ray_head, s3_server, s3_bucket, tm
     # the quickstart, shorter: label-only, DSS and MI, then MI, DSS and label-only on 2 fresh seeds
     spec = [str(REPO / "sweeps" / "quickstart.yaml"), "name=ons3", f"storage_path={root}", "num_trials=3",
             "overrides.train.max_steps=60", "overrides.train.eval_every=30", "scheduler.grace_period=30",
-            "confirm.seeds=[1]"]
+            "confirm.seeds=[1,2]"]
     t0 = time.time()
     rc, out = _mmi(["sweep", *spec], env, work)
     took = time.time() - t0
@@ -60,7 +60,7 @@ def test_every_command_works_on_a_sweep_on_s3(ray_head, s3_server, s3_bucket, tm
     uri = f"{root}/ons3"
     assert f"[mmi-ray] sweep 'ons3' in {uri}" in out
     assert "; test_accuracy " in out, "the best configuration's test figure is in the closing lines"
-    assert "confirmation runs (fresh seeds [1]" in out and "no confirmation run finished" not in out, out[-3000:]
+    assert "confirmation runs (fresh seeds [1, 2]" in out and "no confirmation run finished" not in out, out[-3000:]
     assert f"[mmi-ray] report: {work}/reports/ons3/report.md" in out
     assert (work / "reports" / "ons3" / "report.md").exists()
     assert sorted(p.name for p in work.iterdir()) == ["reports"], "only the report is on the local disk"
@@ -72,10 +72,10 @@ def test_every_command_works_on_a_sweep_on_s3(ray_head, s3_server, s3_bucket, tm
     assert last["checkpoint_path"].startswith(f"{uri}/runs/{runs[0]}/checkpoint_"), last["checkpoint_path"]
 
     # more seeds for the confirmation, on the URI
-    rc, out = _mmi(["confirm", uri, "--seeds", "1", "2", "--quiet"], env, work)
+    rc, out = _mmi(["confirm", uri, "--seeds", "1", "2", "3", "--quiet"], env, work)
     assert rc == 0, out[-3000:]
     state = json.loads(storage.read_text(f"{uri}/confirm/confirmation.json"))
-    assert state["seeds"] == [1, 2] and {r["seed"] for r in state["runs"]} == {1, 2}
+    assert state["seeds"] == [1, 2, 3] and {r["seed"] for r in state["runs"]} == {1, 2, 3}
 
     # analyze (and the report on the bucket too), table
     rc, out = _here(["analyze", uri, "--report-to-storage", "--no-test"], work, capsys, monkeypatch)
@@ -110,7 +110,7 @@ def test_every_command_works_on_a_sweep_on_s3(ray_head, s3_server, s3_bucket, tm
     assert "reused: 3 of 3 runs were adopted" in out, out[-3000:]
     assert any(k.startswith("results/run_index/") for k in s3_server.keys(root))
     with capsys.disabled():
-        print(f"\n[s3 sweep] 3 trials + 3 confirmation runs on s3:// in {took:.0f} s; the search again, reused, "
+        print(f"\n[s3 sweep] 3 trials + 6 confirmation runs on s3:// in {took:.0f} s; the search again, reused, "
               f"in {time.time() - t1:.0f} s")
 
 
