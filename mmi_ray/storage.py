@@ -77,10 +77,6 @@ def filesystem_of(path: str, patient: bool = True):
     return _FILESYSTEMS[key], rest.rstrip("/")
 
 
-def _fs(path: str):
-    return filesystem_of(path)
-
-
 def basename(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
@@ -98,7 +94,7 @@ def listdir(path: str) -> list[str]:
         return sorted(c.name for c in p.iterdir()) if p.is_dir() else []
     from pyarrow import fs
 
-    filesystem, p = _fs(path)
+    filesystem, p = filesystem_of(path)
     try:
         infos = filesystem.get_file_info(fs.FileSelector(p, allow_not_found=True))
     except (FileNotFoundError, NotADirectoryError):
@@ -111,7 +107,7 @@ def isdir(path: str) -> bool:
         return Path(path).is_dir()
     from pyarrow import fs
 
-    filesystem, p = _fs(path)
+    filesystem, p = filesystem_of(path)
     return filesystem.get_file_info(p).type == fs.FileType.Directory
 
 
@@ -120,7 +116,7 @@ def remove(path: str) -> None:
     if not is_uri(path):
         shutil.rmtree(path, ignore_errors=True)
         return
-    filesystem, p = _fs(path)
+    filesystem, p = filesystem_of(path)
     try:
         filesystem.delete_dir(p)
     except FileNotFoundError:
@@ -132,7 +128,7 @@ def upload_dir(local: str | Path, uri: str, last: tuple[str, ...] = ()) -> None:
     reader that finds them finds the whole folder)."""
     files = sorted((f for f in Path(local).rglob("*") if f.is_file()),
                    key=lambda f: (f.name in last, str(f)))
-    filesystem, root = _fs(uri)
+    filesystem, root = filesystem_of(uri)
     for f in files:
         rel = f.relative_to(local).as_posix()
         with filesystem.open_output_stream(f"{root}/{rel}") as out, open(f, "rb") as src:
@@ -164,8 +160,8 @@ def copy_dir(src: str, dst: str) -> None:
         return
     from pyarrow import fs
 
-    filesystem, root = _fs(src)
-    _, target = _fs(dst)
+    filesystem, root = filesystem_of(src)
+    _, target = filesystem_of(dst)
     for info in filesystem.get_file_info(fs.FileSelector(root, recursive=True)):
         if info.type == fs.FileType.File:
             filesystem.copy_file(info.path, target + info.path[len(root):])
@@ -191,7 +187,7 @@ def local_dir(path: str | Path) -> Path:
 
     from pyarrow import fs
 
-    filesystem, root = _fs(path)
+    filesystem, root = filesystem_of(path)
     dest = cache_root() / "storage" / hashlib.sha1(path.rstrip("/").encode()).hexdigest()[:16] / basename(path)
     infos = filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True))
     for info in infos:
@@ -213,14 +209,14 @@ def exists(path: str) -> bool:
         return Path(path).exists()
     from pyarrow import fs
 
-    filesystem, p = _fs(path)
+    filesystem, p = filesystem_of(path)
     return filesystem.get_file_info(p).type != fs.FileType.NotFound
 
 
 def read_text(path: str) -> str:
     if not is_uri(path):
         return Path(path).read_text(encoding="utf-8")
-    filesystem, p = _fs(path)
+    filesystem, p = filesystem_of(path)
     with filesystem.open_input_stream(p) as f:
         return f.read().decode("utf-8")
 
@@ -234,7 +230,7 @@ def write_text(path: str, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, target)
         return
-    filesystem, p = _fs(path)
+    filesystem, p = filesystem_of(path)
     filesystem.create_dir(p.rsplit("/", 1)[0], recursive=True)
     with filesystem.open_output_stream(p) as f:
         f.write(text.encode("utf-8"))
@@ -251,7 +247,7 @@ def check_uri(path: str) -> None:
         raise StorageError(f"{path}: a file:// URI is one machine's disk; give the local path itself "
                            f"({path.split('://', 1)[1] or '/'}), or shared storage (an NFS mount, s3://, gs://)")
     try:
-        _fs(path)
+        filesystem_of(path)
     except Exception as e:  # noqa: BLE001 - pyarrow's own message names what is wrong
         raise StorageError(f"{path}: {_one_line(e)}") from None
 

@@ -72,11 +72,11 @@ def concurrency(sweep: LoadedSweep, n_seeds: int | None = None, n_trials: int | 
 
     if sweep.spec.max_concurrent_trials:
         return sweep.spec.max_concurrent_trials, "max_concurrent_trials"
-    now = sweep.derived_concurrency(cluster_resources(), n_seeds, n_trials)
-    found = autoscaling_config()
+    cluster, found = cluster_resources(), autoscaling_config()
+    now = sweep.derived_concurrency(cluster, n_seeds, n_trials)
     if found is None:
         return now, "the nodes up now"
-    scaled = sweep.derived_concurrency(cluster_resources(), n_seeds, n_trials, nodes_at_max_size(found[1]))
+    scaled = sweep.derived_concurrency(cluster, n_seeds, n_trials, nodes_at_max_size(found[1]))
     return scaled, (f"the cluster at its maximum size ({found[0]})" if scaled > now else "the nodes up now")
 
 

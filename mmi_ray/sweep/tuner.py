@@ -73,6 +73,7 @@ def _searcher_class():
             self.config_of: dict[str, str] = {}   # trial -> its configuration
             self.asked_as: dict[str, str] = {}    # trial -> the id Optuna knows its proposal by
             self.repeats_told = 0
+            self.open_in_study: set[str] = set()  # trials the study holds as running (``_told``)
 
         def suggest(self, trial_id: str):
             ask_id, repeats = trial_id, []
@@ -97,11 +98,16 @@ def _searcher_class():
             shortly before its driver was killed can run again on ``--resume`` (Tune's experiment
             state on a storage URI is synced now and then, not at each trial's end); it then
             re-reports what the study has, which Optuna refuses to take twice."""
+            if trial_id in self.open_in_study:  # asked once per trial, not at every result
+                return False
             ot_trial = self._ot_trials.get(self.asked_as.get(trial_id, trial_id))  # OptunaSearch's own map
             if ot_trial is None:
                 return False
             states = self._ot_study.get_trials(deepcopy=False)
-            return ot_trial.number < len(states) and states[ot_trial.number].state.is_finished()
+            if ot_trial.number < len(states) and states[ot_trial.number].state.is_finished():
+                return True
+            self.open_in_study.add(trial_id)
+            return False
 
         def on_trial_result(self, trial_id: str, result: dict):
             if self._told(trial_id):
@@ -111,7 +117,9 @@ def _searcher_class():
             super().on_trial_result(self.asked_as.get(trial_id, trial_id), {**result, "training_iteration": step})
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-            if self._told(trial_id):
+            told = self._told(trial_id)
+            self.open_in_study.discard(trial_id)
+            if told:
                 self.asked_as.pop(trial_id, None)
                 self.config_of.pop(trial_id, None)
                 self.reported.pop(trial_id, None)
