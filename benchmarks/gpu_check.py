@@ -12,9 +12,12 @@ generated rows of the same shape (inputs up to 1,024 tokens, rationales up to 25
 - peak GPU memory (``torch.cuda.max_memory_allocated`` in the worker) beside ``mmi-ray plan``'s estimate;
 - the restore check (a run resumed from its mid-way checkpoint against the uninterrupted run) and the
   determinism check (the same run twice, ``train.deterministic`` on: eager attention), and what the
-  deterministic kernels cost against SDPA (``train.deterministic: false``).
+  deterministic kernels cost against SDPA (``train.deterministic: false``);
+- GPUs shared by trials (``--share 0.25``): a sweep of 1/share t5-v1_1-small-shaped trials at
+  ``resources.gpus_per_worker: share`` on one GPU (the sweep's own concurrency: all at once), their
+  examples/s together against one such run alone on the GPU, and the peak memory of each.
 
-    python benchmarks/gpu_check.py [--steps 40] [--batch 16] [--data DSS_DIR] [--out BENCHMARKS.md]
+    python benchmarks/gpu_check.py [--steps 40] [--batch 16] [--data DSS_DIR] [--share 0.25] [--out BENCHMARKS.md]
     python benchmarks/gpu_check.py --small      # a tiny student on CPU: checks the script, no figure
 """
 
@@ -39,6 +42,7 @@ from mmi_ray.worker import WorkerEnv
 REPO = Path(__file__).resolve().parents[1]
 DSS = REPO.parent / "shared" / "data" / "dss" / "datasets"
 BASE = {"d_model": 768, "num_layers": 12, "num_heads": 12, "d_ff": 2048, "model_vocab": 32128}
+T5_SMALL = {"d_model": 512, "num_layers": 8, "num_heads": 6, "d_ff": 1024, "model_vocab": 32128}
 SMALL = {"d_model": 32, "num_layers": 1, "num_heads": 2, "d_ff": 64, "model_vocab": 512}
 
 
@@ -81,12 +85,54 @@ def through_ray(cfg) -> dict:
     return read_metrics(summary["run_dir"])[-1]
 
 
+def share_spec(path: Path, share: float, overrides: list[str]) -> Path:
+    """A sweep of 1/share trials (MI weights apart) at ``resources.gpus_per_worker: share``, no
+    scheduler, no confirmation: every trial trains the whole budget, side by side."""
+    import yaml
+
+    n = round(1 / share)
+    ov = dict(x.split("=", 1) for x in overrides)
+    spec = {"name": "gpu-share", "base": str(REPO / "configs" / "cqa_t5_base.yaml"),
+            "overrides": {k: yaml.safe_load(v) for k, v in ov.items() if not k.startswith(("scaling.", "loss.mi_weight"))},
+            "search": {"loss.mi_weight": {"type": "choice", "values": [round(0.05 * (i + 1), 2) for i in range(n)]}},
+            "points_to_evaluate": [{"loss.mi_weight": round(0.05 * (i + 1), 2)} for i in range(n)],
+            "num_trials": n, "seeds": [0], "scheduler": {"type": "none"},
+            "resources": {"num_workers": 1, "cpus_per_worker": 1, "use_gpu": True, "gpus_per_worker": share},
+            "storage_path": str(path.parent / "share-runs")}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def shared_gpu(tmp: Path, share: float, ov: list[str], alone: dict) -> list[str]:
+    """A sweep of 1/share trials sharing one GPU: each trial's examples/s and peak memory, and all of
+    them together against ``alone`` (one run of the same shape with the GPU to itself)."""
+    from mmi_ray.layout import read_metrics
+    from mmi_ray.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(share_spec(tmp / "share.yaml", share, ov))
+    t0 = time.perf_counter()
+    summary = run_sweep(sweep, verbose=0, rerun=True)
+    wall = time.perf_counter() - t0
+    runs = [read_metrics(r)[-1] for r in sorted((Path(summary["sweep_dir"]) / "runs").iterdir())]
+    together = sum(m["examples_per_s"] for m in runs)
+    each = ", ".join(f"{m['examples_per_s']:.1f}" for m in runs)
+    return [f"| {len(runs)} trials at gpus_per_worker {share:g} on one GPU: examples/s each (2nd interval) | "
+            f"{each} |",
+            f"| ... together / one t5-small-shaped run alone ({alone['examples_per_s']:.1f}) | "
+            f"{together:.1f} / {alone['examples_per_s']:.1f} = {together / alone['examples_per_s']:.2f}x |",
+            f"| ... peak GPU memory each / alone | {max(m.get('gpu_peak_gib', 0) for m in runs):.1f} / "
+            f"{alone.get('gpu_peak_gib', 0):.1f} GiB (the sweep: {wall:.0f} s, "
+            f"{summary['status_counts']}) |"]
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=40, help="optimizer steps a run (evaluations at half and at the end)")
     ap.add_argument("--batch", type=int, default=16, help="examples per worker per step")
     ap.add_argument("--data", default=str(DSS), help="the DSS datasets/ folder (its cqa), else generated rows")
     ap.add_argument("--small", action="store_true", help="a tiny student on CPU: checks the script")
+    ap.add_argument("--share", type=float, default=0.25,
+                    help="the GPU share per trial for the shared-GPU rows (0: skip them; needs a GPU)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.small:
@@ -145,6 +191,19 @@ def main(argv: list[str] | None = None) -> dict:
     repeat_diff = max(abs(again[-1][k] - full[-1][k]) for k in keys)
     eager_cost = fast[-1]["examples_per_s"] / full[-1]["examples_per_s"]
 
+    # 3. GPUs shared by trials: t5-small-shaped trials, 1/share of them on one GPU
+    share_rows = []
+    if args.share and gpus:
+        small = build_student(tmp / "student-small", ["predict:", "explain:", *texts], vocab_size=8000, **T5_SMALL)
+        small_ov = [*ov, f"model.name={small}"]
+        alone = through_ray(load_config(REPO / "configs" / "cqa_t5_base.yaml", small_ov))
+        share_rows = shared_gpu(tmp, args.share, small_ov, alone)
+    elif args.share:
+        from mmi_ray.sweep import load_sweep
+
+        load_sweep(share_spec(tmp / "share.yaml", args.share, ov))  # the spec validates even here
+        share_rows = [f"| trials sharing one GPU (gpus_per_worker {args.share:g}) | n/a (no GPU) |"]
+
     peak_text = (f"{one['gpu_peak_gib']:.1f} GiB" if "gpu_peak_gib" in one else "n/a (CPU)")
     lines = [
         f"student: t5-v1_1-{'base' if not args.small else 'tiny'} shape, {shape.params() / 1e6:.0f}M parameters, "
@@ -165,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"| the same run twice (train.deterministic, eager attention), max abs difference | {repeat_diff:.3g} "
         f"({'equal' if repeat_diff == 0 else 'NOT equal'}) |",
         f"| SDPA (deterministic false) ex/s over eager (deterministic) ex/s | {eager_cost:.2f} |",
+        *share_rows,
     ]
     publish(lines, args.out, "gpu_check.py", argv, "GPU check: the paper workload's shapes through Ray Train",
             machine=name)

@@ -118,6 +118,9 @@ def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: f
     at_once = min(spec.num_trials, int(runs_fit // k) if k else 0)
     if spec.max_concurrent_trials:
         at_once = min(at_once, spec.max_concurrent_trials)
+    if 0 < gpus_per_worker < 1 and not r.driver_resource:
+        warnings.append("GPUs shared by trials with trial drivers unpinned: a driver's CPU share on a GPU node can take "
+                        "a worker's place there; set resources.driver_resource (e.g. mmi_driver, on the head)")
     if gpus_per_worker and all(t.gpus < gpus_per_worker for t in workers.values()):
         warnings.append("a worker needs a GPU (resources.use_gpu) but no worker node type has one")
     if trial_gpus and trial_gpus > sum(t.gpus * t.max_workers for t in workers.values()):

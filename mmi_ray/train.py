@@ -92,10 +92,12 @@ def _single_worker_config():
     return NoProcessGroup()
 
 
-def build_trainer(cfg: Config, run_name: str, storage_path: str, callbacks=None, ray_logs: bool = False):
+def build_trainer(cfg: Config, run_name: str, storage_path: str, callbacks=None, ray_logs: bool = False,
+                  loop=None):
     """The Ray Train ``TorchTrainer`` for one config: workers, backend, checkpoints, failure policy.
     Several workers train with DDP over a gloo (CPU) or NCCL (GPU) process group. Ray Train's own
-    per-report INFO lines are shown only with ``ray_logs`` (``--verbose``); warnings always."""
+    per-report INFO lines are shown only with ``ray_logs`` (``--verbose``); warnings always.
+    ``loop`` replaces the training loop (``recipe.train_loop``), for checks of placement alone."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -108,7 +110,7 @@ def build_trainer(cfg: Config, run_name: str, storage_path: str, callbacks=None,
     backend = TorchConfig(backend="nccl" if s.use_gpu else "gloo") if s.num_workers > 1 else _single_worker_config()
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(PROPAGATED_ENV_PREFIX)}
     return TorchTrainer(
-        train_loop,
+        loop or train_loop,
         train_loop_config={"config": cfg.model_dump(mode="json"), "ray_logs": ray_logs,
                            "run_dir": join(storage_path, run_name)},
         torch_config=backend,

@@ -86,6 +86,7 @@ def test_gpu_check_small_mode_runs_ray_train_and_restores_and_repeats_exactly(ra
     assert res["estimate_gib"] > 0 and res["sdpa_over_eager"] > 0
     text = (tmp_path / "B.md").read_text()
     assert "| restored from step 2 vs uninterrupted" in text and "through Ray Train, 1 worker(s)" in text
+    assert "| trials sharing one GPU (gpus_per_worker 0.25) | n/a (no GPU) |" in text  # its spec validated
 
 
 def test_gpu_mfu_small_mode_counts_flops(tmp_path):

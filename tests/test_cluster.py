@@ -187,6 +187,11 @@ def test_a_gpu_share_packs_several_trials_on_one_gpu_and_plan_counts_them(tmp_pa
     base = load_sweep(REPO / "sweeps" / "paper_cqa.yaml", ["resources.gpus_per_worker=0.25", "overrides.train.batch_size=8"])
     plan = make_plan(base, cluster, "aws", step_time=0.5, prices=load_prices())
     assert any("4 workers per GPU need about" in w and "set resources.gpus_per_worker:" in w for w in plan.warnings), plan.warnings
+    # drivers pinned to the head (the paper spec): no warning; unpinned: the plan says what it costs
+    assert not any("drivers unpinned" in w for w in four.warnings)
+    loose = load_sweep(REPO / "sweeps" / "paper_cqa.yaml", [*small, "resources.driver_resource=null"])
+    assert any("drivers unpinned" in w and "resources.driver_resource" in w
+               for w in make_plan(loose, cluster, "aws", step_time=0.5, prices=load_prices()).warnings)
 
 
 def test_a_run_with_a_gpu_share_asks_ray_train_for_that_share():

@@ -132,3 +132,79 @@ def test_placement_and_losing_a_worker_node_with_storage_on_s3(worker_nodes, ray
     with capsys.disabled():
         print(f"\n[node loss, s3] sweep finished {took:.0f} s after the node was killed; "
               f"Train worker reports per node {pd.Series(train_nodes).value_counts().to_dict()}")
+
+
+@pytest.fixture
+def logical_gpu_node(ray_head, ray_session):
+    """A worker node with one logical GPU (``--num-gpus 1`` on a CPU machine: Ray schedules on it,
+    nothing can compute on it) and 4 CPUs; stopped afterwards."""
+    port = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="mmirg-", dir="/tmp")
+    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--address", ray_head["address"], "--num-cpus", "4",
+           "--num-gpus", "1", "--node-manager-port", str(port), "--temp-dir", temp_dir, "--disable-usage-stats"]
+    r = subprocess.run(cmd, env=ray_head["env"], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    try:
+        import ray
+
+        yield [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")]
+    finally:
+        _stop_node(port)
+
+
+def test_four_trials_share_one_logical_gpu(logical_gpu_node, tmp_path):
+    """``resources.gpus_per_worker: 0.25`` on a cluster with one (logical) GPU: the sweep's concurrency
+    is 4, and four trials' Ray Train workers, built as a sweep builds them, hold the GPU at the same time
+    (each sees GPU 0). Placement only: the training itself needs a real GPU (``benchmarks/gpu_check.py
+    --share 0.25`` where one is lent)."""
+    import ray
+    from ray import tune
+
+    from mmi_ray.train import build_trainer
+
+    assert len(logical_gpu_node) == 1
+
+    def _gpu_probe(config):
+        """A Train worker's loop that trains nothing: it says which GPU Ray gave it and when it held it."""
+        import json
+        import os
+        import time
+
+        import ray
+
+        start = time.time()
+        os.makedirs(config["run_dir"], exist_ok=True)  # one machine: the test reads it
+        open(os.path.join(config["run_dir"], "started"), "w").close()
+        runs = os.path.dirname(config["run_dir"])
+        while time.time() < start + 60 and sum(os.path.exists(os.path.join(runs, d, "started"))
+                                                for d in os.listdir(runs)) < 4:
+            time.sleep(0.2)  # hold the GPU share until four workers hold theirs (or a minute passed)
+        with open(os.path.join(config["run_dir"], "probe.json"), "w") as f:
+            json.dump({"gpu_ids": [str(g) for g in ray.get_gpu_ids()], "start": start, "end": time.time(),
+                       "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                       "node": ray.get_runtime_context().get_node_id()}, f)
+
+    spec = write_spec(tmp_path, "gpushare", num_trials=5, scheduler={"type": "none"},
+                      resources={"num_workers": 1, "cpus_per_worker": 1, "use_gpu": True, "gpus_per_worker": 0.25,
+                                 "driver_resource": "mmi_driver"})
+    sweep = load_sweep(spec)
+    cluster = ray.cluster_resources()
+    concurrency = sweep.derived_concurrency(cluster)
+    assert cluster["GPU"] == 1 and cluster["CPU"] >= 8 and concurrency == 4  # the GPU, not the CPUs, limits
+
+    def trial(params):
+        cfg = sweep.trial_config({"loss.mi_weight": params["w"]}, sweep.spec.seeds[0], str(tmp_path / "runs"))
+        build_trainer(cfg, f"w{params['w']}", str(tmp_path / "runs"), loop=_gpu_probe).fit()
+
+    # trial drivers on the head, as the shipped specs pin them: one with a CPU share on the GPU node
+    # would cost a worker's whole CPU there (3 at once, measured)
+    tuner = tune.Tuner(tune.with_resources(trial, {"mmi_driver": 0.01}),
+                       param_space={"w": tune.grid_search([0.1, 0.2, 0.3, 0.4, 0.5])},
+                       tune_config=tune.TuneConfig(max_concurrent_trials=concurrency),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), name="gpushare"))
+    assert not tuner.fit().errors
+    rows = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/probe.json")]
+    assert len(rows) == 5 and all(r["gpu_ids"] == ["0"] and r["cuda_visible"] == "0" for r in rows), rows
+    assert {r["node"] for r in rows} == set(logical_gpu_node)
+    at_once = max(sum(r["start"] <= t < r["end"] for r in rows) for t in (r["start"] for r in rows))
+    assert at_once == 4, f"{at_once} workers held the GPU at once"
