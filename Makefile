@@ -6,7 +6,7 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 BIN = $(VENV)/bin
 
-.PHONY: install quickstart test test-fast lint docs clean
+.PHONY: install quickstart test test-fast test-unit lint docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ quickstart: install
 	$(BIN)/mmi-ray sweep sweeps/quickstart.yaml name=quickstart-$$(date +%Y%m%d-%H%M%S)
 
 lint: install
-	$(BIN)/ruff check mmi_ray tests analysis benchmarks examples
+	$(BIN)/ruff check mmi_ray tests analysis benchmarks examples tools
 
 # the docs site, as the tests build it (warnings are errors)
 docs: install
@@ -36,6 +36,10 @@ test: install lint
 # everyday lane: everything but the suites that start Ray (tests marked `ray`)
 test-fast: install lint
 	$(BIN)/python -m pytest -q -m "not ray"
+
+# the one-minute lane: pure logic (losses, configs, stats, parsers, layout; tests marked `unit`)
+test-unit: install
+	$(BIN)/python -m pytest -q -m unit
 
 clean:
 	rm -rf $(VENV) runs results

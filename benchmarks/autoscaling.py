@@ -1,4 +1,4 @@
-"""Autoscaling seen, not assumed (issue 17, item 7): a sweep on Ray's fake multi-node provider.
+"""Autoscaling seen, not assumed: a sweep on Ray's fake multi-node provider.
 
     python benchmarks/autoscaling.py [--cluster cluster/aws-gpu.yaml] [--trials 4] [--idle-timeout-s 20]
                                      [--out BENCHMARKS.md] [--json FILE]
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import yaml
-from bench_out import publish
+from bench_out import report_figures
 from sweep_scale import TINY_TRIAL
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
                   f"sweep done at {res['t_sweep_s']:.0f} s ({res['completed']}/{res['trials']} completed); "
                   f"trial drivers on the head: {'yes' if res['drivers_on_head'] else 'NO'}; workers at the end: "
                   f"{sum(res['final'].values())}"]
-    publish(lines, args.out, "autoscaling.py", argv, "Autoscaling on the fake multi-node provider")
+    report_figures(lines, args.out, "autoscaling.py", argv, "Autoscaling on the fake multi-node provider")
     return res
 
 

@@ -18,7 +18,7 @@ def append_section(out: str, script: str, argv: list[str] | None, title: str, li
                 + "\n".join(lines) + "\n")
 
 
-def publish(lines: list[str], out: str | None, script: str, argv: list[str] | None, title: str,
+def report_figures(lines: list[str], out: str | None, script: str, argv: list[str] | None, title: str,
             machine: str | None = None) -> None:
     """Print a benchmark's figures and, with ``out``, append them to that Markdown file."""
     print("\n".join(lines), flush=True)

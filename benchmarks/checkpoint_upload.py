@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_out import publish, spread
+from bench_out import report_figures, spread
 from storage_overhead import use_s3
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
                           ("training held up by checkpoints, s", "stall_s", 1),
                           ("**share of the wall time**", "share", 3)):
         lines.append(f"| {label} | {spread([r[key] for r in runs['sync']], d)} | {spread([r[key] for r in runs['async']], d)} |")
-    publish(lines, args.out, "checkpoint_upload.py", argv, "Checkpoint upload: sync against async")
+    report_figures(lines, args.out, "checkpoint_upload.py", argv, "Checkpoint upload: sync against async")
     return runs
 
 

@@ -12,7 +12,7 @@ import random
 import statistics
 import time
 
-from bench_out import publish
+from bench_out import report_figures
 
 from mmi_ray.metrics import label_correct
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     lines = ["| outputs | repeats | total s, median (min-max) | goal |", "|---|---|---|---|",
              f"| {args.n:,} | {args.repeats} | {med:.3f} ({min(times):.3f}-{max(times):.3f}) | < 1 s: "
              f"{'met' if max(times) < 1 else 'range crosses the goal' if min(times) < 1 else 'not met'} |"]
-    publish(lines, args.out, "equation_metric.py", argv, "Equation metric: 10,000 model outputs")
+    report_figures(lines, args.out, "equation_metric.py", argv, "Equation metric: 10,000 model outputs")
     return {"median_s": med, "min_s": min(times), "max_s": max(times)}
 
 

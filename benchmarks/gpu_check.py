@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_out import publish
+from bench_out import report_figures
 
 from mmi_ray.config import load_config
 from mmi_ray.offline_student import build_student
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"| SDPA (deterministic false) ex/s over eager (deterministic) ex/s | {eager_cost:.2f} |",
         *share_rows,
     ]
-    publish(lines, args.out, "gpu_check.py", argv, "GPU check: the paper workload's shapes through Ray Train",
+    report_figures(lines, args.out, "gpu_check.py", argv, "GPU check: the paper workload's shapes through Ray Train",
             machine=name)
     return {"examples_per_s": one["examples_per_s"], "mfu": tflops / gpu.bf16_tflops if gpu else None,
             "restore_diff": restore_diff, "repeat_diff": repeat_diff, "peak_gib": one.get("gpu_peak_gib"),

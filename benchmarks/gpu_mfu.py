@@ -1,4 +1,4 @@
-"""GPU training throughput and model FLOPs utilisation (issue 7, figure 6).
+"""GPU training throughput and model FLOPs utilisation.
 
     python benchmarks/gpu_mfu.py [--batch 64] [--src-len 512] [--label-len 8] [--rationale-len 128]
                                  [--steps 30] [--mi maxpool|off] [--compile] [--peak-tflops N] [--out BENCHMARKS.md]
@@ -18,7 +18,7 @@ import statistics
 import time
 
 import torch
-from bench_out import publish
+from bench_out import report_figures
 
 from mmi_ray.config import LossConfig
 from mmi_ray.sizing import Shape, gpu_by_name, shape_from_hf, step_flops
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.batch, args.src_len, args.rationale_len, args.steps, args.warmup = 4, 32, 16, 2, 1
     from transformers import T5ForConditionalGeneration
 
-    from mmi_ray.objective import DistillModule
+    from mmi_ray.distill import DistillModule
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.small else "cpu")
     if device.type == "cuda":
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"batch {args.batch}, src {args.src_len}, label {args.label_len}, rationale {args.rationale_len}, "
             f"MI {args.mi}, compile {args.compile}: {1000 * step_s:.0f} ms/step, {res['examples_per_s']:.1f} ex/s, "
             f"{res['tokens_per_s']:.0f} tok/s, {res['model_tflops_per_s']:.1f} model TFLOP/s, MFU {mfu}")
-    publish([line], args.out, "gpu_mfu.py", argv, "GPU throughput and MFU", machine=name)
+    report_figures([line], args.out, "gpu_mfu.py", argv, "GPU throughput and MFU", machine=name)
     return res
 
 

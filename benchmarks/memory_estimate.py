@@ -39,7 +39,7 @@ def child(name: str, precision: str) -> dict:
     from transformers import T5Config, T5ForConditionalGeneration
 
     from mmi_ray.config import LossConfig
-    from mmi_ray.objective import DistillModule
+    from mmi_ray.distill import DistillModule
     from mmi_ray.sizing import Shape, memory
 
     torch.set_num_threads(2)

@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 
 import torch
-from bench_out import publish, spread
+from bench_out import report_figures, spread
 
 from mmi_ray.config import LossConfig, ModelConfig
 from mmi_ray.data.batching import collate, epoch_batches, tokenize
 from mmi_ray.data.builtin import generate
+from mmi_ray.distill import DistillModule
 from mmi_ray.model import build_seq2seq, build_tokenizer
-from mmi_ray.objective import DistillModule
 
 VARIANTS = {"DSS": {"mi_weight": 0.0}, "maxpool": {"mi_estimator": "maxpool"},
             "maxpool (released, unfused)": {"mi_estimator": "maxpool"},
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
         lines.append(f"maxpool's extra memory: {new:+.0f} MB fused vs {old:+.0f} MB unfused "
                      f"(goal: at most a quarter of the unfused: {old / 4:.0f} MB); step ratio goal at most 1.05: "
                      f"{'met' if max(ratios['maxpool']) <= 1.05 else 'the range crosses it' if min(ratios['maxpool']) <= 1.05 else 'not met'}")
-    publish(lines, args.out, "mi_overhead.py", argv, "MI term overhead (interleaved)")
+    report_figures(lines, args.out, "mi_overhead.py", argv, "MI term overhead (interleaved)")
     result = {"ratios": ratios, "ms": ms, "tokens_per_s": tok_s, "peak_rss_mb": mem}
     print(json.dumps({k: {n: round(statistics.median(v), 4) for n, v in d.items()} if k != "peak_rss_mb" else d
                       for k, d in result.items()}))

@@ -1,4 +1,4 @@
-"""Training throughput (issue 7, figure 1): mmi-ray's loop against a reference-style loop.
+"""Training throughput: mmi-ray's loop against a reference-style loop.
 
     python benchmarks/reference_loop.py [--steps 60] [--repeats 3] [--data-dir ../shared/data/dss/datasets]
                                         [--out BENCHMARKS.md]
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_out import publish, spread
+from bench_out import report_figures, spread
 
 from mmi_ray.config import Config, load_config
 from mmi_ray.data import load_splits
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                        "mmi-ray with stock dropout: ratio |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {x['mi']} | {x['reference']:.1f} | {x['ours']:.1f} | {x['reference_tok_s']:.0f} | {x['ours_tok_s']:.0f} "
               f"| **{spread(x['ratios'], 2)}x** | {spread(x['ratios_stock_dropout'], 2)}x |" for x in rows]
-    publish(lines, args.out, "reference_loop.py", argv, "Training loop vs reference-style loop")
+    report_figures(lines, args.out, "reference_loop.py", argv, "Training loop vs reference-style loop")
     return rows
 
 

@@ -1,4 +1,4 @@
-"""Data-parallel scaling (issue 7, figure 4; issue 17, item 5): Ray Train workers against 1 worker
+"""Data-parallel scaling: Ray Train workers against 1 worker
 and against the machine's own ceiling, plain processes without Ray.
 
     python benchmarks/scaling.py [--steps 150] [--batch 32] [--accum 1] [--workers 1 2] [--rounds 5] [--ceiling]
@@ -37,7 +37,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench_out import publish, spread
+from bench_out import report_figures, spread
 
 from mmi_ray.config import load_config
 from mmi_ray.layout import read_metrics
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for kind in [k for k in ray_kinds if (k, max(args.workers)) in rates]:
             lines += ["", *split_table(splits[kind], max(args.workers), kind=kind)]
             next(r for r in rows if r["side"] == kind and r["workers"] == max(args.workers))["cpu_split"] = splits[kind]
-    publish(lines, args.out, "scaling.py", argv, "Data-parallel scaling")
+    report_figures(lines, args.out, "scaling.py", argv, "Data-parallel scaling")
     return rows
 
 

@@ -1,10 +1,10 @@
-"""Search efficiency (issue 7, figure 5): compute that TPE + ASHA needs to come within 1 point of the
+"""Search efficiency: compute that TPE + ASHA needs to come within 1 point of the
 best configuration of an exhaustive grid over the same space, on the built-in task.
 
     python benchmarks/search_efficiency.py [--fair] [--grid-dir DIR ...] [--keep DIR] [--grace STEPS]
                                            [--replays 50] [--out BENCHMARKS.md]
 
-``--fair`` (issue 17, item 4) trains a grid with 1,000 validation examples on one family that the
+``--fair`` trains a grid with 1,000 validation examples on one family that the
 tiny student learns well above chance within the budget, with the ``words`` tokenizer: ``arith``
 (the default; operands 2-5, a smooth learning curve, 27 configurations x 1,500 steps; ~30 min) or ``nli``
 (operands up to 5, learnt in a late jump, 12 x 2,000 steps; ~45 min with 2 trials at once on 2
@@ -43,14 +43,14 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from bench_out import publish
+from bench_out import report_figures
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = {"loss.mi_weight": [0.0, 0.1, 0.5], "loss.rationale_weight": [0.2, 0.5, 1.0], "optim.lr": [1e-3, 3e-3]}
 OVERRIDES = {"model.d_model": 64, "model.d_ff": 128, "data.builtin.num_train": 2000, "data.builtin.num_valid": 150,
              "train.batch_size": 16, "train.max_steps": 120, "train.eval_every": 40, "loss.mi_estimator": "maxpool"}
 ETA = 2  # reduction factor; the grace period is the first evaluation (train.eval_every)
-# --fair (issue 17, item 4): 1,000 validation examples (binomial s.e. <= 1.6 points) of one family the
+# --fair: 1,000 validation examples (binomial s.e. <= 1.6 points) of one family the
 # tiny student learns well above chance within the budget, with the ``words`` tokenizer (a number is
 # one token). ``arith`` (the default): three-step word problems with operands 2-5, learnt in a smooth
 # climb (a probe's good learning rate: 18% at step 100, 44% at 1,000; a number's chance is 5-8%), so
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--within", type=float, default=0.01, help="accuracy gap to the grid's best (0.01 = 1 point)")
     ap.add_argument("--small", action="store_true", help="a 4-point grid of 6-step runs (checks the script)")
     ap.add_argument("--fair", nargs="?", const="arith", choices=sorted(FAIR), default=None,
-                    help="a grid for issue 17 item 4 (1,000 validation examples, one family): arith (the default; "
+                    help="a fair grid (1,000 validation examples, one family): arith (the default; "
                          "27 configurations, 10 rungs, ~30 min) or nli (12 configurations, 8 rungs, ~45 min)")
     ap.add_argument("--grace", type=int, nargs="+", default=None,
                     help="the pruner's first rung in steps, one replay set per value (default: the grid's first "
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict:
         if table[key][budget] == best:
             cells[-1] = f"**{cells[-1]}**"
         lines.append("| " + " | ".join(f"{v:g}" for v in key) + " | " + " | ".join(cells) + " |")
-    publish(lines, args.out, "search_efficiency.py", argv, "Search efficiency")
+    report_figures(lines, args.out, "search_efficiency.py", argv, "Search efficiency")
     return res
 
 

@@ -22,7 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench_out import publish, spread
+from bench_out import report_figures, spread
 from sweep_overhead import one_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
                  + " | ".join(" / ".join(per(w, k) for k in ("train_s", "eval_s", "checkpoint_s", "metrics_write_s",
                                                               "other_s")) for w in ("local", "s3")) + " |")
     lines += ["", f"per slot, s3:// / local folder (same round): **{spread(ratio, 2)}**"]
-    publish(lines, args.out, "storage_overhead.py", argv, "A sweep on s3:// against a local folder")
+    report_figures(lines, args.out, "storage_overhead.py", argv, "A sweep on s3:// against a local folder")
     return {"runs": runs, "ratio": ratio}
 
 

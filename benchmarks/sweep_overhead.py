@@ -1,4 +1,4 @@
-"""Sweep overhead (issue 7, figure 3): sweep wall time against the trials' in-loop training time.
+"""Sweep overhead: sweep wall time against the trials' in-loop training time.
 
     python benchmarks/sweep_overhead.py [SPEC] [--repeats 5] [--out BENCHMARKS.md] [spec overrides ...]
     python benchmarks/sweep_overhead.py sweeps/quickstart.yaml                       # the quickstart
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_out import publish, spread
+from bench_out import report_figures, spread
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
              f"| outside the trials: Ray start / summary (test of the best) / report | "
              f"{spread([r['ray_start_s'] for r in runs], 1)} / {spread([r['summary_s'] for r in runs], 1)} / "
              f"{spread([r['report_s'] for r in runs], 1)} s |"]
-    publish(lines, args.out, "sweep_overhead.py", argv, "Sweep overhead")
+    report_figures(lines, args.out, "sweep_overhead.py", argv, "Sweep overhead")
     return res
 
 

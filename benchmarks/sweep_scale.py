@@ -1,4 +1,4 @@
-"""How a sweep's own cost grows with the work (issue 17, item 6), on a simulated cluster.
+"""How a sweep's own cost grows with the work, on a simulated cluster.
 
     python benchmarks/sweep_scale.py [--trials 50 100 200] [--nodes 4] [--out BENCHMARKS.md]
 
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import yaml
-from bench_out import publish
+from bench_out import report_figures
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRIAL = {"model.d_model": 16, "model.d_ff": 32, "model.num_layers": 1, "model.num_heads": 2,
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                      f"{per:.3f} | {per / (base['driver_cpu_s'] / base['trials']):.2f}x | {r['peak_rss_mb']:.0f} | "
                      f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x | {r['rss_growth_mb']:.0f} | "
                      f"{r['tune_state_kb']:.0f} | {r['optuna_db_kb']:.0f} | {r['sweep_dir_mb']:.1f} |")
-    publish(lines, args.out, "sweep_scale.py", argv, "Sweep cost against trial count (simulated cluster)")
+    report_figures(lines, args.out, "sweep_scale.py", argv, "Sweep cost against trial count (simulated cluster)")
     return rows
 
 

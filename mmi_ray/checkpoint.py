@@ -13,9 +13,9 @@ import torch
 
 from .config import Config
 from .data.batching import BatchStream
+from .distill import DistillModule
 from .errors import MmiError
 from .layout import META_FILE, STATE_FILE
-from .objective import DistillModule
 from .storage import join, local_dir, read_text
 
 

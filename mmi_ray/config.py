@@ -55,11 +55,13 @@ def active(key: str, values: dict[str, Any]) -> bool:
     return active(parent, values) and allows(values[parent])
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A block of a config or sweep spec: unknown keys refused, each field documented by its docstring."""
+
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     name: str = "tiny"
     """Student: ``tiny`` (random small T5, byte tokenizer, no files), a hub name such as
     ``google/t5-v1_1-base``, or a local checkpoint directory."""
@@ -93,7 +95,7 @@ class ModelConfig(_Section):
         return self
 
 
-class BuiltinDataConfig(_Section):
+class BuiltinDataConfig(Section):
     num_train: int = Field(4000, ge=1)
     """Generated training examples."""
     num_valid: int = Field(300, ge=1)
@@ -117,7 +119,7 @@ class BuiltinDataConfig(_Section):
     """Seed of the generator (the data itself); the training seed is ``train.seed``."""
 
 
-class ColumnsConfig(_Section):
+class ColumnsConfig(Section):
     """Which column of a custom dataset holds what (CSV header names, JSON keys, ``datasets`` features)."""
 
     input: str = "input"
@@ -135,7 +137,7 @@ class ColumnsConfig(_Section):
     """Optional: a column naming each row's split (train / valid / test) in a single file."""
 
 
-class CustomDataConfig(_Section):
+class CustomDataConfig(Section):
     label_kind: Literal[LABEL_KINDS] | None = None
     """``text`` (exact match), ``choice`` (one of the row's options), ``number`` (numeric value), ``class``
     (one of ``classes``); None: the kind a ``mmi-ray rationales`` folder records, else ``text``."""
@@ -165,7 +167,16 @@ class CustomDataConfig(_Section):
         return {str(k): v2 for k, v2 in v.items()} if isinstance(v, dict) else v
 
 
-class DataConfig(_Section):
+class RationalesConfig(Section):
+    keep: Literal["all", "correct", "relabel"] = "all"
+    """Which training rows keep the teacher's rationale, by the teacher's answer (matched to the gold
+    label as evaluation matches answers): ``all``; ``correct``: a row whose teacher answer is wrong
+    (or did not parse) is dropped from training, both tasks; ``relabel``: such a row keeps its
+    rationale and its label task trains on the gold label even with ``data.label_type: teacher``.
+    Validation and test are never filtered. Searchable in a sweep."""
+
+
+class DataConfig(Section):
     dataset: Literal[DATASETS] = "builtin"
     """Which dataset: the generated offline task, one of the four DSS datasets, or ``custom`` (your own
     rows in ``data.path``: docs/own-data.md)."""
@@ -191,6 +202,8 @@ class DataConfig(_Section):
     """Evaluate on the first N validation examples; None uses all."""
     builtin: BuiltinDataConfig = BuiltinDataConfig()
     """Settings of the generated offline task."""
+    rationales: RationalesConfig = RationalesConfig()
+    """Which training rows keep the teacher's rationales (a filter by the teacher's answer)."""
 
     @model_validator(mode="after")
     def _dir_needed(self):
@@ -206,7 +219,7 @@ class DataConfig(_Section):
         return self
 
 
-class LossConfig(_Section):
+class LossConfig(Section):
     label_weight: float = Field(0.5, ge=0.0)
     """alpha: weight of the label cross-entropy."""
     rationale_weight: float = Field(0.5, ge=0.0)
@@ -228,7 +241,7 @@ class LossConfig(_Section):
         return self
 
 
-class OptimConfig(_Section):
+class OptimConfig(Section):
     optimizer: Literal["adamw", "sgd"] = "adamw"
     """AdamW (the reference recipe) or SGD with momentum."""
     lr: float = Field(5e-5, gt=0.0, le=100.0)
@@ -243,7 +256,7 @@ class OptimConfig(_Section):
     """Gradient clipping norm; 0 disables clipping."""
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     max_steps: int = Field(1000, ge=1)
     """Optimizer steps."""
     batch_size: int = Field(32, ge=1)
@@ -290,7 +303,7 @@ class TrainConfig(_Section):
         return self.batch_size * self.grad_accum_steps
 
 
-class WorkerResources(_Section):
+class WorkerResources(Section):
     """What each Ray Train worker of a run holds; the same words in a training config's
     ``scaling`` section and a sweep spec's ``resources`` section."""
 
@@ -333,7 +346,7 @@ class ScalingConfig(WorkerResources):
         return self.torch_threads or max(1, math.ceil(self.cpus_per_worker))
 
 
-class RunConfig(_Section):
+class RunConfig(Section):
     name: str | None = None
     """Run name; None makes a unique one. A name that exists resumes that run if it is unfinished."""
     storage_path: str = "runs"
@@ -342,7 +355,7 @@ class RunConfig(_Section):
     """Ray Train restarts of a failed worker group from the last checkpoint (-1: no limit)."""
 
 
-class Config(_Section):
+class Config(Section):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     loss: LossConfig = LossConfig()

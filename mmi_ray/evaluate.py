@@ -15,9 +15,9 @@ from .checkpoint import load_module
 from .config import Config
 from .data import load_splits
 from .data.batching import pad, predict_inputs
+from .distill import DistillModule
 from .machine import autocast
 from .metrics import ece_equal_mass, ece_equal_width, label_correct
-from .objective import DistillModule
 
 
 def all_reduce(t: torch.Tensor, op=None) -> torch.Tensor:
@@ -67,7 +67,7 @@ def _evaluate(module: DistillModule, tokenizer, examples, predict_ids, cfg: Conf
         preds = tokenizer.batch_decode(out, skip_special_tokens=True)
         for i, pred, c in zip(idx, preds, conf.tolist()):
             ex = examples[i]
-            ok = float(label_correct(pred, ex.label, ex.kind))
+            ok = float(label_correct(pred, ex.label, ex.kind, ex.input))
             pred = pred.strip()
             scored.append((c, pred, ex.label, bool(ok)))
             predicted[i] = pred

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from .analysis.stats import named_arms
 from .checkpoint import load_config, load_module
 from .config import Config, LossConfig
 from .errors import MmiError
@@ -32,6 +31,7 @@ from .layout import (
     read_spec,
     run_name,
 )
+from .results.stats import named_arms
 from .storage import basename, exists, is_uri, join, read_text
 
 HF_CONFIG = "config.json"
@@ -228,6 +228,6 @@ def load_model(path: str | Path, device: str = "cpu") -> Loaded:
 
 def as_module(model: torch.nn.Module) -> torch.nn.Module:
     """A student wrapped as the trainer's evaluation expects it (no critic, no MI term)."""
-    from .objective import DistillModule
+    from .distill import DistillModule
 
     return DistillModule(model, LossConfig(mi_weight=0.0, rationale_weight=0.0))

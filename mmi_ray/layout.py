@@ -107,6 +107,8 @@ CHECKPOINT_PATH = "checkpoint_path"
 NODE_ID = "node_id"
 MACHINE = "machine"
 """What the run trained on (``machine.describe()``: CPU, torch build, threads, GPU), in every record."""
+TRAIN_ROWS = "train_rows"
+"""Training rows the run trained on (after ``data.rationales.keep``), in every record."""
 NON_FINITE = "non_finite_step"
 """Key of the divergence record: a run's last line when a loss term became NaN or infinite."""
 
@@ -264,7 +266,7 @@ def complete_checkpoints(run_dir: str | Path) -> list[str]:
             and {STATE_FILE, META_FILE} <= set(listdir(join(run_dir, name)))]
 
 
-def publish_checkpoint(src: Path, run_dir: str | Path, step: int, keep: int) -> str:
+def store_checkpoint(src: Path, run_dir: str | Path, step: int, keep: int) -> str:
     """Copy a checkpoint folder into a run (local or on a storage URI) as ``checkpoint_<step>``,
     then keep only the newest ``keep``; the same names and rotation as a Ray Train run. Whole or not
     at all: on a local disk by a rename; on a URI ``meta.json`` is written last, and a folder without

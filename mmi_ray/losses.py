@@ -48,7 +48,7 @@ def soft_ce(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def maxpool_ce(label_logits: Tensor, rationale_logits: Tensor) -> Tensor:
-    """The released MI term, quirks included (method.md section 2).
+    """The MI term as the authors' released code computes it, quirks included.
 
     Label side detached; softmax then max-pool over ALL target positions (padding not masked);
     the pooled rationale probabilities are fed to ``CrossEntropyLoss`` as logits with the pooled
@@ -167,7 +167,7 @@ class MaxPoolMI(nn.Module):
     learned = False
     needs_hidden = False
     pools = True
-    """The passes may compute ``pooled`` with their cross-entropy (mmi_ray/objective.py)."""
+    """The passes may compute ``pooled`` with their cross-entropy (mmi_ray/distill.py)."""
 
     def forward(self, label: PassOutput, rationale: PassOutput) -> MIResult:
         if label.pooled is None or rationale.pooled is None:  # the released formula, as written

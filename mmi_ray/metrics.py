@@ -1,4 +1,5 @@
-"""Label metrics: exact match for text labels, numeric equality for equations.
+"""Label metrics: exact match for the DSS text labels (as the papers' code scores them), answers
+matched as people mean them for your own data (``answer``), numeric equality for equations.
 
 Equations are evaluated by a small arithmetic parser over Python's ``ast`` (numbers, + - * / // %
 **, parentheses); nothing is ever executed, so model output such as ``__import__('os')`` is simply
@@ -12,6 +13,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import re
 import warnings
 from collections.abc import Sequence
 
@@ -83,12 +85,58 @@ def text_equal(pred: str, gold: str) -> bool:
     return pred.strip() == gold.strip()
 
 
-LABEL_KINDS = ("text", "equation")
+_INLINE_CHOICE = re.compile(r"(?:^|\s)\(([a-z])\)\s*(.+?)(?=\s+\([a-z]\)\s|\s*\n|\s*$)", re.I | re.M)
+_MARKUP = re.compile(r"\*\*|__|[*_`]")
+_LETTER_ALONE = re.compile(r"\(?([a-z])\)?[.:]?")
+_LETTER_FIRST = re.compile(r"(?:\(([a-z])\)|([a-z])[).:])\s+(.+)", re.S)
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+_AROUND = " \t\n.,;:!?\"'()[]{}"
 
 
-def label_correct(pred: str, gold: str, kind: str) -> bool:
+def inline_choices(question: str) -> dict[str, str]:
+    """The options a question lists inline, by letter: ``(a) ignore (b) enforce`` or one per line
+    (as ``data.custom`` writes choice questions). Fewer than two, or letters not from ``a`` in
+    order: none (a stray ``(b)`` in a question is not a list)."""
+    found = [(m.group(1).lower(), m.group(2).strip()) for m in _INLINE_CHOICE.finditer(question or "")]
+    letters = [k for k, _ in found]
+    if len(found) < 2 or letters != [chr(ord("a") + i) for i in range(len(found))]:
+        return {}
+    return dict(found)
+
+
+def normalize_answer(text: str, choices: dict[str, str] | None = None) -> str:
+    """An answer as question-answering benchmarks compare it (SQuAD's rule, plus markup and choice
+    letters): markup (``**``, ``__``, ``*``, ``_``, backticks) removed; lower case; a choice letter
+    alone (``c``, ``(c)``, ``C.``) becomes that option's text where the question lists options
+    inline; a letter before the text (``(c) wooded area``, ``c) wooded area``) is dropped;
+    punctuation around the answer stripped; the articles a / an / the removed; whitespace collapsed."""
+    s = _MARKUP.sub("", text or "").strip().lower()
+    if choices and (m := _LETTER_ALONE.fullmatch(s)) and m.group(1) in choices:
+        s = _MARKUP.sub("", choices[m.group(1)]).strip().lower()
+    elif (m := _LETTER_FIRST.fullmatch(s)) and (not choices or (m.group(1) or m.group(2)) in choices):
+        s = m.group(3)
+    s = s.strip(_AROUND)
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+def answer_equal(pred: str, gold: str, question: str = "") -> bool:
+    """Equal once normalised (``normalize_answer``), the question's inline options mapping a letter."""
+    choices = inline_choices(question)
+    return normalize_answer(pred, choices) == normalize_answer(gold, choices)
+
+
+LABEL_KINDS = ("text", "answer", "equation")
+"""``text``: exact match (the DSS datasets, as the papers' code scores them); ``answer``: normalised
+(your own data's text, class and choice labels); ``equation``: by value."""
+
+
+def label_correct(pred: str, gold: str, kind: str, question: str = "") -> bool:
+    """Whether ``pred`` answers as ``gold`` under the label kind; ``question`` (the example's input)
+    lets an ``answer`` map a choice letter to the option the question lists."""
     if kind == "equation":
         return equation_equal(pred, gold)
+    if kind == "answer":
+        return answer_equal(pred, gold, question)
     return text_equal(pred, gold)
 
 

@@ -54,7 +54,7 @@ def words_tokenizer():
     """A word-level tokenizer over the built-in task's fixed vocabulary (no files, no training): every
     word, number (0-999), box name and punctuation mark of the generated text is one token, so a
     ``props`` box is one token and sequences are a quarter of their byte length. Text from elsewhere
-    would map to ``<unk>``: with ``data.dataset: custom`` every word must be in it (``check_fits``)."""
+    would map to ``<unk>``: with ``data.dataset: custom`` every word must be in it (``check_vocabulary``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -68,7 +68,7 @@ def words_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
-def check_fits(cfg, splits, source: str) -> None:
+def check_vocabulary(cfg, splits, source: str) -> None:
     """The ``words`` tokenizer on custom data: every word of every split must be in its vocabulary
     (an unknown word would become ``<unk>`` and the student could not write it)."""
     if cfg.model.tokenizer != "words" or cfg.data.dataset != "custom":

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import yaml
 
-from .analysis.stats import arm_comparisons, arm_table, confirmation_runs, method_of, named_arms
 from .checkpoint import load_config
 from .data import load_splits
 from .data.batching import LABEL_PREFIX, RATIONALE_PREFIX
 from .export import Chosen
 from .layout import MACHINE, META_FILE
+from .results.stats import arm_comparisons, arm_table, confirmation_runs, method_of, named_arms
 from .reuse import code_version, data_fingerprint, identity
 from .storage import join, read_text
 
@@ -32,7 +32,7 @@ def _interval(lo: float, hi: float, cut: bool = False) -> str:
 
 
 def arm_table_lines(table, bold: str | None = None, with_sd: bool = False) -> list[str]:
-    """A confirmation's per-arm table (``analysis.stats.arm_table``) as Markdown, ranked on
+    """A confirmation's per-arm table (``results.stats.arm_table``) as Markdown, ranked on
     validation: rank, n seeds, validation and test means with their 95% t intervals (cut at 0 and
     100, a ``*`` where too few seeds made it wider than that), optionally the test sd; ``bold`` marks one arm.
     The model card and the README's figures render it alike."""

@@ -91,144 +91,200 @@ def asha_expected_steps(max_t: int, grace: int, eta: float) -> float:
     return total
 
 
+@dataclass
+class Demand:
+    """What one trial of the spec asks of the cluster."""
+
+    seeds: int
+    gpus_per_worker: float  # 0 on CPU; a share below 1: several workers on one GPU
+    run_gpus: float
+    trial_gpus: float
+    trial_cpus: float
+
+    @classmethod
+    def of(cls, spec) -> Demand:
+        r, k = spec.resources, len(spec.seeds)
+        share = r.gpu_share()
+        return cls(k, share, r.num_workers * share, k * r.num_workers * share, k * r.num_workers * r.cpus_per_worker)
+
+
+@dataclass
+class Budget:
+    """Steps, GPU-hours and money of the sweep (without early stopping and expected with ASHA)."""
+
+    steps_full: int
+    steps_asha: float
+    run_hours_asha: float
+    gpu_full: float
+    gpu_asha: float
+    confirm_runs: int
+    confirm_gpu_hours: float
+    cost_full: float | None
+    cost_asha: float | None
+
+
 def make_plan(sweep: LoadedSweep, cluster: dict, cluster_name: str, step_time: float | None = None,
               prices: dict | None = None) -> Plan:
+    """How the sweep would run on ``cluster`` (a Ray cluster launcher YAML, read): trials at once at
+    the cluster's maximum size, the nodes that holds, hours and cost, and what to fix first."""
     spec, base = sweep.spec, sweep.base
-    r = spec.resources
-    k = len(spec.seeds)
-    warnings: list[str] = list(spec.search_advice())
     types, provider = node_types(cluster)
     head = cluster.get("head_node_type")
-    price_table = (prices or {}).get(provider, {})
-
-    gpus_per_worker = r.gpu_share()  # 0 on CPU; a share below 1: several workers on one GPU
-    run_gpus = r.num_workers * gpus_per_worker
-    run_cpus = r.num_workers * r.cpus_per_worker
-    trial_gpus, trial_cpus = k * run_gpus, k * run_cpus
     workers = {n: t for n, t in types.items() if n != head}
-    # trials at once: how many seed runs fit on the workers at their maximum size
-    runs_fit = 0
-    for t in workers.values():
-        per_node = math.inf
-        if gpus_per_worker:
-            per_node = min(per_node, _fits(t.gpus, gpus_per_worker))
-        if r.cpus_per_worker:
-            per_node = min(per_node, t.cpus // r.cpus_per_worker)
-        runs_fit += (per_node * t.max_workers) // r.num_workers if per_node != math.inf else 0
-    at_once = min(spec.num_trials, int(runs_fit // k) if k else 0)
-    if spec.max_concurrent_trials:
-        at_once = min(at_once, spec.max_concurrent_trials)
-    if 0 < gpus_per_worker < 1 and not r.driver_resource:
-        warnings.append("GPUs shared by trials with trial drivers unpinned: a driver's CPU share on a GPU node can take "
-                        "a worker's place there; set resources.driver_resource (e.g. mmi_driver, on the head)")
-    if gpus_per_worker and all(t.gpus < gpus_per_worker for t in workers.values()):
-        warnings.append("a worker needs a GPU (resources.use_gpu) but no worker node type has one")
-    if trial_gpus and trial_gpus > sum(t.gpus * t.max_workers for t in workers.values()):
-        warnings.append(f"one trial needs {trial_gpus:g} GPUs ({k} seeds x {r.num_workers} workers), more than the "
-                        f"cluster can ever have: it will never start")
-    if at_once == 0:
-        warnings.append("no trial fits this cluster at its maximum size")
-
-    # nodes: fill the cheapest-per-GPU types first
-    need_runs = at_once * k
-    nodes: dict[str, int] = {}
+    price_table = (prices or {}).get(provider, {})
 
     def price(t: NodeType) -> float | None:
         p = price_table.get(t.instance) or {}
         return p.get("spot" if t.spot else "on_demand", p.get("on_demand"))
 
-    order = sorted(workers.values(), key=lambda t: (price(t) or 1e9) / max(t.gpus, 1))
-    packed: dict[str, int] = {}  # seed runs one node of each type holds
-    for t in order:
-        if need_runs <= 0:
+    need = Demand.of(spec)
+    at_once = _trials_at_once(spec, need, workers)
+    nodes, packed = _pack_nodes(spec.resources, need, at_once * need.seeds, workers, price)
+    # the step time from FLOPs on the GPU the sweep's nodes carry (sizing.py)
+    gpu = next((g for n in [*nodes, *workers] if (g := gpu_of_instance(types[n].instance))), None) \
+        if need.gpus_per_worker else None
+    est = estimate(base, gpu, step_time, gpu_sweep=bool(need.gpus_per_worker), share=need.gpus_per_worker or 1.0)
+    budget = _budget(spec, base, need, est.step_time, at_once, nodes, types, head, price)
+    warnings = [*spec.search_advice(), *_placement_warnings(spec, need, at_once, workers), *est.warnings,
+                *_setup_warnings(spec, base, nodes, packed, types, workers, head)]
+    if nodes and budget.cost_full is None:
+        warnings.append("no price for some node types in cluster/prices.yaml: cost not estimated")
+    lines = _render(spec, cluster_name, provider, need, at_once, nodes, types, workers, est, budget)
+    return Plan(lines, warnings, at_once, nodes, budget.gpu_full, budget.gpu_asha, budget.cost_full, budget.cost_asha)
+
+
+def _trials_at_once(spec, need: Demand, workers: dict[str, NodeType]) -> int:
+    """How many trials fit the worker nodes at their maximum size (at most ``max_concurrent_trials``)."""
+    r = spec.resources
+    runs_fit = 0
+    for t in workers.values():
+        per_node = math.inf
+        if need.gpus_per_worker:
+            per_node = min(per_node, _fits(t.gpus, need.gpus_per_worker))
+        if r.cpus_per_worker:
+            per_node = min(per_node, t.cpus // r.cpus_per_worker)
+        runs_fit += (per_node * t.max_workers) // r.num_workers if per_node != math.inf else 0
+    at_once = min(spec.num_trials, int(runs_fit // need.seeds) if need.seeds else 0)
+    return min(at_once, spec.max_concurrent_trials) if spec.max_concurrent_trials else at_once
+
+
+def _pack_nodes(r, need: Demand, runs: int, workers: dict[str, NodeType], price) -> tuple[dict[str, int], dict[str, int]]:
+    """(nodes of each type at the peak, seed runs one node of each type holds): ``runs`` seed runs
+    on the cheapest-per-GPU types first."""
+    nodes: dict[str, int] = {}
+    packed: dict[str, int] = {}
+    for t in sorted(workers.values(), key=lambda t: (price(t) or 1e9) / max(t.gpus, 1)):
+        if runs <= 0:
             break
-        per_node = (_fits(t.gpus, gpus_per_worker) if gpus_per_worker else t.cpus // max(r.cpus_per_worker, 1e-9))
+        per_node = (_fits(t.gpus, need.gpus_per_worker) if need.gpus_per_worker
+                    else t.cpus // max(r.cpus_per_worker, 1e-9))
         runs_per_node = per_node // r.num_workers
         packed[t.name] = runs_per_node
         if runs_per_node <= 0:
             continue
-        n = min(t.max_workers, math.ceil(need_runs / runs_per_node))
+        n = min(t.max_workers, math.ceil(runs / runs_per_node))
         nodes[t.name] = int(n)
-        need_runs -= n * runs_per_node
+        runs -= n * runs_per_node
+    return nodes, packed
 
-    # time and money: the step time from FLOPs on the GPU the sweep's nodes carry (sizing.py)
-    gpu = next((g for n in [*nodes, *workers] if (g := gpu_of_instance(types[n].instance))), None) \
-        if gpus_per_worker else None
-    est = estimate(base, gpu, step_time, gpu_sweep=bool(gpus_per_worker), share=gpus_per_worker or 1.0)
-    st = est.step_time
-    warnings += est.warnings
+
+def _budget(spec, base, need: Demand, st: float, at_once: int, nodes: dict[str, int], types: dict[str, NodeType],
+            head: str | None, price) -> Budget:
+    """Steps per run, GPU-hours and cost of the search (and of its confirmation runs) at ``st``
+    seconds a step."""
+    k = need.seeds
     steps_full = base.train.max_steps
     steps_asha = (asha_expected_steps(steps_full, spec.scheduler.grace_period, spec.scheduler.reduction_factor)
                   if spec.scheduler.type == "asha" else steps_full)
     run_hours_full = spec.num_trials * k * steps_full * st / 3600
     run_hours_asha = spec.num_trials * k * steps_asha * st / 3600
-    gpu_per_run = max(run_gpus, 0)
+    gpu_per_run = max(need.run_gpus, 0)
     gpu_full, gpu_asha = run_hours_full * gpu_per_run, run_hours_asha * gpu_per_run
     c = spec.confirm  # confirmation runs: at most top_k + 2 arms, each on every fresh seed, full budget
     confirm_runs = (c.top_k + 2 * c.baselines) * len(c.seeds) if c is not None else 0
-    confirm_gpu_hours = confirm_runs * steps_full * st / 3600 * gpu_per_run
     cost_full = cost_asha = None
-    prices_known = all(price(types[n]) is not None for n in nodes) and nodes
-    if prices_known and at_once:
+    if nodes and at_once and all(price(types[n]) is not None for n in nodes):
         used_gpus = sum(types[n].gpus * c for n, c in nodes.items())
         per_gpu_hour = sum(price(types[n]) * c for n, c in nodes.items()) / max(used_gpus, 1e-9)
-        head_price = price(types[head]) if head in types else None
-        wall_full = run_hours_full / max(at_once * k, 1)
-        wall_asha = run_hours_asha / max(at_once * k, 1)
-        cost_full = gpu_full * per_gpu_hour + (head_price or 0) * wall_full
-        cost_asha = gpu_asha * per_gpu_hour + (head_price or 0) * wall_asha
-    elif nodes:
-        warnings.append("no price for some node types in cluster/prices.yaml: cost not estimated")
+        head_price = (price(types[head]) if head in types else None) or 0
+        cost_full = gpu_full * per_gpu_hour + head_price * run_hours_full / max(at_once * k, 1)
+        cost_asha = gpu_asha * per_gpu_hour + head_price * run_hours_asha / max(at_once * k, 1)
+    return Budget(steps_full, steps_asha, run_hours_asha, gpu_full, gpu_asha, confirm_runs,
+                  confirm_runs * steps_full * st / 3600 * gpu_per_run, cost_full, cost_asha)
 
-    # driver placement and storage
+
+def _placement_warnings(spec, need: Demand, at_once: int, workers: dict[str, NodeType]) -> list[str]:
+    """Trials that cannot start, or start fewer at once than the cluster holds."""
+    r, out = spec.resources, []
+    if 0 < need.gpus_per_worker < 1 and not r.driver_resource:
+        out.append("GPUs shared by trials with trial drivers unpinned: a driver's CPU share on a GPU node can take "
+                   "a worker's place there; set resources.driver_resource (e.g. mmi_driver, on the head)")
+    if need.gpus_per_worker and all(t.gpus < need.gpus_per_worker for t in workers.values()):
+        out.append("a worker needs a GPU (resources.use_gpu) but no worker node type has one")
+    if need.trial_gpus and need.trial_gpus > sum(t.gpus * t.max_workers for t in workers.values()):
+        out.append(f"one trial needs {need.trial_gpus:g} GPUs ({need.seeds} seeds x {r.num_workers} workers), more "
+                   f"than the cluster can ever have: it will never start")
+    if at_once == 0:
+        out.append("no trial fits this cluster at its maximum size")
+    return out
+
+
+def _setup_warnings(spec, base, nodes: dict[str, int], packed: dict[str, int], types: dict[str, NodeType],
+                    workers: dict[str, NodeType], head: str | None) -> list[str]:
+    """Driver placement, storage and CPU training on a cluster: what would go wrong or run slow."""
+    r, out = spec.resources, []
     head_res = (types.get(head).custom if head in types else {})
-    if spec.resources.driver_resource and spec.resources.driver_resource not in head_res:
-        warnings.append(f"the spec pins drivers to resource '{spec.resources.driver_resource}' but the head "
-                        "node type does not carry it: trials will never start")
-    if not spec.resources.driver_resource:
-        warnings.append("no driver resource: Tune trial drivers may land on spot workers and die with them "
-                        "(set resources.driver_resource: mmi_driver)")
+    if r.driver_resource and r.driver_resource not in head_res:
+        out.append(f"the spec pins drivers to resource '{r.driver_resource}' but the head "
+                   "node type does not carry it: trials will never start")
+    if not r.driver_resource:
+        out.append("no driver resource: Tune trial drivers may land on spot workers and die with them "
+                   "(set resources.driver_resource: mmi_driver)")
     if not is_uri(spec.storage_path) and not spec.storage_path.startswith("/mnt"):
-        warnings.append(f"storage_path '{spec.storage_path}' is local: on a multi-node cluster use shared storage "
-                        "(s3://, gs://, or an NFS mount)")
+        out.append(f"storage_path '{spec.storage_path}' is local: on a multi-node cluster use shared storage "
+                   "(s3://, gs://, or an NFS mount)")
     if not r.use_gpu and r.cpus_per_worker:
-        # CPU training on every core of a node: Ray's own processes (raylet, dashboard agent, Ray Train's
-        # controller and helper actors) take their CPU from the workers (BENCHMARKS.md, "Data-parallel scaling")
+        # Ray's own processes (raylet, dashboard agent, Ray Train's controller and helper actors) take
+        # their CPU from workers that hold every core (BENCHMARKS.md, "Data-parallel scaling")
         full = [n for n in nodes if packed[n] * r.num_workers * r.cpus_per_worker >= types[n].cpus]
         if full:
-            warnings.append(f"CPU training takes every CPU of {', '.join(full)}: Ray's own processes then share the "
-                            "workers' cores (on a 2-core box, 2 Ray Train workers ran at 0.86 of the same DDP job "
-                            "without Ray); leave a core free: declare one CPU fewer in the node type's resources"
-                            + (", or let each worker do more micro-batches per all-reduce (train.grad_accum_steps: "
-                               "16 instead of 4 took the workers from 0.83 to 0.94 of plain processes there)"
-                               if r.num_workers > 1 else ""))
+            out.append(f"CPU training takes every CPU of {', '.join(full)}: Ray's own processes then share the "
+                       "workers' cores and slow them; leave a core free: declare one CPU fewer in the node type's "
+                       "resources" + (", or let each worker do more micro-batches per all-reduce "
+                                      "(train.grad_accum_steps)" if r.num_workers > 1 else "")
+                       + " (docs/clusters.md)")
     if not base.scaling.use_gpu and not r.use_gpu and any(t.gpus for t in workers.values()):
-        warnings.append("the spec trains on CPU (resources.use_gpu false) on a GPU cluster")
+        out.append("the spec trains on CPU (resources.use_gpu false) on a GPU cluster")
+    return out
 
-    lines = [
+
+def _render(spec, cluster_name: str, provider: str, need: Demand, at_once: int, nodes: dict[str, int],
+            types: dict[str, NodeType], workers: dict[str, NodeType], est, b: Budget) -> list[str]:
+    """The plan as the console shows it."""
+    r, c = spec.resources, spec.confirm
+    autoscales = not spec.max_concurrent_trials and any(t.max_workers > t.min_workers for t in workers.values())
+    return [
         f"sweep '{spec.name}' on {cluster_name} ({provider})",
-        f"  per seed run: {r.num_workers} worker(s) x ({r.cpus_per_worker:g} CPU, {gpus_per_worker:g} GPU)",
-        f"  per trial: {k} seed run(s) side by side = {trial_cpus:g} CPUs, {trial_gpus:g} GPUs "
-        f"(+ a driver on '{spec.resources.driver_resource or 'any node'}')",
+        f"  per seed run: {r.num_workers} worker(s) x ({r.cpus_per_worker:g} CPU, {need.gpus_per_worker:g} GPU)",
+        f"  per trial: {need.seeds} seed run(s) side by side = {need.trial_cpus:g} CPUs, {need.trial_gpus:g} GPUs "
+        f"(+ a driver on '{r.driver_resource or 'any node'}')",
         f"  trials: {spec.num_trials}; at once on this cluster: {at_once}"
-        + ("" if spec.max_concurrent_trials or not any(t.max_workers > t.min_workers for t in workers.values())
-           else " (a sweep on the head reads the cluster's config, ~/ray_bootstrap_config.yaml, and runs as many, "
-                "the autoscaler adding nodes for them)"),
+        + (" (a sweep on the head reads the cluster's config, ~/ray_bootstrap_config.yaml, and runs as many, "
+           "the autoscaler adding nodes for them)" if autoscales else ""),
         "  nodes at peak: " + (", ".join(f"{n} x {c} ({types[n].instance}{', spot' if types[n].spot else ''})"
                                          for n, c in nodes.items()) or "none"),
         *est.lines,
-        f"  steps per run: {steps_full} (full); {steps_asha:.0f} expected with ASHA "
+        f"  steps per run: {b.steps_full} (full); {b.steps_asha:.0f} expected with ASHA "
         f"(grace {spec.scheduler.grace_period}, eta {spec.scheduler.reduction_factor:g})"
-        if spec.scheduler.type == "asha" else f"  steps per run: {steps_full} (no early stopping)",
-        f"  GPU-hours: {gpu_full:.1f} without early stopping, {gpu_asha:.1f} expected",
-        (f"  confirmation: up to {confirm_runs} runs (({c.top_k} best + {2 * c.baselines} baselines) x {len(c.seeds)} "
-         f"fresh seeds, full budget): {confirm_gpu_hours:.1f} GPU-hours more") if c is not None
+        if spec.scheduler.type == "asha" else f"  steps per run: {b.steps_full} (no early stopping)",
+        f"  GPU-hours: {b.gpu_full:.1f} without early stopping, {b.gpu_asha:.1f} expected",
+        (f"  confirmation: up to {b.confirm_runs} runs (({c.top_k} best + {2 * c.baselines} baselines) x "
+         f"{len(c.seeds)} fresh seeds, full budget): {b.confirm_gpu_hours:.1f} GPU-hours more") if c is not None
         else "  confirmation: none (no confirm section; `mmi-ray confirm` runs it later)",
-        f"  wall time: about {run_hours_asha / max(at_once * k, 1):.1f} h at {at_once} trials at once",
-        ("  cost: $" + f"{cost_full:,.0f} without early stopping, ${cost_asha:,.0f} expected (GPU nodes + head)")
-        if cost_full is not None else "  cost: unknown (no prices)",
+        f"  wall time: about {b.run_hours_asha / max(at_once * need.seeds, 1):.1f} h at {at_once} trials at once",
+        ("  cost: $" + f"{b.cost_full:,.0f} without early stopping, ${b.cost_asha:,.0f} expected (GPU nodes + head)")
+        if b.cost_full is not None else "  cost: unknown (no prices)",
     ]
-    return Plan(lines, warnings, at_once, nodes, gpu_full, gpu_asha, cost_full, cost_asha)
 
 
 @dataclass

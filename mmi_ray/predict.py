@@ -1,12 +1,11 @@
-"""``mmi-ray predict`` and ``mmi-ray evaluate``: a trained student (exported folder, run folder or
-checkpoint) on new inputs, or scored on a dataset split through the trainer's own evaluation."""
+"""A trained student (exported folder, run folder or checkpoint) on new inputs: ``mmi-ray predict``
+(its command line: mmi_ray/commands/predict.py)."""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import torch
 
@@ -120,41 +119,3 @@ def run_predict(model_path: str, source: str, explain: bool, batch: int, out: st
         if out:
             sink.close()
     return 0
-
-
-def run_evaluate(model_path: str, data: str | None, split: str, rationales: int, out: str | None,
-                 device: str | None) -> dict:
-    """Accuracy with its Wilson interval and n, ECE, and with ``rationales`` the rationale scores,
-    through the trainer's own ``evaluate``; per-example predictions to ``out``."""
-    from .analysis.stats import wilson_interval
-    from .config import load_config
-    from .data import load_splits
-    from .data.batching import predict_inputs
-    from .evaluate import evaluate
-    from .export import as_module, load_model
-
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    loaded = load_model(model_path, str(dev))
-    model, tokenizer = loaded.model, loaded.tokenizer
-    if data is not None:
-        cfg = load_config(data)
-    elif loaded.cfg is None:
-        raise DataError(f"{model_path}: an exported folder carries no data config; give --data CONFIG.yaml")
-    else:
-        cfg = loaded.cfg
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"eval_rationales": rationales,
-                                                                      "max_new_tokens": loaded.max_new_tokens})})
-    splits = load_splits(cfg.data)
-    part = {"valid": splits.valid, "test": splits.test, "train": splits.train}[split]
-    if part is None or not part.examples:
-        raise DataError(f"{data or model_path}: data: the {split} split is empty")
-    ids = predict_inputs(part.examples, tokenizer, cfg.model.max_source_length)
-    records: list[dict] = []
-    metrics = evaluate(as_module(model).to(dev), tokenizer, part.examples, ids, cfg, dev, prefix=split,
-                       records=records)
-    n = metrics[f"{split}_n"]
-    lo, hi = wilson_interval(metrics[f"{split}_accuracy"] * n, n)
-    metrics[f"{split}_accuracy_low"], metrics[f"{split}_accuracy_high"] = lo, hi
-    if out:
-        Path(out).write_text("".join(json.dumps(r) + "\n" for r in records))
-    return metrics

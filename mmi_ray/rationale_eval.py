@@ -54,6 +54,6 @@ def score_rationales(records: list[tuple]) -> dict:
            "rougeL": float(rouge_score(hyps, refs, rouge_keys="rougeL")["rougeL_fmeasure"])}
     stated = [stated_answer(h, q, task) for h, _, _, _, _, task, q in records]
     out["answered"] = sum(s is not None for s in stated) / len(records)
-    out["true"] = sum(s is not None and label_correct(s, r[3], r[4]) for s, r in zip(stated, records)) / len(records)
-    out["faithful"] = sum(s is not None and label_correct(s, r[2], r[4]) for s, r in zip(stated, records)) / len(records)
+    out["true"] = sum(s is not None and label_correct(s, r[3], r[4], r[6]) for s, r in zip(stated, records)) / len(records)
+    out["faithful"] = sum(s is not None and label_correct(s, r[2], r[4], r[6]) for s, r in zip(stated, records)) / len(records)
     return out

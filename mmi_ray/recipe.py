@@ -13,7 +13,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -23,11 +25,11 @@ from .checkpoint import restore, save_checkpoint
 from .config import Config
 from .data import load_splits
 from .data.batching import BatchStream, collate, predict_inputs, tokenize
+from .distill import DistillModule
 from .evaluate import all_reduce, evaluate
-from .layout import MACHINE, TrainLog, divergence_record
+from .layout import MACHINE, TRAIN_ROWS, TrainLog, divergence_record
 from .machine import attention_kernel, autocast, bf16_native, describe, pin_numerics, uses_bf16
-from .model import build_seq2seq, build_tokenizer, check_fits, count_params
-from .objective import DistillModule
+from .model import build_seq2seq, build_tokenizer, check_vocabulary, count_params
 from .storage import is_uri
 from .worker import WorkerEnv, ray_worker_env
 
@@ -56,20 +58,30 @@ def run_loop(cfg: Config, env: WorkerEnv) -> None:
         pass
 
 
-def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
-    """The training loop of one worker, paused after each report (it yields the step reported): a
-    caller that stops iterating (``close()``) stops the run there, with no training done past its
-    last report. A Tune class trainable steps it, so a stopped trial never trains on (see
-    ``sweep/trial.py``)."""
-    rank, world, device = env.rank, env.world, env.device
-    # floats depend on the config only where the project controls them; the machine is recorded
-    pin_numerics(cfg.scaling.threads(), cfg.train.deterministic, device)
-    machine = describe(device)
+@dataclass
+class _Run:
+    """One worker's run, built: its data, the student (DDP-wrapped where several workers train), the
+    optimizer and schedule, restored from the runtime's last checkpoint where it gives one."""
 
+    tokenizer: Any
+    train_tok: Any
+    valid: list
+    valid_ids: Any
+    stream: BatchStream
+    module: DistillModule
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    start_step: int
+    train_time_s: float
+
+
+def _build_run(cfg: Config, env: WorkerEnv) -> _Run:
+    rank, world, device = env.rank, env.world, env.device
     # --- data: tokenised once per worker
     tokenizer = build_tokenizer(cfg.model)
     splits = load_splits(cfg.data)
-    check_fits(cfg, splits, "config")
+    check_vocabulary(cfg, splits, "config")
     m = cfg.model
     train_tok = tokenize(splits.train.examples, tokenizer, m.max_source_length, m.max_target_length, cfg.data.label_type)
     valid = splits.valid.examples
@@ -102,98 +114,144 @@ def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
               f"{count_params(module.estimator) if module.estimator is not None else 0:,}; "
               f"{len(train_tok)} train / {len(valid)} valid examples; "
               f"{cfg.examples_per_step()} examples per optimizer step over {world} worker(s)", flush=True)
+        if splits.kept:
+            print(f"[mmi-ray] {splits.kept}", flush=True)
+    return _Run(tokenizer, train_tok, valid, valid_ids, stream, module, model, optimizer, scheduler, start_step,
+                state["train_time_s"] if state is not None else 0.0)
 
-    # --- the loop
-    token_fields = [train_tok.predict_ids, train_tok.label_ids]
-    if module.use_rationale:
-        token_fields += [train_tok.explain_ids, train_tok.rationale_ids]
-    sums = torch.zeros(len(LOSS_TERMS), device=device)
-    log_sums = torch.zeros(len(LOSS_TERMS), device=device)  # the training log's terms (train.log_every)
-    log = TrainLog(env.log_dir, start_step) if rank == 0 and env.log_dir else None
-    log_n = 0  # steps in log_sums
-    step_losses: list[torch.Tensor] = []
-    since_report = n_examples = n_tokens = 0
-    interval_time = 0.0
-    total_time = state["train_time_s"] if state is not None else 0.0
-    model.train()
-    for step in range(start_step, cfg.train.max_steps):
-        t0 = time.perf_counter()
-        torch.manual_seed(step_seed(cfg.train.seed, rank, step))
-        micro = stream.next_step()
-        for k, idx in enumerate(micro):
-            batch = {key: v.to(device, non_blocking=True) for key, v in
-                     collate(train_tok, idx, tokenizer.pad_token_id, module.use_rationale).items()}
-            sync = k == len(micro) - 1 or world == 1
-            with nullcontext() if sync else model.no_sync():  # DDP: the all-reduce on the last micro-batch
-                with autocast(cfg.train.precision, device):  # forward passes in bf16; the backward outside
-                    terms = model(batch)
-                (terms.loss / len(micro)).backward()
-            micro_terms = torch.stack([getattr(terms, n).detach().float() for n in LOSS_TERMS]) / len(micro)
-            sums += micro_terms
-            log_sums += micro_terms
-            step_losses.append(terms.loss.detach().float())
-            n_examples += len(idx)
-            n_tokens += sum(len(ids[i]) for ids in token_fields for i in idx)  # real tokens, not padding
-        if cfg.optim.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        env.after_step(rank, step + 1)
-        interval_time += time.perf_counter() - t0
-        since_report += 1
-        log_n += 1
 
+class _Tally:
+    """What the loop counts between reports: the loss terms (summed for the report, and for the
+    training log), each micro-batch's loss (a non-finite one stops the run), examples, real tokens
+    (not padding) and training time."""
+
+    def __init__(self, device: torch.device):
+        self.sums = torch.zeros(len(LOSS_TERMS), device=device)
+        self.log_sums = torch.zeros(len(LOSS_TERMS), device=device)  # the training log's terms (train.log_every)
+        self.log_n = 0  # steps in log_sums
+        self.step_losses: list[torch.Tensor] = []
+        self.since_report = self.n_examples = self.n_tokens = 0
+        self.interval_time = 0.0
+
+    def reset(self) -> None:
+        self.sums.zero_()
+        self.step_losses.clear()
+        self.since_report = self.n_examples = self.n_tokens = 0
+        self.interval_time = 0.0
+
+
+def _train_step(cfg: Config, env: WorkerEnv, run: _Run, step: int, tally: _Tally, token_fields: list) -> int:
+    """One optimizer step over its micro-batches (DDP's all-reduce on the last); returns how many."""
+    device, model, module = env.device, run.model, run.module
+    t0 = time.perf_counter()
+    torch.manual_seed(step_seed(cfg.train.seed, env.rank, step))
+    micro = run.stream.next_step()
+    for k, idx in enumerate(micro):
+        batch = {key: v.to(device, non_blocking=True) for key, v in
+                 collate(run.train_tok, idx, run.tokenizer.pad_token_id, module.use_rationale).items()}
+        sync = k == len(micro) - 1 or env.world == 1
+        with nullcontext() if sync else model.no_sync():  # DDP: the all-reduce on the last micro-batch
+            with autocast(cfg.train.precision, device):  # forward passes in bf16; the backward outside
+                terms = model(batch)
+            (terms.loss / len(micro)).backward()
+        micro_terms = torch.stack([getattr(terms, n).detach().float() for n in LOSS_TERMS]) / len(micro)
+        tally.sums += micro_terms
+        tally.log_sums += micro_terms
+        tally.step_losses.append(terms.loss.detach().float())
+        tally.n_examples += len(idx)
+        tally.n_tokens += sum(len(ids[i]) for ids in token_fields for i in idx)  # real tokens, not padding
+    if cfg.optim.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    env.after_step(env.rank, step + 1)
+    tally.interval_time += time.perf_counter() - t0
+    tally.since_report += 1
+    tally.log_n += 1
+    return len(micro)
+
+
+def _first_bad_step(cfg: Config, tally: _Tally, done: int, n_micro: int, device: torch.device) -> int:
+    """The first step since the last report whose loss was not finite on any rank (every rank
+    agrees), or ``max_steps + 1``."""
+    losses = torch.stack(tally.step_losses)
+    bad = (~torch.isfinite(losses)).nonzero()
+    first_bad = done - tally.since_report + int(bad[0]) // n_micro + 1 if len(bad) else cfg.train.max_steps + 1
+    return int(all_reduce(torch.tensor(float(first_bad), device=device), dist.ReduceOp.MIN))
+
+
+def _report_metrics(cfg: Config, env: WorkerEnv, run: _Run, tally: _Tally, done: int, machine: str) -> dict:
+    """The evaluation record at step ``done``: loss terms averaged since the last report over every
+    worker, validation figures, throughput of the interval, and the machine."""
+    device, world = env.device, env.world
+    if device.type == "cuda":  # the steps' queued GPU work belongs to their time, not the evaluation's
+        t_sync = time.perf_counter()
+        torch.cuda.synchronize(device)
+        tally.interval_time += time.perf_counter() - t_sync
+    avg = all_reduce(tally.sums.clone()) / (tally.since_report * world)
+    t_eval = time.perf_counter()
+    metrics = {n: float(v) for n, v in zip(LOSS_TERMS, avg.tolist())}
+    metrics.update(evaluate(unwrap(run.model), run.tokenizer, run.valid, run.valid_ids, cfg, device, env.rank, world))
+    eval_time = time.perf_counter() - t_eval
+    counts = all_reduce(torch.tensor([float(tally.n_examples), float(tally.n_tokens)], device=device)).tolist()
+    run.train_time_s += tally.interval_time
+    metrics.update(
+        step=done,
+        epoch=run.stream.epoch,
+        lr=run.scheduler.get_last_lr()[0],
+        examples_per_s=counts[0] / max(tally.interval_time, 1e-9),
+        tokens_per_s=counts[1] / max(tally.interval_time, 1e-9),
+        train_time_s=run.train_time_s,
+        eval_time_s=eval_time,
+    )
+    metrics[MACHINE] = machine
+    metrics[TRAIN_ROWS] = len(run.train_tok)  # after data.rationales.keep
+    if device.type == "cuda":  # this worker's peak since the run started (sizing.memory estimates it)
+        metrics["gpu_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return metrics
+
+
+def iter_loop(cfg: Config, env: WorkerEnv) -> Iterator[int]:
+    """The training loop of one worker, paused after each report (it yields the step reported): a
+    caller that stops iterating (``close()``) stops the run there, with no training done past its
+    last report. A Tune class trainable steps it, so a stopped trial never trains on (see
+    ``sweep/trial.py``)."""
+    rank, world, device = env.rank, env.world, env.device
+    # floats depend on the config only where the project controls them; the machine is recorded
+    pin_numerics(cfg.scaling.threads(), cfg.train.deterministic, device)
+    machine = describe(device)
+    run = _build_run(cfg, env)
+    token_fields = [run.train_tok.predict_ids, run.train_tok.label_ids]
+    if run.module.use_rationale:
+        token_fields += [run.train_tok.explain_ids, run.train_tok.rationale_ids]
+    tally = _Tally(device)
+    log = TrainLog(env.log_dir, run.start_step) if rank == 0 and env.log_dir else None
+    run.model.train()
+    for step in range(run.start_step, cfg.train.max_steps):
+        n_micro = _train_step(cfg, env, run, step, tally, token_fields)
         done = step + 1
         if done % cfg.train.log_every == 0:  # the terms averaged over the last log_every steps, every worker's
-            terms_avg = (all_reduce(log_sums.clone()) / (log_n * world)).tolist()
+            terms_avg = (all_reduce(tally.log_sums.clone()) / (tally.log_n * world)).tolist()
             if log is not None:
-                log.append({"step": done, **dict(zip(LOSS_TERMS, terms_avg)), "lr": scheduler.get_last_lr()[0]})
-            log_sums.zero_()
-            log_n = 0
+                log.append({"step": done, **dict(zip(LOSS_TERMS, terms_avg)), "lr": run.scheduler.get_last_lr()[0]})
+            tally.log_sums.zero_()
+            tally.log_n = 0
         if done % cfg.train.eval_every and done != cfg.train.max_steps:
             continue
-        # --- report: loss terms averaged since the last report, validation, checkpoint
-        # non-finite loss: every rank agrees on the first bad step, reports it once, and stops
-        losses = torch.stack(step_losses)
-        bad = (~torch.isfinite(losses)).nonzero()
-        first_bad = done - since_report + int(bad[0]) // len(micro) + 1 if len(bad) else cfg.train.max_steps + 1
-        first_bad = int(all_reduce(torch.tensor(float(first_bad), device=device), dist.ReduceOp.MIN))
+        # --- report: non-finite loss: every rank agrees on the first bad step, reports it once, and stops
+        first_bad = _first_bad_step(cfg, tally, done, n_micro, device)
         if first_bad <= cfg.train.max_steps:
             env.report(divergence_record(done, first_bad), None)
             yield done
             return
-        if device.type == "cuda":  # the steps' queued GPU work belongs to their time, not the evaluation's
-            t_sync = time.perf_counter()
-            torch.cuda.synchronize(device)
-            interval_time += time.perf_counter() - t_sync
-        avg = all_reduce(sums.clone()) / (since_report * world)
-        t_eval = time.perf_counter()
-        metrics = {n: float(v) for n, v in zip(LOSS_TERMS, avg.tolist())}
-        metrics.update(evaluate(unwrap(model), tokenizer, valid, valid_ids, cfg, device, rank, world))
-        eval_time = time.perf_counter() - t_eval
-        counts = all_reduce(torch.tensor([float(n_examples), float(n_tokens)], device=device)).tolist()
-        total_time += interval_time
-        metrics.update(
-            step=done,
-            epoch=stream.epoch,
-            lr=scheduler.get_last_lr()[0],
-            examples_per_s=counts[0] / max(interval_time, 1e-9),
-            tokens_per_s=counts[1] / max(interval_time, 1e-9),
-            train_time_s=total_time,
-            eval_time_s=eval_time,
-        )
-        metrics[MACHINE] = machine
-        if device.type == "cuda":  # this worker's peak since the run started (sizing.memory estimates it)
-            metrics["gpu_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-        with tempfile.TemporaryDirectory() as tmp:
+        metrics = _report_metrics(cfg, env, run, tally, done, machine)
+        with tempfile.TemporaryDirectory() as tmp:  # rank 0 writes the checkpoint; every rank reports
             if rank == 0:
-                save_checkpoint(Path(tmp), unwrap(model), optimizer, scheduler, done, stream, cfg, metrics)
+                save_checkpoint(Path(tmp), unwrap(run.model), run.optimizer, run.scheduler, done, run.stream, cfg,
+                                metrics)
             env.report(metrics, Path(tmp) if rank == 0 else None)
-        sums.zero_()
-        step_losses.clear()
-        since_report = n_examples = n_tokens = 0
-        interval_time = 0.0
+        tally.reset()
         yield done
 
 

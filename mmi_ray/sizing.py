@@ -5,7 +5,7 @@ hold them against what a device measures. Each number says where it comes from: 
 vendors' datasheets (dense, no sparsity), model shapes from the model's config, token lengths from
 the run's own data and tokenizer where they can be read here, and two assumptions that no GPU has
 measured for mmi-ray yet: the share of peak a step reaches (``ASSUMED_MFU``) and the padding left
-by length bucketing (``PADDING``, measured on CPU: docs/perf-notes). Plain Python; no GPU needed.
+by length bucketing (``PADDING``, measured on CPU). Plain Python; no GPU needed.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ measured step time to ``mmi-ray plan --step-time``."""
 
 PADDING = 1.05
 """Padded tokens per real token with length bucketing (``train.bucket_by_length``): 1.05 measured on
-the CQA files (docs/perf-notes: 1.30 without bucketing)."""
+the DSS CQA files (1.30 without bucketing)."""
 
 
 def gpu_by_name(name: str) -> GPU | None:

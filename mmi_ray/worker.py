@@ -25,7 +25,7 @@ from .layout import (
     MetricsLog,
     checkpoint_dir_name,
     complete_checkpoints,
-    publish_checkpoint,
+    store_checkpoint,
 )
 
 
@@ -76,7 +76,7 @@ def in_process_env(run_dir: str, keep_checkpoints: int, node_id: str,
         m = {**metrics, NODE_ID: node_id}
         if ckpt_dir is not None:
             t0 = time.perf_counter()
-            m[CHECKPOINT_PATH] = publish_checkpoint(ckpt_dir, run_dir, m["step"], keep_checkpoints)
+            m[CHECKPOINT_PATH] = store_checkpoint(ckpt_dir, run_dir, m["step"], keep_checkpoints)
             spent[CHECKPOINT_TIME] += time.perf_counter() - t0
         t0 = time.perf_counter()
         log.append({**m, **spent})  # the writes before this one (its own is timed into the next)

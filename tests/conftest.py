@@ -17,10 +17,22 @@ REPO = Path(__file__).resolve().parents[1]
 DSS_DIR = Path(os.environ.get("MMI_RAY_DSS_DIR", REPO.parent / "shared" / "data" / "dss" / "datasets"))
 
 
+UNIT_MODULES = {"test_losses", "test_config", "test_layout", "test_metrics", "test_analysis", "test_table",
+                "test_sweep_spec", "test_searcher", "test_capacity", "test_cluster", "test_custom_data", "test_dss",
+                "test_reuse", "test_fastdrop", "test_builtin_and_batching", "test_bad_inputs"}
+"""The modules of ``make test-unit``: pure logic (losses, configs, stats, parsers, layout, plans), their
+tests that start no Ray; nothing trains a model or builds the site."""
+
+
 def pytest_collection_modifyitems(config, items):
     """Order by what a test needs of the machine, not by file name: ``alone_on_host`` tests (they
     start their own Ray, and one Ray per host is the rule) run before the shared head starts, and
-    ``adds_nodes`` tests (they join extra nodes to the shared head) run last. Stable otherwise."""
+    ``adds_nodes`` tests (they join extra nodes to the shared head) run last. Stable otherwise.
+    Tests of ``UNIT_MODULES`` that start no Ray are marked ``unit``."""
+    for item in items:
+        if item.module.__name__ in UNIT_MODULES and not item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.unit)
+
     def rank(item):
         return 0 if item.get_closest_marker("alone_on_host") else 2 if item.get_closest_marker("adds_nodes") else 1
     items.sort(key=rank)

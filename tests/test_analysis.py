@@ -17,7 +17,7 @@ from mmi_ray.analysis import (
     t_interval,
 )
 from mmi_ray.analysis.report import build_report
-from mmi_ray.analysis.stats import published_beside, with_method
+from mmi_ray.results.stats import published_beside, with_method
 
 
 def test_t_interval_is_exact_on_a_hand_computed_case():
@@ -73,7 +73,7 @@ def test_aggregate_and_paired_differences_are_exact():
 
 
 def test_holm_matches_a_hand_computed_family():
-    from mmi_ray.analysis.stats import holm
+    from mmi_ray.results.stats import holm
 
     adj = holm([0.01, 0.04, 0.03, float("nan"), 0.20])
     # sorted 0.01, 0.03, 0.04, 0.20 (m=4): 0.04, 0.09, 0.09 (monotone), 0.20
@@ -204,7 +204,7 @@ def test_analyze_command_takes_options_before_the_folders(tmp_path, capsys):
     assert e.value.code == 0 and "--test-methods" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
         main(["analyze", "--no-test", "--test-methods", str(tmp_path)])
-    assert e.value.code == 2 and "contradict" in capsys.readouterr().err
+    assert e.value.code == 2 and "--test-methods: not allowed with argument --no-test" in capsys.readouterr().err
     d = write_fake_sweep(tmp_path)
     assert main(["analyze", "--no-test", "--out", str(tmp_path / "rep"), str(d)]) == 0
     assert "Trial `t1`" in (tmp_path / "rep" / "report.md").read_text()
@@ -214,7 +214,7 @@ def test_method_summary_says_what_its_intervals_count():
     """The sweep's closing "by method" lines: with several seeds a Student-t interval over seeds and
     a paired one for the gap to label-only; with one seed, Wilson over the validation questions and
     Newcombe's interval for the gap (hand-checked values)."""
-    from mmi_ray.analysis.stats import aggregate, newcombe_difference, wilson_interval
+    from mmi_ray.results.stats import aggregate, newcombe_difference, wilson_interval
     from mmi_ray.sweep.summary import method_summary
 
     methods = {"dss": (0.5, 0.0), "mi": (0.5, 0.1), "lab": (0.0, 0.0)}
@@ -242,7 +242,7 @@ def test_method_summary_says_what_its_intervals_count():
 def test_arm_comparisons_are_one_family_with_each_pair_once():
     """Confirmation arms against DSS and label-only, paired by seed: DSS vs label-only is one
     comparison (not also label-only vs DSS), and Holm runs over exactly these three."""
-    from mmi_ray.analysis.stats import arm_comparisons, arm_table, holm
+    from mmi_ray.results.stats import arm_comparisons, arm_table, holm
 
     acc = {"top1": [0.93, 0.95, 0.90], "DSS": [0.96, 0.97, 0.95], "label-only": [0.25, 0.20, 0.30]}
     method = {"top1": "MI (maxpool)", "DSS": "DSS", "label-only": "label-only"}
@@ -260,7 +260,7 @@ def test_arm_comparisons_are_one_family_with_each_pair_once():
 
 
 def test_pareto_front_on_a_hand_made_case():
-    from mmi_ray.analysis.stats import pareto_front
+    from mmi_ray.results.stats import pareto_front
 
     # (accuracy max, ece min) per configuration, two seeds each; c is dominated by a, e is unfinished
     figures = {"a": (0.9, 0.05), "b": (0.95, 0.20), "c": (0.85, 0.10), "d": (0.60, 0.01), "e": (0.99, 0.0)}
@@ -302,7 +302,7 @@ def test_intervals_stay_inside_what_they_measure_and_say_when_seeds_are_too_few(
     """Two seeds that disagree give a t interval past 0 and 100 (the own-data sweep printed
     -60.00 points [-250.59, +130.59]): means are cut at [0, 100], differences at [-100, 100], and
     the line says n is too small."""
-    from mmi_ray.analysis.stats import arm_comparisons, arm_table, too_wide
+    from mmi_ray.results.stats import arm_comparisons, arm_table, too_wide
     from mmi_ray.sweep.confirm import headline_lines
 
     assert t_interval([0.9, 0.3], bounds=(0.0, 1.0)) == (0.0, 1.0) and too_wide([0.9, 0.3], bounds=(0.0, 1.0))
@@ -340,7 +340,7 @@ def test_arms_are_named_for_what_they_are_and_ranked_by_the_confirmation():
     from the search's order read as ranks. Arms are named by method (and by the values that tell
     two of one method apart); older states' `topN` keys are shown by the same names; the table is
     ranked on the confirmation's own validation means, the export's rule."""
-    from mmi_ray.analysis.stats import arm_names, arm_table, confirmation_runs
+    from mmi_ray.results.stats import arm_names, arm_table, confirmation_runs
 
     arms = {0: {"method": "MI (maxpool)", "params": {"loss.mi_weight": 0.1, "loss.rationale_weight": 4}},
             1: {"method": "MI (maxpool)", "params": {"loss.mi_weight": 0.3, "loss.rationale_weight": 4}},

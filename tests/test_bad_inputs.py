@@ -75,7 +75,7 @@ CASES = [
     # DSS data files
     ("gold train file missing", lambda t: [T, cfg(t), "data.dataset=cqa", f"data.data_dir={_no_gold(t)}"], "cqa_train.json: file not found"),
     ("teacher/gold line counts differ", lambda t: [T, cfg(t), "data.dataset=cqa", f"data.data_dir={dss(t, outputs=(OUT,))}"], "1 teacher outputs for 2 rows in cqa_train.json"),
-    ("invalid JSON line", lambda t: [T, cfg(t), "data.dataset=cqa", "data.data_dir=" + dss(t, gold_text=BAD_JSON_LINE)], "cqa_train.json: line 2: invalid JSON"),
+    ("invalid JSON line", lambda t: [T, cfg(t), "data.dataset=cqa", "data.data_dir=" + dss(t, gold_text=BAD_JSON_LINE)], "cqa_train.json: line 2, column 2: invalid JSON"),
     ("missing key", lambda t: [T, cfg(t), "data.dataset=cqa", "data.data_dir=" + dss(t, rows=(NO_QUESTION, ROW))], "cqa_train.json: line 1: missing or invalid key 'question'"),
     ("non-UTF-8 bytes", lambda t: [T, cfg(t), "data.dataset=cqa", "data.data_dir=" + dss(t, gold_text=NON_UTF8)], "cqa_train.json: line 2: not UTF-8"),
     ("empty split", lambda t: [T, cfg(t), "data.dataset=cqa", f"data.data_dir={dss(t, gold_text=b'', outputs=())}"], "cqa_train.json: empty split"),

@@ -44,13 +44,13 @@ def test_own_ray_refuses_with_the_key_and_a_joined_cluster_warns(monkeypatch, ca
 def test_sweep_refuses_a_driver_resource_no_node_carries(tmp_path, monkeypatch):
     from test_sweep_spec import _load, good_spec
 
-    from mmi_ray.sweep.placement import check_fits
+    from mmi_ray.sweep.placement import check_cluster_fits
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     sweep = _load(tmp_path, good_spec(resources={"driver_resource": "mmi_driver"}))
     with pytest.raises(ConfigError, match="resources.driver_resource: no node carries 'mmi_driver'"):
-        check_fits(sweep, [{"CPU": 4.0}])
-    check_fits(sweep, [{"CPU": 4.0, "mmi_driver": 1.0}])
+        check_cluster_fits(sweep, [{"CPU": 4.0}])
+    check_cluster_fits(sweep, [{"CPU": 4.0, "mmi_driver": 1.0}])
     gpu = _load(tmp_path, good_spec(seeds=[0, 1, 2], resources={"use_gpu": True}))
     with pytest.raises(ConfigError, match="resources.use_gpu: one trial runs 3 seed"):
-        check_fits(gpu, [{"CPU": 16.0, "GPU": 2.0}])
+        check_cluster_fits(gpu, [{"CPU": 16.0, "GPU": 2.0}])

@@ -190,7 +190,7 @@ def test_model_and_tokenizer_names_are_checked_before_any_trial(tmp_path, monkey
 
 def test_every_command_argument_says_what_it_is():
     """`mmi-ray plan --help` listed `spec` and `overrides` with no word on either: every argument of
-    every command (but the REMAINDER of those with parsers of their own) carries a help text."""
+    every command carries a help text."""
     import argparse
 
     from mmi_ray.cli import build_parser

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from mmi_ray.cli import main
+from mmi_ray.commands.data import data_config
 from mmi_ray.config import load_config
 from mmi_ray.data import load_splits
 from mmi_ray.errors import ConfigError, DataError, ModelError
-from mmi_ray.teacher.cli import data_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,6 +52,29 @@ def test_choice_rows_get_the_options_in_the_input_and_letters_name_options(tmp_p
     assert fish.input == "Where do fish live?\nAnswer Choices:\n(a) desert\n(b) water\n(c) sky" and fish.label == "water"
     cold = next(e for e in ex if e.input.startswith("What"))
     assert cold.teacher_label == "fire" and cold.rationale == "Ice is frozen."
+
+
+def test_teacher_answers_are_read_as_people_write_them_and_a_wrong_one_is_kept_as_wrong(tmp_path):
+    """A teacher's "(c) Wooded area" or "**sky**" is the option it names; an answer that is no option
+    is kept (a wrong answer, counted so), not an error; a gold label that is no option still is."""
+    from mmi_ray.metrics import label_correct
+
+    f = jsonl(tmp_path / "train.jsonl", [
+        {"input": "Where do beavers build?", "choices": ["zoo", "sky", "wooded area"], "label": "wooded area",
+         "rationale": "Beavers need trees.", "teacher_answer": "(c) Wooded area"},
+        {"input": "What is up?", "choices": ["sky", "ground"], "label": "sky", "rationale": "Up there.",
+         "teacher_answer": "**Sky**"},
+        {"input": "What is down?", "choices": ["sky", "ground"], "label": "ground", "rationale": "Below.",
+         "teacher_answer": "the basement"}])
+    s = load_splits(data_config(str(f.parent), ["custom.label_kind=choice", "valid_fraction=0.34"]))
+    ex = {e.input.split("\n")[0]: e for e in s.train.examples + s.valid.examples}
+    assert ex["Where do beavers build?"].teacher_label == "wooded area" and ex["What is up?"].teacher_label == "sky"
+    down = ex["What is down?"]
+    assert down.teacher_label == "the basement" and not label_correct(down.teacher_label, down.label, down.kind, down.input)
+    assert all(e.kind == "answer" for e in ex.values())
+    jsonl(tmp_path / "bad" / "train.jsonl", [{"input": "q", "choices": ["a1", "a2"], "label": "a3"}] * 4)
+    with pytest.raises(DataError, match="label 'a3' is not one of the row's choices"):
+        load_splits(data_config(str(tmp_path / "bad"), ["custom.label_kind=choice"]))
 
 
 def test_class_labels_and_label_names(tmp_path):
@@ -116,13 +139,34 @@ def test_bad_rows_are_one_line_naming_the_file_line_and_key(tmp_path, capsys, co
     assert rc == 2 and problem in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_an_empty_split_file_is_named(tmp_path, capsys):
+@pytest.mark.parametrize("name,content", [("valid.jsonl", ""), ("valid.jsonl", "\n\n"), ("valid.csv", ""),
+                                          ("valid.csv", "input,label\n")])
+def test_an_empty_split_file_is_named_the_same_way_in_every_format(tmp_path, capsys, name, content):
+    """An empty CSV, an empty JSONL and a split with no rows (blank lines, a header alone): one message."""
     jsonl(tmp_path / "d" / "train.jsonl", [{"input": "q", "label": "a"}] * 5)
-    write(tmp_path / "d" / "valid.jsonl", "")
-    with pytest.raises(DataError, match="the valid split is empty"):
+    write(tmp_path / "d" / name, content)
+    with pytest.raises(DataError, match="no rows"):
         load_splits(data_config(str(tmp_path / "d"), []))
     assert main(["data", str(tmp_path / "d")]) == 2
-    assert f"{tmp_path / 'd'}: the valid split is empty" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'd' / name}: no rows (the file is empty" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_broken_json_line_names_its_line_and_column(tmp_path):
+    write(tmp_path / "rows.jsonl", '{"input": "q", "label": "a"}\n{"input": "r" "label": "b"}\n')
+    with pytest.raises(DataError, match=r"rows.jsonl: line 2, column 15: invalid JSON \(Expecting ','"):
+        load_splits(data_config(str(tmp_path / "rows.jsonl"), []))
+
+
+def test_a_folder_left_by_a_stopped_rationales_run_is_not_complete_not_missing(tmp_path, capsys):
+    """What a run refused at its first request (HTTP 401) leaves: rationales.json saying not complete,
+    no split file. ``mmi-ray data`` says "not complete" and how to finish."""
+    d = tmp_path / "out"
+    write(d / "rationales.json", json.dumps({"format": 1, "complete": False, "splits": {}}))
+    assert main(["data", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert "the rationales are not complete" in err and "run the same mmi-ray rationales command again" in err
+    assert "no split files" not in err
 
 
 def test_config_keys_for_custom_data_are_checked_up_front(tmp_path):
@@ -137,12 +181,12 @@ def test_config_keys_for_custom_data_are_checked_up_front(tmp_path):
 
 
 def test_the_words_tokenizer_on_custom_data_names_words_it_does_not_know(tmp_path):
-    from mmi_ray.model import check_fits
+    from mmi_ray.model import check_vocabulary
 
     f = write(tmp_path / "qa.csv", "input,label\nbox DS: what color?,blue\nbox KS: zebra?,no\nbox AB: big or not?,no\n")
     cfg = load_config(REPO / "configs/tiny_props.yaml", ["data.dataset=custom", f"data.path={f}", "data.valid_fraction=0.34"])
     with pytest.raises(ModelError, match=r"'zebra' \((train|valid) row \d\)"):
-        check_fits(cfg, load_splits(cfg.data), "c.yaml")
+        check_vocabulary(cfg, load_splits(cfg.data), "c.yaml")
 
 
 def test_data_without_rationales_reports_no_teacher_accuracy(capsys):
@@ -150,3 +194,38 @@ def test_data_without_rationales_reports_no_teacher_accuracy(capsys):
     out = capsys.readouterr().out
     assert "train      4000      4000            -" in out and "0.00%" not in out
     assert "no rationales yet" in out
+
+
+def test_rationales_keep_correct_drops_rows_the_teacher_got_wrong_and_relabel_trains_them_on_gold(tmp_path, capsys):
+    """On the built-in task with a teacher wrong on 30% of rows: ``keep: correct`` drops exactly the
+    rows whose teacher answer is not gold (validation untouched) and says how many; ``relabel`` keeps
+    every row and its rationale, the teacher-label task then trains on gold; ``mmi-ray data`` counts it."""
+    from mmi_ray.config import load_config
+    from mmi_ray.metrics import label_correct
+
+    base = ["data.builtin.teacher_error_rate=0.3", "data.builtin.num_train=200"]
+    cfg = lambda *ov: load_config(REPO / "configs" / "tiny_builtin.yaml", [*base, *ov]).data  # noqa: E731
+    every = load_splits(cfg())
+    wrong = [e for e in every.train.examples
+             if not (e.parsed and label_correct(e.teacher_label, e.label, e.kind, e.input))]
+    assert 20 < len(wrong) < 100 and every.kept is None
+    correct = load_splits(cfg("data.rationales.keep=correct"))
+    assert len(correct.train) == len(every.train) - len(wrong)
+    assert all(label_correct(e.teacher_label, e.label, e.kind, e.input) for e in correct.train.examples)
+    assert correct.valid.examples == every.valid.examples
+    assert f"{len(wrong)} of {len(every.train)} rows dropped" in correct.kept
+    relabel = load_splits(cfg("data.rationales.keep=relabel", "data.label_type=teacher"))
+    assert [e.rationale for e in relabel.train.examples] == [e.rationale for e in every.train.examples if e.parsed]
+    assert all(e.teacher_label == e.label for e in relabel.train.examples)
+    with pytest.raises(ConfigError, match="data.rationales.keep"):
+        load_config(REPO / "configs" / "tiny_builtin.yaml", ["data.rationales.keep=some"])
+
+
+def test_the_data_command_counts_what_rationales_keep_drops(tmp_path, capsys):
+    rows = [{"input": f"q{i}", "label": "yes" if i % 2 else "no", "rationale": f"because {i}",
+             "teacher_answer": "Yes." if i % 3 else "no"} for i in range(30)]
+    f = jsonl(tmp_path / "d" / "rows.jsonl", rows)
+    assert main(["data", str(f), "rationales.keep=correct", "valid_fraction=0.2"]) == 0
+    out = capsys.readouterr().out
+    # "Yes." matches "yes" once normalised; the train rows (24 of 30) whose teacher answer differs are counted
+    assert "rows dropped, their teacher answer wrong or unparsed (data.rationales.keep: correct)" in out

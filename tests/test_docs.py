@@ -1,5 +1,5 @@
 """The README and docs/ stay true: every command they show parses (its flags exist), their figures
-equal what benchmarks/readme_figures.py renders from the committed records, the docs site builds
+equal what tools/readme_figures.py renders from the committed records, the docs site builds
 without a warning, and the README stays short."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mmi_ray.cli import parser_for
+from mmi_ray.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "cluster" / "README.md"]
@@ -54,8 +54,8 @@ def test_the_pages_show_commands_of_every_kind():
 def test_every_mmi_ray_command_shown_parses(page, cmd):
     """Each ``mmi-ray ...`` line of the README and docs/ is read by the CLI's own parser: a flag or
     subcommand that does not exist (or a missing argument) fails here, naming the page."""
-    argv = shlex.split(cmd)[1:]
-    ap, rest = parser_for(argv)
+    rest = shlex.split(cmd)[1:]
+    ap = build_parser()
     try:
         ap.parse_args(rest)
     except SystemExit as e:
@@ -99,16 +99,16 @@ def test_every_make_target_shown_exists():
 
 
 def test_a_command_with_a_flag_that_does_not_exist_fails_the_check():
-    ap, rest = parser_for(["sweep", "sweeps/quickstart.yaml", "--resumee"])
+    ap, rest = build_parser(), ["sweep", "sweeps/quickstart.yaml", "--resumee"]
     with pytest.raises(SystemExit):
         ap.parse_args(rest)
-    ap, rest = parser_for(["analyze", "results/x", "--test-method"])  # argparse takes the prefix ...
+    ap, rest = build_parser(), ["analyze", "results/x", "--test-method"]  # argparse takes the prefix ...
     assert "--test-method" not in _flags_of(ap, rest)  # ... the check does not
-    assert "--top-k" in _flags_of(*parser_for(["confirm", "results/x"]))
+    assert "--top-k" in _flags_of(build_parser(), ["confirm", "results/x"])
 
 
 def test_the_figures_in_the_readme_and_docs_are_rendered_from_the_committed_records():
-    sys.path.insert(0, str(REPO / "benchmarks"))
+    sys.path.insert(0, str(REPO / "tools"))
     import readme_figures
 
     blocks = [m.group("name") for p in readme_figures.FILES for m in readme_figures.BLOCK.finditer(p.read_text())]

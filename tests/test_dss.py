@@ -77,7 +77,7 @@ def test_line_count_mismatch_names_the_files(tmp_path):
 def test_invalid_json_line_named(tmp_path):
     d = _write_cqa(tmp_path, [ROW], ["r. So the answer is (b) b."])
     (d / "cqa_train.json").write_text(json.dumps(ROW) + "\n{not json\n")
-    with pytest.raises(DataError, match=r"cqa_train.json: line 2: invalid JSON"):
+    with pytest.raises(DataError, match=r"cqa_train.json: line 2, column \d+: invalid JSON"):
         load_dss_split("cqa", tmp_path, "train")
 
 

@@ -50,7 +50,7 @@ def test_publish_checkpoint_is_whole_and_keeps_the_newest(tmp_path):
         src.mkdir()
         (src / layout.STATE_FILE).write_text(str(step))
         (src / layout.META_FILE).write_text("{}")
-        layout.publish_checkpoint(src, run, step, keep=2)
+        layout.store_checkpoint(src, run, step, keep=2)
     (run / "checkpoint_0000040").mkdir()  # a folder cut short (no files) is not a checkpoint
     assert [Path(p).name for p in layout.complete_checkpoints(run)] == ["checkpoint_0000020", "checkpoint_0000030"]
     assert not list(run.glob(".tmp_*"))
@@ -139,6 +139,36 @@ def test_no_module_of_the_package_imports_one_that_imports_it_back():
                     seen.add(m)
                     todo.extend(graph[m] - packages)
     assert circles == []
+
+
+def test_the_sweep_and_the_analysis_do_not_import_each_other():
+    """``mmi_ray/sweep/`` runs sweeps, ``mmi_ray/analysis/`` reads finished ones; what both need
+    (intervals, method names, ranking, reading a sweep folder) lives in ``mmi_ray/results/``."""
+    graph = _module_imports()
+    assert "mmi_ray.results.stats" in graph["mmi_ray.sweep.confirm"]  # the test sees the shared home
+    crossing = [(a, b) for a, deps in graph.items() for b in deps
+                for side, other in (("mmi_ray.sweep", "mmi_ray.analysis"), ("mmi_ray.analysis", "mmi_ray.sweep"))
+                if (a == side or a.startswith(side + ".")) and (b == other or b.startswith(other + "."))]
+    assert crossing == []
+
+
+def test_no_user_facing_text_names_an_issue_or_a_file_not_in_the_repository():
+    """Messages and docstrings give the conclusion and a docs page; the history stays in CHANGELOG.md
+    and BENCHMARKS.md. Every ``docs/...md`` a source names exists."""
+    import re
+
+    repo = PACKAGE.parent
+    files = [*PACKAGE.rglob("*.py"), *(repo / "benchmarks").glob("*.py"), *(repo / "tools").glob("*.py"),
+             *(repo / "examples").glob("*.py"), *(repo / "configs").glob("*.yaml"), *(repo / "sweeps").glob("*.yaml"),
+             *(repo / "docs").glob("*.md"), repo / "README.md"]
+    found = []
+    for f in files:
+        text = f.read_text()
+        found += [f"{f.relative_to(repo)}: {m.group(0)}" for m in re.finditer(r"\bissues? \d+|method\.md|perf-notes", text)]
+        found += [f"{f.relative_to(repo)}: {m.group(0)}"
+                  for m in re.finditer(r"\b(?:docs/[\w-]+\.md|(?:mmi_ray|benchmarks|tools|examples|analysis)/[\w/]+\.py)", text)
+                  if not (repo / m.group(0)).exists()]
+    assert found == []
 
 
 def test_every_layout_file_name_is_written_only_in_the_layout_module():

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from mmi_ray.analysis.load import _trial_status
 from mmi_ray.layout import TRIAL_ENDS_FILE, read_trial_ends, write_trial_ends
+from mmi_ray.results.records import _trial_status
 from mmi_ray.sweep.live import SweepProgress
 
 

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from mmi_ray.config import LossConfig, ModelConfig
 from mmi_ray.data.batching import collate, tokenize
 from mmi_ray.data.builtin import generate
+from mmi_ray.distill import DistillModule
 from mmi_ray.losses import MI_ESTIMATORS, NWJMI, InfoNCEMI, PassOutput, maxpool_ce
 from mmi_ray.model import build_seq2seq, build_tokenizer
-from mmi_ray.objective import DistillModule
 
 
 def _hand_maxpool(P, E):

@@ -123,3 +123,47 @@ def test_equal_width_ece_bins_exactly_as_torchmetrics():
         ref = float(binary_calibration_error(torch.tensor(conf, dtype=torch.float64), torch.tensor([int(x) for x in ok]),
                                              n_bins=15, norm="l1"))
         assert ece_equal_width(conf, ok) == pytest.approx(ref, abs=1e-9), n
+
+
+CQA_Q = ("A beaver is know for building prowess, their supplies come from where?\nAnswer Choices:\n"
+         "(a) british columbia\n(b) body of water\n(c) wooded area\n(d) pay debts\n(e) zoo")
+
+
+@pytest.mark.parametrize("pred,gold,question,same", [
+    # case, markup, punctuation around the answer, articles, whitespace
+    ("Wooded area", "wooded area", "", True),
+    ("**wooded area**", "wooded area", "", True),
+    ("__Wooded Area__", "wooded area", "", True),
+    ("`wooded area`", "wooded area", "", True),
+    ("The wooded area.", "wooded area", "", True),
+    ('"wooded  area"!', "wooded area", "", True),
+    ("an apple", "Apple", "", True),
+    # a choice letter before the text is dropped; alone, it is the option the question lists
+    ("(c) wooded area", "wooded area", "", True),
+    ("c) Wooded area", "wooded area", CQA_Q, True),
+    ("c", "wooded area", CQA_Q, True),
+    ("(C)", "wooded area", CQA_Q, True),
+    ("C.", "wooded area", CQA_Q, True),
+    ("(b)", "wooded area", CQA_Q, False),
+    ("c", "wooded area", "", False),  # no options listed: a letter is just a letter
+    ("(b) wooded area", "wooded area", CQA_Q, True),  # the text decides, not a mismatched letter
+    # what stays different
+    ("body of water", "wooded area", CQA_Q, False),
+    ("wooded areas", "wooded area", "", False),
+    ("not wooded area", "wooded area", "", False),
+    ("", "wooded area", "", False),
+    ("yes", "no", "", False),
+])
+def test_answers_match_as_people_mean_them(pred, gold, question, same):
+    assert label_correct(pred, gold, "answer", question) is same
+    assert label_correct(pred, gold, "text", question) is (pred.strip() == gold.strip())  # DSS: exact, as the papers
+
+
+def test_inline_choices_are_read_only_as_a_list_from_a():
+    from mmi_ray.metrics import inline_choices
+
+    assert inline_choices("Where? Answer Choices: (a) ignore (b) enforce (c) authoritarian") == \
+        {"a": "ignore", "b": "enforce", "c": "authoritarian"}
+    assert inline_choices(CQA_Q)["e"] == "zoo"
+    assert inline_choices("Is (b) the answer?") == {}
+    assert inline_choices("(b) one (c) two") == {}

@@ -29,7 +29,6 @@ def section(text: str, title: str) -> str:
 
 
 @pytest.mark.ray
-@pytest.mark.slow
 def test_the_readme_own_data_commands_run_and_the_sweep_learns_from_the_rationales(tmp_path, ray_head):
     commands = shown_commands(section((REPO / "README.md").read_text(), "Your own data"))
     assert [c.split()[:2] for c in commands] == [["python", "examples/teacher_server.py"], ["mmi-ray", "rationales"],

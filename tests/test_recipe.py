@@ -11,8 +11,8 @@ from conftest import tiny_overrides
 from mmi_ray.checkpoint import restore, save_checkpoint
 from mmi_ray.config import load_config
 from mmi_ray.data.batching import BatchStream
+from mmi_ray.distill import DistillModule
 from mmi_ray.model import build_seq2seq, build_tokenizer
-from mmi_ray.objective import DistillModule
 from mmi_ray.recipe import build_optimizer, run_loop
 from mmi_ray.worker import WorkerEnv, local_env
 

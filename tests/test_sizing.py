@@ -164,7 +164,7 @@ def test_a_bf16_checkpoint_is_loaded_in_fp32(tmp_path):
 def test_bf16_training_runs_its_backward_outside_autocast_and_evaluates_in_bf16(tmp_path, monkeypatch):
     """The forward passes autocast, the backward does not (as torch asks), and evaluation generates in
     the training precision."""
-    from mmi_ray.objective import DistillModule
+    from mmi_ray.distill import DistillModule
     from mmi_ray.recipe import run_loop
     from mmi_ray.worker import local_env
 
@@ -194,8 +194,8 @@ def test_the_first_step_confidence_is_what_all_steps_logits_gave():
     """The calibration confidence keeps the first decoding step's logits only; it equals what
     ``output_logits=True`` (every step's [B, V], kept to read the first) gave."""
     from mmi_ray.config import LossConfig
+    from mmi_ray.distill import DistillModule
     from mmi_ray.model import build_seq2seq, build_tokenizer
-    from mmi_ray.objective import DistillModule
 
     m = ModelConfig(d_model=32, num_heads=2, d_ff=64, num_layers=1)
     tok = build_tokenizer(m)

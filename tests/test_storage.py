@@ -20,7 +20,7 @@ from mmi_ray.layout import (
     META_FILE,
     STATE_FILE,
     complete_checkpoints,
-    publish_checkpoint,
+    store_checkpoint,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def test_files_and_folders_on_a_bucket_read_as_on_a_disk(s3_bucket, s3_server, t
         src.mkdir()
         (src / STATE_FILE).write_bytes(bytes([step]) * 1000)
         (src / META_FILE).write_text(json.dumps({"step": step}))
-        assert publish_checkpoint(src, run, step, keep=2) == f"{run}/checkpoint_{step:07d}"
+        assert store_checkpoint(src, run, step, keep=2) == f"{run}/checkpoint_{step:07d}"
     assert [storage.basename(c) for c in complete_checkpoints(run)] == ["checkpoint_0000020", "checkpoint_0000030"]
     assert not any("checkpoint_0000010" in k for k in s3_server.keys(run))
     storage.write_text(f"{run}/checkpoint_0000040/{STATE_FILE}", "half")  # an upload cut short: no meta.json

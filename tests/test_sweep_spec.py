@@ -22,7 +22,7 @@ def test_every_shipped_spec_validates(path):
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_each_spec_states_its_hardware_and_the_cpu_ones_start_on_two_cores(path):
-    from mmi_ray.sweep.placement import check_fits
+    from mmi_ray.sweep.placement import check_cluster_fits
 
     sweep = load_sweep(path)
     header = "\n".join(x for x in path.read_text().splitlines() if x.startswith("#"))
@@ -30,7 +30,7 @@ def test_each_spec_states_its_hardware_and_the_cpu_ones_start_on_two_cores(path)
         assert "GPU" in header
         return
     assert "2 CPU cores" in header or "2 cores" in header, header
-    check_fits(sweep, [{"CPU": 2.0}])  # raises when one trial cannot start on 2 cores
+    check_cluster_fits(sweep, [{"CPU": 2.0}])  # raises when one trial cannot start on 2 cores
     assert sweep.derived_concurrency({"CPU": 2.0}) >= 1
 
 

@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmi_ray.cli import main
+from mmi_ray.commands.data import data_config
 from mmi_ray.teacher.backends import OpenAIBackend, Sampling
-from mmi_ray.teacher.cli import data_config
 from mmi_ray.teacher.parse import DEFAULT_MARKER, parse_reply
 from mmi_ray.teacher.prompts import load_prompt, shipped
 from mmi_ray.teacher.run import generate
@@ -282,6 +282,14 @@ def test_ctrl_c_keeps_the_rows_written_and_says_the_folder_is_not_complete(tmp_p
     assert p.returncode == 130 and "interrupted" in err, err[-2000:]
     meta = json.loads((tmp_path / "out/rationales.json").read_text())
     assert meta["complete"] is False and meta["splits"]["train"]["rows"] == len(partial.read_text().splitlines()) >= 5
+    # the closing line: the rows kept, of how many, and the command that resumes (the same one)
+    import re
+    import shlex
+
+    m = re.search(r"interrupted: (\d+) of (\d+) rows kept in (\S+) \((\d+) this run\); resume with: (.+)", err)
+    assert m, err[-2000:]
+    assert int(m.group(1)) == sum(s["rows"] for s in meta["splits"].values()) and int(m.group(2)) > int(m.group(1))
+    assert shlex.split(m.group(5)) == ["mmi-ray", *cmd[3:]]
 
 
 @pytest.mark.parametrize("case,problem", [

@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 def accuracy_by_method(points: pd.DataFrame, title: str):
     """The first figure of a report: one column per arm (or method), a point per seed, the mean as
     a bar and its 95% Student-t interval; one panel per split (``points``: group, split, value)."""
-    from .stats import t_interval
+    from ..results.stats import t_interval
 
     splits = list(dict.fromkeys(points["split"]))
     groups = list(dict.fromkeys(points["group"]))
@@ -153,7 +153,7 @@ def optuna_study_from_trials(trials: pd.DataFrame, search: dict, metric_col: str
     history plot and importance evaluators)."""
     import optuna
 
-    from ..sweep.space import Param
+    from ..space import Param
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = {k: Param.model_validate(v) for k, v in search.items()}

@@ -33,11 +33,9 @@ from ..layout import (
     STEP,
     TRAIN_LOSS_PLOT,
 )
-from ..storage import basename, is_uri, join, upload_dir
-from . import plots
-from .best import best_entry, final_rows, ranked, seed_test_accuracies
-from .load import LoadResult, export, load_results
-from .stats import (
+from ..results.ranking import best_entry, final_rows, ranked, seed_test_accuracies
+from ..results.records import LoadResult, export, load_results
+from ..results.stats import (
     DSS,
     INTERVAL,
     LABEL_ONLY,
@@ -54,6 +52,8 @@ from .stats import (
     published_beside,
     t_interval,
 )
+from ..storage import basename, is_uri, join, upload_dir
+from . import plots
 
 
 def _md_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
@@ -433,40 +433,3 @@ def _html(md: str) -> str:
     if in_table:
         body.append("</table>")
     return "<html><head><meta charset='utf-8'><title>mmi-ray report</title></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
-
-
-def parser():
-    """The ``mmi-ray analyze`` command line."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="mmi-ray analyze", description=__doc__.splitlines()[0])
-    ap.add_argument("results", nargs="+", help="sweep folders (<storage_path>/<name>) or storage URIs")
-    ap.add_argument("--out", default=None, help="report folder (default: <first sweep>/report; for a sweep on a "
-                    "storage URI, ./reports/<sweep name>)")
-    ap.add_argument("--report-to-storage", action="store_true",
-                    help="a sweep on a storage URI: also upload the report to <sweep URI>/report")
-    ap.add_argument("--budget", default="final", help="'final' or a step that every compared trial reached")
-    ap.add_argument("--no-test", action="store_true", help="do not evaluate the best configuration on test")
-    ap.add_argument("--test-methods", action="store_true",
-                    help="also evaluate each method's best configuration on test (ablations; once, at report time)")
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = parser()
-    args = ap.parse_args(argv)
-    budget = args.budget if args.budget == "final" else int(args.budget)
-    if args.no_test and args.test_methods:
-        ap.error("--no-test and --test-methods contradict each other")
-    r = build_report(args.results, args.out, budget, evaluate_test=not args.no_test, test_methods=args.test_methods,
-                     to_storage=args.report_to_storage)
-    print(f"[mmi-ray] report: {r['report']}" + (f" (and {r['uploaded']})" if r.get("uploaded") else ""))
-    if r.get("plots"):
-        print(f"[mmi-ray] plots: {', '.join(r['plots'])}")
-    for n in r["notes"]:
-        print(f"[mmi-ray] left out: {n}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -21,8 +21,8 @@ import pandas as pd
 from ..config import flatten
 from ..errors import MmiError
 from ..layout import CONFIRM_DIR, CONFIRMATION_FILE, SPEC_FILE, read_spec
+from ..results.stats import DSS, LABEL_ONLY, PUBLISHED, t_interval
 from ..storage import exists, is_uri, join, read_text
-from .stats import DSS, LABEL_ONLY, PUBLISHED, t_interval
 
 METHOD_ORDER = (LABEL_ONLY, DSS)
 """Rows within a dataset: the baselines first, then the MI estimators by name."""
@@ -153,34 +153,3 @@ def to_latex(rows: pd.DataFrame) -> str:
     lines += [r"\bottomrule", r"\end{tabular}", "", "% " + NOTE]
     lines += [f"% $^{i}$ {s}" for i, s in enumerate(sources, start=1)]
     return "\n".join(lines) + "\n"
-
-
-def parser():
-    """The ``mmi-ray table`` command line."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="mmi-ray table", description=__doc__.splitlines()[0])
-    ap.add_argument("results", nargs="+", help="sweep folders with confirmation runs")
-    ap.add_argument("--format", choices=["markdown", "latex", "both"], default="markdown")
-    ap.add_argument("--out", default=None, help="also write the table(s) here (FILE.md / FILE.tex)")
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = parser()
-    args = ap.parse_args(argv)
-    rows = table_rows(args.results)
-    texts = {}
-    if args.format in ("markdown", "both"):
-        texts["md"] = to_markdown(rows)
-    if args.format in ("latex", "both"):
-        texts["tex"] = to_latex(rows)
-    print("\n".join(texts.values()), end="")
-    if args.out:
-        stem = Path(args.out)
-        for ext, text in texts.items():
-            target = stem.with_suffix(f".{ext}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-            print(f"[mmi-ray] table: {target}")
-    return 0

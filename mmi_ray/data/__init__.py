@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..config import DataConfig
 from ..errors import DataError
 from .builtin import builtin_splits
@@ -9,7 +11,7 @@ from .custom import custom_splits
 from .dss import DSS_DATASETS, available_splits, load_dss_split, load_hub_split
 from .examples import Example, SplitData, Splits, carve
 
-__all__ = ["Example", "SplitData", "Splits", "load_splits", "carve_valid", "DSS_DATASETS"]
+__all__ = ["Example", "SplitData", "Splits", "load_splits", "keep_rows", "carve_valid", "DSS_DATASETS"]
 
 
 def carve_valid(train: SplitData, fraction: float, seed: int) -> tuple[SplitData, SplitData]:
@@ -18,6 +20,31 @@ def carve_valid(train: SplitData, fraction: float, seed: int) -> tuple[SplitData
     tr = SplitData("train", kept, sum(not e.parsed for e in kept), train.source)
     va = SplitData("valid", carved, sum(not e.parsed for e in carved), train.source + f" (carved, seed {seed})")
     return tr, va
+
+
+def keep_rows(train: SplitData, keep: str) -> tuple[SplitData, str | None]:
+    """Train as ``data.rationales.keep`` filters it, and the line that counts what it did (None for
+    ``all``). A row's teacher answer is right when ``label_correct`` says so, as evaluation scores."""
+    if keep == "all":
+        return train, None
+    from ..metrics import label_correct
+
+    wrong = [not (e.parsed and label_correct(e.teacher_label, e.label, e.kind, e.input)) for e in train.examples]
+    n_wrong = sum(wrong)
+    if keep == "correct":
+        kept = [e for e, w in zip(train.examples, wrong) if not w]
+        if not kept:
+            raise DataError(f"{train.source}: data.rationales.keep: correct leaves no training row (the teacher "
+                            f"answered none of the {len(train)} rows right)")
+        return (SplitData("train", kept, 0, train.source),
+                f"train: {n_wrong} of {len(train)} rows dropped, their teacher answer wrong or unparsed "
+                f"(data.rationales.keep: correct); {len(kept)} left")
+    # relabel: a wrong teacher answer becomes the gold one, so a teacher-label task trains on gold
+    out = [replace(e, teacher_label=e.label) if w and e.parsed else e for e, w in zip(train.examples, wrong)]
+    n_relabelled = sum(w and e.parsed for e, w in zip(train.examples, wrong))
+    return (SplitData("train", out, train.unparsed, train.source),
+            f"train: {n_relabelled} of {len(train)} rows relabelled to gold, their teacher answer wrong, their "
+            f"rationale kept (data.rationales.keep: relabel)")
 
 
 def load_splits(cfg: DataConfig, need_train: bool = True) -> Splits:
@@ -54,6 +81,10 @@ def load_splits(cfg: DataConfig, need_train: bool = True) -> Splits:
     if cfg.max_eval_examples is not None:
         v = splits.valid
         splits.valid = SplitData("valid", v.examples[: cfg.max_eval_examples], v.unparsed, v.source)
+    if need_train:
+        splits.train, splits.kept = keep_rows(splits.train, cfg.rationales.keep)
+        if splits.kept:
+            splits.notes.append(splits.kept)
     if need_train and cfg.label_type == "teacher":
         kept = [e for e in splits.train.examples if e.parsed]
         splits.train = SplitData("train", kept, 0, splits.train.source)

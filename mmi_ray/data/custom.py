@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..config import CustomDataConfig, DataConfig
 from ..errors import DataError
-from ..metrics import safe_arith
+from ..metrics import normalize_answer, safe_arith
 from .dss import read_jsonl
 from .examples import Example, SplitData, Splits, carve
 
@@ -26,8 +26,9 @@ SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "dev":
 SUFFIXES = (".jsonl", ".json", ".csv")
 META_FILE = "rationales.json"
 """What ``mmi-ray rationales`` records next to its split files (teacher, prompt, label kind, hash)."""
-EXAMPLE_KINDS = {"text": "text", "class": "text", "choice": "text", "number": "equation"}
-"""Label kind -> how ``metrics.label_correct`` compares (``number``: by value, so ``3.0`` equals ``3``)."""
+EXAMPLE_KINDS = {"text": "answer", "class": "answer", "choice": "answer", "number": "equation"}
+"""Label kind -> how ``metrics.label_correct`` compares: ``answer`` normalised (case, markup, punctuation
+around, articles, a choice letter: ``metrics.normalize_answer``), ``number`` by value (``3.0`` equals ``3``)."""
 CHOICE_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -64,18 +65,19 @@ def _read_csv(path: Path) -> list[Row]:
         if None in rec:
             raise DataError(f"{path}: line {n}: more fields than the header has")
         rows.append(Row(f"{path}: line {n}", dict(rec)))
-    if reader.fieldnames is None:
-        raise DataError(f"{path}: empty file (no header)")
     return rows
 
 
 def read_rows(path: Path) -> list[Row]:
-    """The rows of one JSONL (``.jsonl`` / ``.json``) or CSV file."""
-    if path.suffix == ".csv":
-        return _read_csv(path)
-    if path.suffix not in (".jsonl", ".json"):
+    """The rows of one JSONL (``.jsonl`` / ``.json``) or CSV file; a file with none (empty, blank
+    lines only, a CSV header alone) is an error, the same for every format."""
+    if path.suffix not in (".jsonl", ".json", ".csv"):
         raise DataError(f"{path}: unknown format '{path.suffix}' (a .jsonl, .json or .csv file, or a folder)")
-    return [Row(f"{path}: line {n}", r) for n, r in read_jsonl(path, numbered=True)]
+    rows = _read_csv(path) if path.suffix == ".csv" else \
+        [Row(f"{path}: line {n}", r) for n, r in read_jsonl(path, numbered=True)]
+    if not rows:
+        raise DataError(f"{path}: no rows (the file is empty{', or a header alone' if path.suffix == '.csv' else ''})")
+    return rows
 
 
 def split_files(folder: Path) -> dict[str, Path]:
@@ -124,17 +126,18 @@ def read_table(path: str, columns_split: str = "split") -> Table:
         if (p / "dataset_dict.json").is_file() or (p / "dataset_info.json").is_file():
             return _read_datasets(str(p))
         files = split_files(p)
-        if not files and any(p.glob("*.jsonl.partial")):
-            raise DataError(f"{p}: the rationales are not complete (only .partial files): run the same mmi-ray "
-                            "rationales command again to finish")
-        if not files:
-            raise DataError(f"{p}: no split files (train / valid / test as .jsonl, .json or .csv)")
         meta = {}
         if (p / META_FILE).is_file():
             try:
                 meta = json.loads((p / META_FILE).read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise DataError(f"{p / META_FILE}: not valid JSON ({e})") from None
+        if not files and (any(p.glob("*.jsonl.partial")) or meta.get("complete") is False):
+            # a run of mmi-ray rationales that stopped early (Ctrl-C, a refused key): said so, not "no files"
+            raise DataError(f"{p}: the rationales are not complete ({META_FILE} says so; no split finished): run "
+                            "the same mmi-ray rationales command again to finish")
+        if not files:
+            raise DataError(f"{p}: no split files (train / valid / test as .jsonl, .json or .csv)")
         return Table({s: read_rows(f) for s, f in files.items()}, str(p), meta)
     if not p.is_file():
         raise DataError(f"data.path: file or folder not found: {path}")
@@ -267,12 +270,18 @@ class Reader:
         if self.kind == "number":
             return number_text(value, row.where, key)
         if self.kind == "class" and text not in self.spec.classes:
-            raise DataError(f"{row.where}: {key} '{text}' is not one of data.custom.classes {self.spec.classes}")
-        if self.kind == "choice":
-            m = re.fullmatch(r"\(?([a-z])\)?", text.lower())
-            if m and CHOICE_LETTERS.index(m.group(1)) < len(choices) and text not in choices:
-                text = choices[CHOICE_LETTERS.index(m.group(1))]
-            if text not in choices:
+            match = [c for c in self.spec.classes if normalize_answer(c) == normalize_answer(text)]
+            if match:  # "Entailment.", "**neutral**": the class as people write it
+                text = match[0]
+            elif gold:
+                raise DataError(f"{row.where}: {key} '{text}' is not one of data.custom.classes {self.spec.classes}")
+        if self.kind == "choice" and text not in choices:
+            # a letter, or the option as people write it ("(c) Wooded area", "**wooded area**")
+            by_letter = dict(zip(CHOICE_LETTERS, choices))
+            match = [c for c in choices if normalize_answer(c) == normalize_answer(text, by_letter)]
+            if match:
+                text = match[0]
+            elif gold:
                 raise DataError(f"{row.where}: {key} '{text}' is not one of the row's choices {choices}")
         return text
 

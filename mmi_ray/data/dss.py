@@ -130,7 +130,7 @@ def read_jsonl(path: Path, numbered: bool = False) -> list:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {n}: invalid JSON ({e.msg})") from None
+            raise DataError(f"{path}: line {n}, column {e.colno}: invalid JSON ({e.msg})") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}: line {n}: expected a JSON object, got {type(obj).__name__}")
         rows.append((n, obj) if numbered else obj)

@@ -19,7 +19,8 @@ class Example:
     teacher_label: str
     """Teacher's parsed label; empty when the teacher output did not parse."""
     kind: str = "text"
-    """How labels compare: ``text`` (exact match) or ``equation`` (numeric value)."""
+    """How labels compare: ``text`` (exact match), ``answer`` (normalised: ``metrics.normalize_answer``) or
+    ``equation`` (numeric value)."""
     task: str = ""
     """Dataset or task family, for per-task metrics."""
 
@@ -58,6 +59,8 @@ class Splits:
     valid: SplitData
     test: SplitData | None
     notes: list[str] = field(default_factory=list)
+    kept: str | None = None
+    """What ``data.rationales.keep`` did to train, in a line (None: nothing)."""
 
     def items(self):
         out = [("train", self.train), ("valid", self.valid)]

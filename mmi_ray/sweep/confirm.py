@@ -4,7 +4,7 @@ baselines again on fresh seeds at the full budget, as their own Tune experiment 
 The search chose on validation; nothing here chooses. Each confirmation run is one (arm, seed)
 trial; after the runs, test accuracy is read once per run from its final checkpoint and kept in
 ``confirm/confirmation.json`` (a resumed or repeated confirmation never reads test again). Only
-these runs feed the headline table (mmi_ray/analysis/stats.py ``arm_table`` / ``arm_comparisons``).
+these runs feed the headline table (mmi_ray/results/stats.py ``arm_table`` / ``arm_comparisons``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..analysis.best import ranked, searched_values
-from ..analysis.load import load_sweep_dir
-from ..analysis.stats import DSS, LABEL_ONLY, aggregate, arm_names, best_of_method
 from ..errors import ConfigError
 from ..layout import (
     CHECKPOINT_PATH,
@@ -28,9 +25,11 @@ from ..layout import (
     is_divergence,
     read_metrics,
     run_name,
-    trial_folder_of,
 )
-from ..reuse import cached_test, reused_from
+from ..results.ranking import ranked, searched_values, test_figures
+from ..results.records import load_sweep_dir
+from ..results.stats import DSS, LABEL_ONLY, aggregate, arm_names, best_of_method
+from ..reuse import reused_from
 from ..storage import basename, exists, join, listdir, parent, read_text, write_text
 from .spec import Confirm, LoadedSweep, params_text
 
@@ -41,7 +40,7 @@ BASELINE_PARAMS = {DSS: {"loss.mi_weight": 0.0}, LABEL_ONLY: {"loss.mi_weight": 
 def choose_arms(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """The arms to confirm, from the search's completed configurations ranked on validation: the
     top ``top_k``, then the DSS and label-only baselines (unless a top arm already is one), each
-    named for what it is (``analysis.stats.arm_names``); and notes on ties, which decide nothing
+    named for what it is (``results.stats.arm_names``); and notes on ties, which decide nothing
     silently: where every configuration scored the same there is no best one to confirm, only the
     baselines; a tie across the top-k cut is named."""
     spec = sweep.spec
@@ -125,8 +124,6 @@ def collect(sweep: LoadedSweep, confirm_dir: str, state: dict) -> list[dict]:
     and test accuracy, read from its final checkpoint now unless an earlier call read it already.
     The trials are those of every experiment of ``state`` (``_experiments``); every run's folder is
     under ``confirm_dir``."""
-    from ..evaluate import evaluate_checkpoint
-
     obj = sweep.spec.objective.metric
     known = {(r["arm"], r["seed"]): r for r in state.get("runs", [])}
     out = []
@@ -146,8 +143,7 @@ def collect(sweep: LoadedSweep, confirm_dir: str, state: dict) -> list[dict]:
         record = known.get((arm, seed))
         if record is None or record.get("trial_id") != tid:
             run_dir = join(confirm_dir, RUNS_DIR, run_name(tid, seed))  # read once per run identity
-            test = cached_test(run_dir, final[CHECKPOINT_PATH], int(final[STEP]),
-                               lambda ckpt: evaluate_checkpoint(ckpt, "test"))
+            test = test_figures(run_dir, final[CHECKPOINT_PATH], int(final[STEP]))
             record = {"arm": arm, "method": state["arms"][arm]["method"], "seed": seed, "trial_id": tid,
                       STEP: int(final[STEP]), obj: float(final[obj]),
                       # every figure of the final validation and the one test evaluation: accuracy,
@@ -168,8 +164,10 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
 
     from ..ray_init import init_ray
     from ..reuse import index_root, tune_callback
+    from .experiment import experiment
     from .live import SweepProgress, configure, hide_tune_restore_hint, tune_verbosity
-    from .placement import check_fits, concurrency, sweep_dir_of, trainable
+    from .placement import check_cluster_fits, concurrency, sweep_dir_of
+    from .trial import TrialPayload
 
     spec = sweep.spec  # its validation already holds confirm.seeds apart from the search's seeds
     confirm_dir = join(sweep_dir, CONFIRM_DIR)
@@ -183,37 +181,23 @@ def run_confirmation(sweep: LoadedSweep, sweep_dir: str, confirm: Confirm, verbo
     state["experiments"] = experiments
     write_text(join(confirm_dir, CONFIRMATION_FILE), json.dumps(state, indent=2))
     init_ray(log_to_driver=verbose > 1)
-    payload = {"spec": spec.model_dump(mode="json"), "base_raw": sweep.base_raw, "source": sweep.source,
-               "sweep_dir": confirm_dir, "arms": {k: a["params"] for k, a in state["arms"].items()},
-               "ray_logs": verbose > 1, "reuse_root": reuse_root}
-    driver = trainable(sweep, payload, n_seeds=1)
-    check_fits(sweep, n_seeds=1)
+    payload = TrialPayload.of(sweep, confirm_dir, verbose, reuse_root,
+                              arms={k: a["params"] for k, a in state["arms"].items()})
+    check_cluster_fits(sweep, n_seeds=1)
     hide_tune_restore_hint()
-    tune_verbose = tune_verbosity(verbose)
     for name, seeds in experiments:  # the first confirmation, then each set of seeds added to it
-        exp_dir = join(sweep_dir, name)
         n_runs = len(state["arms"]) * len(seeds)
         configure(show=verbose == 1)
-        progress = SweepProgress(exp_dir, "confirmation", n_runs, sweep.max_steps, [], None, show=verbose == 1)
-        if tune.Tuner.can_restore(exp_dir):
-            tuner = tune.Tuner.restore(exp_dir, trainable=driver, resume_unfinished=True, resume_errored=True)
-        else:
-            tuner = tune.Tuner(
-                driver,
-                param_space={"arm": tune.grid_search(list(state["arms"])), "seed": tune.grid_search(seeds)},
-                tune_config=tune.TuneConfig(num_samples=1, reuse_actors=sweep.in_process(1),
-                                            max_concurrent_trials=concurrency(sweep, 1, n_runs)[0],
-                                            trial_name_creator=trial_folder_of,
-                                            trial_dirname_creator=trial_folder_of),
-                run_config=tune.RunConfig(name=name, storage_path=sweep_dir,
-                                          failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
-                                          callbacks=[progress, *filter(None, [tune_callback(
-                                              join(confirm_dir, RUNS_DIR), reuse_root)])],
-                                          verbose=tune_verbose),
-            )
-            if verbose:
-                print(f"[mmi-ray] confirmation: {len(state['arms'])} arms ({', '.join(state['arms'])}) x "
-                      f"{len(seeds)} fresh seeds {seeds} = {n_runs} runs at the full budget", flush=True)
+        progress = SweepProgress(join(sweep_dir, name), "confirmation", n_runs, sweep.max_steps, [], None,
+                                 show=verbose == 1)
+        tuner, restored = experiment(
+            sweep, payload, sweep_dir, name, restore=True, at_once=concurrency(sweep, 1, n_runs)[0], n_seeds=1,
+            callbacks=[progress, *filter(None, [tune_callback(payload.runs_root, reuse_root)])],
+            verbose=tune_verbosity(verbose),
+            param_space={"arm": tune.grid_search(list(state["arms"])), "seed": tune.grid_search(seeds)})
+        if verbose and not restored:
+            print(f"[mmi-ray] confirmation: {len(state['arms'])} arms ({', '.join(state['arms'])}) x "
+                  f"{len(seeds)} fresh seeds {seeds} = {n_runs} runs at the full budget", flush=True)
         try:
             tuner.fit()
         finally:
@@ -228,7 +212,7 @@ def headline(state: dict, metric: str, mode: str = "max") -> tuple:
     confirmation state, each arm under its shown name."""
     import pandas as pd
 
-    from ..analysis.stats import arm_comparisons, arm_table, confirmation_runs
+    from ..results.stats import arm_comparisons, arm_table, confirmation_runs
 
     runs = confirmation_runs(state)
     if runs.empty:
@@ -253,9 +237,9 @@ def comparison_text(r) -> str:
 
 def headline_lines(state: dict, metric: str, mode: str = "max") -> list[str]:
     """The confirmation's closing lines, as the console prints them (and the README shows them:
-    benchmarks/readme_figures.py renders the same lines from a committed record): the arms ranked on
+    tools/readme_figures.py renders the same lines from a committed record): the arms ranked on
     mean validation over the fresh seeds (the rank the export takes), each with its values."""
-    from ..analysis.stats import named_arms
+    from ..results.stats import named_arms
 
     table, test_cmp, _ = headline(state, metric, mode)
     lines = [f"[mmi-ray] confirmation runs (fresh seeds {state['seeds']}, full budget; ranked on mean {metric}; "

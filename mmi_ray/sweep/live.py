@@ -158,7 +158,7 @@ class SweepProgress(Callback):
         return (now - self.t0) * (1 - share) / share
 
     def line(self, now: float | None = None) -> str:
-        from ..analysis.stats import t_interval, wilson_interval
+        from ..results.stats import t_interval, wilson_interval
 
         now = time.time() if now is None else now
         c = self.counts()

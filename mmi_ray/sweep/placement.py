@@ -5,13 +5,17 @@ confirmation runs (confirm.py)."""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..storage import join, resolve_storage
 from .spec import LoadedSweep, SweepSpec
 
+if TYPE_CHECKING:
+    from .trial import TrialPayload
 
-def trainable(sweep: LoadedSweep, payload: dict, n_seeds: int | None = None):
+
+def trainable(sweep: LoadedSweep, payload: TrialPayload, n_seeds: int | None = None):
     """The trial with its resources: a class trainable that trains in its own process and holds the
     worker's CPUs, or a function trainable (the driver) that holds a sliver while its Train runs
     reserve their own."""
@@ -80,7 +84,7 @@ def concurrency(sweep: LoadedSweep, n_seeds: int | None = None, n_trials: int | 
     return scaled, (f"the cluster at its maximum size ({found[0]})" if scaled > now else "the nodes up now")
 
 
-def check_fits(sweep: LoadedSweep, nodes: list[dict[str, float]] | None = None, n_seeds: int | None = None) -> None:
+def check_cluster_fits(sweep: LoadedSweep, nodes: list[dict[str, float]] | None = None, n_seeds: int | None = None) -> None:
     """One trial (its seed runs side by side) must fit the cluster, and its driver must find its
     resource: an error on a Ray of our own, a warning on a cluster that may autoscale."""
     from .. import capacity

@@ -13,10 +13,11 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..config import (
     Config,
+    Section,
     WorkerResources,
     apply_overrides,
     blame,
@@ -29,8 +30,8 @@ from ..config import (
     set_dotted,
 )
 from ..errors import ConfigError
+from ..space import ConditionalSpace, Param
 from ..storage import is_uri
-from .space import ConditionalSpace, Param
 
 
 def params_text(params: dict[str, Any]) -> str:
@@ -38,11 +39,7 @@ def params_text(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-
-class Objective(_Section):
+class Objective(Section):
     metric: str = "val_accuracy"
     """A validation metric reported by the recipe (never a test metric)."""
     mode: Literal["max", "min"] = "max"
@@ -54,7 +51,7 @@ class Objective(_Section):
         return self
 
 
-class Scheduler(_Section):
+class Scheduler(Section):
     type: Literal["asha", "none"] = "asha"
     """``asha`` stops poor trials early on the worker-reported ``step``; ``none`` runs all to the end."""
     grace_period: int = Field(100, ge=1)
@@ -77,7 +74,7 @@ class Resources(WorkerResources):
     worker resources (on local storage or a URI alike); false: always a Ray Train run."""
 
 
-class Failure(_Section):
+class Failure(Section):
     trial_max_failures: int = Field(1, ge=0)
     """Tune retries of a failed trial (it resumes from its checkpoints)."""
     train_max_failures: int = Field(1, ge=0)
@@ -86,7 +83,7 @@ class Failure(_Section):
     """Wall-clock budget of the whole sweep; a leak or hang then ends in an error, not a wait."""
 
 
-class Tracking(_Section):
+class Tracking(Section):
     """TensorBoard event files are always written in each trial folder (Tune's default loggers);
     MLflow and W&B are optional extras."""
 
@@ -105,7 +102,7 @@ class Tracking(_Section):
     """W&B project (needs ``mmi-ray[wandb]``); None disables."""
 
 
-class Confirm(_Section):
+class Confirm(Section):
     """Confirmation runs after the search: the best configurations and the baselines trained again on
     fresh seeds at the full budget. Only these feed the headline table (validation and test per seed;
     test read once per run, after training, and never used to choose)."""
@@ -120,7 +117,7 @@ class Confirm(_Section):
     search if it found one, else the base config with those weights."""
 
 
-class SweepSpec(_Section):
+class SweepSpec(Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     """Sweep name: the folder under ``storage_path``."""
     base: str | dict
@@ -180,7 +177,7 @@ class SweepSpec(_Section):
         return [self.objective, *self.more_objectives]
 
     def search_advice(self) -> list[str]:
-        """What the search-efficiency replays (BENCHMARKS.md, issue 17 item 4) advise against in this
+        """What the search-efficiency replays (BENCHMARKS.md, "Search efficiency") advise against in this
         spec's search, as warnings; none when the spec sets the key itself.
 
         TPE's random start-up (Optuna's default 10 proposals, ``points_to_evaluate`` among them) is sized
@@ -198,7 +195,7 @@ class SweepSpec(_Section):
         return [f"searcher_startup_trials: TPE draws {drawn} of this sweep's {proposals} proposals at random "
                 f"(Optuna's default start-up, {startup}, counts the {points} points_to_evaluate) and models "
                 f"{proposals - drawn}; on replays of small grids 1 to 5 random proposals reached the best with less "
-                f"compute than 10 (BENCHMARKS.md, issue 17 item 4): set searcher_startup_trials: {suggest} "
+                f"compute than 10 (docs/sweeps.md): set searcher_startup_trials: {suggest} "
                 f"({points} point{'s' * (points != 1)}, then {suggest - points} at random), or {startup} to keep "
                 "the default"]
 

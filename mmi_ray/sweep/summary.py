@@ -11,9 +11,10 @@ from typing import Any
 
 import pandas as pd
 
-from ..analysis.best import best_entry, final_rows, ranked, searched_values
-from ..analysis.load import load_sweep_dir
-from ..analysis.stats import (
+from ..layout import COMPLETED, STEP, TRIALS_FILE
+from ..results.ranking import best_entry, final_rows, ranked, searched_values
+from ..results.records import load_sweep_dir
+from ..results.stats import (
     LABEL_ONLY,
     aggregate,
     at_budget,
@@ -24,7 +25,6 @@ from ..analysis.stats import (
     t_interval,
     wilson_interval,
 )
-from ..layout import COMPLETED, STEP, TRIALS_FILE
 from ..storage import join, write_text
 from .spec import LoadedSweep, params_text
 

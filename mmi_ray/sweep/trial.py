@@ -15,6 +15,7 @@ import math
 import queue as pyqueue
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ TIMESTEPS_TOTAL = "timesteps_total"
 """Tune's own result key (``ray.tune.result``), set to the training step: TensorBoard's x axis."""
 
 
-def aggregate(per_seed: dict[int, dict], objective: str) -> dict[str, Any]:
+def mean_over_seeds(per_seed: dict[int, dict], objective: str) -> dict[str, Any]:
     """Mean over seeds of every numeric metric, plus the objective's std and per-seed values, and
     the summed in-loop training time of all seed runs."""
     seeds = sorted(per_seed)
@@ -105,29 +106,58 @@ def _ensure_config(run_dir: str, cfg) -> None:
         write_text(join(run_dir, CONFIG_FILE), cfg.to_yaml())
 
 
-def _trial_inputs(params: dict, payload: dict) -> tuple[LoadedSweep, dict, list[int]]:
-    """The sweep, searched values and seeds of a trial. A search trial's ``params`` are the searched
-    values (seeds: the spec's); a confirmation trial's are ``{"arm": name, "seed": k}``, the arm's
-    values in ``payload["arms"]``."""
-    sweep = LoadedSweep(SweepSpec.model_validate(payload["spec"]), payload["base_raw"], payload["source"])
-    if "arm" in params:
-        return sweep, payload["arms"][params["arm"]], [int(params["seed"])]
-    return sweep, {k: params[k] for k in sweep.spec.search}, list(sweep.spec.seeds)
+@dataclass(frozen=True)
+class TrialPayload:
+    """What every trial of one Tune experiment needs besides its own parameters, sent with the
+    trainable to wherever Ray runs it: the sweep as plain data (specs and configs are rebuilt and
+    validated there), where its runs go, and how to log and reuse."""
+
+    spec: dict[str, Any]
+    """The sweep spec, as JSON."""
+    base_raw: dict[str, Any]
+    """The base config as the spec's file gave it (before overrides)."""
+    source: str
+    """The spec's file, for messages."""
+    sweep_dir: str
+    """The experiment's folder: its runs go to ``runs/`` under it."""
+    ray_logs: bool = False
+    """Ray Train's own per-report log lines (``--verbose``)."""
+    reuse_root: str | None = None
+    """The storage root whose run index finished runs are adopted from; None: reuse off."""
+    arms: dict[str, dict[str, Any]] | None = None
+    """A confirmation's arms: each arm's searched values (its trials' ``params`` are arm and seed)."""
+
+    @classmethod
+    def of(cls, sweep: LoadedSweep, sweep_dir: str, verbose: int, reuse_root: str | None,
+           arms: dict[str, dict[str, Any]] | None = None) -> TrialPayload:
+        return cls(sweep.spec.model_dump(mode="json"), sweep.base_raw, sweep.source, sweep_dir, verbose > 1,
+                   reuse_root, arms)
+
+    def inputs(self, params: dict) -> tuple[LoadedSweep, dict, list[int]]:
+        """The sweep, searched values and seeds of a trial. A search trial's ``params`` are the
+        searched values (seeds: the spec's); a confirmation trial's are ``{"arm": name, "seed": k}``."""
+        sweep = LoadedSweep(SweepSpec.model_validate(self.spec), self.base_raw, self.source)
+        if self.arms is not None:
+            return sweep, self.arms[params["arm"]], [int(params["seed"])]
+        return sweep, {k: params[k] for k in sweep.spec.search}, list(sweep.spec.seeds)
+
+    @property
+    def runs_root(self) -> str:
+        return join(self.sweep_dir, RUNS_DIR)
 
 
-def trial_driver(params: dict, payload: dict) -> None:
+def trial_driver(params: dict, payload: TrialPayload) -> None:
     """The Tune function trainable of a trial whose seeds train as Ray Train runs: one configuration,
     one Train run per seed, mean reports."""
     import ray
     from ray import tune
 
-    sweep, searched, seeds = _trial_inputs(params, payload)
-    _train_with_ray_train(sweep, searched, seeds, tune.get_context().get_trial_id(),
-                          join(payload["sweep_dir"], RUNS_DIR), ray.get_runtime_context().get_node_id(),
-                          bool(payload.get("ray_logs")), payload.get("reuse_root"))
+    sweep, searched, seeds = payload.inputs(params)
+    _train_with_ray_train(sweep, searched, seeds, tune.get_context().get_trial_id(), payload.runs_root,
+                          ray.get_runtime_context().get_node_id(), payload.ray_logs, payload.reuse_root)
 
 
-def in_process_trainable(payload: dict):
+def in_process_trainable(payload: TrialPayload):
     """The Tune class trainable of a trial that trains in its own process (one seed, one CPU worker):
     each ``step()`` trains up to the next evaluation and returns its report, so a trial that Tune
     stops (ASHA, Ctrl-C) trains no further, and its process can take the next trial at once
@@ -217,7 +247,7 @@ def _train_with_ray_train(sweep: LoadedSweep, searched: dict, seeds: list[int], 
         for step in sorted(s for s in history if s > reported):
             if len(history[step]) < k:
                 break
-            tune.report({**aggregate(history[step], spec.objective.metric), DRIVER_NODE_ID: driver_node,
+            tune.report({**mean_over_seeds(history[step], spec.objective.metric), DRIVER_NODE_ID: driver_node,
                          TIMESTEPS_TOTAL: step})
             reported = step
 
@@ -249,7 +279,7 @@ def _train_with_ray_train(sweep: LoadedSweep, searched: dict, seeds: list[int], 
         raise RuntimeError(f"seed {seed}: {type(root).__name__}: {root}") from err
 
 
-def _in_process_results(params: dict, payload: dict, trial_id: str, trial_dir: str) -> Iterator[dict]:
+def _in_process_results(params: dict, payload: TrialPayload, trial_id: str, trial_dir: str) -> Iterator[dict]:
     """The reports of one in-process trial, for Tune, one per evaluation (the last says ``done``):
     the loop runs in this process (no Train controller or worker group), writing the same run folder
     as a Ray Train run; a retried or restored trial resumes from its newest checkpoint, and so does a
@@ -260,20 +290,20 @@ def _in_process_results(params: dict, payload: dict, trial_id: str, trial_dir: s
     from ..recipe import iter_loop
     from ..worker import in_process_env
 
-    sweep, searched, seeds = _trial_inputs(params, payload)
+    sweep, searched, seeds = payload.inputs(params)
     seed, node = seeds[0], ray.get_runtime_context().get_node_id()
     spec = sweep.spec
-    runs_root = join(payload["sweep_dir"], RUNS_DIR)
+    runs_root = payload.runs_root
     cfg = sweep.trial_config(searched, seed, runs_root)
     run_dir = join(runs_root, run_name(trial_id, seed))
-    adopt(cfg, run_dir, payload.get("reuse_root"), allow_partial=True)
+    adopt(cfg, run_dir, payload.reuse_root, allow_partial=True)
     _ensure_config(run_dir, cfg)
     obj, last = spec.objective.metric, cfg.train.max_steps
     pending: list[dict] = []
 
     def to_tune(m: dict) -> None:
         if not is_divergence(m):
-            pending.append({**aggregate({seed: m}, obj), DRIVER_NODE_ID: node, TIMESTEPS_TOTAL: m[STEP],
+            pending.append({**mean_over_seeds({seed: m}, obj), DRIVER_NODE_ID: node, TIMESTEPS_TOTAL: m[STEP],
                             "done": m[STEP] >= last})
 
     env, state = in_process_env(run_dir, cfg.train.keep_checkpoints, node, to_tune)

@@ -1,6 +1,6 @@
-"""The Tuner side of a sweep: check the spec against the cluster, build the Ray Tune ``Tuner``
-(Optuna TPE + ASHA) over the trial driver of mmi_ray/sweep/trial.py, run or resume it, and write
-the sweep's summary.
+"""The search side of a sweep: start or resume it, check it against the cluster, run its Tune
+experiment (Optuna TPE + ASHA over the trials of mmi_ray/sweep/trial.py; the ``Tuner`` itself is
+built by mmi_ray/sweep/experiment.py), write its summary, then the confirmation runs.
 """
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ from ..errors import ConfigError, StorageError
 from ..layout import (
     LATEST_LINK,
     OPTUNA_DB,
-    RUNS_DIR,
     SPEC_FILE,
     STEP,
     SWEEP_SUMMARY_FILE,
     read_spec,
     spec_text,
-    trial_folder_of,
 )
 from ..ray_init import init_ray
 from ..storage import basename, ensure_writable, exists, is_uri, join, read_text, write_text
-from .placement import check_fits, concurrency, sweep_dir_of, trainable
+from .experiment import experiment
+from .placement import check_cluster_fits, concurrency, sweep_dir_of
 from .spec import LoadedSweep, SweepSpec, params_text
+from .trial import TrialPayload
 
 REPEAT_ASKS = 20
 """How many times a trial asks TPE for a configuration that has not finished before it takes a
@@ -271,7 +271,9 @@ def announce(sweep: LoadedSweep, sweep_dir: str, resume: bool) -> None:
 def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, rerun: bool = False) -> dict:
     """Run (or resume) the sweep and return its summary (also written to ``sweep_summary.json``).
     Runs whose identity finished before under the storage root are adopted, not trained
-    (mmi_ray/reuse.py), unless ``rerun``."""
+    (mmi_ray/reuse.py), unless ``rerun``. Then the confirmation runs, where the spec asks for them."""
+    from ..reuse import index_root
+
     spec = sweep.spec
     storage, sweep_dir = sweep_dir_of(spec)
     _start_or_resume(sweep, storage, sweep_dir, resume)
@@ -279,91 +281,15 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, rerun:
     t_ray = time.time()
     init_ray(log_to_driver=verbose > 1)
     t_ray = time.time() - t_ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    from ..reuse import index_root, tune_callback
-    from .live import (
-        SweepProgress,
-        configure,
-        hide_tune_restore_hint,
-        tensorboard_hint,
-        tune_verbosity,
-    )
-
-    reuse_root = index_root(storage, not rerun)
-    payload = {"spec": spec.model_dump(mode="json"), "base_raw": sweep.base_raw, "source": sweep.source,
-               "sweep_dir": sweep_dir, "ray_logs": verbose > 1, "reuse_root": reuse_root}
-    driver = trainable(sweep, payload)
-    check_fits(sweep)
-    hide_tune_restore_hint()
-    tune_verbose = tune_verbosity(verbose)
-    configure(show=verbose == 1)
-    progress = SweepProgress(sweep_dir, f"sweep '{spec.name}'", spec.num_trials, sweep.max_steps, spec.seeds,
-                             spec.objective.metric, spec.objective.mode, show=verbose == 1)
-    at_once, why_at_once = concurrency(sweep)
+    payload = TrialPayload.of(sweep, sweep_dir, verbose, index_root(storage, not rerun))
+    check_cluster_fits(sweep)
     t0 = time.time()
-    if resume and tune.Tuner.can_restore(sweep_dir):
-        tuner = tune.Tuner.restore(sweep_dir, trainable=driver, resume_unfinished=True, resume_errored=True)
-    else:
-        searcher, study_url = _searcher(sweep, sweep_dir)
-        if spec.scheduler.type == "asha":
-            scheduler = ASHAScheduler(time_attr=STEP, max_t=sweep.max_steps, grace_period=spec.scheduler.grace_period,
-                                      reduction_factor=spec.scheduler.reduction_factor)
-        else:
-            scheduler = FIFOScheduler()
-        tuner = tune.Tuner(
-            driver,
-            tune_config=tune.TuneConfig(
-                metric=spec.objective.metric,
-                mode=spec.objective.mode,
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=spec.num_trials,
-                max_concurrent_trials=at_once,
-                time_budget_s=spec.failure.time_budget_s,
-                # in-process trials (class trainables) take the next trial in the same process:
-                # no second start of Python, torch and transformers (~6 s a trial here)
-                reuse_actors=sweep.in_process(),
-                trial_name_creator=trial_folder_of,
-                trial_dirname_creator=trial_folder_of,
-            ),
-            run_config=tune.RunConfig(
-                name=spec.name,
-                storage_path=storage,
-                failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
-                callbacks=[*_callbacks(spec), progress,
-                           *filter(None, [tune_callback(join(sweep_dir, RUNS_DIR), reuse_root)])],
-                verbose=tune_verbose,
-            ),
-        )
-        if verbose:
-            print(f"[mmi-ray] sweep '{spec.name}': {spec.num_trials} trials x {len(spec.seeds)} seed(s), "
-                  f"{at_once} at once (from {why_at_once}); Optuna study in {study_url}", flush=True)
-            if spec.more_objectives:
-                names = ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives)
-                print(f"[mmi-ray] objectives: {names}: multi-objective TPE; the report gives the Pareto front"
-                      + (f"; ASHA stops trials on {spec.objective.metric} alone" if spec.scheduler.type == "asha"
-                         else ""), flush=True)
-    if verbose:
-        print(tensorboard_hint(sweep_dir), flush=True)
     cpu0 = os.times()
-    try:
-        tuner.fit()
-    finally:
-        configure(None)
-    wall = time.time() - t0
-    cpu1 = os.times()
-    from .summary import summarize
-
-    t_sum = time.time()
-    summary = summarize(sweep, sweep_dir, wall)
-    # where the command's time went outside the trials (benchmarks/sweep_overhead.py reports it)
-    summary["phases"] = {"ray_start_s": t_ray, "fit_s": wall, "summary_s": time.time() - t_sum,
-                         "fit_driver_cpu_s": cpu1.user - cpu0.user + cpu1.system - cpu0.system}
-    write_text(join(sweep_dir, SWEEP_SUMMARY_FILE), json.dumps(summary, indent=2, default=str))
-    stopped = _ends_missing(sweep_dir, spec.num_trials)
-    summary["interrupted"] = stopped
+    _search(sweep, payload, storage, resume, verbose)
+    wall, cpu1 = time.time() - t0, os.times()
+    summary = _summarize(sweep, sweep_dir, wall, {"ray_start_s": t_ray, "fit_s": wall,
+                                                  "fit_driver_cpu_s": cpu1.user - cpu0.user + cpu1.system - cpu0.system})
+    stopped = summary["interrupted"] = _ends_missing(sweep_dir, spec.num_trials)
     if stopped:
         print(f"[mmi-ray] the sweep stopped with {stopped} trial(s) unfinished (Ctrl-C or failure.time_budget_s); "
               f"resume it with: mmi-ray sweep {sweep.source} --resume", flush=True)
@@ -372,4 +298,70 @@ def run_sweep(sweep: LoadedSweep, resume: bool = False, verbose: int = 1, rerun:
         from .confirm import run_confirmation
 
         summary["confirmation"] = run_confirmation(sweep, sweep_dir, spec.confirm, verbose, rerun=rerun)
+    return summary
+
+
+def _search_options(sweep: LoadedSweep, sweep_dir: str, verbose: int, at_once: int, why: str) -> dict:
+    """A new search's ``TuneConfig`` options: the Optuna searcher with its study, the scheduler, the
+    trial count and time budget (and, ``verbose``, the line that says so)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    spec = sweep.spec
+    searcher, study_url = _searcher(sweep, sweep_dir)
+    if spec.scheduler.type == "asha":
+        scheduler = ASHAScheduler(time_attr=STEP, max_t=sweep.max_steps, grace_period=spec.scheduler.grace_period,
+                                  reduction_factor=spec.scheduler.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    if verbose:
+        print(f"[mmi-ray] sweep '{spec.name}': {spec.num_trials} trials x {len(spec.seeds)} seed(s), "
+              f"{at_once} at once (from {why}); Optuna study in {study_url}", flush=True)
+        if spec.more_objectives:
+            names = ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives)
+            print(f"[mmi-ray] objectives: {names}: multi-objective TPE; the report gives the Pareto front"
+                  + (f"; ASHA stops trials on {spec.objective.metric} alone" if spec.scheduler.type == "asha"
+                     else ""), flush=True)
+    return {"metric": spec.objective.metric, "mode": spec.objective.mode, "search_alg": searcher,
+            "scheduler": scheduler, "num_samples": spec.num_trials, "time_budget_s": spec.failure.time_budget_s}
+
+
+def _search(sweep: LoadedSweep, payload: TrialPayload, storage: str, resume: bool, verbose: int) -> None:
+    """The search itself: one Tune experiment, its progress shown on the console."""
+    from ..reuse import tune_callback
+    from .live import (
+        SweepProgress,
+        configure,
+        hide_tune_restore_hint,
+        tensorboard_hint,
+        tune_verbosity,
+    )
+
+    spec, sweep_dir = sweep.spec, payload.sweep_dir
+    hide_tune_restore_hint()
+    configure(show=verbose == 1)
+    progress = SweepProgress(sweep_dir, f"sweep '{spec.name}'", spec.num_trials, sweep.max_steps, spec.seeds,
+                             spec.objective.metric, spec.objective.mode, show=verbose == 1)
+    at_once, why = concurrency(sweep)
+    tuner, _ = experiment(sweep, payload, storage, spec.name, restore=resume, at_once=at_once,
+                          callbacks=[*_callbacks(spec), progress,
+                                     *filter(None, [tune_callback(payload.runs_root, payload.reuse_root)])],
+                          verbose=tune_verbosity(verbose),
+                          new_options=lambda: _search_options(sweep, sweep_dir, verbose, at_once, why))
+    if verbose:
+        print(tensorboard_hint(sweep_dir), flush=True)
+    try:
+        tuner.fit()
+    finally:
+        configure(None)
+
+
+def _summarize(sweep: LoadedSweep, sweep_dir: str, wall: float, phases: dict) -> dict:
+    """The sweep's summary, with where the command's time went outside the trials
+    (benchmarks/sweep_overhead.py reports it), written to the sweep folder."""
+    from .summary import summarize
+
+    t_sum = time.time()
+    summary = summarize(sweep, sweep_dir, wall)
+    summary["phases"] = {**phases, "summary_s": time.time() - t_sum}
+    write_text(join(sweep_dir, SWEEP_SUMMARY_FILE), json.dumps(summary, indent=2, default=str))
     return summary

@@ -41,6 +41,11 @@ class Task:
     prompt: str
 
 
+def _asked(row: dict) -> str:
+    """The question as the teacher saw it, its options inline (a choice letter maps to its option)."""
+    return with_choices(row["input"], row["choices"]) if row.get("choices") else row["input"]
+
+
 @dataclass
 class SplitReport:
     rows: int = 0
@@ -67,6 +72,8 @@ class Report:
     wall_s: float = 0.0
     """Seconds spent asking the teacher this run."""
     meta: dict = field(default_factory=dict)
+    rows: int = 0
+    """Rows this command was asked for (every split it covers)."""
 
 
 def build_tasks(data: DataConfig, prompt: Prompt, splits: list[str] | None, limit: int | None) -> tuple[list[Task], Reader, dict]:
@@ -195,7 +202,7 @@ def generate(data: DataConfig, prompt: Prompt, backend, out: str | Path, *, spli
                 if path.is_file() and any(r.get("settings") != settings for r in read_partial(path).values()):
                     path.unlink()
         have = {}
-    report = Report(str(out), reused=len(have))
+    report = Report(str(out), reused=len(have), rows=len(tasks))
     writer = Writer(out, reader, prompt, settings, by_id)
     # greedy replies depend on the prompt alone: each distinct prompt is asked once (and not at all when
     # a row written before had it); sampled replies are asked per row
@@ -238,7 +245,8 @@ def generate(data: DataConfig, prompt: Prompt, backend, out: str | Path, *, spli
         rows = [rows_all[i] for i in ids if i in rows_all]
         report.splits[split] = SplitReport(len(rows), sum(r["parsed"] for r in rows),
                                                 sum(bool(r["parsed"]) and label_correct(r["teacher_answer"], r["label"],
-                                                                                       EXAMPLE_KINDS[reader.kind])
+                                                                                       EXAMPLE_KINDS[reader.kind],
+                                                                                       _asked(r))
                                                     for r in rows))
         if len(rows) < len(ids):
             complete = False
@@ -251,6 +259,7 @@ def generate(data: DataConfig, prompt: Prompt, backend, out: str | Path, *, spli
     report.complete = complete and stopped is None
     report.meta = write_meta(out, report, reader, prompt, teacher, settings, source, limit)
     if stopped is not None:
+        stopped.report = report  # what was kept, for the command's closing line (Ctrl-C)
         raise stopped
     return report
 

@@ -1,4 +1,5 @@
-"""The README's and docs' figures, produced from committed records of real runs, never typed in.
+"""The README's and docs' figures, produced from committed records of real runs, never typed in
+(product tooling: it renders documentation, it measures nothing).
 
 A record (``benchmarks/records/NAME.json``) holds what a run printed its figures from: a sweep's
 confirmation runs (per arm and seed), its per-method search summary, or per-seed results of
@@ -11,13 +12,13 @@ markdown file marks each generated block:
 
 ``<!-- figures: NAME:arms -->`` renders a table record's arm table alone (no paired comparisons).
 
-    python benchmarks/readme_figures.py record-sweep quickstart results/quickstart-... \\
+    python tools/readme_figures.py record-sweep quickstart results/quickstart-... \\
         --command "mmi-ray sweep sweeps/quickstart.yaml" --wall-s 215
-    python benchmarks/readme_figures.py record-seeds props_spread before.jsonl after.jsonl \\
+    python tools/readme_figures.py record-seeds props_spread before.jsonl after.jsonl \\
         --labels before now --commands "python benchmarks/builtin_learning.py ..." "python ..."
-    python benchmarks/readme_figures.py record-session quickstart_export "mmi-ray export ..." "mmi-ray predict ..."
-    python benchmarks/readme_figures.py write      # re-render every marked block from the records
-    python benchmarks/readme_figures.py check      # exit 1 if a block differs (a test runs this)
+    python tools/readme_figures.py record-session quickstart_export "mmi-ray export ..." "mmi-ray predict ..."
+    python tools/readme_figures.py write      # re-render every marked block from the records
+    python tools/readme_figures.py check      # exit 1 if a block differs (a test runs this)
 """
 
 from __future__ import annotations
@@ -126,8 +127,8 @@ def _render_console(record: dict) -> str:
 
 def _render_table(record: dict, arms_only: bool = False) -> str:
 
-    from mmi_ray.analysis.stats import arm_comparisons, arm_table, confirmation_runs
     from mmi_ray.model_card import arm_table_lines
+    from mmi_ray.results.stats import arm_comparisons, arm_table, confirmation_runs
 
     conf = record["confirmation"]
     runs = confirmation_runs(conf)
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stale = stale_blocks()
     for f in stale:
-        print(f"{f}: a figures block differs from its record (python benchmarks/readme_figures.py write)")
+        print(f"{f}: a figures block differs from its record (python tools/readme_figures.py write)")
     return 1 if stale else 0
 
 

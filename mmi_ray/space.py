@@ -6,16 +6,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import model_validator
 
-from ..config import CONDITIONS, active
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+from .config import CONDITIONS, Section, active
 
 
-class Param(_Section):
+class Param(Section):
     """One searched key: a distribution or a list of choices."""
 
     type: Literal["uniform", "loguniform", "int", "choice"]

@@ -1,32 +1,16 @@
-"""The ``mmi-ray rationales`` and ``mmi-ray data`` (custom data) commands: arguments and console lines."""
+"""``mmi-ray rationales``: ask a teacher LLM for chain-of-thought rationales of your own rows
+(mmi_ray/teacher/)."""
 
 from __future__ import annotations
 
 import sys
 
-from ..analysis.stats import wilson_interval
-
-DATA_HELP = ("dotted key=value settings of the data section, e.g. custom.label_kind=number "
-             "custom.columns.input=question (the keys of a config's data: section; data. prefix optional)")
-
-
-def data_config(path: str, settings: list[str], source: str = "command line"):
-    """A ``DataConfig`` for ``dataset: custom`` at ``path`` with the given ``key=value`` settings."""
-    from pydantic import ValidationError
-
-    from ..config import DataConfig, apply_overrides, format_validation_error, resolve_paths
-    from ..errors import ConfigError
-
-    keys = [s[len("data."):] if s.startswith("data.") else s for s in settings]
-    raw = resolve_paths({"data": apply_overrides({"dataset": "custom", "path": path}, keys)})["data"]
-
-    try:
-        return DataConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(source, format_validation_error(e, "data")) from None
+from ..results.stats import wilson_interval
+from . import shown
+from .data import DATA_HELP, data_config
 
 
-def add_parsers(sub) -> None:
+def register(sub) -> None:
     r = sub.add_parser("rationales", help="ask a teacher LLM for chain-of-thought rationales of your own rows")
     r.add_argument("data", help="a JSONL / CSV file, a folder of split files, a datasets folder, or hf:NAME")
     r.add_argument("settings", nargs="*", help=DATA_HELP)
@@ -56,12 +40,12 @@ def add_parsers(sub) -> None:
     y.add_argument("--replicas", type=int, default=1, help="model replicas (Ray actors) at once")
     y.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs each replica holds (default 1)")
     y.add_argument("--gpus-per-replica", type=float, default=0.0, help="GPUs each replica holds; fractions share a GPU (default 0)")
-    r.set_defaults(fn=cmd_rationales)
+    r.set_defaults(fn=run)
 
 
 def _backend(args):
     from ..errors import ConfigError
-    from .backends import OpenAIBackend, RayDataBackend, Sampling
+    from ..teacher.backends import OpenAIBackend, RayDataBackend, Sampling
 
     for flag, value, low in (("--max-tokens", args.max_tokens, 1), ("--concurrency", args.concurrency, 1),
                              ("--batch-size", args.batch_size, 1), ("--replicas", args.replicas, 1)):
@@ -79,9 +63,9 @@ def _backend(args):
                           args.gpus_per_replica, sampling)
 
 
-def cmd_rationales(args) -> int:
-    from .prompts import load_prompt
-    from .run import generate
+def run(args) -> int:
+    from ..teacher.prompts import load_prompt
+    from ..teacher.run import generate
 
     data = data_config(args.data, args.settings)
     prompt = load_prompt(args.prompt or data.custom.label_kind or "text")
@@ -94,6 +78,18 @@ def cmd_rationales(args) -> int:
     try:
         report = generate(data, prompt, backend, args.out, splits=args.splits, limit=args.limit, force=args.force,
                           progress=bar.update if bar else None)
+    except KeyboardInterrupt as e:
+        if bar is not None:
+            bar.close()
+            bar = None
+        kept = getattr(e, "report", None)
+        if kept is None:
+            raise
+        import shlex
+
+        print(f"[mmi-ray] interrupted: {kept.reused + kept.answered} of {kept.rows} rows kept in {shown(kept.out)} "
+              f"({kept.answered} this run); resume with: mmi-ray {shlex.join(args.argv)}", file=sys.stderr)
+        return 130
     finally:
         if bar is not None:
             bar.close()
@@ -102,16 +98,6 @@ def cmd_rationales(args) -> int:
         print(f"[mmi-ray] {report.failed} rows failed after the retries (last: {report.last_error}); run the same "
               "command again to ask them again", file=sys.stderr)
     return 0 if report.complete else 1
-
-
-def shown(path: str) -> str:
-    """A path as the user would type it: relative to the working directory when under it."""
-    from pathlib import Path
-
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def report_lines(meta: dict, out: str, report=None) -> list[str]:
@@ -132,28 +118,3 @@ def report_lines(meta: dict, out: str, report=None) -> list[str]:
     state = "complete" if meta["complete"] else "NOT complete (run the same command again to finish)"
     lines.append(f"[mmi-ray] {shown(meta['source'])} -> {shown(out)}: {state}; rows hash {meta['rows_sha']}")
     return lines
-
-
-def cmd_data_custom(args) -> int:
-    """``mmi-ray data PATH [key=value ...]``: a custom dataset as the trainer reads it."""
-    from ..data.custom import custom_splits, read_table
-    from ..metrics import label_correct
-
-    data = data_config(args.name, args.settings)
-    table = read_table(data.path, data.custom.columns.split)
-    splits, meta = custom_splits(data, table), table.meta
-    print(f"custom: {shown(data.path)}")
-    if meta:
-        t = meta["teacher"]
-        print(f"rationales: teacher {t['model']} ({t['backend']}), prompt {meta['prompt']['name']} "
-              f"({meta['prompt']['sha']}), rows hash {meta['rows_sha']}")
-    print(f"{'split':<7} {'rows':>7} {'unparsed':>9} {'teacher acc':>12}")
-    for name, sp in splits.items():
-        acc = sum(e.parsed and label_correct(e.teacher_label, e.label, e.kind) for e in sp.examples) / len(sp)
-        shown_acc = f"{100 * acc:>11.2f}%" if sp.unparsed < len(sp) else f"{'-':>12}"
-        print(f"{name:<7} {len(sp):>7} {sp.unparsed:>9} {shown_acc}")
-    for note in splits.notes:
-        print(f"note: {note}")
-    if all(sp.unparsed == len(sp) for _, sp in splits.items()):
-        print("note: no rationales yet (label-only training); mmi-ray rationales writes them")
-    return 0

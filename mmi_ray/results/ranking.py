@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ..layout import CHECKPOINT_PATH, COMPLETED, STATE_FILE, STATUSES, STEP
-from ..storage import exists, join
+from ..storage import exists, join, parent
 
 
 def ranked(agg: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
@@ -45,16 +45,25 @@ def final_rows(runs: pd.DataFrame, sweep: str, trial_id: str) -> pd.DataFrame:
     return g.loc[g.groupby("seed")[STEP].idxmax()].sort_values("seed")
 
 
-def seed_test_results(runs: pd.DataFrame, sweep: str, trial_id: str) -> list[dict]:
-    """The test evaluation of each seed's final checkpoint of one trial (computed now), in seed order."""
+def test_figures(run_dir: str, checkpoint: str, step: int) -> dict:
+    """A run's test figures at its final checkpoint, read once: evaluated the first time any reader
+    (a sweep's closing lines, a confirmation, ``mmi-ray analyze``) asks, then kept in the run's folder
+    (``test_eval.json``) and read from there."""
     from ..evaluate import evaluate_checkpoint
+    from ..reuse import cached_test
 
+    return cached_test(run_dir, checkpoint, step, lambda ckpt: evaluate_checkpoint(ckpt, "test"))
+
+
+def seed_test_results(runs: pd.DataFrame, sweep: str, trial_id: str) -> list[dict]:
+    """The test figures of each seed's final checkpoint of one trial (read once), in seed order."""
     finals = final_rows(runs, sweep, trial_id)
-    return [evaluate_checkpoint(p, "test") for p in finals[CHECKPOINT_PATH].dropna() if exists(join(p, STATE_FILE))]
+    return [test_figures(parent(p), p, int(step)) for p, step in zip(finals[CHECKPOINT_PATH], finals[STEP])
+            if isinstance(p, str) and exists(join(p, STATE_FILE))]
 
 
 def seed_test_accuracies(runs: pd.DataFrame, sweep: str, trial_id: str) -> list[float]:
-    """Test accuracy of each seed's final checkpoint of one trial (computed now), in seed order."""
+    """Test accuracy of each seed's final checkpoint of one trial (read once), in seed order."""
     return [r["test_accuracy"] for r in seed_test_results(runs, sweep, trial_id)]
 
 

@@ -17,12 +17,12 @@ import pandas as pd
 from scipy import stats
 
 from ..config import LossConfig
-from .best import best_configuration
+from .ranking import best_configuration
 
 LABEL_ONLY, DSS = "label-only", "DSS"
 
 # Published TEST accuracies (%), t5-v1_1-base (220M), full training sets, PaLM rationales
-# (shared/docs/method.md section 4). They stand only beside our test figures for the same model and
+# (the sources below). They stand only beside our test figures for the same model and
 # dataset, never beside validation figures.
 SOURCE_DSS = ("Hsieh et al. 2023 (DSS), T5-base 220M, full data; read from a secondary summary of the "
               "paper, not confirmed against the paper itself")
