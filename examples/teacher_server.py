@@ -62,6 +62,8 @@ class TeacherServer:
         self.answers = answers if answers is not None else knowledge()
         self.faults = list(faults or [])
         self.requests: list[tuple[float, str]] = []
+        self.usage: list[tuple[int, int]] = []
+        """(prompt tokens, reply tokens) of each reply sent: one token a word."""
         self.lock = threading.Lock()
         server = self
 
@@ -112,6 +114,9 @@ class TeacherServer:
                 if fault.startswith("slow:"):
                     time.sleep(float(fault.split(":", 1)[1]))
                 text = server.reply(prompt)
+                used = (len(prompt.split()), len(text.split()))
+                with server.lock:
+                    server.usage.append(used)
                 if chat:
                     choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
                     obj = "chat.completion"
@@ -119,8 +124,8 @@ class TeacherServer:
                     choice = {"index": 0, "text": text, "finish_reason": "stop"}
                     obj = "text_completion"
                 return self._send(200, {"id": "x", "object": obj, "created": 0, "model": server.model,
-                                        "choices": [choice], "usage": {"prompt_tokens": 1, "completion_tokens": 1,
-                                                                       "total_tokens": 2}})
+                                        "choices": [choice], "usage": {"prompt_tokens": used[0], "completion_tokens": used[1],
+                                                                       "total_tokens": sum(used)}})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.httpd.server_address[1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -166,7 +167,12 @@ def test_rationales_from_a_csv_write_what_the_loader_reads_with_teacher_accuracy
     assert all(r["parsed"] and r["rationale"] and r["teacher_answer"] == r["label"] for r in rows)
     meta = json.loads((tmp_path / "out/rationales.json").read_text())
     assert meta["complete"] and meta["teacher"]["model"] == MODEL and meta["prompt"]["name"] == "text"
+    tokens = {k: meta["splits"]["train"].pop(k) for k in ("tokens_in", "tokens_out")}
     assert meta["splits"]["train"] == {"rows": 12, "parsed": 12, "teacher_correct": 12, "teacher_accuracy": 1.0}
+    # what the teacher cost: the server's own count of every reply's tokens, summed over the splits
+    logged = [sum(u[i] for u in server.usage) for i in (0, 1)]
+    assert [tokens["tokens_in"] + meta["splits"]["valid"]["tokens_in"],
+            tokens["tokens_out"] + meta["splits"]["valid"]["tokens_out"]] == logged and logged[0] > 100
     assert "api_key" not in json.dumps(meta).lower()
     # the folder is a custom dataset: the trainer's loader reads it (validation carved from train: never test)
     from mmi_ray.data import load_splits
@@ -179,7 +185,7 @@ def test_rationales_from_a_csv_write_what_the_loader_reads_with_teacher_accuracy
     assert asked == len({p for _, p in server.requests})
     assert run_cli(tmp_path, csv, server.url) == 0
     assert len(server.requests) == asked
-    assert "0 rows answered with 0 requests in" in capsys.readouterr().out
+    assert "0 rows answered with 0 requests (0 on the wire" in capsys.readouterr().out
 
 
 def test_429_500_slow_and_malformed_replies_are_retried_and_nothing_is_lost(tmp_path, capsys):
@@ -193,6 +199,9 @@ def test_429_500_slow_and_malformed_replies_are_retried_and_nothing_is_lost(tmp_
     assert len(rows) == 16 and all(r["parsed"] for r in rows)
     distinct = len({p for _, p in s.requests})
     assert len(s.requests) >= distinct + 6  # every fault cost one more request
+    # the requests the server saw, the client's own retries (429, 500, the timeout) included, are counted
+    m = re.search(r"with (\d+) requests \((\d+) on the wire", capsys.readouterr().out)
+    assert m and int(m.group(2)) == len(s.requests) > int(m.group(1)), (m and m.groups(), len(s.requests))
 
 
 def test_the_rate_limit_spaces_the_requests(tmp_path):
@@ -410,3 +419,25 @@ def test_the_stand_in_teacher_detaches_once_it_listens_and_a_failure_is_seen():
         assert "Traceback" not in taken.stderr and taken.stdout == ""
     finally:
         os.kill(int(pid), signal.SIGTERM)
+
+
+def test_a_dry_run_prices_what_is_left_to_ask_and_asks_nothing(tmp_path, server, capsys):
+    """--dry-run: the rows and requests still to send (a greedy teacher: one per distinct prompt;
+    none for rows written before), their prompts' tokens and the cost at the prices given; nothing
+    asked, nothing written. Without a price: one line naming the flag, exit 2."""
+    csv = small_csv(tmp_path)
+    assert run_cli(tmp_path, csv, server.url, "--dry-run") == 2
+    assert "--dry-run: needs --price-in and --price-out" in capsys.readouterr().err
+    assert run_cli(tmp_path, csv, server.url, "--dry-run", "--price-in", "2", "--price-out", "8") == 0
+    out = capsys.readouterr().out
+    assert server.requests == [] and not (tmp_path / "out").exists()
+    m = re.search(r"dry run: (\d+) rows to answer with (\d+) requests.*prompts: ([\d,]+) tokens \(estimated at 4 "
+                  r"characters a token\); replies: at most ([\d,]+) tokens", out, re.S)
+    assert m, out
+    rows, requests, tokens_in, tokens_out = (int(g.replace(",", "")) for g in m.groups())
+    assert rows == 16 and 0 < requests <= 16 and tokens_out == requests * 256
+    assert f"${tokens_in * 2 / 1e6:,.2f} for the prompts + at most ${tokens_out * 8 / 1e6:,.2f}" in out
+    # after a real run nothing is left to ask
+    assert run_cli(tmp_path, csv, server.url) == 0
+    assert run_cli(tmp_path, csv, server.url, "--dry-run", "--price-in", "2", "--price-out", "8") == 0
+    assert "dry run: 0 rows to answer with 0 requests" in capsys.readouterr().out

@@ -36,6 +36,7 @@ def test_ray_data_backend_writes_what_the_model_generates_and_resumes(tmp_path, 
     assert [r["id"] for r in written] == [f"train-{i}" for i in range(12)]
     meta = json.loads((tmp_path / "out/rationales.json").read_text())
     assert meta["teacher"]["backend"] == "ray-data" and meta["splits"]["train"]["rows"] == 12
+
     # the same greedy generation without Ray gives the same text, row for row
     from mmi_ray.teacher.prompts import load_prompt
 
@@ -44,9 +45,12 @@ def test_ray_data_backend_writes_what_the_model_generates_and_resumes(tmp_path, 
     prompts = [p.render({"input": r["input"]}, "t") for r in rows]
     direct = gen({"id": [f"r{i}" for i in range(12)], "prompt": prompts})["text"]
     assert [r["teacher_output"] for r in written] == direct
+    # tokens as the teacher's tokenizer counts them: each row's prompt, and at most --max-tokens a reply
+    assert meta["splits"]["train"]["tokens_in"] == sum(len(gen.tok(q)["input_ids"]) for q in prompts)
+    assert 0 < meta["splits"]["train"]["tokens_out"] <= 12 * 12
     assert main(cmd) == 0
     out = capsys.readouterr().out
-    assert "0 rows answered with 0 requests in" in out and "12 rows kept from before" in out
+    assert "0 rows answered with 0 requests (0 on the wire" in out and "12 rows kept from before" in out
 
 
 def test_a_teacher_that_cannot_load_is_one_line(tmp_path, ray_session, capsys):

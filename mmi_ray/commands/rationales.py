@@ -21,6 +21,13 @@ def register(sub) -> None:
     r.add_argument("--splits", nargs="+", default=None, choices=["train", "valid", "test"], help="default: every split the data has")
     r.add_argument("--limit", type=int, default=None, help="only the first N rows of each split (a trial run)")
     r.add_argument("--force", action="store_true", help="ask again rows written with other settings (else refused)")
+    c = r.add_argument_group("cost")
+    c.add_argument("--dry-run", action="store_true", help="ask nothing: print the requests still to send, their "
+                   "prompts' tokens and their cost at --price-in / --price-out")
+    c.add_argument("--price-in", type=float, default=None, help="USD per million prompt tokens (with --dry-run)")
+    c.add_argument("--price-out", type=float, default=None, help="USD per million reply tokens (with --dry-run)")
+    c.add_argument("--tokenizer", default=None, help="a HF tokenizer name or folder to count the prompts' tokens "
+                   "(default: the teacher's for ray-data; else 4 characters a token, an estimate)")
     g = r.add_argument_group("sampling")
     g.add_argument("--temperature", type=float, default=0.0, help="0: greedy, each distinct prompt asked once (default)")
     g.add_argument("--max-tokens", type=int, default=256, help="new tokens per reply at most (default 256)")
@@ -43,9 +50,51 @@ def register(sub) -> None:
     r.set_defaults(fn=run)
 
 
+def count_tokens(prompts: list[str], tokenizer: str | None) -> tuple[int, str]:
+    """(tokens of ``prompts``, how they were counted): with a HF tokenizer where one is named, else
+    estimated at 4 characters a token."""
+    if tokenizer is None:
+        return sum(-(-len(p) // 4) for p in prompts), "estimated at 4 characters a token"
+    from ..errors import ConfigError
+
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tokenizer)
+    except (OSError, ValueError) as e:
+        raise ConfigError("command line", f"--tokenizer {tokenizer}: cannot load it ({str(e).splitlines()[0][:160]})") from None
+    return sum(len(tok(p)["input_ids"]) for p in prompts), f"counted with {tokenizer}'s tokenizer"
+
+
+def dry_run(args, data, prompt, backend) -> int:
+    """What the command would ask and what it would cost; nothing asked, nothing written."""
+    from ..teacher.run import pending_prompts
+
+    rows, prompts = pending_prompts(data, prompt, backend, args.out, splits=args.splits, limit=args.limit,
+                                    force=args.force)
+    tokenizer = args.tokenizer or (args.teacher if args.backend == "ray-data" else None)
+    tokens_in, how = count_tokens(prompts, tokenizer)
+    tokens_out = len(prompts) * args.max_tokens
+    cost_in, cost_out = tokens_in * args.price_in / 1e6, tokens_out * args.price_out / 1e6
+    print(f"[mmi-ray] dry run: {rows} rows to answer with {len(prompts)} requests "
+          f"({'one per distinct prompt: greedy' if args.temperature == 0 else 'one per row: sampled'}); nothing asked")
+    print(f"[mmi-ray] prompts: {tokens_in:,} tokens ({how}); replies: at most {tokens_out:,} tokens "
+          f"(--max-tokens {args.max_tokens} each)")
+    print(f"[mmi-ray] cost at ${args.price_in:g} / ${args.price_out:g} per million tokens in / out: "
+          f"${cost_in:,.2f} for the prompts + at most ${cost_out:,.2f} for the replies = at most "
+          f"${cost_in + cost_out:,.2f} (retries not counted)")
+    return 0
+
+
 def _backend(args):
     from ..errors import ConfigError
     from ..teacher.backends import OpenAIBackend, RayDataBackend, Sampling
+
+    if args.dry_run and (args.price_in is None or args.price_out is None):
+        raise ConfigError("command line", "--dry-run: needs --price-in and --price-out (USD per million tokens in / out)")
+    for flag, value in (("--price-in", args.price_in), ("--price-out", args.price_out)):
+        if value is not None and value < 0:
+            raise ConfigError("command line", f"{flag}: must be >= 0 (got {value})")
 
     for flag, value, low in (("--max-tokens", args.max_tokens, 1), ("--concurrency", args.concurrency, 1),
                              ("--batch-size", args.batch_size, 1), ("--replicas", args.replicas, 1)):
@@ -70,6 +119,8 @@ def run(args) -> int:
     data = data_config(args.data, args.settings)
     prompt = load_prompt(args.prompt or data.custom.label_kind or "text")
     backend = _backend(args)
+    if args.dry_run:
+        return dry_run(args, data, prompt, backend)
     bar = None
     if sys.stderr.isatty():
         from tqdm import tqdm
@@ -108,13 +159,15 @@ def report_lines(meta: dict, out: str, report=None) -> list[str]:
              f"label kind {meta['label_kind']}, temperature {t['sampling']['temperature']}"]
     if report is not None:
         rate = f" ({report.asked / report.wall_s:.0f} requests/s)" if report.wall_s > 0 and report.asked else ""
-        lines.append(f"[mmi-ray] this run: {report.answered} rows answered with {report.asked} requests in "
+        lines.append(f"[mmi-ray] this run: {report.answered} rows answered with {report.asked} requests "
+                     f"({report.http_requests} on the wire, the client's own retries included) in "
                      f"{report.wall_s:.1f} s{rate}, {report.reused} rows kept from before")
-    lines.append(f"{'split':<7} {'rows':>6} {'parsed':>7}  teacher accuracy [95% Wilson]")
+    lines.append(f"{'split':<7} {'rows':>6} {'parsed':>7}  teacher accuracy [95% Wilson]   tokens in / out")
     for split, s in meta["splits"].items():
         lo, hi = wilson_interval(s["teacher_correct"], s["rows"]) if s["rows"] else (0.0, 0.0)
-        lines.append(f"{split:<7} {s['rows']:>6} {s['parsed']:>7}  {100 * s['teacher_accuracy']:.1f}% "
-                     f"[{100 * lo:.1f}, {100 * hi:.1f}]")
+        acc = f"{100 * s['teacher_accuracy']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+        lines.append(f"{split:<7} {s['rows']:>6} {s['parsed']:>7}  {acc:<28} "
+                     f"{s.get('tokens_in', 0):,} / {s.get('tokens_out', 0):,}")
     state = "complete" if meta["complete"] else "NOT complete (run the same command again to finish)"
     lines.append(f"[mmi-ray] {shown(meta['source'])} -> {shown(out)}: {state}; rows hash {meta['rows_sha']}")
     return lines

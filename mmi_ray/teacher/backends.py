@@ -46,11 +46,14 @@ def cut_at_stop(text: str, stop: Iterable[str]) -> str:
     return text
 
 
-Done = Callable[[str, str], None]
+Done = Callable[..., None]
+"""``done(id, text, tokens)``: a reply, with its request's (prompt tokens, reply tokens) where known."""
 
 
 @dataclass
 class Outcome:
+    http_requests: int = 0
+    """HTTP requests sent, the client's own retries included (``asked`` counts ours)."""
     asked: int = 0
     failed: int = 0
     """Requests that still failed after the retries (transient errors): not written, asked again next run."""
@@ -104,16 +107,21 @@ class OpenAIBackend:
     def run(self, requests: list[tuple[str, str]], done: Done) -> Outcome:
         return asyncio.run(self._run(requests, done))
 
-    def _client(self):
+    def _client(self, out: Outcome):
         try:
             import openai  # noqa: PLC0415
         except ImportError:
             raise TeacherError("--backend openai needs the openai client: pip install 'mmi-ray[teacher]'") from None
         key = os.environ.get(self.api_key_env) or "EMPTY"  # local servers (vLLM, llama.cpp) take any key
-        return openai, openai.AsyncOpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout_s,
-                                          max_retries=self.retries)
 
-    async def _ask(self, client, prompt: str) -> str:
+        async def count(_request) -> None:  # every request on the wire, the client's own retries too
+            out.http_requests += 1
+
+        http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [count]})
+        return openai, openai.AsyncOpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout_s,
+                                          max_retries=self.retries, http_client=http)
+
+    async def _ask(self, client, prompt: str) -> tuple[str, tuple[int, int] | None]:
         s = self.sampling
         extra = {"seed": s.seed} if s.seed is not None else {}
         if self.api == "completions":
@@ -127,7 +135,9 @@ class OpenAIBackend:
             text = r.choices[0].message.content if r.choices else None
         if not isinstance(text, str):
             raise ValueError("reply without choices[0] text")
-        return cut_at_stop(text, s.stop)
+        u = getattr(r, "usage", None)
+        tokens = (u.prompt_tokens or 0, u.completion_tokens or 0) if u is not None else None
+        return cut_at_stop(text, s.stop), tokens
 
     def _fatal(self, openai, e: Exception) -> str | None:
         """The one line for errors no retry fixes, or None for a transient one."""
@@ -144,8 +154,8 @@ class OpenAIBackend:
         return None
 
     async def _run(self, requests: list[tuple[str, str]], done: Done) -> Outcome:
-        openai, client = self._client()
         out = Outcome()
+        openai, client = self._client(out)
         limiter = RateLimiter(self.rate_limit)
         gate = asyncio.Semaphore(self.concurrency)
         stop = asyncio.Event()
@@ -159,7 +169,7 @@ class OpenAIBackend:
                     await limiter.wait()
                     out.asked += 1
                     try:
-                        text = await self._ask(client, prompt)
+                        text, tokens = await self._ask(client, prompt)
                     except ValueError as e:  # a malformed reply: the client's retries do not cover it
                         out.last_error = str(e)
                         await asyncio.sleep(min(8.0, 0.25 * 2 ** attempt))
@@ -177,7 +187,7 @@ class OpenAIBackend:
                             out.failed += 1
                             out.last_error = _short(e)
                         return
-                    done(rid, text)
+                    done(rid, text, tokens)
                     return
                 out.failed += 1
 
@@ -231,7 +241,9 @@ class HFGenerate:
             ids = self.model.generate(**enc, **gen)
         new = ids[:, enc["input_ids"].shape[1]:]
         texts = [cut_at_stop(t, s["stop"]) for t in self.tok.batch_decode(new, skip_special_tokens=True)]
-        return {"id": list(batch["id"]), "text": texts}
+        return {"id": list(batch["id"]), "text": texts,  # tokens as the teacher's tokenizer counts them
+                "tokens_in": enc["attention_mask"].sum(dim=1).tolist(),
+                "tokens_out": (new != self.tok.pad_token_id).sum(dim=1).tolist()}
 
 
 @dataclass
@@ -286,9 +298,11 @@ class RayDataBackend:
         init_ray()
         try:
             for batch in self._dataset(requests).iter_batches(batch_size=None, batch_format="numpy"):
-                for rid, text in zip(batch["id"], batch["text"]):
+                tokens = list(zip(batch["tokens_in"], batch["tokens_out"])) if "tokens_in" in batch else None
+                for i, (rid, text) in enumerate(zip(batch["id"], batch["text"])):
                     out.asked += 1
-                    done(str(rid), str(text))
+                    out.http_requests += 1
+                    done(str(rid), str(text), tuple(int(x) for x in tokens[i]) if tokens else None)
         except Exception as e:  # noqa: BLE001 - a model that cannot load is one line, rows written stay
             from ..errors import root_cause  # noqa: PLC0415
 

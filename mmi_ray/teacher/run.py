@@ -51,6 +51,10 @@ class SplitReport:
     rows: int = 0
     parsed: int = 0
     correct: int = 0
+    tokens_in: int = 0
+    """Prompt tokens of the requests that answered the split's rows (as the server counted them, or the
+    teacher's tokenizer for ``ray-data``), every run that wrote them; ``tokens_out`` the replies'."""
+    tokens_out: int = 0
 
     @property
     def accuracy(self) -> float:
@@ -62,7 +66,9 @@ class Report:
     out: str
     splits: dict[str, SplitReport] = field(default_factory=dict)
     asked: int = 0
-    """Requests sent (a greedy teacher is asked once per distinct prompt)."""
+    """Requests sent (a greedy teacher is asked once per distinct prompt), each of our retries counted."""
+    http_requests: int = 0
+    """HTTP requests that reached the wire this run, the client's own retries (429, 5xx) included."""
     answered: int = 0
     """Rows written this run."""
     reused: int = 0
@@ -140,21 +146,23 @@ class Writer:
         self.files: dict[str, object] = {}
         self.written = 0
 
-    def row(self, task: Task, text: str) -> dict:
+    def row(self, task: Task, text: str, tokens: tuple[int, int] | None = None) -> dict:
         p = parse_reply(text, self.reader.kind, marker=self.prompt.marker, choices=task.choices,
                         classes=self.reader.spec.classes)
         row = {"id": task.id, "input": task.question, "label": task.label, "rationale": p.rationale,
                "teacher_answer": p.answer, "parsed": p.ok, "teacher_output": text, "settings": self.settings}
         if task.choices:
             row["choices"] = task.choices
+        if tokens is not None:  # the request that answered this row (rows sharing a greedy reply: the first)
+            row["tokens_in"], row["tokens_out"] = int(tokens[0]), int(tokens[1])
         return row
 
-    def __call__(self, rid: str, text: str) -> None:
+    def __call__(self, rid: str, text: str, tokens: tuple[int, int] | None = None) -> None:
         task = self.tasks[rid]
         f = self.files.get(task.split)
         if f is None:
             f = self.files[task.split] = open(self.out / f"{task.split}.jsonl{PARTIAL}", "a", encoding="utf-8")  # noqa: SIM115
-        f.write(json.dumps(self.row(task, text), ensure_ascii=False) + "\n")
+        f.write(json.dumps(self.row(task, text, tokens), ensure_ascii=False) + "\n")
         f.flush()
         self.written += 1
         if self.written % 64 == 0:
@@ -168,15 +176,9 @@ class Writer:
         self.files = {}
 
 
-def generate(data: DataConfig, prompt: Prompt, backend, out: str | Path, *, splits: list[str] | None = None,
-             limit: int | None = None, force: bool = False, progress=None) -> Report:
-    """Ask the teacher about every row not yet answered under the same settings, then write the splits
-    that are complete and ``rationales.json``."""
-    out = Path(out).expanduser()
-    tasks, reader, source = build_tasks(data, prompt, splits, limit)
-    teacher = backend.describe()
-    settings = settings_sha(teacher, prompt)
-    out.mkdir(parents=True, exist_ok=True)
+def written(out: Path, tasks: list[Task], settings: str, force: bool) -> dict[str, dict]:
+    """The rows of ``tasks`` already written in ``out`` under the same settings (by id); rows written
+    for another input or under other settings are refused unless ``force`` (then: none)."""
     by_id = {t.id: t for t in tasks}
     split_names = [s for s in SPLIT_ORDER if any(t.split == s for t in tasks)]
     have: dict[str, dict] = {}
@@ -202,21 +204,56 @@ def generate(data: DataConfig, prompt: Prompt, backend, out: str | Path, *, spli
                 if path.is_file() and any(r.get("settings") != settings for r in read_partial(path).values()):
                     path.unlink()
         have = {}
-    report = Report(str(out), reused=len(have), rows=len(tasks))
-    writer = Writer(out, reader, prompt, settings, by_id)
-    # greedy replies depend on the prompt alone: each distinct prompt is asked once (and not at all when
-    # a row written before had it); sampled replies are asked per row
-    greedy = teacher["sampling"]["temperature"] == 0
+    return have
+
+
+def request_groups(tasks: list[Task], have: dict[str, dict], greedy: bool) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """(request key -> the ids of the rows it answers, key -> a reply already written). Greedy
+    replies depend on the prompt alone: each distinct prompt is asked once (and not at all when a row
+    written before had it); sampled replies are asked per row."""
+    by_id = {t.id: t for t in tasks}
     key_of = (lambda t: hashlib.sha256(t.prompt.encode()).hexdigest()) if greedy else (lambda t: t.id)
     groups: dict[str, list[str]] = {}
     for t in tasks:
         if t.id not in have:
             groups.setdefault(key_of(t), []).append(t.id)
     known = {key_of(by_id[rid]): row["teacher_output"] for rid, row in have.items()} if greedy else {}
+    return groups, known
 
-    def done(key: str, text: str) -> None:
-        for rid in groups[key]:
-            writer(rid, text)
+
+def pending_prompts(data: DataConfig, prompt: Prompt, backend, out: str | Path, *, splits: list[str] | None = None,
+                    limit: int | None = None, force: bool = False) -> tuple[int, list[str]]:
+    """(rows still to answer, the prompts of the requests that would answer them): what ``generate``
+    would ask, asking nothing and writing nothing."""
+    tasks, _, _ = build_tasks(data, prompt, splits, limit)
+    teacher = backend.describe()
+    out = Path(out).expanduser()
+    have = written(out, tasks, settings_sha(teacher, prompt), force) if out.is_dir() and not force else {}
+    groups, known = request_groups(tasks, have, teacher["sampling"]["temperature"] == 0)
+    by_id = {t.id: t for t in tasks}
+    return sum(len(ids) for k, ids in groups.items() if k not in known), \
+        [by_id[ids[0]].prompt for k, ids in groups.items() if k not in known]
+
+
+def generate(data: DataConfig, prompt: Prompt, backend, out: str | Path, *, splits: list[str] | None = None,
+             limit: int | None = None, force: bool = False, progress=None) -> Report:
+    """Ask the teacher about every row not yet answered under the same settings, then write the splits
+    that are complete and ``rationales.json``."""
+    out = Path(out).expanduser()
+    tasks, reader, source = build_tasks(data, prompt, splits, limit)
+    teacher = backend.describe()
+    settings = settings_sha(teacher, prompt)
+    out.mkdir(parents=True, exist_ok=True)
+    by_id = {t.id: t for t in tasks}
+    split_names = [s for s in SPLIT_ORDER if any(t.split == s for t in tasks)]
+    have = written(out, tasks, settings, force)
+    report = Report(str(out), reused=len(have), rows=len(tasks))
+    writer = Writer(out, reader, prompt, settings, by_id)
+    groups, known = request_groups(tasks, have, teacher["sampling"]["temperature"] == 0)
+
+    def done(key: str, text: str, tokens: tuple[int, int] | None = None) -> None:
+        for i, rid in enumerate(groups[key]):
+            writer(rid, text, tokens if i == 0 else None)  # a request's tokens counted once
         if progress is not None:
             progress(len(groups[key]))
 
@@ -228,6 +265,7 @@ def generate(data: DataConfig, prompt: Prompt, backend, out: str | Path, *, spli
         todo = [(k, by_id[ids[0]].prompt) for k, ids in groups.items() if k not in known]
         outcome = backend.run(todo, done)
         report.asked, report.failed, report.last_error = outcome.asked, outcome.failed, outcome.last_error
+        report.http_requests = outcome.http_requests
     except (Exception, KeyboardInterrupt) as e:  # a fatal teacher error or Ctrl-C: what is written is kept, and said
         stopped = e
     finally:
@@ -247,7 +285,8 @@ def generate(data: DataConfig, prompt: Prompt, backend, out: str | Path, *, spli
                                                 sum(bool(r["parsed"]) and label_correct(r["teacher_answer"], r["label"],
                                                                                        EXAMPLE_KINDS[reader.kind],
                                                                                        _asked(r))
-                                                    for r in rows))
+                                                    for r in rows),
+                                           sum(r.get("tokens_in", 0) for r in rows), sum(r.get("tokens_out", 0) for r in rows))
         if len(rows) < len(ids):
             complete = False
             continue
@@ -286,7 +325,8 @@ def write_meta(out: Path, report: Report, reader: Reader, prompt: Prompt, teache
                    "template": prompt.text},
         "settings": settings,
         "splits": {s: {"rows": r.rows, "parsed": r.parsed, "teacher_correct": r.correct,
-                       "teacher_accuracy": round(r.accuracy, 6)} for s, r in report.splits.items()},
+                       "teacher_accuracy": round(r.accuracy, 6), "tokens_in": r.tokens_in, "tokens_out": r.tokens_out}
+                   for s, r in report.splits.items()},
         "rows_sha": h.hexdigest()[:16],
         "code": code_version(),
     }
