@@ -54,11 +54,15 @@ def write_csv(path: str) -> None:
 class TeacherServer:
     """``/v1/chat/completions``, ``/v1/completions`` and ``/v1/models`` on 127.0.0.1 (port 0: any free one).
     ``faults``: what the next requests get, in order (``429``, ``500``, ``401``, ``malformed``, ``slow:S``,
-    ``ok``); after them, answers. ``requests`` records each request's prompt and time."""
+    ``ok``); after them, answers. ``requests`` records each request's prompt and time. ``wrong_share``:
+    a noisy teacher, whose answer is wrong for that share of (prompt, seed) pairs, by a hash: the same
+    request is always answered the same way, another seed (another sample) may not be."""
 
     def __init__(self, port: int = 0, model: str = MODEL, api_key: str | None = None, answers: dict | None = None,
-                 faults: list[str] | None = None):
-        self.model, self.api_key = model, api_key
+                 faults: list[str] | None = None, wrong_share: float = 0.0):
+        self.model, self.api_key, self.wrong_share = model, api_key, wrong_share
+        self.replies: list[tuple[str, int | None, bool]] = []
+        """(prompt, seed, answered wrong) of each reply sent."""
         self.answers = answers if answers is not None else knowledge()
         self.faults = list(faults or [])
         self.requests: list[tuple[float, str]] = []
@@ -113,10 +117,12 @@ class TeacherServer:
                     return self._send(200, b'{"choices": [{"mess')
                 if fault.startswith("slow:"):
                     time.sleep(float(fault.split(":", 1)[1]))
-                text = server.reply(prompt)
+                wrong = server.is_wrong(prompt, body.get("seed"))
+                text = server.reply(prompt, wrong)
                 used = (len(prompt.split()), len(text.split()))
                 with server.lock:
                     server.usage.append(used)
+                    server.replies.append((prompt, body.get("seed"), wrong))
                 if chat:
                     choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
                     obj = "chat.completion"
@@ -131,11 +137,22 @@ class TeacherServer:
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
 
-    def reply(self, prompt: str) -> str:
-        """The question is the prompt's last ``Q: ...`` before ``A:``."""
+    def is_wrong(self, prompt: str, seed) -> bool:
+        import hashlib
+
+        h = hashlib.sha256(f"{seed}\0{prompt}".encode()).digest()
+        return int.from_bytes(h[:4], "big") / 2**32 < self.wrong_share
+
+    def reply(self, prompt: str, wrong: bool = False) -> str:
+        """The question is the prompt's last ``Q: ...`` before ``A:``; ``wrong``: another answer (yes
+        for no, a colour for another), its working unchanged."""
         qs = re.findall(r"Q: (.*?)\nA:", prompt, flags=re.S)
         q = qs[-1].strip() if qs else prompt.strip()
-        return self.answers.get(q, "I cannot tell which box that is.")
+        text = self.answers.get(q, "I cannot tell which box that is.")
+        if wrong and (m := re.search(r"So the answer is (\w+)\.$", text)):
+            swap = {"yes": "no", "no": "yes", "red": "gold", "gold": "blue", "blue": "green", "green": "red"}
+            text = text[:m.start(1)] + swap.get(m.group(1), "purple") + "."
+        return text
 
     def start(self) -> TeacherServer:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()

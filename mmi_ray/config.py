@@ -174,6 +174,11 @@ class RationalesConfig(Section):
     (or did not parse) is dropped from training, both tasks; ``relabel``: such a row keeps its
     rationale and its label task trains on the gold label even with ``data.label_type: teacher``.
     Validation and test are never filtered. Searchable in a sweep."""
+    per_row: int = Field(1, ge=1)
+    """Rationales per training row, where ``mmi-ray rationales --samples N`` wrote several: the first
+    ``per_row`` samples of each row are used, each as an example of its own (diverse reasoning:
+    every epoch sees them all, as distillation with several rationales per question trains).
+    Validation and test use each row once."""
 
 
 class DataConfig(Section):

@@ -383,7 +383,7 @@ def test_generate_from_a_dss_folder_with_a_shipped_prompt(tmp_path, dss_dir):
         def run(self, requests, done):
             from mmi_ray.teacher.backends import Outcome
 
-            for rid, prompt in requests:
+            for rid, prompt, *_ in requests:
                 seen.append(prompt)
                 done(rid, "Some reasoning. So the answer is (b) body of water.")
             return Outcome(asked=len(requests))
@@ -441,3 +441,74 @@ def test_a_dry_run_prices_what_is_left_to_ask_and_asks_nothing(tmp_path, server,
     assert run_cli(tmp_path, csv, server.url) == 0
     assert run_cli(tmp_path, csv, server.url, "--dry-run", "--price-in", "2", "--price-out", "8") == 0
     assert "dry run: 0 rows to answer with 0 requests" in capsys.readouterr().out
+
+
+def test_three_samples_a_row_from_a_noisy_flaky_teacher_resume_after_ctrl_c_and_vote(tmp_path, capsys):
+    """A loopback teacher wrong on about 30% of its (prompt, seed) pairs and failing now and then
+    (429, 500) is asked 3 samples a row at temperature 0.7; the run is interrupted (SIGINT) and the
+    same command finishes it. Every row has its 3 samples (seeds 0, 1, 2), none asked twice; the
+    majority answer per row and its accuracy follow what the server answered; the tokens equal the
+    server's count; the trainer reads 1 or 3 samples a row, and data.rationales.keep: correct drops
+    exactly the samples the server answered wrong."""
+    from collections import Counter
+
+    from mmi_ray.data import load_splits
+    from mmi_ray.errors import DataError
+
+    csv = small_csv(tmp_path, 30)
+    s = TeacherServer(faults=["ok"] * 6 + ["429", "slow:0.3", "500"] + ["slow:0.3"] * 30, wrong_share=0.3).start()
+    out = tmp_path / "out"
+    cmd = [*rationales_cmd(csv, s.url, out, 1), "--samples", "3", "--temperature", "0.7", "--retries", "3"]
+    try:
+        p = started_until(cmd, out / "train.jsonl.partial", 8, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 130 and "rows kept" in err, err[-2000:]
+        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    finally:
+        s.stop()
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = read_out(out, "train") + read_out(out, "valid")
+    assert len(lines) == 3 * 34 and Counter(x["sample"] for x in lines) == {0: 34, 1: 34, 2: 34}
+    asked = Counter((p_, seed) for p_, seed, _ in s.replies)
+    # none asked twice but the one in flight when Ctrl-C came (answered, not written: asked again)
+    assert sum(n - 1 for n in asked.values()) <= 1 and sorted({seed for _, seed in asked}) == [0, 1, 2]
+    assert len(asked) == 3 * 34
+    # what the server answered, per row: its majority is the row's majority_answer
+    wrong = {(p_, seed): w for p_, seed, w in s.replies}
+    meta = json.loads((out / "rationales.json").read_text())
+    for split in ("train", "valid"):
+        rows = read_out(out, split)
+        by_row = {}
+        for x in rows:
+            by_row.setdefault(x["id"].split(".")[0], []).append(x)
+        right = sum(sum(x["teacher_answer"] == x["label"] for x in g) >= 2 for g in by_row.values())
+        assert meta["splits"][split]["majority_correct"] == right
+        assert all(len({x["majority_answer"] for x in g}) == 1 for g in by_row.values())
+    assert meta["samples_per_row"] == 3 and "majority answer over 3 samples" in r.stdout
+    assert sum(wrong.values()) == sum(x["teacher_answer"] != x["label"] for x in lines) > 0
+    # the tokens: the server's count of every reply it sent, but the one answered after Ctrl-C (billed, never seen)
+    seen, kept_usage = set(), [0, 0]
+    for (p_, seed, _), u in zip(s.replies, s.usage):
+        if (p_, seed) not in seen:
+            seen.add((p_, seed))
+            kept_usage = [kept_usage[0] + u[0], kept_usage[1] + u[1]]
+    assert [sum(m["tokens_in"] for m in meta["splits"].values()),
+            sum(m["tokens_out"] for m in meta["splits"].values())] == kept_usage
+    # training reads them: one sample a row, or all three as examples; keep: correct drops the wrong ones
+    one = load_splits(data_config(str(out), []))
+    three = load_splits(data_config(str(out), ["rationales.per_row=3"]))
+    assert len(three.train) == 3 * len(one.train) and len(three.valid) == len(one.valid) == 4
+    kept = load_splits(data_config(str(out), ["rationales.per_row=3", "rationales.keep=correct"]))
+    train_wrong = sum(x["teacher_answer"] != x["label"] for x in read_out(out, "train"))
+    assert 0 < train_wrong and len(kept.train) == len(three.train) - train_wrong == 90 - train_wrong
+    with pytest.raises(DataError, match=r"data.rationales.per_row: 4, but .* holds 3 rationale\(s\) a row"):
+        load_splits(data_config(str(out), ["rationales.per_row=4"]))
+
+
+@pytest.mark.parametrize("flags,problem", [(["--samples", "0"], "--samples: must be >= 1 (got 0)"),
+                                           (["--samples", "3"], "--samples 3: needs --temperature > 0")])
+def test_bad_samples_are_one_line_and_nothing_is_asked(tmp_path, server, capsys, flags, problem):
+    assert run_cli(tmp_path, small_csv(tmp_path), server.url, *flags) == 2
+    err = capsys.readouterr().err
+    assert problem in err and len(err.strip().splitlines()) == 1 and server.requests == []

@@ -32,7 +32,10 @@ def register(sub) -> None:
     g.add_argument("--temperature", type=float, default=0.0, help="0: greedy, each distinct prompt asked once (default)")
     g.add_argument("--max-tokens", type=int, default=256, help="new tokens per reply at most (default 256)")
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default 1.0: off)")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed, where the server honours one (default 0)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed, where the server honours one (default 0; "
+                   "sample k of a row: seed + k)")
+    g.add_argument("--samples", type=int, default=1, help="replies per row (diverse reasoning; needs --temperature > 0): "
+                   "each resumable on its own, the majority answer recorded (default 1)")
     o = r.add_argument_group("openai backend")
     o.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="an OpenAI-compatible API (vLLM serve, TGI, llama.cpp, a hosted API)")
     o.add_argument("--api-key-env", default="OPENAI_API_KEY", help="the environment variable that holds the key (never a flag: it would show in ps)")
@@ -71,7 +74,7 @@ def dry_run(args, data, prompt, backend) -> int:
     from ..teacher.run import pending_prompts
 
     rows, prompts = pending_prompts(data, prompt, backend, args.out, splits=args.splits, limit=args.limit,
-                                    force=args.force)
+                                    force=args.force, samples=args.samples)
     tokenizer = args.tokenizer or (args.teacher if args.backend == "ray-data" else None)
     tokens_in, how = count_tokens(prompts, tokenizer)
     tokens_out = len(prompts) * args.max_tokens
@@ -100,6 +103,11 @@ def _backend(args):
                              ("--batch-size", args.batch_size, 1), ("--replicas", args.replicas, 1)):
         if value < low:
             raise ConfigError("command line", f"{flag}: must be >= {low} (got {value})")
+    if args.samples < 1:
+        raise ConfigError("command line", f"--samples: must be >= 1 (got {args.samples})")
+    if args.samples > 1 and args.temperature == 0:
+        raise ConfigError("command line", f"--samples {args.samples}: needs --temperature > 0 (greedy replies to one "
+                                          "prompt are all the same)")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
         raise ConfigError("command line", "--temperature must be >= 0 and --top-p in (0, 1]")
     if args.rate_limit is not None and args.rate_limit <= 0:
@@ -128,7 +136,7 @@ def run(args) -> int:
         bar = tqdm(unit="row", desc="teacher", file=sys.stderr)
     try:
         report = generate(data, prompt, backend, args.out, splits=args.splits, limit=args.limit, force=args.force,
-                          progress=bar.update if bar else None)
+                          progress=bar.update if bar else None, samples=args.samples)
     except KeyboardInterrupt as e:
         if bar is not None:
             bar.close()
@@ -168,6 +176,10 @@ def report_lines(meta: dict, out: str, report=None) -> list[str]:
         acc = f"{100 * s['teacher_accuracy']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
         lines.append(f"{split:<7} {s['rows']:>6} {s['parsed']:>7}  {acc:<28} "
                      f"{s.get('tokens_in', 0):,} / {s.get('tokens_out', 0):,}")
+        if s.get("majority_correct") is not None:
+            n = s["rows"] // meta["samples_per_row"]
+            lines.append(f"{'':<7} majority answer over {meta['samples_per_row']} samples (self-consistency): "
+                         f"{100 * s['majority_correct'] / max(n, 1):.1f}% of {n} rows")
     state = "complete" if meta["complete"] else "NOT complete (run the same command again to finish)"
     lines.append(f"[mmi-ray] {shown(meta['source'])} -> {shown(out)}: {state}; rows hash {meta['rows_sha']}")
     return lines

@@ -299,6 +299,18 @@ class Reader:
         return Example(text, label, rationale, t_label, EXAMPLE_KINDS[self.kind], self.task)
 
 
+def by_row(lines: list[Row]) -> list[list[Row]]:
+    """Lines grouped by the input row they answer, in order: one line a row, or a row's samples
+    (``mmi-ray rationales --samples``: ids ``train-3``, ``train-3.1``, ... with ``sample`` 0, 1, ...),
+    so that a carve-off never splits a row's samples between train and validation."""
+    groups: dict[str, list[Row]] = {}
+    for i, r in enumerate(lines):
+        k = r.values.get("sample")
+        key = str(r.values.get("id", "")).rsplit(".", 1)[0] if k else (str(r.values["id"]) if k == 0 else str(i))
+        groups.setdefault(key, []).append(r)
+    return [sorted(g, key=lambda r: int(r.values.get("sample") or 0)) for g in groups.values()]
+
+
 def custom_splits(cfg: DataConfig, table: Table | None = None) -> Splits:
     """Train / validation / test examples of ``data.path`` (or of its ``table``, read already). Validation
     is carved from train (never from test) with ``data.split_seed`` when absent; test only with
@@ -309,7 +321,7 @@ def custom_splits(cfg: DataConfig, table: Table | None = None) -> Splits:
         raise DataError(f"{table.source}/{META_FILE}: the rationales are not complete (split {', '.join(todo) or '?'} "
                         "still being written): run the same mmi-ray rationales command again to finish")
     reader = Reader.of(cfg.custom, table.meta, table.source)
-    rows, notes = dict(table.splits), []
+    rows, notes = {k: by_row(v) for k, v in table.splits.items()}, []
     if "train" not in rows:
         raise DataError(f"{table.source}: no train split (a train file, a split column, or one file of rows)")
     if "test" not in rows and cfg.custom.test_fraction:
@@ -322,12 +334,20 @@ def custom_splits(cfg: DataConfig, table: Table | None = None) -> Splits:
         notes.append(f"validation: {len(rows['valid'])} rows carved from train with split_seed {cfg.split_seed}")
     if "test" not in rows:
         notes.append("no test split (data.custom.test_fraction carves one from train)")
+    per_row = cfg.rationales.per_row
+    have = max((len(g) for g in rows["train"]), default=1)
+    if per_row > have:
+        raise DataError(f"data.rationales.per_row: {per_row}, but {table.source} holds {have} rationale(s) a row "
+                        f"(mmi-ray rationales --samples {per_row} writes more)")
+    if have > 1:
+        notes.append(f"train: {per_row} of the {have} rationales a row (data.rationales.per_row), each an example")
     out = {}
     for name in ("train", "valid", "test"):
         if name not in rows:
             continue
         if not rows[name]:
             raise DataError(f"{table.source}: the {name} split is empty")
-        examples = [reader.example(r) for r in rows[name]]
+        lines = [r for g in rows[name] for r in (g[:per_row] if name == "train" else g[:1])]
+        examples = [reader.example(r) for r in lines]
         out[name] = SplitData(name, examples, sum(not e.parsed for e in examples), table.source)
     return Splits(out["train"], out["valid"], out.get("test"), notes)

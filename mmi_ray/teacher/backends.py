@@ -1,7 +1,7 @@
 """Teachers that turn prompts into replies: any OpenAI-compatible endpoint, or Ray Data batch inference.
 
-A backend gets the requests still to be asked (``(id, prompt)``) and calls ``done(id, text)`` as
-each reply arrives, so the runner writes it at once (a crash loses only the requests in flight).
+A backend gets the requests still to be asked (``(id, prompt, sample)``: sample k of a row asks
+with seed + k) and calls ``done(id, text, tokens)`` as each reply arrives, so the runner writes it at once (a crash loses only the requests in flight).
 ``openai``: the ``openai`` client (its retries with backoff on 429 / 5xx / timeouts, ``Retry-After``
 honoured), a concurrency cap and a request-rate limit of ours. ``ray-data``: ``map_batches`` over a
 Ray Dataset, HF ``transformers`` generation on CPU (or GPU), or vLLM through ``ray.data.llm``.
@@ -104,7 +104,7 @@ class OpenAIBackend:
         return {"backend": self.name, "model": self.model, "base_url": self.base_url, "api": self.api,
                 "sampling": self.sampling.as_dict()}
 
-    def run(self, requests: list[tuple[str, str]], done: Done) -> Outcome:
+    def run(self, requests: list[tuple], done: Done) -> Outcome:
         return asyncio.run(self._run(requests, done))
 
     def _client(self, out: Outcome):
@@ -121,9 +121,9 @@ class OpenAIBackend:
         return openai, openai.AsyncOpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout_s,
                                           max_retries=self.retries, http_client=http)
 
-    async def _ask(self, client, prompt: str) -> tuple[str, tuple[int, int] | None]:
+    async def _ask(self, client, prompt: str, sample: int = 0) -> tuple[str, tuple[int, int] | None]:
         s = self.sampling
-        extra = {"seed": s.seed} if s.seed is not None else {}
+        extra = {"seed": s.seed + sample} if s.seed is not None else {}
         if self.api == "completions":
             r = await client.completions.create(model=self.model, prompt=prompt, temperature=s.temperature,
                                                 max_tokens=s.max_tokens, top_p=s.top_p, stop=list(s.stop), **extra)
@@ -153,7 +153,7 @@ class OpenAIBackend:
             return f"{where}: cannot reach the teacher ({_short(e)}; after {self.retries} retries)"
         return None
 
-    async def _run(self, requests: list[tuple[str, str]], done: Done) -> Outcome:
+    async def _run(self, requests: list[tuple], done: Done) -> Outcome:
         out = Outcome()
         openai, client = self._client(out)
         limiter = RateLimiter(self.rate_limit)
@@ -161,7 +161,7 @@ class OpenAIBackend:
         stop = asyncio.Event()
         fatal: list[str] = []
 
-        async def one(rid: str, prompt: str) -> None:
+        async def one(rid: str, prompt: str, sample: int = 0) -> None:
             async with gate:
                 if stop.is_set():
                     return
@@ -169,7 +169,7 @@ class OpenAIBackend:
                     await limiter.wait()
                     out.asked += 1
                     try:
-                        text, tokens = await self._ask(client, prompt)
+                        text, tokens = await self._ask(client, prompt, sample)
                     except ValueError as e:  # a malformed reply: the client's retries do not cover it
                         out.last_error = str(e)
                         await asyncio.sleep(min(8.0, 0.25 * 2 ** attempt))
@@ -195,7 +195,7 @@ class OpenAIBackend:
             if requests:  # the first request alone: a wrong URL, key or model fails before the rest are sent
                 await one(*requests[0])
             if not fatal:
-                await asyncio.gather(*(one(rid, p) for rid, p in requests[1:]))
+                await asyncio.gather(*(one(*r) for r in requests[1:]))
         finally:
             await client.close()
         if fatal:
@@ -268,7 +268,7 @@ class RayDataBackend:
     def _dataset(self, requests):
         import ray  # noqa: PLC0415
 
-        ds = ray.data.from_items([{"id": rid, "prompt": p} for rid, p in requests])
+        ds = ray.data.from_items([{"id": r[0], "prompt": r[1]} for r in requests])
         s = self.sampling.as_dict()
         if self.engine == "vllm":  # pragma: no cover - needs GPUs and vLLM
             from ray.data.llm import build_processor, vLLMEngineProcessorConfig  # noqa: PLC0415
@@ -289,7 +289,7 @@ class RayDataBackend:
                               batch_size=self.batch_size, compute=ray.data.ActorPoolStrategy(size=self.concurrency),
                               num_cpus=self.cpus_per_replica, **gpus)
 
-    def run(self, requests: list[tuple[str, str]], done: Done) -> Outcome:
+    def run(self, requests: list[tuple], done: Done) -> Outcome:
         from ..ray_init import init_ray  # noqa: PLC0415
 
         out = Outcome()

@@ -39,6 +39,17 @@ class Task:
     choices: list[str] | None
     label: str
     prompt: str
+    sample: int | None = None
+    """With ``--samples N``: which of the row's N replies (0 .. N-1); None: the one reply."""
+
+    @property
+    def row_id(self) -> str:
+        return self.id if not self.sample else self.id.rsplit(".", 1)[0]
+
+
+def row_id(row: dict) -> str:
+    """The input row a written line answers (``train-3`` for ``train-3.2``, its third sample)."""
+    return row["id"].rsplit(".", 1)[0] if row.get("sample") else row["id"]
 
 
 def _asked(row: dict) -> str:
@@ -49,12 +60,15 @@ def _asked(row: dict) -> str:
 @dataclass
 class SplitReport:
     rows: int = 0
+    """Lines written: one a row, or one a sample of a row (``--samples``)."""
     parsed: int = 0
     correct: int = 0
     tokens_in: int = 0
     """Prompt tokens of the requests that answered the split's rows (as the server counted them, or the
     teacher's tokenizer for ``ray-data``), every run that wrote them; ``tokens_out`` the replies'."""
     tokens_out: int = 0
+    majority_correct: int | None = None
+    """With samples: input rows whose majority answer over the samples (self-consistency) is right."""
 
     @property
     def accuracy(self) -> float:
@@ -82,8 +96,10 @@ class Report:
     """Rows this command was asked for (every split it covers)."""
 
 
-def build_tasks(data: DataConfig, prompt: Prompt, splits: list[str] | None, limit: int | None) -> tuple[list[Task], Reader, dict]:
-    """The rows of ``data.path`` as prompts, checked (a bad row names its file and line before any request)."""
+def build_tasks(data: DataConfig, prompt: Prompt, splits: list[str] | None, limit: int | None,
+                samples: int = 1) -> tuple[list[Task], Reader, dict]:
+    """The rows of ``data.path`` as prompts, checked (a bad row names its file and line before any
+    request); with ``samples`` > 1, each row asked that many times (ids ``train-3``, ``train-3.1``, ...)."""
     table = read_table(data.path, data.custom.columns.split)
     spec = data.custom
     if prompt.kind and not spec.label_kind:
@@ -107,7 +123,12 @@ def build_tasks(data: DataConfig, prompt: Prompt, splits: list[str] | None, limi
             values = {**{k: v for k, v in row.values.items() if isinstance(k, str)}, "input": full, "question": question,
                       "choices": "\n".join(f"({chr(97 + j)}) {c}" for j, c in enumerate(choices or [])),
                       "classes": ", ".join(reader.spec.classes or [])}
-            tasks.append(Task(f"{split}-{i}", split, question, choices, label, prompt.render(values, row.where)))
+            text = prompt.render(values, row.where)
+            if samples == 1:
+                tasks.append(Task(f"{split}-{i}", split, question, choices, label, text))
+            else:
+                tasks += [Task(f"{split}-{i}" + (f".{k}" if k else ""), split, question, choices, label, text, k)
+                          for k in range(samples)]
     return tasks, reader, {"source": table.source, "source_sha": data_fingerprint(data)}
 
 
@@ -153,6 +174,8 @@ class Writer:
                "teacher_answer": p.answer, "parsed": p.ok, "teacher_output": text, "settings": self.settings}
         if task.choices:
             row["choices"] = task.choices
+        if task.sample is not None:
+            row["sample"] = task.sample
         if tokens is not None:  # the request that answered this row (rows sharing a greedy reply: the first)
             row["tokens_in"], row["tokens_out"] = int(tokens[0]), int(tokens[1])
         return row
@@ -174,6 +197,29 @@ class Writer:
             os.fsync(f.fileno())
             f.close()
         self.files = {}
+
+
+def majority_vote(rows: list[dict], kind: str) -> int:
+    """Each line gets its row's majority answer over the samples (``majority_answer``: the parsed
+    answers compared as evaluation compares them; a tie goes to the answer seen first); returns the
+    rows whose majority answer is right."""
+    from collections import Counter
+
+    from ..metrics import normalize_answer
+
+    by_row: dict[str, list[dict]] = {}
+    for r in rows:
+        by_row.setdefault(row_id(r), []).append(r)
+    right = 0
+    for lines in by_row.values():
+        answers = [r["teacher_answer"] for r in lines if r["parsed"]]
+        key = (lambda a: a) if kind == "equation" else (lambda a: normalize_answer(a))
+        counts = Counter(key(a) for a in answers)
+        best = max(answers, key=lambda a: (counts[key(a)], -answers.index(a))) if answers else ""
+        for r in lines:
+            r["majority_answer"] = best
+        right += bool(best) and label_correct(best, lines[0]["label"], kind, _asked(lines[0]))
+    return right
 
 
 def written(out: Path, tasks: list[Task], settings: str, force: bool) -> dict[str, dict]:
@@ -222,10 +268,10 @@ def request_groups(tasks: list[Task], have: dict[str, dict], greedy: bool) -> tu
 
 
 def pending_prompts(data: DataConfig, prompt: Prompt, backend, out: str | Path, *, splits: list[str] | None = None,
-                    limit: int | None = None, force: bool = False) -> tuple[int, list[str]]:
+                    limit: int | None = None, force: bool = False, samples: int = 1) -> tuple[int, list[str]]:
     """(rows still to answer, the prompts of the requests that would answer them): what ``generate``
     would ask, asking nothing and writing nothing."""
-    tasks, _, _ = build_tasks(data, prompt, splits, limit)
+    tasks, _, _ = build_tasks(data, prompt, splits, limit, samples)
     teacher = backend.describe()
     out = Path(out).expanduser()
     have = written(out, tasks, settings_sha(teacher, prompt), force) if out.is_dir() and not force else {}
@@ -236,11 +282,11 @@ def pending_prompts(data: DataConfig, prompt: Prompt, backend, out: str | Path, 
 
 
 def generate(data: DataConfig, prompt: Prompt, backend, out: str | Path, *, splits: list[str] | None = None,
-             limit: int | None = None, force: bool = False, progress=None) -> Report:
-    """Ask the teacher about every row not yet answered under the same settings, then write the splits
-    that are complete and ``rationales.json``."""
+             limit: int | None = None, force: bool = False, progress=None, samples: int = 1) -> Report:
+    """Ask the teacher about every row not yet answered under the same settings (``samples`` replies
+    a row, each resumable on its own), then write the splits that are complete and ``rationales.json``."""
     out = Path(out).expanduser()
-    tasks, reader, source = build_tasks(data, prompt, splits, limit)
+    tasks, reader, source = build_tasks(data, prompt, splits, limit, samples)
     teacher = backend.describe()
     settings = settings_sha(teacher, prompt)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,7 +308,8 @@ def generate(data: DataConfig, prompt: Prompt, backend, out: str | Path, *, spli
     try:
         for key in [k for k in groups if k in known]:
             done(key, known[key])
-        todo = [(k, by_id[ids[0]].prompt) for k, ids in groups.items() if k not in known]
+        # a sample's own seed: a server that honours seeds would give every sample the same reply
+        todo = [(k, by_id[ids[0]].prompt, by_id[ids[0]].sample or 0) for k, ids in groups.items() if k not in known]
         outcome = backend.run(todo, done)
         report.asked, report.failed, report.last_error = outcome.asked, outcome.failed, outcome.last_error
         report.http_requests = outcome.http_requests
@@ -290,13 +337,15 @@ def generate(data: DataConfig, prompt: Prompt, backend, out: str | Path, *, spli
         if len(rows) < len(ids):
             complete = False
             continue
+        if samples > 1:
+            report.splits[split].majority_correct = majority_vote(rows, EXAMPLE_KINDS[reader.kind])
         final = out / f"{split}.jsonl"
         tmp = out / f".{split}.jsonl.tmp"
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         os.replace(tmp, final)
         (out / f"{split}.jsonl{PARTIAL}").unlink(missing_ok=True)
     report.complete = complete and stopped is None
-    report.meta = write_meta(out, report, reader, prompt, teacher, settings, source, limit)
+    report.meta = write_meta(out, report, reader, prompt, teacher, settings, source, limit, samples)
     if stopped is not None:
         stopped.report = report  # what was kept, for the command's closing line (Ctrl-C)
         raise stopped
@@ -304,7 +353,7 @@ def generate(data: DataConfig, prompt: Prompt, backend, out: str | Path, *, spli
 
 
 def write_meta(out: Path, report: Report, reader: Reader, prompt: Prompt, teacher: dict, settings: str,
-               source: dict, limit: int | None) -> dict:
+               source: dict, limit: int | None, samples: int = 1) -> dict:
     h = hashlib.sha256()
     for split in SPLIT_ORDER:
         f = out / f"{split}.jsonl"
@@ -325,8 +374,10 @@ def write_meta(out: Path, report: Report, reader: Reader, prompt: Prompt, teache
                    "template": prompt.text},
         "settings": settings,
         "splits": {s: {"rows": r.rows, "parsed": r.parsed, "teacher_correct": r.correct,
-                       "teacher_accuracy": round(r.accuracy, 6), "tokens_in": r.tokens_in, "tokens_out": r.tokens_out}
+                       "teacher_accuracy": round(r.accuracy, 6), "tokens_in": r.tokens_in, "tokens_out": r.tokens_out,
+                       **({"majority_correct": r.majority_correct} if r.majority_correct is not None else {})}
                    for s, r in report.splits.items()},
+        **({"samples_per_row": samples} if samples > 1 else {}),
         "rows_sha": h.hexdigest()[:16],
         "code": code_version(),
     }
