@@ -139,8 +139,13 @@ class ColumnsConfig(Section):
 
 class CustomDataConfig(Section):
     label_kind: Literal[LABEL_KINDS] | None = None
-    """``text`` (exact match), ``choice`` (one of the row's options), ``number`` (numeric value), ``class``
-    (one of ``classes``); None: the kind a ``mmi-ray rationales`` folder records, else ``text``."""
+    """``text`` (any answer, matched normalised), ``choice`` (one of the row's options), ``number``
+    (numeric value), ``class`` (one of ``classes``); None: the kind a ``mmi-ray rationales`` folder
+    records, else ``text``."""
+    unlabelled: Literal["error", "teacher"] = "error"
+    """Rows with no gold label: an error naming the row, or (``teacher``) training rows labelled by the
+    teacher's answer: the majority answer over its samples where ``mmi-ray rationales --samples``
+    wrote several (self-consistency). Validation and test rows always need their gold label."""
     classes: list[str] | None = None
     """``label_kind: class``: the closed set of labels (a label outside it is an error naming the row)."""
     columns: ColumnsConfig = ColumnsConfig()

@@ -512,3 +512,37 @@ def test_bad_samples_are_one_line_and_nothing_is_asked(tmp_path, server, capsys,
     assert run_cli(tmp_path, small_csv(tmp_path), server.url, *flags) == 2
     err = capsys.readouterr().err
     assert problem in err and len(err.strip().splitlines()) == 1 and server.requests == []
+
+
+def test_rows_without_gold_are_labelled_by_the_teachers_majority_when_asked_to(tmp_path, capsys):
+    """data.custom.unlabelled: teacher: rows with no gold label are asked all the same; the teacher's
+    accuracy is over the labelled rows; in training they carry the majority answer over the samples
+    as their label (validation is carved from labelled rows only); keep: correct refuses them."""
+    from mmi_ray.data import load_splits
+    from mmi_ray.errors import DataError
+
+    lines = (REPO / "examples/boxes.csv").read_text().splitlines()
+    train = lines[1:17]
+    train = [x if i < 10 else x.rsplit(",", 2)[0] + ",," + x.rsplit(",", 1)[1] for i, x in enumerate(train)]
+    csv = tmp_path / "rows.csv"
+    csv.write_text("\n".join([lines[0], *train, *[x for x in lines if x.endswith(",valid")][:4]]) + "\n")
+    s = TeacherServer(wrong_share=0.3).start()
+    try:
+        rc = main(["rationales", str(csv), *COLUMNS, "custom.unlabelled=teacher", "--teacher", MODEL, "--base-url", s.url,
+                   "--out", str(tmp_path / "out"), "--samples", "3", "--temperature", "0.7"])
+    finally:
+        s.stop()
+    assert rc == 0, capsys.readouterr().err
+    assert "of 30" in capsys.readouterr().out  # the teacher's accuracy over the 10 labelled rows' 30 samples
+    meta = json.loads((tmp_path / "out/rationales.json").read_text())
+    assert meta["splits"]["train"]["labelled"] == 30 and meta["splits"]["train"]["rows"] == 48
+    out = str(tmp_path / "out")
+    sp = load_splits(data_config(out, ["custom.unlabelled=teacher"]))
+    taught = [e for e in sp.train.examples if not e.gold]
+    written = {x["input"]: x["majority_answer"] for x in read_out(tmp_path / "out", "train") if not x["label"]}
+    assert len(taught) == 6 and all(e.label == written[e.input] and e.label for e in taught)
+    assert all(e.gold for e in sp.valid.examples)
+    with pytest.raises(DataError, match="data.rationales.keep: correct needs gold labels"):
+        load_splits(data_config(out, ["custom.unlabelled=teacher", "rationales.keep=correct"]))
+    with pytest.raises(DataError, match="line 31: missing or empty key 'label'"):
+        load_splits(data_config(out, []))

@@ -84,7 +84,8 @@ def custom_report(path: str, settings: list[str]) -> int:
               f"({meta['prompt']['sha']}), rows hash {meta['rows_sha']}")
     print(f"{'split':<7} {'rows':>7} {'unparsed':>9} {'teacher acc':>12}")
     for name, sp in splits.items():
-        acc = sum(e.parsed and label_correct(e.teacher_label, e.label, e.kind, e.input) for e in sp.examples) / len(sp)
+        judged = [e for e in sp.examples if e.gold]  # a teacher-labelled row says nothing of the teacher
+        acc = sum(e.parsed and label_correct(e.teacher_label, e.label, e.kind, e.input) for e in judged) / max(len(judged), 1)
         shown_acc = f"{100 * acc:>11.2f}%" if sp.unparsed < len(sp) else f"{'-':>12}"
         print(f"{name:<7} {len(sp):>7} {sp.unparsed:>9} {shown_acc}")
     from ..data import keep_rows

@@ -172,8 +172,10 @@ def report_lines(meta: dict, out: str, report=None) -> list[str]:
                      f"{report.wall_s:.1f} s{rate}, {report.reused} rows kept from before")
     lines.append(f"{'split':<7} {'rows':>6} {'parsed':>7}  teacher accuracy [95% Wilson]   tokens in / out")
     for split, s in meta["splits"].items():
-        lo, hi = wilson_interval(s["teacher_correct"], s["rows"]) if s["rows"] else (0.0, 0.0)
-        acc = f"{100 * s['teacher_accuracy']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+        n = s.get("labelled", s["rows"])  # rows without gold: the accuracy is over those with it
+        lo, hi = wilson_interval(s["teacher_correct"], n) if n else (0.0, 0.0)
+        acc = f"{100 * s['teacher_accuracy']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]" + (
+            f" of {n}" if n != s["rows"] else "")
         lines.append(f"{split:<7} {s['rows']:>6} {s['parsed']:>7}  {acc:<28} "
                      f"{s.get('tokens_in', 0):,} / {s.get('tokens_out', 0):,}")
         if s.get("majority_correct") is not None:

@@ -27,6 +27,9 @@ def keep_rows(train: SplitData, keep: str) -> tuple[SplitData, str | None]:
     ``all``). A row's teacher answer is right when ``label_correct`` says so, as evaluation scores."""
     if keep == "all":
         return train, None
+    if (n := sum(not e.gold for e in train.examples)):
+        raise DataError(f"data.rationales.keep: {keep} needs gold labels to judge the teacher by, but {n} training "
+                        f"rows of {train.source} are labelled by the teacher (data.custom.unlabelled: teacher)")
     from ..metrics import label_correct
 
     wrong = [not (e.parsed and label_correct(e.teacher_label, e.label, e.kind, e.input)) for e in train.examples]

@@ -285,10 +285,28 @@ class Reader:
                 raise DataError(f"{row.where}: {key} '{text}' is not one of the row's choices {choices}")
         return text
 
-    def example(self, row: Row) -> Example:
+    def has_gold(self, row: Row) -> bool:
+        v = row.values.get(self.spec.columns.label)
+        return v is not None and str(v).strip() != ""
+
+    def example(self, row: Row, split: str = "train") -> Example:
         c = self.spec.columns
         question, choices = self.question_of(row)
         text = with_choices(question, choices) if choices else question
+        if not self.has_gold(row) and self.spec.unlabelled == "teacher" and split == "train":
+            # no gold: the teacher's answer (its majority over the samples where there are several)
+            answer = row.values.get("majority_answer") or row.values.get(c.teacher_answer)
+            label = self.label_of(answer, row, c.teacher_answer, choices, gold=False)
+            if not label:
+                raise DataError(f"{row.where}: no gold label and no teacher answer to label it by "
+                                "(data.custom.unlabelled: teacher)")
+            rationale = str(row.values.get(c.rationale) or "").strip()
+            t_label = self.label_of(row.values.get(c.teacher_answer), row, c.teacher_answer, choices, gold=False)
+            return Example(text, label, rationale, t_label if rationale else "", EXAMPLE_KINDS[self.kind], self.task,
+                           gold=False)
+        if not self.has_gold(row) and self.spec.unlabelled == "teacher":
+            raise DataError(f"{row.where}: missing or empty key '{c.label}': a {split} row needs its gold label "
+                            "(data.custom.unlabelled: teacher labels training rows only)")
         label = self.label_of(row.values.get(c.label), row, c.label, choices, gold=True)
         rationale = str(row.values.get(c.rationale) or "").strip()
         t_label = self.label_of(row.values.get(c.teacher_answer), row, c.teacher_answer, choices, gold=False)
@@ -324,6 +342,10 @@ def custom_splits(cfg: DataConfig, table: Table | None = None) -> Splits:
     rows, notes = {k: by_row(v) for k, v in table.splits.items()}, []
     if "train" not in rows:
         raise DataError(f"{table.source}: no train split (a train file, a split column, or one file of rows)")
+    # rows without gold (data.custom.unlabelled: teacher) train only: carve-offs take labelled rows
+    no_gold = [g for g in rows["train"] if not reader.has_gold(g[0])] if cfg.custom.unlabelled == "teacher" else []
+    if no_gold:
+        rows["train"] = [g for g in rows["train"] if reader.has_gold(g[0])]
     if "test" not in rows and cfg.custom.test_fraction:
         rows["train"], rows["test"] = carve(rows["train"], cfg.custom.test_fraction, cfg.split_seed + 1, "test",
                                             table.source)
@@ -334,6 +356,10 @@ def custom_splits(cfg: DataConfig, table: Table | None = None) -> Splits:
         notes.append(f"validation: {len(rows['valid'])} rows carved from train with split_seed {cfg.split_seed}")
     if "test" not in rows:
         notes.append("no test split (data.custom.test_fraction carves one from train)")
+    if no_gold:
+        rows["train"] += no_gold
+        notes.append(f"train: {len(no_gold)} rows without a gold label, labelled by the teacher's "
+                     f"{'majority ' if any(len(g) > 1 for g in no_gold) else ''}answer (data.custom.unlabelled)")
     per_row = cfg.rationales.per_row
     have = max((len(g) for g in rows["train"]), default=1)
     if per_row > have:
@@ -348,6 +374,6 @@ def custom_splits(cfg: DataConfig, table: Table | None = None) -> Splits:
         if not rows[name]:
             raise DataError(f"{table.source}: the {name} split is empty")
         lines = [r for g in rows[name] for r in (g[:per_row] if name == "train" else g[:1])]
-        examples = [reader.example(r) for r in lines]
+        examples = [reader.example(r, name) for r in lines]
         out[name] = SplitData(name, examples, sum(not e.parsed for e in examples), table.source)
     return Splits(out["train"], out["valid"], out.get("test"), notes)

@@ -23,6 +23,8 @@ class Example:
     ``equation`` (numeric value)."""
     task: str = ""
     """Dataset or task family, for per-task metrics."""
+    gold: bool = True
+    """Whether ``label`` is the row's gold label (False: the teacher's, ``data.custom.unlabelled``)."""
 
     @property
     def parsed(self) -> bool:

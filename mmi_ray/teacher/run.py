@@ -63,6 +63,8 @@ class SplitReport:
     """Lines written: one a row, or one a sample of a row (``--samples``)."""
     parsed: int = 0
     correct: int = 0
+    labelled: int | None = None
+    """Lines whose row has a gold label (the teacher's accuracy is over these); None: all."""
     tokens_in: int = 0
     """Prompt tokens of the requests that answered the split's rows (as the server counted them, or the
     teacher's tokenizer for ``ray-data``), every run that wrote them; ``tokens_out`` the replies'."""
@@ -72,7 +74,8 @@ class SplitReport:
 
     @property
     def accuracy(self) -> float:
-        return self.correct / self.rows if self.rows else 0.0
+        n = self.rows if self.labelled is None else self.labelled
+        return self.correct / n if n else 0.0
 
 
 @dataclass
@@ -118,7 +121,8 @@ def build_tasks(data: DataConfig, prompt: Prompt, splits: list[str] | None, limi
             raise DataError(f"{table.source}: the {split} split is empty" + ("" if split in table.splits else " (no such split)"))
         for i, row in enumerate(rows[:limit] if limit else rows):
             question, choices = reader.question_of(row)
-            label = reader.label_of(row.values.get(spec.columns.label), row, spec.columns.label, choices, gold=True)
+            label = (reader.label_of(row.values.get(spec.columns.label), row, spec.columns.label, choices, gold=True)
+                     if reader.has_gold(row) or spec.unlabelled != "teacher" else "")  # "": no gold, asked all the same
             full = with_choices(question, choices) if choices else question
             values = {**{k: v for k, v in row.values.items() if isinstance(k, str)}, "input": full, "question": question,
                       "choices": "\n".join(f"({chr(97 + j)}) {c}" for j, c in enumerate(choices or [])),
@@ -218,7 +222,7 @@ def majority_vote(rows: list[dict], kind: str) -> int:
         best = max(answers, key=lambda a: (counts[key(a)], -answers.index(a))) if answers else ""
         for r in lines:
             r["majority_answer"] = best
-        right += bool(best) and label_correct(best, lines[0]["label"], kind, _asked(lines[0]))
+        right += bool(best) and bool(lines[0]["label"]) and label_correct(best, lines[0]["label"], kind, _asked(lines[0]))
     return right
 
 
@@ -333,7 +337,10 @@ def generate(data: DataConfig, prompt: Prompt, backend, out: str | Path, *, spli
                                                                                        EXAMPLE_KINDS[reader.kind],
                                                                                        _asked(r))
                                                     for r in rows),
-                                           sum(r.get("tokens_in", 0) for r in rows), sum(r.get("tokens_out", 0) for r in rows))
+                                           tokens_in=sum(r.get("tokens_in", 0) for r in rows),
+                                           tokens_out=sum(r.get("tokens_out", 0) for r in rows))
+        if any(not r["label"] for r in rows):
+            report.splits[split].labelled = sum(bool(r["label"]) for r in rows)
         if len(rows) < len(ids):
             complete = False
             continue
@@ -374,6 +381,7 @@ def write_meta(out: Path, report: Report, reader: Reader, prompt: Prompt, teache
                    "template": prompt.text},
         "settings": settings,
         "splits": {s: {"rows": r.rows, "parsed": r.parsed, "teacher_correct": r.correct,
+                       **({"labelled": r.labelled} if r.labelled is not None else {}),
                        "teacher_accuracy": round(r.accuracy, 6), "tokens_in": r.tokens_in, "tokens_out": r.tokens_out,
                        **({"majority_correct": r.majority_correct} if r.majority_correct is not None else {})}
                    for s, r in report.splits.items()},
