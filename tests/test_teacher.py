@@ -320,6 +320,10 @@ def test_a_teacher_that_cannot_be_asked_is_one_line_and_exit_2(tmp_path, capsys,
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and problem in err[0], err
     assert not (tmp_path / "out/train.jsonl").exists()
+    # the folder it left reads as not complete, with what to do, not as a folder without split files
+    assert main(["data", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "the rationales are not complete" in err and "run the same mmi-ray rationales command" in err, err
 
 
 def test_rows_written_under_other_settings_are_kept_unless_forced(tmp_path, server, capsys):
