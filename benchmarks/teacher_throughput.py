@@ -96,7 +96,7 @@ def main(argv=None) -> list[dict]:
         b = RayDataBackend(str(folder), "hf", args.batch_size, k, args.cpus_per_replica, 0.0, sampling)
         got: list[str] = []
         t = time.perf_counter()
-        b.run(reqs, lambda rid, text, got=got: got.append(rid))
+        b.run(reqs, lambda rid, text, tokens=None, got=got: got.append(rid))
         assert len(got) == args.rows
         return args.rows / (time.perf_counter() - t)
 
