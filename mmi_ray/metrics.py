@@ -86,7 +86,7 @@ def text_equal(pred: str, gold: str) -> bool:
 
 
 _INLINE_CHOICE = re.compile(r"(?:^|\s)\(([a-z])\)\s*(.+?)(?=\s+\([a-z]\)\s|\s*\n|\s*$)", re.I | re.M)
-_MARKUP = re.compile(r"\*\*|__|[*_`]")
+_MARKUP = re.compile(r"[*_`]")
 _LETTER_ALONE = re.compile(r"\(?([a-z])\)?[.:]?")
 _LETTER_FIRST = re.compile(r"(?:\(([a-z])\)|([a-z])[).:])\s+(.+)", re.S)
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")

@@ -293,28 +293,31 @@ class Reader:
         c = self.spec.columns
         question, choices = self.question_of(row)
         text = with_choices(question, choices) if choices else question
-        if not self.has_gold(row) and self.spec.unlabelled == "teacher" and split == "train":
-            # no gold: the teacher's answer (its majority over the samples where there are several)
+        gold = self.has_gold(row) or self.spec.unlabelled != "teacher"
+        if gold:
+            label = self.label_of(row.values.get(c.label), row, c.label, choices, gold=True)
+        elif split != "train":
+            raise DataError(f"{row.where}: missing or empty key '{c.label}': a {split} row needs its gold label "
+                            "(data.custom.unlabelled: teacher labels training rows only)")
+        else:  # no gold: the teacher's answer (its majority over the samples where there are several)
             answer = row.values.get("majority_answer") or row.values.get(c.teacher_answer)
             label = self.label_of(answer, row, c.teacher_answer, choices, gold=False)
             if not label:
                 raise DataError(f"{row.where}: no gold label and no teacher answer to label it by "
                                 "(data.custom.unlabelled: teacher)")
-            rationale = str(row.values.get(c.rationale) or "").strip()
-            t_label = self.label_of(row.values.get(c.teacher_answer), row, c.teacher_answer, choices, gold=False)
-            return Example(text, label, rationale, t_label if rationale else "", EXAMPLE_KINDS[self.kind], self.task,
-                           gold=False)
-        if not self.has_gold(row) and self.spec.unlabelled == "teacher":
-            raise DataError(f"{row.where}: missing or empty key '{c.label}': a {split} row needs its gold label "
-                            "(data.custom.unlabelled: teacher labels training rows only)")
-        label = self.label_of(row.values.get(c.label), row, c.label, choices, gold=True)
         rationale = str(row.values.get(c.rationale) or "").strip()
         t_label = self.label_of(row.values.get(c.teacher_answer), row, c.teacher_answer, choices, gold=False)
         if rationale and not t_label and c.teacher_answer not in row.values:
             t_label = label  # rationales given without a teacher answer: the teacher agreed with gold
         if not rationale:
             t_label = ""
-        return Example(text, label, rationale, t_label, EXAMPLE_KINDS[self.kind], self.task)
+        return Example(text, label, rationale, t_label, EXAMPLE_KINDS[self.kind], self.task, gold=gold)
+
+
+def row_id(line: dict) -> str:
+    """The input row a line of ``mmi-ray rationales --samples`` answers: ``train-3`` for ``train-3.2``
+    (``sample`` 2) and for ``train-3`` itself (``sample`` 0)."""
+    return str(line["id"]).rsplit(".", 1)[0] if line.get("sample") else str(line["id"])
 
 
 def by_row(lines: list[Row]) -> list[list[Row]]:
@@ -323,9 +326,7 @@ def by_row(lines: list[Row]) -> list[list[Row]]:
     so that a carve-off never splits a row's samples between train and validation."""
     groups: dict[str, list[Row]] = {}
     for i, r in enumerate(lines):
-        k = r.values.get("sample")
-        key = str(r.values.get("id", "")).rsplit(".", 1)[0] if k else (str(r.values["id"]) if k == 0 else str(i))
-        groups.setdefault(key, []).append(r)
+        groups.setdefault(row_id(r.values) if "sample" in r.values else str(i), []).append(r)
     return [sorted(g, key=lambda r: int(r.values.get("sample") or 0)) for g in groups.values()]
 
 

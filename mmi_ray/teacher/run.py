@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import DataConfig
-from ..data.custom import EXAMPLE_KINDS, META_FILE, Reader, Row, read_table, with_choices
+from ..data.custom import EXAMPLE_KINDS, META_FILE, Reader, Row, read_table, row_id, with_choices
 from ..errors import ConfigError, DataError
 from ..metrics import label_correct
 from ..reuse import code_version, data_fingerprint
@@ -41,15 +41,6 @@ class Task:
     prompt: str
     sample: int | None = None
     """With ``--samples N``: which of the row's N replies (0 .. N-1); None: the one reply."""
-
-    @property
-    def row_id(self) -> str:
-        return self.id if not self.sample else self.id.rsplit(".", 1)[0]
-
-
-def row_id(row: dict) -> str:
-    """The input row a written line answers (``train-3`` for ``train-3.2``, its third sample)."""
-    return row["id"].rsplit(".", 1)[0] if row.get("sample") else row["id"]
 
 
 def _asked(row: dict) -> str:
@@ -209,17 +200,21 @@ def majority_vote(rows: list[dict], kind: str) -> int:
     rows whose majority answer is right."""
     from collections import Counter
 
-    from ..metrics import normalize_answer
+    from ..metrics import normalize_answer, safe_arith
+
+    def same(a: str):  # what label_correct compares: the value of an equation, else the normalised text
+        return (safe_arith(a) if safe_arith(a) is not None else a) if kind == "equation" else normalize_answer(a)
 
     by_row: dict[str, list[dict]] = {}
     for r in rows:
         by_row.setdefault(row_id(r), []).append(r)
     right = 0
     for lines in by_row.values():
-        answers = [r["teacher_answer"] for r in lines if r["parsed"]]
-        key = (lambda a: a) if kind == "equation" else (lambda a: normalize_answer(a))
-        counts = Counter(key(a) for a in answers)
-        best = max(answers, key=lambda a: (counts[key(a)], -answers.index(a))) if answers else ""
+        first = {}  # each answer class's first spelling, in the order seen (Counter keeps it: ties go first)
+        for a in (r["teacher_answer"] for r in lines if r["parsed"]):
+            first.setdefault(same(a), a)
+        counts = Counter(same(r["teacher_answer"]) for r in lines if r["parsed"])
+        best = first[counts.most_common(1)[0][0]] if counts else ""
         for r in lines:
             r["majority_answer"] = best
         right += bool(best) and bool(lines[0]["label"]) and label_correct(best, lines[0]["label"], kind, _asked(lines[0]))
