@@ -109,3 +109,32 @@ def test_trials_side_by_side_are_kept_off_a_running_configuration(monkeypatch):
             running[f"t{n:02d}"] = new
     assert proposals == 200
     assert twins <= 8, twins
+
+
+@pytest.mark.parametrize("then", ["result", "complete"])
+def test_a_trial_finished_after_the_searchers_last_save_is_not_told_twice_on_resume(db, tmp_path, then):
+    """Tune saves the searcher now and then; a trial can finish in the study (SQLite, at once) after
+    the last save, and the driver be killed before the next. ``--resume`` restores the older state,
+    where that trial is still open, and runs it again (its run adopted): its results must not reach
+    Optuna a second time (UpdateFinishedTrialError, the sweep dead; seen in CI on S3)."""
+    s = _searcher(db)
+    s.suggest("t0")
+    s.on_trial_result("t0", {"acc": 0.1, STEP: 25})  # the trial is known open in the study
+    saved = tmp_path / "searcher.pkl"
+    s.save(str(saved))
+    s.on_trial_result("t0", {"acc": 0.2, STEP: 50})
+    s.on_trial_complete("t0", {"acc": 0.4, STEP: BUDGET})  # finished in the study, never saved
+    resumed = _searcher(db)
+    resumed.restore(str(saved))
+    for step, acc in ((25, 0.1), (50, 0.2)):  # the adopted run reports again
+        resumed.on_trial_result("t0", {"acc": acc, STEP: step})
+    if then == "complete":
+        resumed.on_trial_complete("t0", {"acc": 0.4, STEP: BUDGET})
+    trials = _study(db).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE]
+    assert trials[0].value == 0.4 and trials[0].intermediate_values == {25: 0.1, 50: 0.2, BUDGET: 0.4}
+    if then == "complete":  # known finished again: TPE's repeat of it is told, not trained
+        assert tuner.config_key({"x": trials[0].params["x"]}) in resumed.finished
+    resumed.suggest("t1")
+    resumed.on_trial_complete("t1", {"acc": 0.1, STEP: BUDGET})
+    assert [t.state for t in _study(db).trials] == [optuna.trial.TrialState.COMPLETE] * (2 + resumed.repeats_told)

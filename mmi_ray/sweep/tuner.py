@@ -109,6 +109,12 @@ def _searcher_class():
             self.open_in_study.add(trial_id)
             return False
 
+        def restore(self, checkpoint_path: str):
+            """Tune's saved state is older than the study (SQLite, written at each report): a trial
+            open then may have finished since, so which trials are open is asked of the study again."""
+            super().restore(checkpoint_path)
+            self.open_in_study = set()
+
         def on_trial_result(self, trial_id: str, result: dict):
             if self._told(trial_id):
                 return
@@ -119,13 +125,8 @@ def _searcher_class():
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
             told = self._told(trial_id)
             self.open_in_study.discard(trial_id)
-            if told:
-                self.asked_as.pop(trial_id, None)
-                self.config_of.pop(trial_id, None)
-                self.reported.pop(trial_id, None)
-                return
             step = int((result or {}).get(STEP, 0))
-            if result and not error and step not in self.reported.get(trial_id, set()):
+            if result and not error and not told and step not in self.reported.get(trial_id, set()):
                 self.on_trial_result(trial_id, result)  # Tune withholds the result a scheduler stopped on
             self.reported.pop(trial_id, None)
             stopped = bool(result) and not error and step < self.budget_steps
@@ -133,8 +134,9 @@ def _searcher_class():
             key = self.config_of.pop(trial_id, None)
             if key and result and not error and not stopped and all(m in result for m in metrics):
                 self.finished[key] = {m: result[m] for m in metrics} | {STEP: step}
-            # no result and no error: OptunaSearch tells the trial as PRUNED, valued at its last report
-            super().on_trial_complete(self.asked_as.pop(trial_id, trial_id), None if stopped else result, error)
+            ask_id = self.asked_as.pop(trial_id, trial_id)
+            if not told:  # no result and no error: OptunaSearch tells it PRUNED, valued at its last report
+                super().on_trial_complete(ask_id, None if stopped else result, error)
 
     return BudgetAwareOptunaSearch
 
