@@ -15,6 +15,7 @@ import argparse
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 SHAPES = {  # name: (d_model, heads, d_ff, layers, vocab, batch, src, label, rationale)
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--small", action="store_true", help=f"only {', '.join(SMALL)}")
+    ap.add_argument("--jobs", type=int, default=2, help="shapes measured at once, each in its own process (default 2)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -83,9 +85,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return []
     rows = []
     print(f"{'shape':<18} {'estimate':>9} {'measured':>9} {'ratio':>6}  (estimate: states / activations / [B,T,V])")
-    for name in SMALL if args.small else args.shapes:
-        r = subprocess.run([sys.executable, __file__, "--child", name, "--precision", args.precision],
-                           capture_output=True, text=True, check=True, cwd=Path(__file__).parent)
+    names = SMALL if args.small else args.shapes
+
+    def measure(name: str) -> subprocess.CompletedProcess:  # each shape in a process of its own: its own peak
+        return subprocess.run([sys.executable, __file__, "--child", name, "--precision", args.precision],
+                              capture_output=True, text=True, check=True, cwd=Path(__file__).parent)
+
+    with ThreadPoolExecutor(args.jobs) as pool:  # side by side: a peak is per process, the time is not measured
+        done = list(pool.map(measure, names))
+    for name, r in zip(names, done):
         row = json.loads(next(x for x in r.stdout.splitlines() if x.startswith("RESULT "))[7:])
         row["ratio"] = row["total"] / row["measured"]
         rows.append(row)

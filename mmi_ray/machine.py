@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import sys
 import warnings
 
 import torch
@@ -100,4 +101,16 @@ def pin_numerics(threads: int, deterministic: bool, device: torch.device) -> Non
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    deterministic_kernels()
+
+
+def deterministic_kernels() -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)``, without its import of
+    torch._inductor (to set inductor's own flag): 2 s of every new training process on these CPUs,
+    for a compiler no run uses. Inductor's flag is still set, through the variable it reads when it
+    is imported; once it is imported, the public call does both."""
+    if "torch._inductor" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        return
+    os.environ["TORCHINDUCTOR_DETERMINISTIC"] = "1"
+    torch._C._set_deterministic_algorithms(True, warn_only=True)

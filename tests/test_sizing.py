@@ -145,6 +145,23 @@ def test_kernels_and_precision_under_deterministic_on_a_gpu(monkeypatch):
     assert uses_bf16("auto", cuda)
 
 
+def test_deterministic_kernels_set_what_torchs_call_sets_without_importing_inductor():
+    """In a new process (as a Train worker starts): torch's deterministic flag and warn-only are on,
+    torch._inductor is not imported for it (2 s a process), and inductor imported afterwards is
+    deterministic too, as after ``torch.use_deterministic_algorithms``."""
+    import subprocess
+
+    code = ("import sys, torch\n"
+            "from mmi_ray.machine import pin_numerics\n"
+            "pin_numerics(1, True, torch.device('cpu'))\n"
+            "before = 'torch._inductor' in sys.modules\n"
+            "import torch._inductor.config as inductor\n"
+            "print(before, torch.are_deterministic_algorithms_enabled(),\n"
+            "      torch.is_deterministic_algorithms_warn_only_enabled(), inductor.deterministic)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "True", "True"], out
+
+
 def test_a_bf16_checkpoint_is_loaded_in_fp32(tmp_path):
     """transformers 5 loads a folder in the dtype it was saved in (dtype="auto"): a bf16 folder would
     train with bf16 master weights. Students load in fp32."""

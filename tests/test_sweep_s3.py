@@ -49,10 +49,11 @@ def test_every_command_works_on_a_sweep_on_s3(ray_head, s3_server, s3_bucket, tm
     work.mkdir()
     env = ray_head["env"]
     root = f"{s3_bucket}/results"
-    # the quickstart, shorter: label-only, DSS and MI, then MI, DSS and label-only on 2 fresh seeds
+    # the quickstart, shorter: label-only, DSS and MI; then `mmi-ray confirm` on the URI: MI, DSS and
+    # label-only on 2 fresh seeds (the sweep's own confirmation is the same call, after the search)
     spec = [str(REPO / "sweeps" / "quickstart.yaml"), "name=ons3", f"storage_path={root}", "num_trials=3",
             "overrides.train.max_steps=60", "overrides.train.eval_every=30", "scheduler.grace_period=30",
-            "confirm.seeds=[1,2]"]
+            "confirm=null"]
     t0 = time.time()
     rc, out = _mmi(["sweep", *spec], env, work)
     took = time.time() - t0
@@ -60,22 +61,23 @@ def test_every_command_works_on_a_sweep_on_s3(ray_head, s3_server, s3_bucket, tm
     uri = f"{root}/ons3"
     assert f"[mmi-ray] sweep 'ons3' in {uri}" in out
     assert "; test_accuracy " in out, "the best configuration's test figure is in the closing lines"
-    assert "confirmation runs (fresh seeds [1, 2]" in out and "no confirmation run finished" not in out, out[-3000:]
     assert f"[mmi-ray] report: {work}/reports/ons3/report.md" in out
     assert (work / "reports" / "ons3" / "report.md").exists()
     assert sorted(p.name for p in work.iterdir()) == ["reports"], "only the report is on the local disk"
     keys = s3_server.keys(uri)
-    assert "results/ons3/sweep_summary.json" in keys and "results/ons3/confirm/confirmation.json" in keys
+    assert "results/ons3/sweep_summary.json" in keys
     assert any(k.endswith("/state.pt") for k in keys) and not any("/report/" in k for k in keys)
     runs = [r for r in storage.listdir(f"{uri}/runs")]
     last = json.loads(storage.read_text(f"{uri}/runs/{runs[0]}/metrics.jsonl").splitlines()[-1])
     assert last["checkpoint_path"].startswith(f"{uri}/runs/{runs[0]}/checkpoint_"), last["checkpoint_path"]
 
-    # more seeds for the confirmation, on the URI
-    rc, out = _mmi(["confirm", uri, "--seeds", "1", "2", "3", "--quiet"], env, work)
+    # the confirmation, on the URI
+    rc, out = _mmi(["confirm", uri, "--seeds", "1", "2", "--quiet"], env, work)
     assert rc == 0, out[-3000:]
+    assert "confirmation runs (fresh seeds [1, 2]" in out and "no confirmation run finished" not in out, out[-3000:]
+    assert "results/ons3/confirm/confirmation.json" in s3_server.keys(uri)
     state = json.loads(storage.read_text(f"{uri}/confirm/confirmation.json"))
-    assert state["seeds"] == [1, 2, 3] and {r["seed"] for r in state["runs"]} == {1, 2, 3}
+    assert state["seeds"] == [1, 2] and {r["seed"] for r in state["runs"]} == {1, 2}
 
     # analyze (and the report on the bucket too), table
     rc, out = _here(["analyze", uri, "--report-to-storage", "--no-test"], work, capsys, monkeypatch)
@@ -106,7 +108,7 @@ def test_every_command_works_on_a_sweep_on_s3(ray_head, s3_server, s3_bucket, tm
     # the runs are in the index on the bucket (adopting from it: tests/test_storage.py, without Ray)
     assert any(k.startswith("results/run_index/") for k in s3_server.keys(root))
     with capsys.disabled():
-        print(f"\n[s3 sweep] 3 trials + 6 confirmation runs on s3:// in {took:.0f} s")
+        print(f"\n[s3 sweep] 3 trials on s3:// in {took:.0f} s")
 
 
 def test_resume_after_the_driver_is_killed_on_s3(ray_head, s3_bucket, tmp_path):
@@ -114,7 +116,7 @@ def test_resume_after_the_driver_is_killed_on_s3(ray_head, s3_bucket, tmp_path):
     the finished trial's run is not trained again."""
     env = ray_head["env"]
     root = f"{s3_bucket}/results"
-    spec = write_spec(tmp_path, "killed", storage_path=root, num_trials=4, scheduler={"type": "none"},
+    spec = write_spec(tmp_path, "killed", storage_path=root, num_trials=3, scheduler={"type": "none"},
                       max_concurrent_trials=1, extra_overrides={"train.max_steps": 60, "train.eval_every": 15})
     uri = f"{root}/killed"
     proc = subprocess.Popen([sys.executable, "-m", "mmi_ray.cli", "sweep", str(spec), "--quiet"], env=env,
@@ -136,7 +138,7 @@ def test_resume_after_the_driver_is_killed_on_s3(ray_head, s3_bucket, tmp_path):
     rc, out = _mmi(["sweep", str(spec), "--resume", "--quiet", "--no-report"], env, tmp_path)
     assert rc == 0, out[-4000:]
     trials = _trials(uri)
-    assert len(trials) == 4 and (trials["status"] == "completed").all(), trials
+    assert len(trials) == 3 and (trials["status"] == "completed").all(), trials
     assert storage.read_text(f"{uri}/runs/{done}/metrics.jsonl") == before, "a finished run was trained again"
 
 
@@ -148,7 +150,7 @@ def test_the_readme_job_command_twice_gives_two_sweeps_on_the_bucket(ray_head, s
     block = readme[readme.index("ray job submit --address"):]
     command = block[:block.index("\n", block.index(" -- mmi-ray sweep"))].replace("\\\n", " ")
     assert "storage_path=s3://my-bucket/mmi name=quickstart-$(date +%Y%m%d-%H%M%S)" in command
-    short = " num_trials=3 overrides.train.max_steps=30 overrides.train.eval_every=30 scheduler.type=none confirm=null --quiet"
+    short = " num_trials=1 points_to_evaluate=[] overrides.train.max_steps=30 overrides.train.eval_every=30 scheduler.type=none confirm=null --quiet"
     command = command.replace("s3://my-bucket", s3_bucket) + short
     env = {**ray_head["env"], "RAY_AUTH_MODE": "token"}
     for _ in range(2):
@@ -160,7 +162,7 @@ def test_the_readme_job_command_twice_gives_two_sweeps_on_the_bucket(ray_head, s
     assert len(names) == 2, names
     for name in names:
         summary = json.loads(storage.read_text(f"{s3_bucket}/mmi/{name}/sweep_summary.json"))
-        assert summary["trials"] == 3 and summary["sweep_dir"] == f"{s3_bucket}/mmi/{name}"
+        assert summary["trials"] == 1 and summary["sweep_dir"] == f"{s3_bucket}/mmi/{name}"
 
 
 def test_the_storage_gone_for_20_s_mid_sweep_loses_nothing(ray_head, s3_server, s3_bucket, tmp_path, capsys):
