@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from mmi_ray.ray_init import stop_processes
+
+# A pytest started as a background job of a non-interactive shell (`make ... &`) inherits SIGINT
+# ignored, and so would every command a test starts: a Ctrl-C test would see it ignored. A handler
+# here is reset to the default in each child at exec, so children take Ctrl-C as from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Token authentication stays on (Ray 2.60's default); a client joining a running cluster must be in
 # token mode before Ray reads its config, so set it before anything imports ray.
