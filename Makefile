@@ -29,9 +29,18 @@ lint: install
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
-# the whole suite (what CI runs)
+# the whole suite (what CI runs): the tests that start Ray in this process, the others (they start no
+# Ray: one Ray instance per machine holds) in a second pytest beside it, whose output follows;
+# fails if either does
+BESIDE_LOG = $(or $(TMPDIR),/tmp)/mmi-ray-tests-beside.log
 test: install lint
-	$(BIN)/python -m pytest -q --durations=15
+	@$(BIN)/python -m pytest -q -m "not ray" -p no:cacheprovider --basetemp=$(or $(TMPDIR),/tmp)/mmi-ray-tests-beside \
+	  --durations=5 > $(BESIDE_LOG) 2>&1 & beside=$$!; \
+	trap 'kill $$beside 2>/dev/null; exit 130' INT TERM; \
+	$(BIN)/python -m pytest -q -m ray --durations=15; ray_rc=$$?; \
+	wait $$beside; beside_rc=$$?; \
+	echo "--- beside them, the tests that start no Ray:"; cat $(BESIDE_LOG); \
+	test $$ray_rc -eq 0 -a $$beside_rc -eq 0
 
 # everyday lane: everything but the suites that start Ray (tests marked `ray`)
 test-fast: install lint
