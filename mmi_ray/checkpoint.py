@@ -48,11 +48,11 @@ def load_config(path: str | Path) -> Config:
 
 def load_module(path: str | Path) -> tuple[DistillModule, object, Config]:
     """A checkpoint's trained student (and critic) as the run built it, its tokenizer and config."""
-    from .model import build_seq2seq, build_tokenizer
+    from .model import build_student, build_tokenizer
 
     cfg = load_config(path)
     tokenizer = build_tokenizer(cfg.model)
-    module = DistillModule(build_seq2seq(cfg.model, tokenizer, cfg.train.seed), cfg.loss)
+    module = DistillModule(build_student(cfg.model, tokenizer, cfg.train.seed), cfg.loss)
     module.load_state_dict(load_state(path)["model"])
     return module, tokenizer, cfg
 

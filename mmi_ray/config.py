@@ -65,6 +65,10 @@ class ModelConfig(Section):
     name: str = "tiny"
     """Student: ``tiny`` (random small T5, byte tokenizer, no files), a hub name such as
     ``google/t5-v1_1-base``, or a local checkpoint directory."""
+    kind: Literal["auto", "seq2seq", "causal"] = "auto"
+    """What the student is: ``seq2seq`` (T5 family: the two tasks through its encoder and decoder) or
+    ``causal`` (a decoder-only LM: each task a prompt and its continuation); ``auto`` reads it from the
+    model's config (``tiny`` is seq2seq; ``name: tiny, kind: causal`` is the tiny Llama-shaped preset)."""
     tokenizer: str | None = None
     """Tokenizer name or path; None uses ``name`` (``tiny`` uses ByT5's byte tokenizer). ``words``: one
     token per word of the built-in task (no files; built-in data, or custom data written in its words), which ``props`` learns fastest with."""

@@ -58,21 +58,51 @@ class DistillModule(nn.Module):
             else None
         )
 
+    @property
+    def causal(self) -> bool:
+        """A decoder-only student: each task is its prompt followed by its continuation."""
+        return not getattr(self.student.config, "is_encoder_decoder", False)
+
     def _pass(self, input_ids: Tensor, mask: Tensor, labels: Tensor, hidden: bool,
               pool: bool = False) -> tuple[Tensor, PassOutput]:
-        dec_in = self.student.prepare_decoder_input_ids_from_labels(labels=labels)
-        out = self.student(
-            input_ids=input_ids,
-            attention_mask=mask,
-            decoder_input_ids=dec_in,
-            output_hidden_states=hidden,
-            use_cache=False,
-        )
-        h = out.decoder_hidden_states[-1] if hidden else None  # [B, T, D]
+        if self.causal:
+            logits, h = self._causal_pass(input_ids, mask, labels, hidden)
+        else:
+            dec_in = self.student.prepare_decoder_input_ids_from_labels(labels=labels)
+            out = self.student(
+                input_ids=input_ids,
+                attention_mask=mask,
+                decoder_input_ids=dec_in,
+                output_hidden_states=hidden,
+                use_cache=False,
+            )
+            logits, h = out.logits, (out.decoder_hidden_states[-1] if hidden else None)  # [B, T, V], [B, T, D]
+        return self._terms(logits, labels, h, pool)
+
+    def _causal_pass(self, prompt: Tensor, prompt_mask: Tensor, labels: Tensor, hidden: bool) -> tuple[Tensor, Tensor | None]:
+        """The continuation block of a decoder-only pass: ``[B, C, V]`` logits and ``[B, C, D]`` last
+        hidden states at the positions that predict the ``C`` target columns, as a seq2seq decoder
+        gives them. Prompts are moved to the left (``left_align``), so every continuation starts at
+        one column and only those ``C`` positions go through the output layer (no ``[B, T, V]`` over
+        the prompt); positions count from each row's first token, so a row's figures do not depend
+        on how much padding the batch put before it."""
+        pad_id = self.student.config.pad_token_id
+        ids, attn, shift = left_align(prompt, prompt_mask, pad_id)
+        p, c = ids.size(1), labels.size(1)
+        cont = labels.ne(IGNORE)
+        ids = torch.cat([ids, labels.masked_fill(~cont, pad_id)], 1)
+        attn = torch.cat([attn, cont], 1)
+        positions = (torch.arange(p + c, device=ids.device) - shift.unsqueeze(1)).clamp_min(0)
+        keep = torch.arange(p - 1, p + c - 1, device=ids.device)  # position p - 1 + k predicts target k
+        out = self.student(input_ids=ids, attention_mask=attn.long(), position_ids=positions,
+                           output_hidden_states=hidden, use_cache=False, logits_to_keep=keep)
+        return out.logits, (out.hidden_states[-1][:, p - 1 : p + c - 1] if hidden else None)
+
+    def _terms(self, logits: Tensor, labels: Tensor, h: Tensor | None, pool: bool) -> tuple[Tensor, PassOutput]:
         if pool:  # the max-pool MI term's pooled softmax, from the cross-entropy's own pass
-            ce, pooled = ce_and_maxpool(out.logits, labels)
-            return ce, PassOutput(out.logits, labels.ne(IGNORE), h, pooled)
-        return token_ce(out.logits, labels), PassOutput(out.logits, labels.ne(IGNORE), h)
+            ce, pooled = ce_and_maxpool(logits, labels)
+            return ce, PassOutput(logits, labels.ne(IGNORE), h, pooled)
+        return token_ce(logits, labels), PassOutput(logits, labels.ne(IGNORE), h)
 
     def forward(self, batch: dict[str, Tensor]) -> LossTerms:
         c = self.cfg
@@ -98,6 +128,29 @@ class DistillModule(nn.Module):
         ``[B, V]`` logits are kept (``output_logits`` would hold every step's: 64 x [128, 32128] in
         fp32, about 1 GB, for the first one's sake)."""
         first = FirstStepConfidence()
-        out = self.student.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                    do_sample=False, num_beams=1, logits_processor=LogitsProcessorList([first]))
+        out = self.generate(input_ids, mask, max_new_tokens=max_new_tokens, logits_processor=LogitsProcessorList([first]))
         return out, first.confidence
+
+    @torch.no_grad()
+    def generate(self, input_ids: Tensor, mask: Tensor, max_new_tokens: int, **kwargs) -> Tensor:
+        """Greedy generation from right-padded inputs: the new tokens only. A decoder-only student
+        generates from its prompts moved to the left, with the KV cache."""
+        if not self.causal:
+            return self.student.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                         do_sample=False, num_beams=1, **kwargs)
+        ids, attn, _ = left_align(input_ids, mask, self.student.config.pad_token_id)
+        out = self.student.generate(input_ids=ids, attention_mask=attn.long(), max_new_tokens=max_new_tokens,
+                                    do_sample=False, num_beams=1, use_cache=True, **kwargs)
+        return out[:, ids.size(1):]
+
+
+def left_align(ids: Tensor, mask: Tensor, pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-padded rows moved to the right edge (padding on the left, as decoder-only generation and
+    a shared continuation column need): (ids, mask, each row's left padding)."""
+    lengths = mask.sum(1)
+    width = int(lengths.max())
+    shift = width - lengths  # [B]
+    src = torch.arange(width, device=ids.device).unsqueeze(0) - shift.unsqueeze(1)  # [B, width]
+    valid = src.ge(0)
+    out = ids[:, :width].gather(1, src.clamp_min(0)).masked_fill(~valid, pad_id)
+    return out, valid, shift

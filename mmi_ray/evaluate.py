@@ -115,8 +115,7 @@ def _rationales(module: DistillModule, tokenizer, examples, predicted: dict[int,
     for start in range(0, len(mine), bs):
         idx = mine[start:start + bs]
         ids = pad(explain_ids[start:start + bs], tokenizer.pad_token_id).to(device)
-        out = module.student.generate(input_ids=ids, attention_mask=ids.ne(tokenizer.pad_token_id), do_sample=False,
-                                      num_beams=1, max_new_tokens=cfg.train.max_rationale_tokens)
+        out = module.generate(ids, ids.ne(tokenizer.pad_token_id), cfg.train.max_rationale_tokens)
         for i, text in zip(idx, tokenizer.batch_decode(out, skip_special_tokens=True)):
             ex = examples[i]
             records.append((text.strip(), ex.rationale, predicted[i], ex.label, ex.kind, ex.task, ex.input))

@@ -140,6 +140,76 @@ def build_seq2seq(cfg: ModelConfig, tokenizer, seed: int, attn: str = "sdpa") ->
     return model
 
 
+def student_kind(cfg: ModelConfig) -> str:
+    """``seq2seq`` or ``causal``: as stated (``model.kind``), else read from the model's config."""
+    if cfg.kind != "auto":
+        return cfg.kind
+    if cfg.name == "tiny":
+        return "seq2seq"
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    p = Path(cfg.name).expanduser()
+    try:
+        hf_config = AutoConfig.from_pretrained(str(p) if p.is_dir() else cfg.name)
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"model.name: cannot load '{cfg.name}' ({type(e).__name__}: {_first_line(e)})") from None
+    if getattr(hf_config, "is_encoder_decoder", False):
+        return "seq2seq"
+    if hf_config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "causal"
+    raise ModelError(f"model.name: '{cfg.name}' (model_type {hf_config.model_type}) is neither a seq2seq model nor "
+                     "a causal LM; set model.kind if it is one of them")
+
+
+def build_student(cfg: ModelConfig, tokenizer, seed: int, attn: str = "sdpa") -> nn.Module:
+    """The student ``model.kind`` names (or its config says): ``build_seq2seq`` or ``build_causal``."""
+    if student_kind(cfg) == "causal":
+        return build_causal(cfg, tokenizer, seed, attn)
+    return build_seq2seq(cfg, tokenizer, seed, attn)
+
+
+def build_causal(cfg: ModelConfig, tokenizer, seed: int, attn: str = "sdpa") -> nn.Module:
+    """A decoder-only student: with ``name: tiny`` a randomly initialised Llama-shaped model (seeded;
+    ``d_model``, ``d_ff``, ``num_layers`` and ``num_heads`` as for the tiny T5, rotary positions), else
+    pretrained weights from the hub / a folder through ``AutoModelForCausalLM``, in fp32."""
+    if cfg.name == "tiny":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=cfg.d_model,
+            intermediate_size=cfg.d_ff,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_heads,
+            max_position_embeddings=cfg.max_source_length + cfg.max_target_length,
+            attention_dropout=cfg.dropout,
+            tie_word_embeddings=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,
+            attn_implementation=attn,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return LlamaForCausalLM(config)
+
+    from transformers import AutoModelForCausalLM
+
+    p = Path(cfg.name).expanduser()
+    if cfg.name.startswith((".", "/", "~")) and not p.is_dir():
+        raise ModelError(f"model.name: checkpoint folder not found: {cfg.name}")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(p) if p.is_dir() else cfg.name, dtype=torch.float32,
+                                                     attn_implementation=attn)
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"model.name: cannot load '{cfg.name}' ({type(e).__name__}: {_first_line(e)})") from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return model
+
+
 def d_model_of(model: nn.Module) -> int:
     c = model.config
     return getattr(c, "d_model", None) or c.hidden_size

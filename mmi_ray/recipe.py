@@ -29,7 +29,7 @@ from .distill import DistillModule
 from .evaluate import all_reduce, evaluate
 from .layout import MACHINE, TRAIN_ROWS, TrainLog, divergence_record
 from .machine import attention_kernel, autocast, bf16_native, describe, pin_numerics, uses_bf16
-from .model import build_seq2seq, build_tokenizer, check_vocabulary, count_params
+from .model import build_student, build_tokenizer, check_vocabulary, count_params
 from .storage import is_uri
 from .worker import WorkerEnv, ray_worker_env
 
@@ -95,7 +95,7 @@ def _build_run(cfg: Config, env: WorkerEnv) -> _Run:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.train.seed)
         attn = attention_kernel(cfg.train.deterministic, device)
-        module = DistillModule(build_seq2seq(cfg.model, tokenizer, cfg.train.seed, attn), cfg.loss)
+        module = DistillModule(build_student(cfg.model, tokenizer, cfg.train.seed, attn), cfg.loss)
     if device.type == "cpu" and cfg.model.fast_dropout:
         fastdrop.install(module.student)  # same dropout semantics, cheaper masks (mmi_ray/fastdrop.py)
     optimizer = build_optimizer(module, cfg)
