@@ -29,7 +29,7 @@ import torch
 from bench_out import report_figures, spread
 
 from mmi_ray.config import LossConfig, ModelConfig
-from mmi_ray.data.batching import collate, epoch_batches, tokenize
+from mmi_ray.data.batching import Prompts, collate, epoch_batches, tokenize
 from mmi_ray.data.builtin import generate
 from mmi_ray.distill import DistillModule
 from mmi_ray.model import build_seq2seq, build_tokenizer
@@ -57,7 +57,7 @@ def setup(vocab: str, batch: int):
     mcfg = ModelConfig(max_source_length=256, max_target_length=128)
     tok = build_tokenizer(mcfg)
     model_tok = WideVocab(tok, 32128) if vocab == "t5" else tok
-    data = tokenize(generate(8 * batch, 0, ["arith", "choice", "nli"], 0.0), tok, 256, 128)
+    data = tokenize(generate(8 * batch, 0, ["arith", "choice", "nli"], 0.0), Prompts(tok), 256, 128)
     batches = [collate(data, idx, tok.pad_token_id) for idx in epoch_batches(data, batch, 0, 0, True)]
     return mcfg, model_tok, batches
 

@@ -33,7 +33,7 @@ from bench_out import report_figures, spread
 
 from mmi_ray.config import Config, load_config
 from mmi_ray.data import load_splits
-from mmi_ray.data.batching import tokenize
+from mmi_ray.data.batching import Prompts, tokenize
 from mmi_ray.losses import maxpool_ce
 from mmi_ray.model import build_seq2seq, build_tokenizer
 from mmi_ray.recipe import run_loop
@@ -85,7 +85,7 @@ def reference(cfg: Config, warmup: int) -> tuple[float, float]:
     torch.set_num_threads(cfg.scaling.torch_threads or 1)
     tok = build_tokenizer(cfg.model)
     examples = load_splits(cfg.data).train.examples
-    t = tokenize(examples, tok, cfg.model.max_source_length, cfg.model.max_target_length)
+    t = tokenize(examples, Prompts(tok), cfg.model.max_source_length, cfg.model.max_target_length)
     rows = [{"pred_ids": t.predict_ids[i], "expl_ids": t.explain_ids[i], "labels": t.label_ids[i],
              "aux_labels": t.rationale_ids[i]} for i in range(len(t))]
     with torch.random.fork_rng():

@@ -61,7 +61,7 @@ class DistillModule(nn.Module):
     @property
     def causal(self) -> bool:
         """A decoder-only student: each task is its prompt followed by its continuation."""
-        return not getattr(self.student.config, "is_encoder_decoder", False)
+        return is_causal(self.student)
 
     def _pass(self, input_ids: Tensor, mask: Tensor, labels: Tensor, hidden: bool,
               pool: bool = False) -> tuple[Tensor, PassOutput]:
@@ -131,17 +131,28 @@ class DistillModule(nn.Module):
         out = self.generate(input_ids, mask, max_new_tokens=max_new_tokens, logits_processor=LogitsProcessorList([first]))
         return out, first.confidence
 
-    @torch.no_grad()
     def generate(self, input_ids: Tensor, mask: Tensor, max_new_tokens: int, **kwargs) -> Tensor:
-        """Greedy generation from right-padded inputs: the new tokens only. A decoder-only student
-        generates from its prompts moved to the left, with the KV cache."""
-        if not self.causal:
-            return self.student.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                         do_sample=False, num_beams=1, **kwargs)
-        ids, attn, _ = left_align(input_ids, mask, self.student.config.pad_token_id)
-        out = self.student.generate(input_ids=ids, attention_mask=attn.long(), max_new_tokens=max_new_tokens,
-                                    do_sample=False, num_beams=1, use_cache=True, **kwargs)
-        return out[:, ids.size(1):]
+        return greedy(self.student, input_ids, mask, max_new_tokens, **kwargs)
+
+
+def is_causal(model: nn.Module) -> bool:
+    """A decoder-only model (its config says it is not an encoder-decoder)."""
+    return not getattr(model.config, "is_encoder_decoder", False)
+
+
+@torch.no_grad()
+def greedy(model: nn.Module, input_ids: Tensor, mask: Tensor, max_new_tokens: int, **kwargs) -> Tensor:
+    """Greedy generation from right-padded inputs, as training's evaluation and ``predict`` generate:
+    a seq2seq model's decoder output; a decoder-only model's new tokens only, generated from its
+    prompts moved to the left, with the KV cache."""
+    if not is_causal(model):
+        return model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                              do_sample=False, num_beams=1, **kwargs)
+    ids, attn, _ = left_align(input_ids, mask, model.config.pad_token_id)
+    out = model.generate(input_ids=ids, attention_mask=attn.long(), max_new_tokens=max_new_tokens,
+                         do_sample=False, num_beams=1, use_cache=True, pad_token_id=model.config.pad_token_id,
+                         **kwargs)
+    return out[:, ids.size(1):]
 
 
 def left_align(ids: Tensor, mask: Tensor, pad_id: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -14,7 +14,7 @@ import torch.distributed as dist
 from .checkpoint import load_module
 from .config import Config
 from .data import load_splits
-from .data.batching import pad, predict_inputs
+from .data.batching import Prompts, pad, predict_inputs, prompts_for
 from .distill import DistillModule
 from .machine import autocast
 from .metrics import ece_equal_mass, ece_equal_width, label_correct
@@ -104,14 +104,15 @@ def _rationales(module: DistillModule, tokenizer, examples, predicted: dict[int,
         return {}
     import time
 
-    from .data.batching import RATIONALE_PREFIX, _ids
+    from .data.batching import RATIONALE_PREFIX
     from .rationale_eval import score_rationales
 
     t0 = time.perf_counter()
     mine = [i for i in range(rank, n, world) if i in predicted]
     records = []
     bs = cfg.train.eval_batch_size
-    explain_ids = _ids(tokenizer, [RATIONALE_PREFIX + examples[i].input for i in mine], cfg.model.max_source_length)
+    explain_ids = Prompts(tokenizer, module.causal, cfg.model.chat_template).inputs(
+        RATIONALE_PREFIX, [examples[i].input for i in mine], cfg.model.max_source_length)
     for start in range(0, len(mine), bs):
         idx = mine[start:start + bs]
         ids = pad(explain_ids[start:start + bs], tokenizer.pad_token_id).to(device)
@@ -134,6 +135,6 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, split: str = "test", device:
     data = {"valid": splits.valid, "test": splits.test, "train": splits.train}[split]
     if data is None:
         raise ValueError(f"dataset '{cfg.data.dataset}' has no {split} split")
-    ids = predict_inputs(data.examples, tokenizer, cfg.model.max_source_length)
+    ids = predict_inputs(data.examples, prompts_for(cfg.model, tokenizer), cfg.model.max_source_length)
     dev = torch.device(device)
     return evaluate(module.to(dev), tokenizer, data.examples, ids, cfg, dev, prefix=split)

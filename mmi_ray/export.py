@@ -16,6 +16,7 @@ import torch
 
 from .checkpoint import load_config, load_module
 from .config import Config, LossConfig
+from .data.batching import LABEL_PREFIX, RATIONALE_PREFIX, SEPARATOR, Prompts
 from .errors import MmiError
 from .layout import (
     CONFIG_FILE,
@@ -36,6 +37,8 @@ from .storage import basename, exists, is_uri, join, read_text
 
 HF_CONFIG = "config.json"
 """``save_pretrained``'s model config: what marks an exported folder."""
+PROMPT_FILE = "mmi_ray_prompt.json"
+"""In an exported folder: how the student's prompts are written (prefixes, separator, chat template)."""
 REMOTE_CODE = "modeling_mmi_t5.py"
 """Shipped in an exported folder whose student has learned encoder positions (the ``tiny`` preset)."""
 
@@ -140,7 +143,7 @@ def as_hf_model(student: torch.nn.Module, cfg: Config) -> torch.nn.Module:
     encoder positions, the same weights in ``MMIT5ForConditionalGeneration`` (remote code)."""
     from .model import EncoderPositions
 
-    if not isinstance(getattr(student.encoder, "embed_tokens", None), EncoderPositions):
+    if not isinstance(getattr(getattr(student, "encoder", None), "embed_tokens", None), EncoderPositions):
         return student
     from .hf.modeling_mmi_t5 import MMIT5Config, MMIT5ForConditionalGeneration
 
@@ -172,6 +175,14 @@ def write_model(chosen: Chosen, out: Path) -> bool:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.model_max_length = cfg.model.max_source_length  # truncation=True cuts inputs as training did
     tokenizer.save_pretrained(out)
+    from .distill import is_causal
+
+    causal = is_causal(student)
+    prompt = {"kind": "causal" if causal else "seq2seq", "label_prefix": LABEL_PREFIX, "rationale_prefix": RATIONALE_PREFIX}
+    if causal:
+        prompt |= {"chat_template": cfg.model.chat_template, "separator": None if cfg.model.chat_template else SEPARATOR,
+                   "continuation_ends_with": tokenizer.eos_token}
+    (out / PROMPT_FILE).write_text(json.dumps(prompt, indent=2) + "\n")
     remote = model is not student
     if remote:
         shutil.copy(Path(__file__).parent / "hf" / REMOTE_CODE, out / REMOTE_CODE)
@@ -195,6 +206,19 @@ class Loaded:
     max_source: int
     cfg: Config | None = None
     """The run's config (its data, for ``evaluate``); None for an exported folder, which carries none."""
+    chat_template: bool = False
+    """A decoder-only student's prompts go through its tokenizer's chat template (as in training)."""
+
+    @property
+    def prompts(self) -> Prompts:
+        from .distill import is_causal
+
+        return Prompts(self.tokenizer, is_causal(self.model), self.chat_template)
+
+
+def _loaded(student, tokenizer, cfg: Config, device: str) -> Loaded:
+    return Loaded(student.to(device), tokenizer, cfg.train.max_new_tokens, cfg.model.max_source_length, cfg,
+                  cfg.model.chat_template)
 
 
 def is_exported(path: Path) -> bool:
@@ -209,21 +233,28 @@ def load_model(path: str | Path, device: str = "cpu") -> Loaded:
 
     hf_logging.disable_progress_bar()  # "Loading weights" of a small local folder: noise on a predict's stderr
     if is_uri(str(path)):
-        student, tokenizer, cfg = load_student(choose(str(path), takes=MODEL_SOURCES).checkpoint)
-        return Loaded(student.to(device), tokenizer, cfg.train.max_new_tokens, cfg.model.max_source_length, cfg)
+        return _loaded(*load_student(choose(str(path), takes=MODEL_SOURCES).checkpoint), device)
     p = Path(path)
     if is_exported(p):
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForSeq2SeqLM,
+            AutoTokenizer,
+        )
 
         remote = (p / REMOTE_CODE).exists()  # our own exported code, shipped beside the weights
-        model = AutoModelForSeq2SeqLM.from_pretrained(p, trust_remote_code=remote)
+        seq2seq = getattr(AutoConfig.from_pretrained(p, trust_remote_code=remote), "is_encoder_decoder", False)
+        auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+        model = auto.from_pretrained(p, trust_remote_code=remote)
         tokenizer = AutoTokenizer.from_pretrained(p, trust_remote_code=remote)
         max_source = tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else 512
-        return Loaded(model.to(device).eval(), tokenizer, model.generation_config.max_new_tokens or 64, max_source)
+        prompt = json.loads((p / PROMPT_FILE).read_text()) if (p / PROMPT_FILE).exists() else {}
+        return Loaded(model.to(device).eval(), tokenizer, model.generation_config.max_new_tokens or 64, max_source,
+                      chat_template=bool(prompt.get("chat_template", False)))
     if not p.exists():
         raise ExportError(f"{p}: not found (MODEL is {MODEL_SOURCES})")
-    student, tokenizer, cfg = load_student(choose(p, takes=MODEL_SOURCES).checkpoint)
-    return Loaded(student.to(device), tokenizer, cfg.train.max_new_tokens, cfg.model.max_source_length, cfg)
+    return _loaded(*load_student(choose(p, takes=MODEL_SOURCES).checkpoint), device)
 
 
 def as_module(model: torch.nn.Module) -> torch.nn.Module:

@@ -44,10 +44,13 @@ def build_tokenizer(cfg: ModelConfig):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name)
     except Exception as e:  # noqa: BLE001 - any loading failure becomes one actionable line
         key = "model.tokenizer" if cfg.tokenizer else "model.name"
         raise ModelError(f"{key}: cannot load tokenizer '{name}' ({type(e).__name__}: {_first_line(e)})") from None
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:  # many decoder-only LMs have none
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def words_tokenizer():
@@ -160,6 +163,16 @@ def student_kind(cfg: ModelConfig) -> str:
         return "causal"
     raise ModelError(f"model.name: '{cfg.name}' (model_type {hf_config.model_type}) is neither a seq2seq model nor "
                      "a causal LM; set model.kind if it is one of them")
+
+
+def context_length(cfg: ModelConfig) -> int | None:
+    """The positions a decoder-only student has (``max_position_embeddings``), or None if unknown."""
+    if cfg.name == "tiny":
+        return None  # the preset is built with room for the configured lengths
+    from transformers import AutoConfig
+
+    p = Path(cfg.name).expanduser()
+    return getattr(AutoConfig.from_pretrained(str(p) if p.is_dir() else cfg.name), "max_position_embeddings", None)
 
 
 def build_student(cfg: ModelConfig, tokenizer, seed: int, attn: str = "sdpa") -> nn.Module:

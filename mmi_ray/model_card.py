@@ -11,7 +11,7 @@ import yaml
 
 from .checkpoint import load_config
 from .data import load_splits
-from .data.batching import LABEL_PREFIX, RATIONALE_PREFIX
+from .data.batching import LABEL_PREFIX, RATIONALE_PREFIX, SEPARATOR
 from .export import Chosen
 from .layout import MACHINE, META_FILE
 from .results.stats import arm_comparisons, arm_table, confirmation_runs, method_of, named_arms
@@ -57,18 +57,28 @@ def example_input(chosen: Chosen) -> str:
     return splits.valid.examples[0].input
 
 
-def usage(model_ref: str, remote: bool, text: str, max_new_tokens: int) -> str:
-    """Five lines that load the folder with plain transformers and answer one question."""
+def usage(model_ref: str, remote: bool, text: str, max_new_tokens: int, causal: bool = False, chat: bool = False) -> str:
+    """Five lines that load the folder with plain transformers and answer one question, prompted as in
+    training (a decoder-only student: its prompt, then only the new tokens decoded)."""
     trust = ", trust_remote_code=True" if remote else ""
-    return (f"from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n"
-            f"model = AutoModelForSeq2SeqLM.from_pretrained({model_ref!r}{trust})\n"
+    auto = "AutoModelForCausalLM" if causal else "AutoModelForSeq2SeqLM"
+    if chat:
+        ids = (f"ids = tokenizer.apply_chat_template([{{'role': 'user', 'content': {(LABEL_PREFIX + text)!r}}}], "
+               "add_generation_prompt=True, return_tensors=\"pt\", return_dict=True).input_ids\n")
+    else:
+        ids = (f"ids = tokenizer([{(LABEL_PREFIX + text + (SEPARATOR if causal else ''))!r}], return_tensors=\"pt\", "
+               "truncation=True).input_ids\n")
+    new = "[:, ids.shape[1]:]" if causal else ""
+    return (f"from transformers import {auto}, AutoTokenizer\n"
+            f"model = {auto}.from_pretrained({model_ref!r}{trust})\n"
             f"tokenizer = AutoTokenizer.from_pretrained({model_ref!r}{trust})\n"
-            f"ids = tokenizer([{(LABEL_PREFIX + text)!r}], return_tensors=\"pt\", truncation=True).input_ids\n"
-            f"print(tokenizer.batch_decode(model.generate(ids, max_new_tokens={max_new_tokens}), "
+            + ids +
+            f"print(tokenizer.batch_decode(model.generate(ids, max_new_tokens={max_new_tokens}){new}, "
             f"skip_special_tokens=True)[0])\n")
 
 
 def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool) -> str:
+    from .model import student_kind
 
     cfg = chosen.cfg
     method = method_of(cfg.loss.rationale_weight, cfg.loss.mi_weight, cfg.loss.mi_estimator)
@@ -76,8 +86,10 @@ def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool) -> str:
     text = example_input(chosen)
     dataset = {"builtin": f"builtin ({', '.join(cfg.data.builtin.tasks)})",
                "custom": f"custom ({Path(cfg.data.path or '').name})"}.get(cfg.data.dataset, cfg.data.dataset)
-    front: dict = {"license": "apache-2.0", "library_name": "transformers", "pipeline_tag": "text2text-generation",
-                   "tags": TAGS}
+    causal = student_kind(cfg.model) == "causal"
+    task = "text-generation" if causal else "text2text-generation"
+    chat = causal and cfg.model.chat_template
+    front: dict = {"license": "apache-2.0", "library_name": "transformers", "pipeline_tag": task, "tags": TAGS}
     if not cfg.model.name.startswith((".", "/", "~")) and cfg.model.name != "tiny":
         front["base_model"] = cfg.model.name
     if cfg.data.dataset in HUB_DATASETS:
@@ -112,15 +124,18 @@ def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool) -> str:
                       "export from a sweep with confirmation runs for those).", ""]
     if results:
         front["model-index"] = [{"name": name, "results": [{
-            "task": {"type": "text2text-generation", "name": "label prediction"},
+            "task": {"type": task, "name": "label prediction"},
             "dataset": {"name": dataset, "type": HUB_DATASETS.get(cfg.data.dataset, f"mmi-ray/{cfg.data.dataset}"),
                         "split": "test"},
             "metrics": results}]}]
+    how = (" as one user turn of its tokenizer's chat template (with the generation prompt)" if chat
+           else " and a newline (`\\n`); the answer is what it writes after it, up to its end-of-text token" if causal
+           else "")
     lines += ["## How to prompt it", "",
-              f"- `{LABEL_PREFIX}<input>` gives the answer (greedy, at most {cfg.train.max_new_tokens} new tokens in "
-              "training's evaluation);",
-              f"- `{RATIONALE_PREFIX}<input>` gives the rationale (chain of thought).", "",
-              "```python", usage(model_ref, remote, text, cfg.train.max_new_tokens).rstrip(), "```", ""]
+              f"- `{LABEL_PREFIX}<input>`{how} gives the answer (greedy, at most {cfg.train.max_new_tokens} new tokens "
+              "in training's evaluation);",
+              f"- `{RATIONALE_PREFIX}<input>`, the same way, gives the rationale (chain of thought).", "",
+              "```python", usage(model_ref, remote, text, cfg.train.max_new_tokens, causal, chat).rstrip(), "```", ""]
     if remote:
         lines += ["The student adds learned absolute positions to the encoder input (mmi-ray's `tiny` preset), so "
                   "the folder ships `modeling_mmi_t5.py` (torch and transformers only) and loads with "

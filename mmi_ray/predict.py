@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-from .data.batching import LABEL_PREFIX, RATIONALE_PREFIX, _ids, pad
+from .data.batching import LABEL_PREFIX, RATIONALE_PREFIX, Prompts, pad
 from .errors import DataError
 
 
@@ -38,24 +38,26 @@ def read_inputs(source: str) -> Iterator[tuple[int, str]]:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, texts: list[str], prefix: str, max_new_tokens: int, max_source: int) -> list[str]:
-    """Greedy generation for one batch, as the trainer's evaluation generates (inputs cut at
+def generate(model, prompts: Prompts, texts: list[str], prefix: str, max_new_tokens: int, max_source: int) -> list[str]:
+    """Greedy generation for one batch, as the trainer's evaluation generates (the same prompts, cut at
     ``max_source`` tokens, as in training)."""
-    batch = pad(_ids(tokenizer, [prefix + t for t in texts], max_source), tokenizer.pad_token_id).to(model.device)
-    out = model.generate(input_ids=batch, attention_mask=batch.ne(tokenizer.pad_token_id), do_sample=False,
-                         num_beams=1, max_new_tokens=max_new_tokens)
-    return [s.strip() for s in tokenizer.batch_decode(out, skip_special_tokens=True)]
+    from .distill import greedy
+
+    pad_id = prompts.tokenizer.pad_token_id
+    batch = pad(prompts.inputs(prefix, texts, max_source), pad_id).to(model.device)
+    out = greedy(model, batch, batch.ne(pad_id), max_new_tokens)
+    return [s.strip() for s in prompts.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
-def predict(model, tokenizer, rows: Iterable[tuple[int, str]], explain: bool, batch: int, max_new_tokens: int,
+def predict(model, prompts: Prompts, rows: Iterable[tuple[int, str]], explain: bool, batch: int, max_new_tokens: int,
             max_source: int, max_rationale_tokens: int = 128) -> Iterator[dict]:
     """One output record per input: ``answer`` and, with ``explain``, ``rationale``."""
     buf: list[tuple[int, str]] = []
 
     def flush():
         texts = [t for _, t in buf]
-        answers = generate(model, tokenizer, texts, LABEL_PREFIX, max_new_tokens, max_source)
-        rats = generate(model, tokenizer, texts, RATIONALE_PREFIX, max_rationale_tokens, max_source) if explain else None
+        answers = generate(model, prompts, texts, LABEL_PREFIX, max_new_tokens, max_source)
+        rats = generate(model, prompts, texts, RATIONALE_PREFIX, max_rationale_tokens, max_source) if explain else None
         for i, ((_, text), ans) in enumerate(zip(buf, answers)):
             yield {"input": text, "answer": ans, **({"rationale": rats[i]} if explain else {})}
 
@@ -108,7 +110,7 @@ def run_predict(model_path: str, source: str, explain: bool, batch: int, out: st
 
         bar = tqdm(total=len(rows), unit="input", file=sys.stderr)
     try:
-        for rec in predict(loaded.model, loaded.tokenizer, rows, explain, batch, loaded.max_new_tokens,
+        for rec in predict(loaded.model, loaded.prompts, rows, explain, batch, loaded.max_new_tokens,
                            loaded.max_source):
             sink.write(json.dumps(rec) + "\n")
             if bar is not None:

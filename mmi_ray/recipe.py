@@ -24,7 +24,7 @@ from . import fastdrop
 from .checkpoint import restore, save_checkpoint
 from .config import Config
 from .data import load_splits
-from .data.batching import BatchStream, collate, predict_inputs, tokenize
+from .data.batching import BatchStream, collate, predict_inputs, prompts_for, tokenize
 from .distill import DistillModule
 from .evaluate import all_reduce, evaluate
 from .layout import MACHINE, TRAIN_ROWS, TrainLog, divergence_record
@@ -83,9 +83,10 @@ def _build_run(cfg: Config, env: WorkerEnv) -> _Run:
     splits = load_splits(cfg.data)
     check_vocabulary(cfg, splits, "config")
     m = cfg.model
-    train_tok = tokenize(splits.train.examples, tokenizer, m.max_source_length, m.max_target_length, cfg.data.label_type)
+    prompts = prompts_for(m, tokenizer)
+    train_tok = tokenize(splits.train.examples, prompts, m.max_source_length, m.max_target_length, cfg.data.label_type)
     valid = splits.valid.examples
-    valid_ids = predict_inputs(valid, tokenizer, m.max_source_length)
+    valid_ids = predict_inputs(valid, prompts, m.max_source_length)
     stream = BatchStream(train_tok, cfg.train.batch_size, cfg.train.seed, cfg.train.bucket_by_length, world, rank,
                          cfg.train.grad_accum_steps)
 

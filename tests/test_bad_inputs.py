@@ -102,6 +102,14 @@ CASES = [
      "s/sweep_spec.yaml: confirm.seeds: confirm/ holds runs on seeds [1, 2]; confirm with those seeds, or those and "
      "more to add seeds to it, not [2, 3]"),
     ("a tokenizer name no one has", lambda t: [T, cfg(t), "model.tokenizer=byte"], "c.yaml: model.tokenizer: 'byte': "),
+    ("a student neither seq2seq nor causal", lambda t: [T, cfg(t), f"model.name={_folder(t, 'vit')}"],
+     "(model_type vit) is neither a seq2seq model nor a causal LM"),
+    ("prompt and continuation longer than the context", lambda t: [T, cfg(t), f"model.name={_folder(t, 'llama')}", "model.tokenizer=words"],
+     "c.yaml: model.max_source_length + model.max_target_length: 256 + 128 tokens exceed the context of"),
+    ("a chat template the tokenizer lacks", lambda t: [T, cfg(t), "model.kind=causal", "model.tokenizer=words", "model.chat_template=true"],
+     "c.yaml: model.chat_template: tokenizer 'words' has no chat template"),
+    ("a chat template for a seq2seq student", lambda t: [T, cfg(t), "model.chat_template=true"],
+     "c.yaml: model.chat_template: for decoder-only students only"),
     ("a student name no one has", lambda t: [T, cfg(t), "model.name=no-such-org/t5-tiny"], "c.yaml: model.name: 'no-such-org/t5-tiny': "),
     ("spec: a searched tokenizer no one has", lambda t: ["sweep", spec(t, search={"model.tokenizer": {"type": "choice", "values": ["byt5", "bytes"]}})],
      "spec.yaml (search.model.tokenizer): model.tokenizer: 'bytes': "),
@@ -131,6 +139,15 @@ def held_confirmation(t):
     (d / "sweep_spec.yaml").write_text(yaml.safe_dump(saved))
     (d / "confirm" / "confirmation.json").write_text(json.dumps({"seeds": [1, 2], "arms": {}, "runs": []}))
     return str(d)
+
+
+def _folder(t, kind):
+    """A local model folder (config only): a ViT (neither seq2seq nor causal) or a Llama with 300 positions."""
+    from transformers import LlamaConfig, ViTConfig
+
+    config = ViTConfig() if kind == "vit" else LlamaConfig(max_position_embeddings=300)
+    config.save_pretrained(t / kind)
+    return str(t / kind)
 
 
 def _no_gold(t):

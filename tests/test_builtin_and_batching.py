@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from mmi_ray.config import ModelConfig
-from mmi_ray.data.batching import BatchStream, collate, epoch_batches, tokenize
+from mmi_ray.data.batching import BatchStream, Prompts, collate, epoch_batches, tokenize
 from mmi_ray.data.builtin import builtin_splits, generate
 from mmi_ray.metrics import label_correct
 from mmi_ray.model import build_tokenizer
@@ -31,7 +31,7 @@ def test_a_faithful_teacher_is_always_right_and_a_noisy_one_is_not():
 
 def _tok(n=200):
     tk = build_tokenizer(ModelConfig())
-    return tokenize(generate(n, 0, ["arith", "choice", "nli"], 0.0), tk, 256, 128), tk
+    return tokenize(generate(n, 0, ["arith", "choice", "nli"], 0.0), Prompts(tk), 256, 128), tk
 
 
 def test_stream_resumes_exactly_and_ranks_partition_each_step():

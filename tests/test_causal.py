@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mmi_ray.config import LossConfig, ModelConfig
-from mmi_ray.data.batching import collate, tokenize
+from mmi_ray.data.batching import Prompts, collate, tokenize
 from mmi_ray.data.builtin import generate
 from mmi_ray.distill import DistillModule, left_align
 from mmi_ray.losses import IGNORE, maxpool_ce, token_ce
@@ -22,7 +22,7 @@ def _module(loss: LossConfig, n: int = 4):
     tok = build_tokenizer(MODEL)
     module = DistillModule(build_student(MODEL, tok, 0), loss).double().eval()
     exs = generate(n, seed=1, tasks=["arith", "choice", "nli"], error_rate=0.0)
-    return module, tok, collate(tokenize(exs, tok, 256, 128), list(range(n)), tok.pad_token_id)
+    return module, tok, collate(tokenize(exs, Prompts(tok, causal=True), 256, 128), list(range(n)), tok.pad_token_id)
 
 
 def _alone(student, prompt: torch.Tensor, prompt_mask: torch.Tensor, labels: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -64,8 +64,11 @@ def test_loss_terms_and_the_fused_maxpool_equal_each_row_run_alone():
     with torch.no_grad():
         lab = _alone(s, batch["predict_ids"], batch["predict_mask"], batch["label_ids"], pad)
         rat = _alone(s, batch["explain_ids"], batch["explain_mask"], batch["rationale_ids"], pad)
-    assert terms.label.item() == pytest.approx(token_ce(lab, batch["label_ids"]).item(), rel=1e-9)
-    assert terms.rationale.item() == pytest.approx(token_ce(rat, batch["rationale_ids"]).item(), rel=1e-9)
+        mine, _ = module._causal_pass(batch["explain_ids"], batch["explain_mask"], batch["rationale_ids"], False)
+    cont = batch["rationale_ids"].ne(IGNORE)
+    torch.testing.assert_close(mine[cont], rat[cont], rtol=1e-9, atol=1e-9)  # fp64: the same logits
+    assert terms.label.item() == pytest.approx(token_ce(lab, batch["label_ids"]).item(), rel=1e-6)  # CEs in float32
+    assert terms.rationale.item() == pytest.approx(token_ce(rat, batch["rationale_ids"]).item(), rel=1e-6)
     assert terms.mi.item() == pytest.approx(maxpool_ce(lab, rat).item(), rel=1e-6)  # both pool in float32
 
 
@@ -125,3 +128,73 @@ def test_a_causal_student_trains_evaluates_and_its_checkpoint_answers_as_the_run
     assert reports[-1]["loss"] < reports[0]["loss"] and 0.0 <= reports[-1]["val_accuracy"] <= 1.0
     again = evaluate_checkpoint(reports[-1]["checkpoint_path"], split="valid")
     assert again["valid_accuracy"] == reports[-1]["val_accuracy"]
+
+
+# --- prompts and continuations, and what a causal config may not ask
+
+
+def test_causal_prompts_end_with_the_separator_and_continuations_with_one_eos():
+    tok = build_tokenizer(ModelConfig(tokenizer="words"))
+    exs = generate(6, seed=2, tasks=["arith", "choice", "nli"], error_rate=0.0)
+    seq = tokenize(exs, Prompts(tok), 256, 128)
+    cau = tokenize(exs, Prompts(tok, causal=True), 256, 128)
+    for e, s_pred, c_pred, c_lab, c_rat in zip(exs, seq.predict_ids, cau.predict_ids, cau.label_ids, cau.rationale_ids,
+                                                strict=True):
+        assert c_pred == s_pred  # the words tokenizer drops the newline and appends its EOS, as for T5
+        for ids, text in ((c_lab, e.label), (c_rat, e.rationale)):
+            assert ids[-1] == tok.eos_token_id and tok.eos_token_id not in ids[:-1]
+            assert tok.decode(ids, skip_special_tokens=True).replace(" ", "") == text.replace(" ", "")
+    byte = build_tokenizer(ModelConfig())
+    ids = Prompts(byte, causal=True).inputs("predict: ", ["2 + 3"], 64)[0]
+    assert byte.decode(ids) == "predict: 2 + 3\n</s>"  # the tokenizer's own special tokens kept
+    assert len(Prompts(byte, causal=True).targets(["x" * 50], 10)[0]) == 10  # truncated, its EOS kept
+
+
+def _chat_words():
+    tok = build_tokenizer(ModelConfig(tokenizer="words"))
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }} ?{% endfor %}{% if add_generation_prompt %} :{% endif %}"
+    return tok
+
+
+def test_a_chat_template_wraps_each_prompt_as_one_user_turn():
+    tok = _chat_words()
+    ids = Prompts(tok, causal=True, chat=True).inputs("predict: ", ["what is 2 + 3"], 64)[0]
+    assert tok.decode(ids) == tok.decode(tok("predict: what is 2 + 3 ? :", add_special_tokens=False)["input_ids"])
+
+
+def _folder(tmp_path, config, tokenizer=None):
+    config.save_pretrained(tmp_path)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp_path)
+    return str(tmp_path)
+
+
+def test_a_local_causal_lm_is_read_as_causal_and_its_context_is_checked(tmp_path):
+    from transformers import LlamaConfig
+
+    from mmi_ray.config import student_problems
+
+    tok = build_tokenizer(ModelConfig(tokenizer="words"))
+    path = _folder(tmp_path, LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, max_position_embeddings=300), tok)
+    assert student_kind(ModelConfig(name=path)) == "causal"
+    assert student_problems(ModelConfig(name=path, max_source_length=200, max_target_length=100)) == []
+    assert student_problems(ModelConfig(name=path, max_source_length=256, max_target_length=128)) == [
+        f"model.max_source_length + model.max_target_length: 256 + 128 tokens exceed the context of '{path}' "
+        "(300 positions)"]
+    assert student_problems(ModelConfig(name=path, max_source_length=200, max_target_length=100, chat_template=True)) == [
+        f"model.chat_template: tokenizer '{path}' has no chat template; set model.chat_template: false "
+        "(prompt, newline, continuation)"]
+    assert student_problems(ModelConfig(chat_template=True)) == [
+        "model.chat_template: for decoder-only students only (this student is seq2seq)"]
+
+
+def test_a_model_that_is_neither_seq2seq_nor_causal_is_named(tmp_path):
+    from transformers import ViTConfig
+
+    from mmi_ray.config import student_problems
+
+    path = _folder(tmp_path, ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    assert student_problems(ModelConfig(name=path)) == [
+        f"model.name: '{path}' (model_type vit) is neither a seq2seq model nor a causal LM; set model.kind if it is "
+        "one of them"]

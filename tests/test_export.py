@@ -38,7 +38,7 @@ def own_predictions(run_dir: Path, split: str = "valid") -> tuple[list[str], lis
     """The run's evaluation of its newest checkpoint (the trainer's evaluator): inputs, predictions, accuracy."""
     from mmi_ray.checkpoint import load_config as ckpt_config
     from mmi_ray.data import load_splits
-    from mmi_ray.data.batching import predict_inputs
+    from mmi_ray.data.batching import predict_inputs, prompts_for
     from mmi_ray.evaluate import evaluate
     from mmi_ray.export import as_module, load_student
 
@@ -47,22 +47,26 @@ def own_predictions(run_dir: Path, split: str = "valid") -> tuple[list[str], lis
     assert ckpt_config(ckpt) == cfg
     data = getattr(load_splits(cfg.data), split)
     records: list[dict] = []
-    m = evaluate(as_module(student), tok, data.examples, predict_inputs(data.examples, tok, cfg.model.max_source_length),
+    m = evaluate(as_module(student), tok, data.examples, predict_inputs(data.examples, prompts_for(cfg.model, tok), cfg.model.max_source_length),
                  cfg, student.device, prefix="val", records=records)
     return [r["input"] for r in records], [r["prediction"] for r in records], m["val_accuracy"]
 
 
 PLAIN_HF = """
 import json, sys
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 folder, remote, inputs, max_new = sys.argv[1], sys.argv[2] == "1", json.loads(sys.argv[3]), int(sys.argv[4])
 max_source = int(sys.argv[5])  # the student's input length in training (longer inputs were cut there too)
-model = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=remote).eval()
+seq2seq = AutoConfig.from_pretrained(folder, trust_remote_code=remote).is_encoder_decoder
+auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+model = auto.from_pretrained(folder, trust_remote_code=remote).eval()
 tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
 out = []
 for text in inputs:  # one at a time: no padding, nothing of mmi-ray's batching
-    ids = tok(["predict: " + text], return_tensors="pt", truncation=True, max_length=max_source).input_ids
-    out.append(tok.batch_decode(model.generate(ids, max_new_tokens=max_new, do_sample=False), skip_special_tokens=True)[0].strip())
+    prompt = "predict: " + text + ("" if seq2seq else "\\n")  # a decoder-only student: prompt, newline, its answer
+    ids = tok([prompt], return_tensors="pt", truncation=True, max_length=max_source).input_ids
+    new = model.generate(ids, max_new_tokens=max_new, do_sample=False)[:, 0 if seq2seq else ids.shape[1]:]
+    out.append(tok.batch_decode(new, skip_special_tokens=True)[0].strip())
 assert not any(m.startswith("mmi_ray") for m in sys.modules)
 print(json.dumps({"class": type(model).__name__, "answers": out}))
 """
@@ -79,7 +83,8 @@ def plain_transformers(folder: Path, inputs: list[str], remote: bool, max_new: i
     ("tiny_props.yaml", [], True),  # words tokenizer, learned encoder positions: ships its modeling file
     ("tiny_builtin.yaml", ["model.abs_positions=false", "model.max_source_length=96", "model.max_target_length=48",
                            "model.num_layers=1", "train.max_new_tokens=8"], False),  # byte tokenizer, stock T5
-], ids=["tiny-words-positions", "byte-stock-t5"])
+    ("tiny_props.yaml", ["model.kind=causal"], False),  # words tokenizer, a Llama-shaped decoder-only student
+], ids=["tiny-words-positions", "byte-stock-t5", "causal-llama"])
 def test_an_exported_run_loads_in_plain_transformers_and_answers_as_the_run_did(tmp_path, config, extra, remote, capsys):
     run_dir = train_run(tmp_path, config, extra)
     out = tmp_path / "student"
@@ -95,7 +100,9 @@ def test_an_exported_run_loads_in_plain_transformers_and_answers_as_the_run_did(
     inputs, preds, acc = own_predictions(run_dir)
     cfg = load_config(run_dir / CONFIG_FILE)
     got = plain_transformers(out, inputs, remote, cfg.train.max_new_tokens)
-    assert got["class"] == ("MMIT5ForConditionalGeneration" if remote else "T5ForConditionalGeneration")
+    causal = "model.kind=causal" in extra
+    assert got["class"] == ("LlamaForCausalLM" if causal else "MMIT5ForConditionalGeneration" if remote
+                            else "T5ForConditionalGeneration")
     assert got["answers"] == preds  # bit-for-bit the run's own greedy answers on validation
     final = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
     assert acc == final["val_accuracy"]  # the same evaluation the run logged
@@ -107,11 +114,14 @@ def test_an_exported_run_loads_in_plain_transformers_and_answers_as_the_run_did(
     assert len(example.strip().splitlines()) == 5
     r = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip() == preds[inputs.index(example.split("predict: ")[1].split("'")[0].split('"')[0])]
+    asked = example.split("predict: ")[1].split("'")[0].split('"')[0].removesuffix("\\n")  # the newline, as written
+    assert r.stdout.strip() == preds[inputs.index(asked)]
+    assert front["pipeline_tag"] == ("text-generation" if causal else "text2text-generation")
 
 
-def test_predict_and_evaluate_on_an_exported_folder_and_a_run(tmp_path, capsys):
-    run_dir = train_run(tmp_path)
+@pytest.mark.parametrize("extra", [[], ["model.kind=causal"]], ids=["t5", "causal"])
+def test_predict_and_evaluate_on_an_exported_folder_and_a_run(tmp_path, capsys, extra):
+    run_dir = train_run(tmp_path, extra=extra)
     out = tmp_path / "student"
     assert main(["export", str(run_dir), "--out", str(out)]) == 0
     inputs, preds, acc = own_predictions(run_dir)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from mmi_ray.config import LossConfig, ModelConfig
-from mmi_ray.data.batching import collate, tokenize
+from mmi_ray.data.batching import Prompts, collate, tokenize
 from mmi_ray.data.builtin import generate
 from mmi_ray.distill import DistillModule
 from mmi_ray.losses import MI_ESTIMATORS, NWJMI, InfoNCEMI, PassOutput, maxpool_ce
@@ -66,7 +66,7 @@ def _tiny_module(loss_cfg: LossConfig, seed: int = 0):
     tok = build_tokenizer(mcfg)
     module = DistillModule(build_seq2seq(mcfg, tok, seed), loss_cfg)
     exs = generate(4, seed=1, tasks=["arith", "choice", "nli"], error_rate=0.0)
-    t = tokenize(exs, tok, 256, 128)
+    t = tokenize(exs, Prompts(tok), 256, 128)
     return module, collate(t, list(range(4)), tok.pad_token_id)
 
 

@@ -59,12 +59,13 @@ def evaluate_model(model_path: str, data: str | None, split: str, rationales: in
     else:
         cfg = loaded.cfg
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"eval_rationales": rationales,
-                                                                      "max_new_tokens": loaded.max_new_tokens})})
+                                                                      "max_new_tokens": loaded.max_new_tokens}),
+                                 "model": cfg.model.model_copy(update={"chat_template": loaded.chat_template})})
     splits = load_splits(cfg.data)
     part = {"valid": splits.valid, "test": splits.test, "train": splits.train}[split]
     if part is None or not part.examples:
         raise DataError(f"{data or model_path}: data: the {split} split is empty")
-    ids = predict_inputs(part.examples, tokenizer, cfg.model.max_source_length)
+    ids = predict_inputs(part.examples, loaded.prompts, cfg.model.max_source_length)
     records: list[dict] = []
     metrics = evaluate(as_module(model).to(dev), tokenizer, part.examples, ids, cfg, dev, prefix=split,
                        records=records)

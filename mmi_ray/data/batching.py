@@ -37,19 +37,69 @@ def _ids(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
 
 
-def predict_inputs(examples: list[Example], tokenizer, max_source: int) -> list[list[int]]:
+SEPARATOR = "\n"
+"""Ends a decoder-only student's prompt (without a chat template): its continuation starts after it."""
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """How a task's text becomes the student's token ids: one place for training, evaluation,
+    ``predict`` and ``evaluate``.
+
+    A seq2seq student (``causal`` False) reads ``prefix + input`` as its tokenizer encodes it (T5's
+    appends EOS) and its targets likewise. A decoder-only student reads a prompt, ``prefix + input``
+    and ``SEPARATOR`` as its tokenizer encodes them (a BOS where it adds one), or with ``chat`` the
+    tokenizer's chat template around ``prefix + input`` as one user turn with the generation prompt
+    after it; its continuation is the target's tokens without special tokens, then EOS, so that
+    generation stops where training ended."""
+
+    tokenizer: object
+    causal: bool = False
+    chat: bool = False
+
+    def inputs(self, prefix: str, texts: list[str], max_length: int) -> list[list[int]]:
+        if not texts:
+            return []
+        tok = self.tokenizer
+        if not self.causal:
+            return _ids(tok, [prefix + t for t in texts], max_length)
+        if self.chat:
+            out = [tok.apply_chat_template([{"role": "user", "content": prefix + t}], add_generation_prompt=True,
+                                           tokenize=True) for t in texts]
+            out = [o["input_ids"] if isinstance(o, dict) or hasattr(o, "keys") else o for o in out]
+            return [list(o[:max_length]) for o in out]
+        return _ids(tok, [prefix + t + SEPARATOR for t in texts], max_length)
+
+    def targets(self, texts: list[str], max_length: int) -> list[list[int]]:
+        if not texts:
+            return []
+        if not self.causal:
+            return _ids(self.tokenizer, texts, max_length)
+        ids = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length - 1)["input_ids"]
+        return [list(i) + [self.tokenizer.eos_token_id] for i in ids]
+
+
+def prompts_for(model_cfg, tokenizer) -> Prompts:
+    """The encoding of the student ``model_cfg`` names (its kind read as ``build_student`` reads it)."""
+    from ..model import student_kind
+
+    return Prompts(tokenizer, causal=student_kind(model_cfg) == "causal", chat=model_cfg.chat_template)
+
+
+def predict_inputs(examples: list[Example], prompts: Prompts, max_source: int) -> list[list[int]]:
     """Only the label-task inputs (``predict: x``): what evaluation generates from."""
-    return _ids(tokenizer, [LABEL_PREFIX + e.input for e in examples], max_source)
+    return prompts.inputs(LABEL_PREFIX, [e.input for e in examples], max_source)
 
 
-def tokenize(examples: list[Example], tokenizer, max_source: int, max_target: int, label_type: str = "gold") -> Tokenized:
+def tokenize(examples: list[Example], prompts: Prompts, max_source: int, max_target: int,
+             label_type: str = "gold") -> Tokenized:
     inputs = [e.input for e in examples]
     labels = [e.teacher_label if label_type == "teacher" else e.label for e in examples]
     return Tokenized(
-        predict_ids=predict_inputs(examples, tokenizer, max_source),
-        explain_ids=_ids(tokenizer, [RATIONALE_PREFIX + x for x in inputs], max_source),
-        label_ids=_ids(tokenizer, labels, max_target),
-        rationale_ids=_ids(tokenizer, [e.rationale for e in examples], max_target),
+        predict_ids=predict_inputs(examples, prompts, max_source),
+        explain_ids=prompts.inputs(RATIONALE_PREFIX, inputs, max_source),
+        label_ids=prompts.targets(labels, max_target),
+        rationale_ids=prompts.targets([e.rationale for e in examples], max_target),
     )
 
 
