@@ -22,7 +22,7 @@ from .storage import join, local_dir, read_text
 def save_checkpoint(path: Path, module: DistillModule, optimizer, scheduler, step: int, stream: BatchStream,
                     cfg: Config, metrics: dict) -> None:
     state = {
-        "model": module.state_dict(),
+        "model": module.checkpoint_state(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "step": step,
@@ -53,7 +53,7 @@ def load_module(path: str | Path) -> tuple[DistillModule, object, Config]:
     cfg = load_config(path)
     tokenizer = build_tokenizer(cfg.model)
     module = DistillModule(build_student(cfg.model, tokenizer, cfg.train.seed), cfg.loss)
-    module.load_state_dict(load_state(path)["model"])
+    module.load_checkpoint_state(load_state(path)["model"])
     return module, tokenizer, cfg
 
 
@@ -63,7 +63,7 @@ def restore(state: dict, module: DistillModule, optimizer, scheduler, stream: Ba
     dtype as it loads (``Optimizer.load_state_dict``), so it follows the model onto a GPU."""
     if state["fingerprint"] != cfg.fingerprint():
         raise MmiError("checkpoint was written by a different config; refusing to resume from it")
-    module.load_state_dict(state["model"])
+    module.load_checkpoint_state(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     stream.seek(**state["data_position"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -61,6 +62,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
 
 
+class LoraConfig(Section):
+    r: int = Field(0, ge=0)
+    """LoRA rank: the student's weights stay frozen and rank-``r`` adapters (``peft``) train in their
+    place; 0: no adapters, the whole student trains. Searchable (``model.lora.r``)."""
+    alpha: float = Field(16.0, gt=0)
+    """LoRA scale numerator (the update is scaled by ``alpha / r``). Searchable (``model.lora.alpha``)."""
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    """Dropout on the adapters' input."""
+    target_modules: list[str] | None = None
+    """Names (or name endings) of the layers that get adapters, e.g. ``[q_proj, k_proj, v_proj, o_proj]``;
+    None: peft's choice for the architecture (``q_proj``/``v_proj`` for Llama and Qwen2, ``q``/``v`` for T5)."""
+
+
 class ModelConfig(Section):
     name: str = "tiny"
     """Student: ``tiny`` (random small T5, byte tokenizer, no files), a hub name such as
@@ -91,6 +105,9 @@ class ModelConfig(Section):
     """Input tokens kept (prefix included); longer inputs are truncated."""
     max_target_length: int = Field(256, ge=4)
     """Rationale and label tokens kept; longer targets are truncated."""
+    lora: LoraConfig = LoraConfig()
+    """LoRA adapters in place of training the whole student (``lora.r`` > 0); checkpoints hold the
+    adapters (and the MI critic) only."""
     chat_template: bool = False
     """Decoder-only students: wrap each prompt in the tokenizer's chat template (one user turn and the
     generation prompt), as an instruct model expects; off: the prompt, a newline, the continuation."""
@@ -649,7 +666,14 @@ def student_problems(m: ModelConfig) -> list[str]:
     config asks: a model neither seq2seq nor causal, a chat template its tokenizer lacks, prompts and
     continuations longer than its context."""
     from .errors import ModelError
-    from .model import build_tokenizer, context_length, student_kind
+    from .model import (
+        build_tokenizer,
+        context_length,
+        lora_targets_problem,
+        missing_lora_targets,
+        skeleton,
+        student_kind,
+    )
 
     try:
         kind = student_kind(m)
@@ -667,6 +691,14 @@ def student_problems(m: ModelConfig) -> list[str]:
         if ctx is not None and m.max_source_length + m.max_target_length > ctx:
             problems.append(f"model.max_source_length + model.max_target_length: {m.max_source_length} + "
                             f"{m.max_target_length} tokens exceed the context of '{m.name}' ({ctx} positions)")
+    if m.lora.r:
+        if importlib.util.find_spec("peft") is None:
+            problems.append("model.lora.r: LoRA students need peft (pip install 'mmi-ray[lora]')")
+        elif m.lora.target_modules:
+            model = skeleton(m)
+            missing = missing_lora_targets(model, m.lora.target_modules)
+            if missing:
+                problems.append(lora_targets_problem(m, missing, model))
     return problems
 
 

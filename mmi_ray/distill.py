@@ -59,6 +59,31 @@ class DistillModule(nn.Module):
         )
 
     @property
+    def lora(self) -> bool:
+        """A student with LoRA adapters (peft): its own weights frozen."""
+        return hasattr(self.student, "peft_config")
+
+    def checkpoint_state(self) -> dict[str, Tensor]:
+        """What a checkpoint holds: the whole module; with LoRA the trained tensors only (adapters and
+        critic): the frozen student is rebuilt from ``model.name`` (the ``tiny`` preset from its seed)."""
+        state = self.state_dict()
+        if not self.lora:
+            return state
+        trained = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in state.items() if k in trained}
+
+    def load_checkpoint_state(self, state: dict[str, Tensor]) -> None:
+        """``checkpoint_state``'s tensors back in place; with LoRA every trained tensor must be there."""
+        if not self.lora:
+            self.load_state_dict(state)
+            return
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        trained = {n for n, p in self.named_parameters() if p.requires_grad}
+        lost = sorted(set(missing) & trained)
+        if lost or unexpected:
+            raise RuntimeError(f"checkpoint does not fit this LoRA student: missing {lost[:3]}, unexpected {unexpected[:3]}")
+
+    @property
     def causal(self) -> bool:
         """A decoder-only student: each task is its prompt followed by its continuation."""
         return is_causal(self.student)

@@ -161,13 +161,18 @@ def as_hf_model(student: torch.nn.Module, cfg: Config) -> torch.nn.Module:
     return model.eval()
 
 
-def write_model(chosen: Chosen, out: Path) -> bool:
+def write_model(chosen: Chosen, out: Path, merge: bool = False) -> bool:
     """Write the ``save_pretrained`` folder (safetensors, tokenizer, generation config); returns
-    whether it needs ``trust_remote_code`` (the tiny preset's encoder positions)."""
+    whether it needs ``trust_remote_code`` (the tiny preset's encoder positions). A LoRA student is
+    written as its adapter folder, or with ``merge`` as the student with the adapters merged in."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the shard-writing bar of a one-file model says nothing
     student, tokenizer, cfg = load_student(chosen.checkpoint)
+    if hasattr(student, "peft_config"):
+        if not merge:
+            return write_adapter(student, tokenizer, cfg, out)
+        student = student.merge_and_unload()
     model = as_hf_model(student, cfg)
     model.generation_config.max_new_tokens = cfg.train.max_new_tokens
     model.generation_config.do_sample = False
@@ -175,18 +180,55 @@ def write_model(chosen: Chosen, out: Path) -> bool:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.model_max_length = cfg.model.max_source_length  # truncation=True cuts inputs as training did
     tokenizer.save_pretrained(out)
-    from .distill import is_causal
-
-    causal = is_causal(student)
-    prompt = {"kind": "causal" if causal else "seq2seq", "label_prefix": LABEL_PREFIX, "rationale_prefix": RATIONALE_PREFIX}
-    if causal:
-        prompt |= {"chat_template": cfg.model.chat_template, "separator": None if cfg.model.chat_template else SEPARATOR,
-                   "continuation_ends_with": tokenizer.eos_token}
-    (out / PROMPT_FILE).write_text(json.dumps(prompt, indent=2) + "\n")
+    _write_prompt(student, tokenizer, cfg, out)
     remote = model is not student
     if remote:
         shutil.copy(Path(__file__).parent / "hf" / REMOTE_CODE, out / REMOTE_CODE)
     return remote
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+"""peft's adapter config: what marks an exported LoRA adapter folder."""
+BASE_DIR = "base"
+"""In an adapter folder whose student is not on the hub or on disk (the ``tiny`` preset): the frozen student."""
+
+
+def write_adapter(student, tokenizer, cfg: Config, out: Path) -> bool:
+    """A LoRA student as peft writes it (``adapter_config.json``, ``adapter_model.safetensors``), with
+    the tokenizer and the prompt file; its frozen student is named by hub name or folder, or, for the
+    ``tiny`` preset (random weights from the run's seed), written beside it in ``base/``."""
+    from .model import build_student
+
+    remote = False
+    if cfg.model.name == "tiny":
+        plain = build_student(cfg.model, tokenizer, cfg.train.seed, lora=False)  # the run's frozen student, again
+        base = as_hf_model(plain, cfg)
+        remote = base is not plain
+        base.save_pretrained(out / BASE_DIR, safe_serialization=True)
+        if remote:
+            shutil.copy(Path(__file__).parent / "hf" / REMOTE_CODE, out / BASE_DIR / REMOTE_CODE)
+        base_ref = BASE_DIR
+    else:
+        p = Path(cfg.model.name).expanduser()
+        base_ref = str(p.resolve()) if p.is_dir() else cfg.model.name
+    student.peft_config["default"].base_model_name_or_path = base_ref
+    student.save_pretrained(out, safe_serialization=True, save_embedding_layers=False)  # frozen: the base has them
+    tokenizer.model_max_length = cfg.model.max_source_length
+    tokenizer.save_pretrained(out)
+    _write_prompt(student, tokenizer, cfg, out)
+    return remote
+
+
+def _write_prompt(student, tokenizer, cfg: Config, out: Path) -> None:
+    from .distill import is_causal
+
+    causal = is_causal(student)
+    prompt = {"kind": "causal" if causal else "seq2seq", "label_prefix": LABEL_PREFIX, "rationale_prefix": RATIONALE_PREFIX,
+              "max_new_tokens": cfg.train.max_new_tokens}
+    if causal:
+        prompt |= {"chat_template": cfg.model.chat_template, "separator": None if cfg.model.chat_template else SEPARATOR,
+                   "continuation_ends_with": tokenizer.eos_token}
+    (out / PROMPT_FILE).write_text(json.dumps(prompt, indent=2) + "\n")
 
 
 def prepare_out(out: Path, force: bool) -> None:
@@ -223,7 +265,28 @@ def _loaded(student, tokenizer, cfg: Config, device: str) -> Loaded:
 
 def is_exported(path: Path) -> bool:
     """An ``export`` (``save_pretrained``) folder, as opposed to a run folder or a checkpoint."""
-    return (path / HF_CONFIG).exists() and not (path / STATE_FILE).exists()
+    return ((path / HF_CONFIG).exists() or (path / ADAPTER_CONFIG).exists()) and not (path / STATE_FILE).exists()
+
+
+def load_exported(p: Path):
+    """An exported folder's model and tokenizer, with plain transformers (and peft for an adapter folder)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    def model_at(folder):
+        remote = (Path(folder) / REMOTE_CODE).exists()  # our own exported code, shipped beside the weights
+        seq2seq = getattr(AutoConfig.from_pretrained(folder, trust_remote_code=remote), "is_encoder_decoder", False)
+        return (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(folder, trust_remote_code=remote)
+
+    if (p / ADAPTER_CONFIG).exists():
+        try:
+            from peft import PeftConfig, PeftModel
+        except ImportError:
+            raise ExportError(f"{p}: a LoRA adapter folder; loading it needs peft (pip install 'mmi-ray[lora]')") from None
+        ref = PeftConfig.from_pretrained(p).base_model_name_or_path
+        model = PeftModel.from_pretrained(model_at(p / ref if (p / ref).is_dir() else ref), p)
+    else:
+        model = model_at(p)
+    return model, AutoTokenizer.from_pretrained(p, trust_remote_code=(p / REMOTE_CODE).exists())
 
 
 def load_model(path: str | Path, device: str = "cpu") -> Loaded:
@@ -236,21 +299,11 @@ def load_model(path: str | Path, device: str = "cpu") -> Loaded:
         return _loaded(*load_student(choose(str(path), takes=MODEL_SOURCES).checkpoint), device)
     p = Path(path)
     if is_exported(p):
-        from transformers import (
-            AutoConfig,
-            AutoModelForCausalLM,
-            AutoModelForSeq2SeqLM,
-            AutoTokenizer,
-        )
-
-        remote = (p / REMOTE_CODE).exists()  # our own exported code, shipped beside the weights
-        seq2seq = getattr(AutoConfig.from_pretrained(p, trust_remote_code=remote), "is_encoder_decoder", False)
-        auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-        model = auto.from_pretrained(p, trust_remote_code=remote)
-        tokenizer = AutoTokenizer.from_pretrained(p, trust_remote_code=remote)
+        model, tokenizer = load_exported(p)
         max_source = tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else 512
         prompt = json.loads((p / PROMPT_FILE).read_text()) if (p / PROMPT_FILE).exists() else {}
-        return Loaded(model.to(device).eval(), tokenizer, model.generation_config.max_new_tokens or 64, max_source,
+        max_new = prompt.get("max_new_tokens") or model.generation_config.max_new_tokens or 64
+        return Loaded(model.to(device).eval(), tokenizer, max_new, max_source,
                       chat_template=bool(prompt.get("chat_template", False)))
     if not p.exists():
         raise ExportError(f"{p}: not found (MODEL is {MODEL_SOURCES})")

@@ -175,11 +175,54 @@ def context_length(cfg: ModelConfig) -> int | None:
     return getattr(AutoConfig.from_pretrained(str(p) if p.is_dir() else cfg.name), "max_position_embeddings", None)
 
 
-def build_student(cfg: ModelConfig, tokenizer, seed: int, attn: str = "sdpa") -> nn.Module:
-    """The student ``model.kind`` names (or its config says): ``build_seq2seq`` or ``build_causal``."""
-    if student_kind(cfg) == "causal":
-        return build_causal(cfg, tokenizer, seed, attn)
-    return build_seq2seq(cfg, tokenizer, seed, attn)
+def build_student(cfg: ModelConfig, tokenizer, seed: int, attn: str = "sdpa", lora: bool = True) -> nn.Module:
+    """The student ``model.kind`` names (or its config says): ``build_seq2seq`` or ``build_causal``,
+    with LoRA adapters where ``model.lora.r`` > 0 (``lora=False``: the frozen base alone)."""
+    causal = student_kind(cfg) == "causal"
+    model = (build_causal if causal else build_seq2seq)(cfg, tokenizer, seed, attn)
+    return with_lora(model, cfg, causal) if lora and cfg.lora.r else model
+
+
+def with_lora(model: nn.Module, cfg: ModelConfig, causal: bool) -> nn.Module:
+    """The student frozen, ``model.lora``'s adapters (peft) trainable in its layers."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ModelError("model.lora.r: LoRA students need peft (pip install 'mmi-ray[lora]')") from None
+    missing = missing_lora_targets(model, cfg.lora.target_modules)
+    if missing:
+        raise ModelError(lora_targets_problem(cfg, missing, model))
+    lc = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                    target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM" if causal else "SEQ_2_SEQ_LM")
+    return get_peft_model(model, lc)
+
+
+def skeleton(cfg: ModelConfig) -> nn.Module:
+    """The student's layers without weights (on the meta device): their names and shapes, in seconds,
+    for the checks made before any trial."""
+    causal = student_kind(cfg) == "causal"
+    with torch.device("meta"):
+        if cfg.name == "tiny":
+            return (build_causal if causal else build_seq2seq)(cfg, build_tokenizer(cfg), 0)
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+        p = Path(cfg.name).expanduser()
+        config = AutoConfig.from_pretrained(str(p) if p.is_dir() else cfg.name)
+        return (AutoModelForCausalLM if causal else AutoModelForSeq2SeqLM).from_config(config)
+
+
+def missing_lora_targets(model: nn.Module, targets: list[str] | None) -> list[str]:
+    """The names in ``model.lora.target_modules`` that no linear layer of ``model`` ends with."""
+    if not targets:
+        return []
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear | nn.Embedding | nn.Conv1d)]
+    return [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+
+
+def lora_targets_problem(cfg: ModelConfig, missing: list[str], model: nn.Module) -> str:
+    leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+    return (f"model.lora.target_modules: '{cfg.name}' has no layer named {', '.join(repr(t) for t in missing)} "
+            f"(its linear layers: {', '.join(leaves)})")
 
 
 def build_causal(cfg: ModelConfig, tokenizer, seed: int, attn: str = "sdpa") -> nn.Module:
@@ -228,5 +271,5 @@ def d_model_of(model: nn.Module) -> int:
     return getattr(c, "d_model", None) or c.hidden_size
 
 
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def count_params(model: nn.Module, trained: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trained)

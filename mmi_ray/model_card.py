@@ -57,11 +57,18 @@ def example_input(chosen: Chosen) -> str:
     return splits.valid.examples[0].input
 
 
-def usage(model_ref: str, remote: bool, text: str, max_new_tokens: int, causal: bool = False, chat: bool = False) -> str:
+def usage(model_ref: str, remote: bool, text: str, max_new_tokens: int, causal: bool = False, chat: bool = False,
+          base: str | None = None) -> str:
     """Five lines that load the folder with plain transformers and answer one question, prompted as in
-    training (a decoder-only student: its prompt, then only the new tokens decoded)."""
+    training (a decoder-only student: its prompt, then only the new tokens decoded); an adapter folder
+    (``base``: its frozen student's name or folder) loads that, then the adapter on it through peft."""
     trust = ", trust_remote_code=True" if remote else ""
     auto = "AutoModelForCausalLM" if causal else "AutoModelForSeq2SeqLM"
+    if base is not None:  # a LoRA adapter folder: its frozen student, then the adapter on it
+        return (f"from peft import PeftModel\nfrom transformers import {auto}, AutoTokenizer\n"
+                f"base = {auto}.from_pretrained({base!r}{trust})\n"
+                f"model = PeftModel.from_pretrained(base, {model_ref!r})\n"
+                + usage(model_ref, False, text, max_new_tokens, causal, chat).split("\n", 2)[2])
     if chat:
         ids = (f"ids = tokenizer.apply_chat_template([{{'role': 'user', 'content': {(LABEL_PREFIX + text)!r}}}], "
                "add_generation_prompt=True, return_tensors=\"pt\", return_dict=True).input_ids\n")
@@ -77,7 +84,7 @@ def usage(model_ref: str, remote: bool, text: str, max_new_tokens: int, causal: 
             f"skip_special_tokens=True)[0])\n")
 
 
-def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool) -> str:
+def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool, adapter: bool = False) -> str:
     from .model import student_kind
 
     cfg = chosen.cfg
@@ -87,6 +94,7 @@ def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool) -> str:
     dataset = {"builtin": f"builtin ({', '.join(cfg.data.builtin.tasks)})",
                "custom": f"custom ({Path(cfg.data.path or '').name})"}.get(cfg.data.dataset, cfg.data.dataset)
     causal = student_kind(cfg.model) == "causal"
+    base = None if not adapter else f"{model_ref}/base" if cfg.model.name == "tiny" else cfg.model.name
     task = "text-generation" if causal else "text2text-generation"
     chat = causal and cfg.model.chat_template
     front: dict = {"license": "apache-2.0", "library_name": "transformers", "pipeline_tag": task, "tags": TAGS}
@@ -135,7 +143,11 @@ def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool) -> str:
               f"- `{LABEL_PREFIX}<input>`{how} gives the answer (greedy, at most {cfg.train.max_new_tokens} new tokens "
               "in training's evaluation);",
               f"- `{RATIONALE_PREFIX}<input>`, the same way, gives the rationale (chain of thought).", "",
-              "```python", usage(model_ref, remote, text, cfg.train.max_new_tokens, causal, chat).rstrip(), "```", ""]
+              "```python", usage(model_ref, remote, text, cfg.train.max_new_tokens, causal, chat, base).rstrip(), "```", ""]
+    if adapter:
+        lines += [f"A LoRA adapter (peft; r = {cfg.model.lora.r}, alpha = {cfg.model.lora.alpha:g}) on "
+                  + ("the frozen student in `base/` (mmi-ray's random `tiny` preset, written beside it)" if cfg.model.name == "tiny"
+                     else f"`{cfg.model.name}`") + "; `mmi-ray export --merge` writes the student with it merged in.", ""]
     if remote:
         lines += ["The student adds learned absolute positions to the encoder input (mmi-ray's `tiny` preset), so "
                   "the folder ships `modeling_mmi_t5.py` (torch and transformers only) and loads with "

@@ -7,12 +7,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .export import Chosen, ExportError, choose, prepare_out, write_model
+from .export import ADAPTER_CONFIG, Chosen, ExportError, choose, prepare_out, write_model
 from .model_card import build_card
 
 
 def export_student(source: str | Path, out: str | Path, arm: str | None = None, seed: int | None = None,
-                   force: bool = False, repo_id: str | None = None) -> tuple[Chosen, Path]:
+                   force: bool = False, repo_id: str | None = None, merge: bool = False) -> tuple[Chosen, Path]:
     """Write the folder (whole or not at all: built aside, then moved in) and return what was chosen.
     An ``out`` folder that exists and is not empty is refused unless ``force``."""
     out = Path(out)
@@ -21,8 +21,9 @@ def export_student(source: str | Path, out: str | Path, arm: str | None = None, 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        remote = write_model(chosen, tmp)
-        (tmp / "README.md").write_text(build_card(chosen, out.name, repo_id or str(out), remote))
+        remote = write_model(chosen, tmp, merge)
+        (tmp / "README.md").write_text(build_card(chosen, out.name, repo_id or str(out), remote,
+                                                  adapter=(tmp / ADAPTER_CONFIG).exists()))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -47,9 +47,10 @@ def unwrap(model: torch.nn.Module) -> DistillModule:
 
 def build_optimizer(module: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
     o = cfg.optim
+    params = [p for p in module.parameters() if p.requires_grad]  # a LoRA student's own weights are frozen
     if o.optimizer == "sgd":
-        return torch.optim.SGD(module.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    return torch.optim.AdamW(module.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
 def run_loop(cfg: Config, env: WorkerEnv) -> None:
@@ -111,7 +112,9 @@ def _build_run(cfg: Config, env: WorkerEnv) -> _Run:
         print(f"[mmi-ray] warning: train.precision bf16 on {torch.cuda.get_device_name(device)}, which only emulates "
               "bf16 (slow): use fp32 (or auto) there", flush=True)
     if rank == 0 and start_step == 0:
-        print(f"[mmi-ray] student {count_params(module.student):,} params, critic "
+        lora = (f" (LoRA r={cfg.model.lora.r}: {count_params(module.student, trained=True):,} of them trained)"
+                if module.lora else "")
+        print(f"[mmi-ray] student {count_params(module.student):,} params{lora}, critic "
               f"{count_params(module.estimator) if module.estimator is not None else 0:,}; "
               f"{len(train_tok)} train / {len(valid)} valid examples; "
               f"{cfg.examples_per_step()} examples per optimizer step over {world} worker(s)", flush=True)

@@ -198,3 +198,124 @@ def test_a_model_that_is_neither_seq2seq_nor_causal_is_named(tmp_path):
     assert student_problems(ModelConfig(name=path)) == [
         f"model.name: '{path}' (model_type vit) is neither a seq2seq model nor a causal LM; set model.kind if it is "
         "one of them"]
+
+
+# --- LoRA students
+
+
+def test_a_lora_student_trains_only_its_adapters_and_its_checkpoint_holds_them_alone(tmp_path):
+    """r = 8 adapters on the tiny causal student: the student's own weights do not move, the
+    checkpoint holds the adapters (and nothing of the frozen student), and it loads back to score
+    validation as the run did."""
+    from pathlib import Path
+
+    from mmi_ray.checkpoint import load_module, load_state
+    from mmi_ray.config import load_config
+    from mmi_ray.evaluate import evaluate_checkpoint
+    from mmi_ray.model import count_params
+    from mmi_ray.recipe import run_loop
+    from mmi_ray.worker import in_process_env
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "configs" / "tiny_props.yaml", [
+        "model.kind=causal", "model.lora.r=8", "model.lora.alpha=16", "train.max_steps=20", "train.eval_every=20",
+        "model.d_model=64", "model.d_ff=128", "data.builtin.num_train=400", "loss.mi_weight=0.5",
+        "loss.mi_estimator=infonce", "run.storage_path=unused"])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    reports: list[dict] = []
+    env, _ = in_process_env(str(run_dir), 2, "node", reports.append)
+    run_loop(cfg, env)
+    ckpt = reports[-1]["checkpoint_path"]
+    saved = load_state(ckpt)["model"]
+    assert saved and all("lora_" in k or k.startswith("estimator.") for k in saved), sorted(saved)[:5]
+    assert any(k.startswith("estimator.") for k in saved)  # the learned critic travels with the adapters
+    module, tok, _ = load_module(ckpt)
+    base = build_student(cfg.model, tok, cfg.train.seed, lora=False)
+    frozen = {k.replace("base_model.model.", "", 1).replace(".base_layer", ""): v
+              for k, v in module.student.state_dict().items() if "lora_" not in k}
+    for k, v in base.state_dict().items():
+        torch.testing.assert_close(frozen[k], v, rtol=0, atol=0)  # the student's own weights never moved
+    assert any(v.abs().sum() > 0 for k, v in saved.items() if "lora_B" in k)  # the adapters did
+    adapters = sum(v.numel() for k, v in saved.items() if "lora_" in k)
+    assert adapters == count_params(module.student, trained=True) == 4096  # 2 layers x (q, v) x r (64 + 64)
+    assert adapters < count_params(base) / 50
+    again = evaluate_checkpoint(ckpt, split="valid")
+    assert again["valid_accuracy"] == reports[-1]["val_accuracy"]
+
+
+def test_lora_target_modules_the_model_lacks_are_named():
+    from mmi_ray.config import student_problems
+
+    m = ModelConfig(kind="causal", tokenizer="words", lora={"r": 4, "target_modules": ["q_proj", "query"]})
+    [line] = student_problems(m)
+    assert line.startswith("model.lora.target_modules: 'tiny' has no layer named 'query' (its linear layers: ")
+    assert "q_proj" in line and "lm_head" in line
+    assert student_problems(m.model_copy(update={"lora": m.lora.model_copy(update={"target_modules": ["q_proj"]})})) == []
+
+
+PLAIN_PEFT = """
+import json, sys
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+folder, inputs, merged = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3] == "1"
+model = AutoModelForCausalLM.from_pretrained(folder) if merged else PeftModel.from_pretrained(
+    AutoModelForCausalLM.from_pretrained(folder + "/base"), folder)
+tok = AutoTokenizer.from_pretrained(folder)
+out = []
+for text in inputs:  # one at a time, no padding
+    ids = tok(["predict: " + text + "\\n"], return_tensors="pt").input_ids
+    out.append(tok.decode(model.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1]:], skip_special_tokens=True).strip())
+assert not any(m.startswith("mmi_ray") for m in sys.modules)
+print(json.dumps({"class": type(model).__name__, "answers": out}))
+"""
+
+
+def test_a_lora_student_exports_as_its_adapter_or_merged_and_loads_in_a_fresh_process(tmp_path, capsys):
+    """The adapter folder (peft, its frozen tiny student in base/) and the merged folder (plain
+    transformers) each load in a fresh process with no mmi_ray and answer validation as the run's own
+    evaluation did; mmi-ray predict reads the adapter folder too."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mmi_ray.cli import main
+    from mmi_ray.config import load_config
+    from mmi_ray.layout import CONFIG_FILE
+    from mmi_ray.recipe import run_loop
+    from mmi_ray.worker import in_process_env
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_export import own_predictions
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "configs" / "tiny_props.yaml", [
+        "model.kind=causal", "model.lora.r=8", "model.lora.alpha=32", "model.lora.target_modules=[q_proj,v_proj,o_proj,down_proj,lm_head]",
+        "train.max_steps=150", "train.eval_every=150", "model.d_model=64", "model.d_ff=128", "data.builtin.num_train=400",
+        "optim.lr=0.01", "train.max_new_tokens=8", "run.storage_path=unused"])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / CONFIG_FILE).write_text(cfg.to_yaml())
+    env, _ = in_process_env(str(run_dir), 2, "node", lambda m: None)
+    run_loop(cfg, env)
+    inputs, preds, _ = own_predictions(run_dir)
+    assert all(preds)  # words, not an empty answer: the comparisons below compare something
+    for merged in (False, True):
+        out = tmp_path / ("merged" if merged else "adapter")
+        assert main(["export", str(run_dir), "--out", str(out), *(["--merge"] if merged else [])]) == 0
+        names = {p.name for p in out.iterdir()}
+        assert ("adapter_config.json" in names) != merged and ("base" in names) != merged
+        r = subprocess.run([sys.executable, "-c", PLAIN_PEFT, str(out), json.dumps(inputs), "1" if merged else "0"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        got = json.loads(r.stdout.strip().splitlines()[-1])
+        assert got["class"] == ("LlamaForCausalLM" if merged else "PeftModelForCausalLM")
+        assert got["answers"] == preds
+    card = (tmp_path / "adapter" / "README.md").read_text()
+    assert "A LoRA adapter (peft; r = 8, alpha = 32)" in card and "PeftModel.from_pretrained" in card
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(inputs[:4]) + "\n")
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "adapter"), "--input", str(src)]) == 0
+    assert [json.loads(x)["answer"] for x in capsys.readouterr().out.splitlines()] == preds[:4]

@@ -13,6 +13,8 @@ def register(sub) -> None:
                    "one ranked first on validation")
     p.add_argument("--seed", type=int, default=None, help="the arm's seed run; default: the one closest to the arm's mean")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    p.add_argument("--merge", action="store_true", help="a LoRA student: write the student with its adapters merged "
+                   "in (a plain transformers folder); default: the adapter folder (peft)")
     p.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload it (huggingface_hub; token "
                    "from HF_TOKEN or hf auth login)")
     p.set_defaults(fn=run)
@@ -21,7 +23,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..publish import export_student
 
-    chosen, out = export_student(args.source, args.out, args.arm, args.seed, args.force, args.push_to_hub)
+    chosen, out = export_student(args.source, args.out, args.arm, args.seed, args.force, args.push_to_hub, args.merge)
     for line in chosen.why:
         print(f"[mmi-ray] {line.replace('**', '').replace('`', '')}")
     print(f"[mmi-ray] exported: {out} (model card: {out / 'README.md'})")
