@@ -1,7 +1,8 @@
 """MI term overhead: step time (forward + backward + AdamW step) and peak memory with each MI
 estimator against DSS (mi_weight 0), same tiny model, data, batch and dropout, one process.
 
-    python benchmarks/mi_overhead.py [--pairs 5] [--steps 6] [--batch 32] [--vocab byte|t5] [--out BENCHMARKS.md]
+    python benchmarks/mi_overhead.py [--pairs 5] [--steps 6] [--batch 32] [--vocab byte|t5|qwen]
+        [--student seq2seq|causal] [--out BENCHMARKS.md]
 
 Timing is interleaved: every round runs ``--steps`` steps of DSS, then of each variant, in a new
 order each round (A B A B ...); a variant's ratio is its median step time over DSS's in the same
@@ -9,7 +10,9 @@ round, printed as the median over rounds with the min and max. Memory: each vari
 a fresh subprocess, and its peak RSS above DSS's is the extra memory of its MI term.
 
 ``--vocab t5`` widens the output layer to T5's 32,128 entries so the [B, T, V] softmax and max-pool
-tensors of ``maxpool`` have their real size (the ids the model sees stay bytes).
+tensors of ``maxpool`` have their real size (the ids the model sees stay bytes); ``--vocab qwen`` to
+Qwen2.5's 151,936. ``--student causal``: the tiny decoder-only (Llama-shaped) student, each task a
+prompt and its continuation, the output layer at the continuation positions only.
 ``maxpool (released, unfused)`` is the released formula computed apart from the cross-entropy (the
 implementation before ``losses.ce_and_maxpool``), kept here to show what the fused pass saves.
 """
@@ -32,7 +35,7 @@ from mmi_ray.config import LossConfig, ModelConfig
 from mmi_ray.data.batching import Prompts, collate, epoch_batches, tokenize
 from mmi_ray.data.builtin import generate
 from mmi_ray.distill import DistillModule
-from mmi_ray.model import build_seq2seq, build_tokenizer
+from mmi_ray.model import build_student, build_tokenizer
 
 VARIANTS = {"DSS": {"mi_weight": 0.0}, "maxpool": {"mi_estimator": "maxpool"},
             "maxpool (released, unfused)": {"mi_estimator": "maxpool"},
@@ -53,11 +56,16 @@ class WideVocab:
         return getattr(self.tok, name)
 
 
-def setup(vocab: str, batch: int):
-    mcfg = ModelConfig(max_source_length=256, max_target_length=128)
+VOCABS = {"byte": None, "t5": 32128, "qwen": 151936}
+"""Output vocabulary sizes: the byte tokenizer's own, T5's, Qwen2.5's."""
+
+
+def setup(vocab: str, batch: int, student: str = "seq2seq"):
+    mcfg = ModelConfig(max_source_length=256, max_target_length=128, kind=student)
     tok = build_tokenizer(mcfg)
-    model_tok = WideVocab(tok, 32128) if vocab == "t5" else tok
-    data = tokenize(generate(8 * batch, 0, ["arith", "choice", "nli"], 0.0), Prompts(tok), 256, 128)
+    model_tok = WideVocab(tok, VOCABS[vocab]) if VOCABS[vocab] else tok
+    data = tokenize(generate(8 * batch, 0, ["arith", "choice", "nli"], 0.0), Prompts(tok, causal=student == "causal"),
+                    256, 128)
     batches = [collate(data, idx, tok.pad_token_id) for idx in epoch_batches(data, batch, 0, 0, True)]
     return mcfg, model_tok, batches
 
@@ -67,7 +75,7 @@ class Runner:
 
     def __init__(self, name: str, mcfg, tok, batches):
         torch.manual_seed(0)
-        self.module = DistillModule(build_seq2seq(mcfg, tok, 0), LossConfig(**VARIANTS[name]))
+        self.module = DistillModule(build_student(mcfg, tok, 0), LossConfig(**VARIANTS[name]))
         if name.endswith("(released, unfused)"):
             self.module.estimator.pools = False  # the released formula on the logits, apart from the CE
         self.opt = torch.optim.AdamW(self.module.parameters(), lr=1e-3)
@@ -101,11 +109,11 @@ def reset_peak() -> None:
         f.write("5")
 
 
-def peak_rss_mb(name: str, vocab: str, batch: int, steps: int, threads: int) -> float:
+def peak_rss_mb(name: str, vocab: str, batch: int, steps: int, threads: int, student: str = "seq2seq") -> float:
     """Peak RSS during ``steps`` training steps (after one untimed step) of a fresh process that builds
     the variant alone (MB); the peak is reset before the steps, so set-up does not count."""
     code = ("import sys, torch; sys.path.insert(0, 'benchmarks'); import mi_overhead as m; "
-            f"torch.set_num_threads({threads}); c, t, b = m.setup({vocab!r}, {batch}); "
+            f"torch.set_num_threads({threads}); c, t, b = m.setup({vocab!r}, {batch}, {student!r}); "
             f"r = m.Runner({name!r}, c, t, b); r.run(1); m.reset_peak(); r.run({steps}); print(m.step_peak_mb())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(Path(__file__).resolve().parents[1]))
@@ -117,7 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--pairs", type=int, default=5, help="interleaved rounds (A B A B ...)")
     ap.add_argument("--steps", type=int, default=6, help="steps per variant per round (median taken)")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--vocab", choices=["byte", "t5"], default="byte")
+    ap.add_argument("--vocab", choices=list(VOCABS), default="byte")
+    ap.add_argument("--student", choices=["seq2seq", "causal"], default="seq2seq")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--no-memory", action="store_true")
@@ -125,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = ["DSS", *[v for v in args.variants if v != "DSS"]]
-    mcfg, tok, batches = setup(args.vocab, args.batch)
+    mcfg, tok, batches = setup(args.vocab, args.batch, args.student)
     runners = {n: Runner(n, mcfg, tok, batches) for n in names}
     for r in runners.values():  # warm-up, not timed
         r.run(2)
@@ -144,9 +153,11 @@ def main(argv: list[str] | None = None) -> dict:
             tok_s[n].append(tokens / sum(times))
         for n in names:
             ratios[n].append(med[n] / med["DSS"])
-    mem = {} if args.no_memory else {n: peak_rss_mb(n, args.vocab, args.batch, 2, args.threads) for n in names}
+    mem = {} if args.no_memory else {n: peak_rss_mb(n, args.vocab, args.batch, 2, args.threads, args.student)
+                                     for n in names}
 
-    head = (f"tiny T5 (d_model {mcfg.d_model}), output vocab {len(tok)}, batch {args.batch}, {args.threads} "
+    model = "tiny T5" if args.student == "seq2seq" else "tiny decoder-only (Llama-shaped)"
+    head = (f"{model} (d_model {mcfg.d_model}), output vocab {len(tok)}, batch {args.batch}, {args.threads} "
             f"thread(s); {args.pairs} interleaved rounds of {args.steps} steps per variant (order shuffled per "
             "round); ratio: the variant's median step over DSS's in the same round, median [min, max] over rounds; "
             "tokens/s: non-pad tokens of the batches run (inputs and targets of both passes) per second; peak RSS: "

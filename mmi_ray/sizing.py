@@ -106,6 +106,51 @@ class Shape:
         return self.vocab * d + enc + dec + 2 * d + 2 * 32 * self.heads + self.extra
 
 
+@dataclass(frozen=True)
+class CausalShape:
+    """A decoder-only student's dimensions (Llama / Qwen2 family: grouped-query attention, gated
+    feed-forward), its LoRA adapters if any, and where they were read."""
+
+    d_model: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    d_ff: int
+    layers: int
+    vocab: int
+    tied: bool
+    source: str
+    qkv_bias: bool = False
+    lora_r: int = 0
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    """peft's default for these architectures."""
+
+    @property
+    def inner(self) -> int:
+        return self.heads * self.head_dim
+
+    def _linears(self) -> dict[str, tuple[int, int]]:
+        d, i, kv, ff = self.d_model, self.inner, self.kv_heads * self.head_dim, self.d_ff
+        return {"q_proj": (d, i), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (i, d), "gate_proj": (d, ff),
+                "up_proj": (d, ff), "down_proj": (ff, d)}
+
+    def params(self) -> int:
+        """Parameters: embedding (and an untied output layer), each layer's attention (query, key,
+        value biases where the family has them) and gated feed-forward, its two norms, the final norm."""
+        lin = self._linears()
+        layer = sum(a * b for a, b in lin.values()) + 2 * self.d_model
+        if self.qkv_bias:
+            layer += lin["q_proj"][1] + 2 * lin["k_proj"][1]
+        return self.vocab * self.d_model * (1 if self.tied else 2) + self.layers * layer + self.d_model
+
+    def trained(self) -> int:
+        """Parameters that train: the adapters' (``r x (in + out)`` per targeted layer), or all."""
+        if not self.lora_r:
+            return self.params()
+        lin = self._linears()
+        return self.layers * sum(self.lora_r * sum(lin[t]) for t in self.lora_targets if t in lin)
+
+
 KNOWN_SHAPES = {
     "google/t5-v1_1-small": (512, 384, 6, 1024, 8, 8, 32128),
     "google/t5-v1_1-base": (768, 768, 12, 2048, 12, 12, 32128),
@@ -113,6 +158,33 @@ KNOWN_SHAPES = {
     "google/t5-v1_1-xl": (2048, 2048, 32, 5120, 24, 24, 32128),
 }
 """Hub students by name (their config.json), so ``plan`` sizes them with no network."""
+
+KNOWN_CAUSAL = {  # hidden, heads, kv heads, intermediate, layers, vocab, tied, qkv bias
+    "Qwen/Qwen2.5-0.5B": (896, 14, 2, 4864, 24, 151936, True, True),
+    "Qwen/Qwen2.5-1.5B": (1536, 12, 2, 8960, 28, 151936, True, True),
+    "meta-llama/Llama-3.2-1B": (2048, 32, 8, 8192, 16, 128256, True, False),
+    "HuggingFaceTB/SmolLM2-360M": (960, 15, 5, 2560, 32, 49152, True, False),
+}
+"""Decoder-only hub students (their config.json; the Instruct variants share the shapes)."""
+
+
+def causal_from_hf(c: dict, source: str, m: ModelConfig) -> CausalShape:
+    """A Llama / Qwen2 / Mistral-style ``config.json`` as a shape, with ``model.lora``'s adapters."""
+    heads = c["num_attention_heads"]
+    return CausalShape(c["hidden_size"], heads, c.get("num_key_value_heads") or heads,
+                       c.get("head_dim") or c["hidden_size"] // heads, c["intermediate_size"], c["num_hidden_layers"],
+                       c["vocab_size"], bool(c.get("tie_word_embeddings", False)), source,
+                       c.get("model_type") == "qwen2" or bool(c.get("attention_bias", False)), **_lora(m))
+
+
+def _lora(m: ModelConfig) -> dict:
+    if not m.lora.r:
+        return {}
+    return {"lora_r": m.lora.r, **({"lora_targets": tuple(m.lora.target_modules)} if m.lora.target_modules else {})}
+
+
+def _is_causal_config(c: dict) -> bool:
+    return not c.get("is_encoder_decoder", False) and "num_hidden_layers" in c and "intermediate_size" in c
 
 
 def shape_from_hf(c: dict, source: str) -> Shape:
@@ -122,9 +194,14 @@ def shape_from_hf(c: dict, source: str) -> Shape:
                  c.get("num_decoder_layers") or c["num_layers"], c["vocab_size"], source)
 
 
-def shape_of(m: ModelConfig) -> Shape | None:
+def shape_of(m: ModelConfig) -> Shape | CausalShape | None:
     """The student's shape from the config (the ``tiny`` preset), a local folder's or the cache's
     ``config.json``, or the table of known hub students; None when none of those knows it."""
+    if m.name == "tiny" and m.kind == "causal":
+        from .model import build_tokenizer
+
+        return CausalShape(m.d_model, m.num_heads, m.num_heads, m.d_model // m.num_heads, m.d_ff, m.num_layers,
+                           len(build_tokenizer(m)), False, "the tiny causal preset", **_lora(m))
     if m.name == "tiny":
         from .model import build_tokenizer
 
@@ -133,7 +210,10 @@ def shape_of(m: ModelConfig) -> Shape | None:
                      m.max_source_length * m.d_model if m.abs_positions else 0)
     path = Path(m.name).expanduser() / "config.json"
     if path.is_file():
-        return shape_from_hf(json.loads(path.read_text()), str(path))
+        return _shape(json.loads(path.read_text()), str(path), m)
+    if m.name in KNOWN_CAUSAL or m.name.removesuffix("-Instruct") in KNOWN_CAUSAL:
+        d, h, kv, ff, layers, v, tied, bias = KNOWN_CAUSAL[m.name.removesuffix("-Instruct")]
+        return CausalShape(d, h, kv, d // h, ff, layers, v, tied, f"{m.name}'s config.json (known)", bias, **_lora(m))
     if m.name in KNOWN_SHAPES:
         d, inner, heads, ff, enc, dec, v = KNOWN_SHAPES[m.name]
         return Shape(d, inner, heads, ff, enc, dec, v, f"{m.name}'s config.json (known)")
@@ -142,7 +222,7 @@ def shape_of(m: ModelConfig) -> Shape | None:
 
         cached = try_to_load_from_cache(m.name, "config.json")
         if isinstance(cached, str):
-            return shape_from_hf(json.loads(Path(cached).read_text()), f"{m.name} (Hugging Face cache)")
+            return _shape(json.loads(Path(cached).read_text()), f"{m.name} (Hugging Face cache)", m)
     except Exception:  # noqa: BLE001 - no cache, no shape: the caller says so
         pass
     return None
@@ -214,6 +294,19 @@ def data_lengths(cfg: Config, sample: int = 2000) -> Lengths:
                    f"{len(rows)} training rows of {cfg.data.dataset}, {how}")
 
 
+def _shape(c: dict, source: str, m: ModelConfig) -> Shape | CausalShape:
+    return causal_from_hf(c, source, m) if _is_causal_config(c) else shape_from_hf(c, source)
+
+
+def causal_pass_flops(s: CausalShape, prompt: float, cont: float) -> float:
+    """Forward matmul FLOPs of one decoder-only pass for one example: every layer over the prompt and
+    its continuation, attention scores and weighted sums (full squares: what the kernels compute on
+    padded batches), the output layer over the continuation only (``logits_to_keep``)."""
+    n = prompt + cont
+    linear = sum(a * b for a, b in s._linears().values())
+    return 2.0 * (s.layers * (n * linear + 2 * n * n * s.inner) + cont * s.d_model * s.vocab)
+
+
 def pass_flops(s: Shape, src: float, tgt: float) -> float:
     """Forward matmul FLOPs of one encoder-decoder pass for one example (2 per multiply-add),
     attention scores and weighted sums included."""
@@ -227,7 +320,11 @@ def pass_flops(s: Shape, src: float, tgt: float) -> float:
 
 
 def step_flops(s: Shape, batch: int, src: float, label: float, rationale: float) -> float:
-    """Training FLOPs of one DSS / MI step: both passes, forward and backward (3x the forward)."""
+    """Training FLOPs of one DSS / MI step: both passes, forward and backward (3x the forward; a LoRA
+    student's backward computes no gradients for its frozen weights: 2x)."""
+    if isinstance(s, CausalShape):
+        factor = 2.0 if s.lora_r else 3.0
+        return factor * batch * (causal_pass_flops(s, src, label) + causal_pass_flops(s, src, rationale))
     return 3.0 * batch * (pass_flops(s, src, label) + pass_flops(s, src, rationale))
 
 
@@ -265,7 +362,11 @@ def memory(s: Shape, src: int, label: int, rationale: int, batch: int, precision
     log-softmax."""
     el = 2 if precision == "bf16" else 4
     d, ff, h, v = s.d_model, s.d_ff, s.heads, s.vocab
-    states = 16.0 * (s.params() + critic_params)
+    causal = isinstance(s, CausalShape)
+    if causal:  # frozen fp32 weights (4 bytes) + 16 bytes a trained parameter; LoRA trains the adapters alone
+        states = 4.0 * s.params() + 16.0 * (s.trained() + critic_params) if s.lora_r else 16.0 * (s.params() + critic_params)
+    else:
+        states = 16.0 * (s.params() + critic_params)
 
     def encoder(b: int, n: int) -> float:  # elements kept by the encoder stack, x 2 bytes
         return s.enc_layers * (2 * (18 * n * b * d + 8 * n * b * ff) + 10 * h * n * n * b)
@@ -273,8 +374,15 @@ def memory(s: Shape, src: int, label: int, rationale: int, batch: int, precision
     def decoder(b: int, t: int, n: int) -> float:
         return s.dec_layers * (2 * (31 * t * b * d + 4 * n * b * d + 8 * t * b * ff) + 10 * h * (t * t + t * n) * b)
 
+    def causal_layers(b: int, n: int) -> float:  # a Llama layer keeps what a T5 encoder layer does, bar the
+        # [h, n, n] scores: sdpa's fused kernels keep none; the padding mask is [b, 1, n, n]
+        return s.layers * 2 * (18 * n * b * d + 8 * n * b * ff) + 4 * b * n * n
+
     passes = [label] + ([rationale] if rationale_pass else [])
-    acts = ACTIVATION_SCALE[precision] * sum(encoder(batch, src) + decoder(batch, t, src) for t in passes)
+    if causal:
+        acts = ACTIVATION_SCALE[precision] * sum(causal_layers(batch, src + t) for t in passes)
+    else:
+        acts = ACTIVATION_SCALE[precision] * sum(encoder(batch, src) + decoder(batch, t, src) for t in passes)
     fused = mi == "maxpool"
     # the fused pass's float32 slices: a log-softmax (and, from bf16 logits, their float32 copy)
     chunk = (8 if el == 2 else 4) * min(2**25, batch * max(passes) * v)
@@ -284,8 +392,8 @@ def memory(s: Shape, src: int, label: int, rationale: int, batch: int, precision
         # logits (el) kept for backward; token_ce: + a float32 copy and its log-softmax
         bvt += n * el + (0 if fused else 8 * n)
     bvt += batch * max(passes) * v * el + (chunk if fused else 0)  # the largest pass's gradient in backward
-    return {"weights, gradients, AdamW": states, "activations": acts, "[B, T, V] buffers": bvt,
-            "total": states + acts + bvt}
+    key = "frozen weights, adapters + AdamW" if causal and s.lora_r else "weights, gradients, AdamW"
+    return {key: states, "activations": acts, "[B, T, V] buffers": bvt, "total": states + acts + bvt}
 
 
 def fits(total_bytes: float, gpu: GPU, headroom: float = 0.9) -> bool:

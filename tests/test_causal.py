@@ -319,3 +319,46 @@ def test_a_lora_student_exports_as_its_adapter_or_merged_and_loads_in_a_fresh_pr
     capsys.readouterr()
     assert main(["predict", str(tmp_path / "adapter"), "--input", str(src)]) == 0
     assert [json.loads(x)["answer"] for x in capsys.readouterr().out.splitlines()] == preds[:4]
+
+
+# --- sizing: what mmi-ray plan says of a decoder-only student
+
+
+@pytest.mark.parametrize("lora", [0, 16])
+def test_a_causal_shape_counts_the_parameters_the_model_and_peft_build(lora):
+    from peft import LoraConfig as PeftLora
+    from peft import get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from mmi_ray.sizing import shape_of
+
+    cfg = ModelConfig(name="Qwen/Qwen2.5-0.5B", lora={"r": lora, "target_modules": ["q_proj", "k_proj", "down_proj"]})
+    shape = shape_of(cfg)
+    with torch.device("meta"):
+        model = Qwen2ForCausalLM(Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                                             num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
+                                             tie_word_embeddings=True))
+        assert shape.params() == sum(p.numel() for p in model.parameters()) == 494_032_768
+        if lora:
+            model = get_peft_model(model, PeftLora(r=16, target_modules=["q_proj", "k_proj", "down_proj"]))
+            assert shape.trained() == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    tiny = ModelConfig(kind="causal", tokenizer="words", lora={"r": lora})
+    built = build_student(tiny, build_tokenizer(tiny), 0)
+    assert shape_of(tiny).params() == sum(p.numel() for p in built.parameters() if not lora or not p.requires_grad)
+    assert shape_of(tiny).trained() == sum(p.numel() for p in built.parameters() if p.requires_grad)
+
+
+def test_plan_sizes_a_causal_student_and_a_lora_run_fits_where_a_full_one_does_not():
+    from mmi_ray.sizing import GPUS, Lengths, memory, micro_batches_to_fit, shape_of
+
+    n = Lengths(120, 4, 90, 256, 8, 256, 1.05, "given")
+    full = shape_of(ModelConfig(name="Qwen/Qwen2.5-1.5B"))
+    lora = shape_of(ModelConfig(name="Qwen/Qwen2.5-1.5B", lora={"r": 16}))
+    a10g = GPUS["A10G"]
+    assert micro_batches_to_fit(full, n, 32, "bf16", "maxpool", a10g) is None  # 16 bytes x 1.54B: no batch fits
+    k = micro_batches_to_fit(lora, n, 32, "bf16", "maxpool", a10g)
+    assert k is not None  # with micro-batches (train.grad_accum_steps) as plan advises
+    m_full, m_lora = (memory(s, 256, 8, 256, 4, "bf16", "maxpool") for s in (full, lora))
+    assert m_full["weights, gradients, AdamW"] == 16 * full.params()
+    assert m_lora["frozen weights, adapters + AdamW"] == 4 * lora.params() + 16 * lora.trained()
+    assert m_lora["activations"] == m_full["activations"]  # the adapters' input gradients need them all the same
