@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import difflib
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -661,47 +660,6 @@ def model_source_problems(m: ModelConfig) -> list[str]:
     return problems
 
 
-def student_problems(m: ModelConfig) -> list[str]:
-    """What the student and its tokenizer (found: ``model_source_problems`` passed) cannot do that the
-    config asks: a model neither seq2seq nor causal, a chat template its tokenizer lacks, prompts and
-    continuations longer than its context."""
-    from .errors import ModelError
-    from .model import (
-        build_tokenizer,
-        context_length,
-        lora_targets_problem,
-        missing_lora_targets,
-        skeleton,
-        student_kind,
-    )
-
-    try:
-        kind = student_kind(m)
-        tokenizer = build_tokenizer(m) if m.chat_template else None
-    except ModelError as e:
-        return [str(e)]
-    problems = []
-    if m.chat_template and kind != "causal":
-        problems.append("model.chat_template: for decoder-only students only (this student is seq2seq)")
-    elif m.chat_template and not getattr(tokenizer, "chat_template", None):
-        problems.append(f"model.chat_template: tokenizer '{m.tokenizer or m.name}' has no chat template; "
-                        "set model.chat_template: false (prompt, newline, continuation)")
-    if kind == "causal":
-        ctx = context_length(m)
-        if ctx is not None and m.max_source_length + m.max_target_length > ctx:
-            problems.append(f"model.max_source_length + model.max_target_length: {m.max_source_length} + "
-                            f"{m.max_target_length} tokens exceed the context of '{m.name}' ({ctx} positions)")
-    if m.lora.r:
-        if importlib.util.find_spec("peft") is None:
-            problems.append("model.lora.r: LoRA students need peft (pip install 'mmi-ray[lora]')")
-        elif m.lora.target_modules:
-            model = skeleton(m)
-            missing = missing_lora_targets(model, m.lora.target_modules)
-            if missing:
-                problems.append(lora_targets_problem(m, missing, model))
-    return problems
-
-
 def check_paths(cfg: Config, source: str) -> None:
     """Checks that need the file system (run before any Ray work)."""
     problems = []
@@ -714,7 +672,6 @@ def check_paths(cfg: Config, source: str) -> None:
             problems.append(f"data.data_dir: folder not found: {cfg.data.data_dir}")
         elif not (d / cfg.data.dataset).is_dir():
             problems.append(f"data.data_dir: no '{cfg.data.dataset}' folder in {cfg.data.data_dir}")
-    source_problems = model_source_problems(cfg.model)
-    problems += source_problems or student_problems(cfg.model)
+    problems += model_source_problems(cfg.model)
     if problems:
         raise ConfigError(source, problems)

@@ -273,3 +273,45 @@ def d_model_of(model: nn.Module) -> int:
 
 def count_params(model: nn.Module, trained: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trained)
+
+
+def student_problems(m: ModelConfig) -> list[str]:
+    """What the student and its tokenizer (found: ``config.model_source_problems`` passed) cannot do
+    that the config asks: a model neither seq2seq nor causal, a chat template its tokenizer lacks,
+    prompts and continuations longer than its context, LoRA target modules it does not have."""
+    import importlib.util
+
+    try:
+        kind = student_kind(m)
+        tokenizer = build_tokenizer(m) if m.chat_template else None
+    except ModelError as e:
+        return [str(e)]
+    problems = []
+    if m.chat_template and kind != "causal":
+        problems.append("model.chat_template: for decoder-only students only (this student is seq2seq)")
+    elif m.chat_template and not getattr(tokenizer, "chat_template", None):
+        problems.append(f"model.chat_template: tokenizer '{m.tokenizer or m.name}' has no chat template; "
+                        "set model.chat_template: false (prompt, newline, continuation)")
+    if kind == "causal":
+        ctx = context_length(m)
+        if ctx is not None and m.max_source_length + m.max_target_length > ctx:
+            problems.append(f"model.max_source_length + model.max_target_length: {m.max_source_length} + "
+                            f"{m.max_target_length} tokens exceed the context of '{m.name}' ({ctx} positions)")
+    if m.lora.r:
+        if importlib.util.find_spec("peft") is None:
+            problems.append("model.lora.r: LoRA students need peft (pip install 'mmi-ray[lora]')")
+        elif m.lora.target_modules:
+            model = skeleton(m)
+            missing = missing_lora_targets(model, m.lora.target_modules)
+            if missing:
+                problems.append(lora_targets_problem(m, missing, model))
+    return problems
+
+
+def check_student(cfg, source: str) -> None:
+    """``student_problems`` as one error naming the config (run after ``config.check_paths``)."""
+    from .errors import ConfigError
+
+    problems = student_problems(cfg.model)
+    if problems:
+        raise ConfigError(source, problems)

@@ -274,11 +274,16 @@ def data_lengths(cfg: Config, sample: int = 2000) -> Lengths:
         return Lengths(m.max_source_length, m.max_target_length, m.max_target_length, m.max_source_length,
                        m.max_target_length, m.max_target_length, 1.0,
                        f"the config's maximum lengths (no data here: {type(e).__name__}): an upper bound")
-    from .data.batching import LABEL_PREFIX, prompts_for, tokenize
+    from .data.batching import LABEL_PREFIX, Prompts, prompts_for, tokenize
+    from .errors import ModelError
 
     tok = _offline_tokenizer(m)
     if tok is not None:
-        t = tokenize(rows, prompts_for(m, tok), m.max_source_length, m.max_target_length, cfg.data.label_type)
+        try:
+            prompts = prompts_for(m, tok)
+        except ModelError:  # the tokenizer is here, the model's config is not: lengths differ by a token at most
+            prompts = Prompts(tok)
+        t = tokenize(rows, prompts, m.max_source_length, m.max_target_length, cfg.data.label_type)
         lens = {k: [len(x) for x in getattr(t, f"{k}_ids")] for k in ("predict", "label", "rationale")}
         how = "its tokenizer"
     else:

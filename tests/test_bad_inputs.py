@@ -108,6 +108,8 @@ CASES = [
      "c.yaml: model.max_source_length + model.max_target_length: 256 + 128 tokens exceed the context of"),
     ("a chat template the tokenizer lacks", lambda t: [T, cfg(t), "model.kind=causal", "model.tokenizer=words", "model.chat_template=true"],
      "c.yaml: model.chat_template: tokenizer 'words' has no chat template"),
+    ("LoRA target modules the model lacks", lambda t: [T, cfg(t), "model.kind=causal", "model.tokenizer=words", "model.lora.r=4", "model.lora.target_modules=[q_proj,query]"],
+     "c.yaml: model.lora.target_modules: 'tiny' has no layer named 'query' (its linear layers: "),
     ("a chat template for a seq2seq student", lambda t: [T, cfg(t), "model.chat_template=true"],
      "c.yaml: model.chat_template: for decoder-only students only"),
     ("a student name no one has", lambda t: [T, cfg(t), "model.name=no-such-org/t5-tiny"], "c.yaml: model.name: 'no-such-org/t5-tiny': "),

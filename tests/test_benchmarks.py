@@ -331,3 +331,22 @@ def test_ray_benchmarks_small_mode(ray_session, tmp_path):
     text = (tmp_path / "B.md").read_text()
     for title in ("Data-parallel scaling", "Sweep overhead", "Search efficiency"):
         assert f"### {title}" in text
+
+
+def test_the_causal_benchmarks_small_mode(tmp_path):
+    """Issue 42's two figures: the MI term at Qwen2.5's vocabulary against DSS on the decoder-only
+    student, and mmi-ray's loop against a plain Trainer loop on it (smoke sizes)."""
+    import lora_sizes
+    import mi_overhead
+    import reference_loop
+
+    res = mi_overhead.main(["--student", "causal", "--vocab", "qwen", "--pairs", "1", "--steps", "1", "--batch", "2",
+                            "--variants", "maxpool", "--no-memory"])
+    assert list(res["ratios"]) == ["DSS", "maxpool"] and min(min(v) for v in res["tokens_per_s"].values()) > 0
+    rows = reference_loop.main(["--student", "causal", "--builtin", "--steps", "6", "--warmup", "2", "--repeats", "1",
+                                "--mi", "on", "--batch", "4", "--out", str(tmp_path / "B.md")])
+    assert rows[0]["reference"] > 0 and rows[0]["ours"] > 0
+    assert "a plain Trainer (prompt + continuation rows)" in (tmp_path / "B.md").read_text()
+    lora_sizes.main(["--r", "8", "--models", "Qwen/Qwen2.5-0.5B", "--out", str(tmp_path / "L.md")])
+    assert "| Qwen/Qwen2.5-0.5B | 494M | 5.52 GiB | 0.54M | 8 | q, v (peft's default) | 6 MiB | 0.11% |" in \
+        (tmp_path / "L.md").read_text()

@@ -172,7 +172,7 @@ def _folder(tmp_path, config, tokenizer=None):
 def test_a_local_causal_lm_is_read_as_causal_and_its_context_is_checked(tmp_path):
     from transformers import LlamaConfig
 
-    from mmi_ray.config import student_problems
+    from mmi_ray.model import student_problems
 
     tok = build_tokenizer(ModelConfig(tokenizer="words"))
     path = _folder(tmp_path, LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
@@ -192,7 +192,7 @@ def test_a_local_causal_lm_is_read_as_causal_and_its_context_is_checked(tmp_path
 def test_a_model_that_is_neither_seq2seq_nor_causal_is_named(tmp_path):
     from transformers import ViTConfig
 
-    from mmi_ray.config import student_problems
+    from mmi_ray.model import student_problems
 
     path = _folder(tmp_path, ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
     assert student_problems(ModelConfig(name=path)) == [
@@ -245,7 +245,7 @@ def test_a_lora_student_trains_only_its_adapters_and_its_checkpoint_holds_them_a
 
 
 def test_lora_target_modules_the_model_lacks_are_named():
-    from mmi_ray.config import student_problems
+    from mmi_ray.model import student_problems
 
     m = ModelConfig(kind="causal", tokenizer="words", lora={"r": 4, "target_modules": ["q_proj", "query"]})
     [line] = student_problems(m)

@@ -21,12 +21,16 @@ def check_inputs(sweep, source: str) -> None:
     """What would fail in every trial, checked once before any: paths, each searched student or
     tokenizer, and your own rows against the tokenizer."""
     from ..config import check_paths
+    from ..model import check_student
 
     check_paths(sweep.base, f"{source} (base)")
+    check_student(sweep.base, f"{source} (base)")
     for key, p in sweep.spec.search.items():  # a searched student or tokenizer: each choice, before any trial
         if key in ("model.name", "model.tokenizer") and p.type == "choice":
             for v in p.values:
-                check_paths(sweep.trial_config({key: v}, sweep.spec.seeds[0], "/tmp"), f"{source} (search.{key})")
+                trial = sweep.trial_config({key: v}, sweep.spec.seeds[0], "/tmp")
+                check_paths(trial, f"{source} (search.{key})")
+                check_student(trial, f"{source} (search.{key})")
     if sweep.base.data.dataset == "custom":  # your own rows: a bad row fails here, not in every trial
         from ..data import load_splits
         from ..model import check_vocabulary

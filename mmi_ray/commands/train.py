@@ -16,11 +16,12 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..config import check_paths, load_config
     from ..data import load_splits
-    from ..model import build_tokenizer, check_vocabulary
+    from ..model import build_tokenizer, check_student, check_vocabulary
     from ..train import run_training
 
     cfg = load_config(args.config, args.overrides)
     check_paths(cfg, args.config)
+    check_student(cfg, args.config)
     # fail on bad data or model names here, before any Ray work starts
     check_vocabulary(cfg, load_splits(cfg.data), args.config)
     build_tokenizer(cfg.model)
