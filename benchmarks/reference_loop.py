@@ -86,7 +86,6 @@ def reference(cfg: Config, warmup: int) -> tuple[float, float]:
         DataCollatorForSeq2Seq,
         Seq2SeqTrainer,
         Seq2SeqTrainingArguments,
-        TrainerCallback,
     )
 
     torch.set_num_threads(cfg.scaling.torch_threads or 1)
@@ -120,6 +119,16 @@ def reference(cfg: Config, warmup: int) -> tuple[float, float]:
                 loss = loss + mi_weight * maxpool_ce(pred_out.logits, expl_out.logits)
             return (loss, {"pred": pred_out, "expl": expl_out}) if return_outputs else loss
 
+    return timed_train(TaskPrefixTrainer, Seq2SeqTrainingArguments, model, rows, TaskPrefixDataCollator(tok, model=model),
+                       cfg, warmup, batch_tokens)
+
+
+def timed_train(trainer_cls, args_cls, model, rows, collator, cfg: Config, warmup: int,
+                batch_tokens: list[int]) -> tuple[float, float]:
+    """Train with ``trainer_cls`` at the config's batch, steps, schedule and clipping; (examples/s,
+    tokens/s) after ``warmup`` steps, from a callback's step-end times and the collator's token counts."""
+    from transformers import TrainerCallback
+
     class StepTimes(TrainerCallback):
         def __init__(self):
             self.times: list[float] = []
@@ -129,15 +138,13 @@ def reference(cfg: Config, warmup: int) -> tuple[float, float]:
 
     timer = StepTimes()
     with tempfile.TemporaryDirectory() as out:
-        targs = Seq2SeqTrainingArguments(
+        targs = args_cls(
             output_dir=out, per_device_train_batch_size=cfg.train.batch_size, max_steps=cfg.train.max_steps,
             learning_rate=cfg.optim.lr, lr_scheduler_type="linear", warmup_steps=cfg.optim.warmup_steps,
             max_grad_norm=cfg.optim.max_grad_norm, weight_decay=cfg.optim.weight_decay, optim="adamw_torch",
             seed=cfg.train.seed, remove_unused_columns=False, save_strategy="no", eval_strategy="no",
             logging_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True, dataloader_num_workers=0)
-        trainer = TaskPrefixTrainer(model=model, args=targs, train_dataset=rows,
-                                    data_collator=TaskPrefixDataCollator(tok, model=model), callbacks=[timer])
-        trainer.train()
+        trainer_cls(model=model, args=targs, train_dataset=rows, data_collator=collator, callbacks=[timer]).train()
     n = cfg.train.max_steps - warmup
     seconds = timer.times[-1] - timer.times[warmup - 1]
     return n * cfg.train.batch_size / seconds, sum(batch_tokens[warmup:cfg.train.max_steps]) / seconds
@@ -146,7 +153,7 @@ def reference(cfg: Config, warmup: int) -> tuple[float, float]:
 def reference_causal(cfg: Config, warmup: int) -> tuple[float, float]:
     """(examples/s, tokens/s) of a plain ``Trainer`` loop on the decoder-only student after ``warmup``
     steps: each task's rows are prompt + continuation, the prompt's labels -100."""
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
     torch.set_num_threads(cfg.scaling.torch_threads or 1)
     tok = build_tokenizer(cfg.model)
@@ -187,25 +194,7 @@ def reference_causal(cfg: Config, warmup: int) -> tuple[float, float]:
                 loss = loss + mi_weight * maxpool_ce(continuation(pred_out.logits, p), continuation(expl_out.logits, e))
             return (loss, {"pred": pred_out, "expl": expl_out}) if return_outputs else loss
 
-    class StepTimes(TrainerCallback):
-        def __init__(self):
-            self.times: list[float] = []
-
-        def on_step_end(self, args, state, control, **kw):
-            self.times.append(time.perf_counter())
-
-    timer = StepTimes()
-    with tempfile.TemporaryDirectory() as out:
-        targs = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=cfg.train.batch_size, max_steps=cfg.train.max_steps,
-            learning_rate=cfg.optim.lr, lr_scheduler_type="linear", warmup_steps=cfg.optim.warmup_steps,
-            max_grad_norm=cfg.optim.max_grad_norm, weight_decay=cfg.optim.weight_decay, optim="adamw_torch",
-            seed=cfg.train.seed, remove_unused_columns=False, save_strategy="no", eval_strategy="no",
-            logging_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True, dataloader_num_workers=0)
-        TaskPrefixTrainer(model=model, args=targs, train_dataset=rows, data_collator=collate, callbacks=[timer]).train()
-    n = cfg.train.max_steps - warmup
-    seconds = timer.times[-1] - timer.times[warmup - 1]
-    return n * cfg.train.batch_size / seconds, sum(batch_tokens[warmup:cfg.train.max_steps]) / seconds
+    return timed_train(TaskPrefixTrainer, TrainingArguments, model, rows, collate, cfg, warmup, batch_tokens)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
