@@ -395,3 +395,26 @@ def test_a_lora_run_resumed_from_its_checkpoint_ends_bit_for_bit_as_the_uninterr
     assert resumed.keys() == whole.keys()
     for k in whole:
         torch.testing.assert_close(resumed[k], whole[k], rtol=0, atol=0)
+
+
+def test_a_local_causal_lm_folder_is_the_student_with_its_weights_and_a_pad_token(tmp_path):
+    """model.name: a folder written by save_pretrained (as a hub download is): the student starts from
+    its weights; a tokenizer without a pad token pads with its EOS."""
+    from mmi_ray.distill import DistillModule
+
+    tok = build_tokenizer(ModelConfig(tokenizer="words"))
+    saved = build_student(MODEL.model_copy(update={"tokenizer": "words"}), tok, 7)
+    saved.save_pretrained(tmp_path / "lm")
+    tok.pad_token = None
+    tok.save_pretrained(tmp_path / "lm")
+    cfg = ModelConfig(name=str(tmp_path / "lm"), max_source_length=128, max_target_length=64)
+    assert student_kind(cfg) == "causal"
+    loaded_tok = build_tokenizer(cfg)
+    assert loaded_tok.pad_token == loaded_tok.eos_token == "</s>"
+    student = build_student(cfg, loaded_tok, 0)
+    for (k, a), (_, b) in zip(saved.state_dict().items(), student.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+    module = DistillModule(student, LossConfig(mi_weight=0.1, mi_estimator="maxpool"))
+    exs = generate(4, seed=1, tasks=["arith"], error_rate=0.0)
+    batch = collate(tokenize(exs, Prompts(loaded_tok, causal=True), 128, 64), list(range(4)), loaded_tok.pad_token_id)
+    assert torch.isfinite(module(batch).loss)
