@@ -418,3 +418,48 @@ def test_a_local_causal_lm_folder_is_the_student_with_its_weights_and_a_pad_toke
     exs = generate(4, seed=1, tasks=["arith"], error_rate=0.0)
     batch = collate(tokenize(exs, Prompts(loaded_tok, causal=True), 128, 64), list(range(4)), loaded_tok.pad_token_id)
     assert torch.isfinite(module(batch).loss)
+
+
+def test_a_chat_template_student_trains_exports_and_predicts_through_its_template(tmp_path, capsys):
+    """model.chat_template: training, the run's evaluation, the exported folder (its prompt file) and
+    mmi-ray predict all wrap the prompts in the tokenizer's template: predict answers as the run did."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from mmi_ray.cli import main
+    from mmi_ray.config import load_config
+    from mmi_ray.layout import CONFIG_FILE
+    from mmi_ray.recipe import run_loop
+    from mmi_ray.worker import in_process_env
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_export import own_predictions
+
+    _chat_words().save_pretrained(tmp_path / "tok")
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "configs" / "tiny_props.yaml", [
+        "model.kind=causal", f"model.tokenizer={tmp_path / 'tok'}", "model.chat_template=true", "train.max_steps=150",
+        "train.eval_every=150", "model.d_model=64", "model.d_ff=128", "data.builtin.num_train=400",
+        "run.storage_path=unused"])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / CONFIG_FILE).write_text(cfg.to_yaml())
+    run_loop(cfg, in_process_env(str(run_dir), 2, "node", lambda m: None)[0])
+    inputs, preds, _ = own_predictions(run_dir)
+    assert all(preds)
+    out = tmp_path / "student"
+    assert main(["export", str(run_dir), "--out", str(out)]) == 0
+    assert json.loads((out / "mmi_ray_prompt.json").read_text())["chat_template"] is True
+    example = (out / "README.md").read_text().split("```python\n")[1].split("```")[0]
+    assert "apply_chat_template" in example
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == preds[0]  # the card's five lines, on the first validation question, as the run
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(inputs[:6]) + "\n")
+    capsys.readouterr()
+    assert main(["predict", str(out), "--input", str(src)]) == 0
+    assert [json.loads(x)["answer"] for x in capsys.readouterr().out.splitlines()] == preds[:6]
