@@ -61,7 +61,7 @@ class DistillModule(nn.Module):
     @property
     def lora(self) -> bool:
         """A student with LoRA adapters (peft): its own weights frozen."""
-        return hasattr(self.student, "peft_config")
+        return is_lora(self.student)
 
     def checkpoint_state(self) -> dict[str, Tensor]:
         """What a checkpoint holds: the whole module; with LoRA the trained tensors only (adapters and
@@ -160,6 +160,11 @@ class DistillModule(nn.Module):
         return greedy(self.student, input_ids, mask, max_new_tokens, **kwargs)
 
 
+def is_lora(model: nn.Module) -> bool:
+    """A model with peft's LoRA adapters on it."""
+    return hasattr(model, "peft_config")
+
+
 def is_causal(model: nn.Module) -> bool:
     """A decoder-only model (its config says it is not an encoder-decoder)."""
     return not getattr(model.config, "is_encoder_decoder", False)
@@ -183,10 +188,9 @@ def greedy(model: nn.Module, input_ids: Tensor, mask: Tensor, max_new_tokens: in
 def left_align(ids: Tensor, mask: Tensor, pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
     """Right-padded rows moved to the right edge (padding on the left, as decoder-only generation and
     a shared continuation column need): (ids, mask, each row's left padding)."""
-    lengths = mask.sum(1)
-    width = int(lengths.max())
-    shift = width - lengths  # [B]
+    width = ids.size(1)  # the batch is padded to its longest row: no device-to-host read of the lengths
+    shift = width - mask.sum(1)  # [B]
     src = torch.arange(width, device=ids.device).unsqueeze(0) - shift.unsqueeze(1)  # [B, width]
     valid = src.ge(0)
-    out = ids[:, :width].gather(1, src.clamp_min(0)).masked_fill(~valid, pad_id)
+    out = ids.gather(1, src.clamp_min(0)).masked_fill(~valid, pad_id)
     return out, valid, shift

@@ -168,8 +168,10 @@ def write_model(chosen: Chosen, out: Path, merge: bool = False) -> bool:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the shard-writing bar of a one-file model says nothing
+    from .distill import is_lora
+
     student, tokenizer, cfg = load_student(chosen.checkpoint)
-    if hasattr(student, "peft_config"):
+    if is_lora(student):
         if not merge:
             return write_adapter(student, tokenizer, cfg, out)
         student = student.merge_and_unload()

@@ -143,25 +143,36 @@ def build_seq2seq(cfg: ModelConfig, tokenizer, seed: int, attn: str = "sdpa") ->
     return model
 
 
+def source_of(name: str) -> str:
+    """What ``from_pretrained`` takes for ``model.name``: the folder's path, or the hub name."""
+    p = Path(name).expanduser()
+    return str(p) if p.is_dir() else name
+
+
+def hf_config(cfg: ModelConfig):
+    """The model's ``config.json`` (folder or hub), or one line naming ``model.name``."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source_of(cfg.name))
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"model.name: cannot load '{cfg.name}' ({type(e).__name__}: {_first_line(e)})") from None
+
+
 def student_kind(cfg: ModelConfig) -> str:
     """``seq2seq`` or ``causal``: as stated (``model.kind``), else read from the model's config."""
     if cfg.kind != "auto":
         return cfg.kind
     if cfg.name == "tiny":
         return "seq2seq"
-    from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    p = Path(cfg.name).expanduser()
-    try:
-        hf_config = AutoConfig.from_pretrained(str(p) if p.is_dir() else cfg.name)
-    except Exception as e:  # noqa: BLE001
-        raise ModelError(f"model.name: cannot load '{cfg.name}' ({type(e).__name__}: {_first_line(e)})") from None
-    if getattr(hf_config, "is_encoder_decoder", False):
+    conf = hf_config(cfg)
+    if getattr(conf, "is_encoder_decoder", False):
         return "seq2seq"
-    if hf_config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    if conf.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return "causal"
-    raise ModelError(f"model.name: '{cfg.name}' (model_type {hf_config.model_type}) is neither a seq2seq model nor "
+    raise ModelError(f"model.name: '{cfg.name}' (model_type {conf.model_type}) is neither a seq2seq model nor "
                      "a causal LM; set model.kind if it is one of them")
 
 
@@ -169,10 +180,7 @@ def context_length(cfg: ModelConfig) -> int | None:
     """The positions a decoder-only student has (``max_position_embeddings``), or None if unknown."""
     if cfg.name == "tiny":
         return None  # the preset is built with room for the configured lengths
-    from transformers import AutoConfig
-
-    p = Path(cfg.name).expanduser()
-    return getattr(AutoConfig.from_pretrained(str(p) if p.is_dir() else cfg.name), "max_position_embeddings", None)
+    return getattr(hf_config(cfg), "max_position_embeddings", None)
 
 
 def build_student(cfg: ModelConfig, tokenizer, seed: int, attn: str = "sdpa", lora: bool = True) -> nn.Module:
@@ -204,11 +212,9 @@ def skeleton(cfg: ModelConfig) -> nn.Module:
     with torch.device("meta"):
         if cfg.name == "tiny":
             return (build_causal if causal else build_seq2seq)(cfg, build_tokenizer(cfg), 0)
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-        p = Path(cfg.name).expanduser()
-        config = AutoConfig.from_pretrained(str(p) if p.is_dir() else cfg.name)
-        return (AutoModelForCausalLM if causal else AutoModelForSeq2SeqLM).from_config(config)
+        return (AutoModelForCausalLM if causal else AutoModelForSeq2SeqLM).from_config(hf_config(cfg))
 
 
 def missing_lora_targets(model: nn.Module, targets: list[str] | None) -> list[str]:
@@ -257,12 +263,11 @@ def build_causal(cfg: ModelConfig, tokenizer, seed: int, attn: str = "sdpa") -> 
     if cfg.name.startswith((".", "/", "~")) and not p.is_dir():
         raise ModelError(f"model.name: checkpoint folder not found: {cfg.name}")
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(p) if p.is_dir() else cfg.name, dtype=torch.float32,
-                                                     attn_implementation=attn)
+        model = AutoModelForCausalLM.from_pretrained(source_of(cfg.name), dtype=torch.float32, attn_implementation=attn)
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"model.name: cannot load '{cfg.name}' ({type(e).__name__}: {_first_line(e)})") from None
     if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        model.config.pad_token_id = tokenizer.pad_token_id  # build_tokenizer gives one (EOS where there is none)
     return model
 
 

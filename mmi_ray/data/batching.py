@@ -64,10 +64,8 @@ class Prompts:
         if not self.causal:
             return _ids(tok, [prefix + t for t in texts], max_length)
         if self.chat:
-            out = [tok.apply_chat_template([{"role": "user", "content": prefix + t}], add_generation_prompt=True,
-                                           tokenize=True) for t in texts]
-            out = [o["input_ids"] if isinstance(o, dict) or hasattr(o, "keys") else o for o in out]
-            return [list(o[:max_length]) for o in out]
+            return [tok.apply_chat_template([{"role": "user", "content": prefix + t}], add_generation_prompt=True,
+                                            tokenize=True, return_dict=False)[:max_length] for t in texts]
         return _ids(tok, [prefix + t + SEPARATOR for t in texts], max_length)
 
     def targets(self, texts: list[str], max_length: int) -> list[list[int]]:
