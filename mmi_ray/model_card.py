@@ -137,12 +137,12 @@ def build_card(chosen: Chosen, name: str, model_ref: str, remote: bool, adapter:
                         "split": "test"},
             "metrics": results}]}]
     how = (" as one user turn of its tokenizer's chat template (with the generation prompt)" if chat
-           else " and a newline (`\\n`); the answer is what it writes after it, up to its end-of-text token" if causal
-           else "")
+           else " followed by a newline (`\\n`)" if causal else "")
+    after = ("; the answer is the text it writes after the prompt, up to its end-of-text token" if causal else "")
     lines += ["## How to prompt it", "",
               f"- `{LABEL_PREFIX}<input>`{how} gives the answer (greedy, at most {cfg.train.max_new_tokens} new tokens "
-              "in training's evaluation);",
-              f"- `{RATIONALE_PREFIX}<input>`, the same way, gives the rationale (chain of thought).", "",
+              f"in training's evaluation){after};",
+              f"- `{RATIONALE_PREFIX}<input>`{', the same way,' if how else ''} gives the rationale (chain of thought).", "",
               "```python", usage(model_ref, remote, text, cfg.train.max_new_tokens, causal, chat, base).rstrip(), "```", ""]
     if adapter:
         lines += [f"A LoRA adapter (peft; r = {cfg.model.lora.r}, alpha = {cfg.model.lora.alpha:g}) on "
