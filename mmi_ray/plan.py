@@ -334,11 +334,13 @@ def estimate(base, gpu: GPU | None, given: float | None, gpu_sweep: bool = True,
     lines.append(f"  step time: {st:.3g} s ({how})")
     mi = base.loss.mi_estimator if base.loss.mi_weight > 0 else None
     rationale_pass = base.loss.rationale_weight > 0 or base.loss.mi_weight > 0
-    mem = memory(shape, lengths.src_max, lengths.label_max, lengths.rationale_max, t.batch_size, p, mi, rationale_pass)
+    eager = t.deterministic  # on a GPU, deterministic attention is eager (machine.attention_kernel)
+    mem = memory(shape, lengths.src_max, lengths.label_max, lengths.rationale_max, t.batch_size, p, mi, rationale_pass,
+                 eager=eager)
     parts = ", ".join(f"{k} {gib(v)}" for k, v in mem.items() if k != "total")
     lines.append(f"  GPU memory per worker: about {gib(mem['total'])} of {gpu.memory_gib:g} GiB ({parts}; micro-batch "
                  f"{t.batch_size}, longest {lengths.src_max}/{lengths.label_max}/{lengths.rationale_max} tokens)")
-    k = micro_batches_to_fit(shape, lengths, t.batch_size, p, mi, gpu, rationale_pass)
+    k = micro_batches_to_fit(shape, lengths, t.batch_size, p, mi, gpu, rationale_pass, eager)
     if k is None:
         warnings.append(f"a run needs about {gib(mem['total'])} of GPU memory, more than {gpu.name}'s "
                         f"{gpu.memory_gib:g} GiB even at one example per micro-batch: a GPU with more memory, or "

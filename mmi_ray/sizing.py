@@ -357,14 +357,32 @@ peak resident memory of ``benchmarks/memory_estimate.py``'s four shapes (the est
 A GPU's bf16 is measured by gpu_check.py."""
 
 
+CAUSAL_KEPT = {("fp32", False): ((44, 16), 4), ("bf16", False): ((40, 8), 5),
+               ("fp32", True): ((36, 12), 4), ("bf16", True): ((24, 6), 5)}
+"""A Llama / Qwen2 layer's tensors kept for backward, by precision and LoRA: bytes a token per unit
+of d_model and of d_ff, and (eager attention) bytes a ``[B, heads, n, n]`` element (the float32
+softmax and, under bf16, the copy the value product keeps). A frozen linear layer keeps no input, so
+a LoRA student keeps less. Counted with ``torch.autograd.graph.saved_tensors_hooks`` on the CPU over
+sdpa and eager, fp32 and bf16 autocast, full and LoRA (r 8 on q_proj, v_proj); grouped-query
+attention changed nothing; autocast's bf16 weight copies are counted with the states."""
+
+CAUSAL_TRANSIENT = 1.3
+"""What a step's peak holds over the kept tensors (backward's working buffers), fitted on the CPU to
+the peak resident memory of ``benchmarks/memory_estimate.py``'s three decoder-only shapes (full,
+LoRA, long prompts): the estimate then lands at 0.80-1.20 of it over fp32 and bf16 autocast, sdpa
+and eager attention (the measured peak moves about 8% from run to run). A GPU's figure is
+gpu_check.py's to measure."""
+
+
 def memory(s: Shape, src: int, label: int, rationale: int, batch: int, precision: str, mi: str | None,
-           rationale_pass: bool = True, critic_params: int = 0) -> dict[str, float]:
+           rationale_pass: bool = True, critic_params: int = 0, eager: bool = False) -> dict[str, float]:
     """Peak bytes of one training micro-batch of ``batch`` examples at these lengths (the longest a
     batch holds): fp32 weights, gradients and AdamW's two moments (16 bytes a parameter); the
     activations autograd keeps for both passes (``ACTIVATION_SCALE``); and the ``[B, T, V]`` output
     buffers: the logits, and either the fused cross-entropy + max-pool's backward (its gradient in the
     logits' dtype, float32 slices of at most 2**25 elements) or ``token_ce``'s float32 copy and
-    log-softmax."""
+    log-softmax. ``eager``: a decoder-only student attends eagerly (``train.deterministic`` on a GPU),
+    which keeps every layer's ``[B, heads, n, n]`` attention probabilities for backward."""
     el = 2 if precision == "bf16" else 4
     d, ff, h, v = s.d_model, s.d_ff, s.heads, s.vocab
     causal = isinstance(s, CausalShape)
@@ -379,13 +397,16 @@ def memory(s: Shape, src: int, label: int, rationale: int, batch: int, precision
     def decoder(b: int, t: int, n: int) -> float:
         return s.dec_layers * (2 * (31 * t * b * d + 4 * n * b * d + 8 * t * b * ff) + 10 * h * (t * t + t * n) * b)
 
-    def causal_layers(b: int, n: int) -> float:  # a Llama layer keeps what a T5 encoder layer does, bar the
-        # [h, n, n] scores: sdpa's fused kernels keep none; the padding mask is [b, 1, n, n]
-        return s.layers * 2 * (18 * n * b * d + 8 * n * b * ff) + 4 * b * n * n
+    def causal_layers(b: int, n: int) -> float:  # bytes autograd keeps in a pass of n tokens (CAUSAL_KEPT)
+        per_token, per_score = CAUSAL_KEPT[precision, bool(s.lora_r)]
+        return CAUSAL_TRANSIENT * s.layers * b * (n * (per_token[0] * d + per_token[1] * ff)
+                                                  + (per_score * h * n * n if eager else 0))
 
     passes = [label] + ([rationale] if rationale_pass else [])
     if causal:
-        acts = ACTIVATION_SCALE[precision] * sum(causal_layers(batch, src + t) for t in passes)
+        acts = sum(causal_layers(batch, src + t) for t in passes)
+        if el == 2:  # autocast's bf16 copy of every weight, kept for backward
+            states += 2.0 * s.params()
     else:
         acts = ACTIVATION_SCALE[precision] * sum(encoder(batch, src) + decoder(batch, t, src) for t in passes)
     fused = mi == "maxpool"
@@ -407,13 +428,13 @@ def fits(total_bytes: float, gpu: GPU, headroom: float = 0.9) -> bool:
 
 
 def micro_batches_to_fit(s: Shape, n: Lengths, batch: int, precision: str, mi: str | None, gpu: GPU,
-                         rationale_pass: bool = True) -> int | None:
+                         rationale_pass: bool = True, eager: bool = False) -> int | None:
     """The fewest micro-batches per optimizer step (``train.grad_accum_steps``, with
     ``train.batch_size`` divided by it) whose peak fits ``gpu``; None when even one example does not."""
     for k in range(1, batch + 1):
         if batch % k:
             continue
-        est = memory(s, n.src_max, n.label_max, n.rationale_max, batch // k, precision, mi, rationale_pass)
+        est = memory(s, n.src_max, n.label_max, n.rationale_max, batch // k, precision, mi, rationale_pass, eager=eager)
         if fits(est["total"], gpu):
             return k
     return None
