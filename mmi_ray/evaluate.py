@@ -14,7 +14,7 @@ import torch.distributed as dist
 from .checkpoint import load_module
 from .config import Config
 from .data import load_splits
-from .data.batching import Prompts, pad, predict_inputs, prompts_for
+from .data.batching import Prompts, padded, predict_inputs, prompts_for
 from .distill import DistillModule
 from .machine import autocast
 from .metrics import ece_equal_mass, ece_equal_width, label_correct
@@ -62,8 +62,8 @@ def _evaluate(module: DistillModule, tokenizer, examples, predict_ids, cfg: Conf
     predicted: dict[int, str] = {}
     for start in range(0, len(mine), bs):
         idx = mine[start : start + bs]
-        ids = pad([predict_ids[i] for i in idx], tokenizer.pad_token_id).to(device)
-        out, conf = module.predict_labels(ids, ids.ne(tokenizer.pad_token_id), cfg.train.max_new_tokens)
+        ids, mask = padded([predict_ids[i] for i in idx], tokenizer.pad_token_id)
+        out, conf = module.predict_labels(ids.to(device), mask.to(device), cfg.train.max_new_tokens)
         preds = tokenizer.batch_decode(out, skip_special_tokens=True)
         for i, pred, c in zip(idx, preds, conf.tolist()):
             ex = examples[i]
@@ -115,8 +115,8 @@ def _rationales(module: DistillModule, tokenizer, examples, predicted: dict[int,
         RATIONALE_PREFIX, [examples[i].input for i in mine], cfg.model.max_source_length)
     for start in range(0, len(mine), bs):
         idx = mine[start:start + bs]
-        ids = pad(explain_ids[start:start + bs], tokenizer.pad_token_id).to(device)
-        out = module.generate(ids, ids.ne(tokenizer.pad_token_id), cfg.train.max_rationale_tokens)
+        ids, mask = padded(explain_ids[start:start + bs], tokenizer.pad_token_id)
+        out = module.generate(ids.to(device), mask.to(device), cfg.train.max_rationale_tokens)
         for i, text in zip(idx, tokenizer.batch_decode(out, skip_special_tokens=True)):
             ex = examples[i]
             records.append((text.strip(), ex.rationale, predicted[i], ex.label, ex.kind, ex.task, ex.input))

@@ -49,7 +49,7 @@ def build_tokenizer(cfg: ModelConfig):
         key = "model.tokenizer" if cfg.tokenizer else "model.name"
         raise ModelError(f"{key}: cannot load tokenizer '{name}' ({type(e).__name__}: {_first_line(e)})") from None
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:  # many decoder-only LMs have none
-        tokenizer.pad_token = tokenizer.eos_token  # their prompts hold no EOS (masks are ids != pad id)
+        tokenizer.pad_token = tokenizer.eos_token  # masks come from lengths (batching.padded): a prompt may hold it
     return tokenizer
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-from .data.batching import LABEL_PREFIX, RATIONALE_PREFIX, Prompts, pad
+from .data.batching import LABEL_PREFIX, RATIONALE_PREFIX, Prompts, padded
 from .errors import DataError
 
 
@@ -43,9 +43,8 @@ def generate(model, prompts: Prompts, texts: list[str], prefix: str, max_new_tok
     ``max_source`` tokens, as in training)."""
     from .distill import greedy
 
-    pad_id = prompts.tokenizer.pad_token_id
-    batch = pad(prompts.inputs(prefix, texts, max_source), pad_id).to(model.device)
-    out = greedy(model, batch, batch.ne(pad_id), max_new_tokens)
+    batch, mask = padded(prompts.inputs(prefix, texts, max_source), prompts.tokenizer.pad_token_id)
+    out = greedy(model, batch.to(model.device), mask.to(model.device), max_new_tokens)
     return [s.strip() for s in prompts.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 

@@ -162,6 +162,34 @@ def test_a_chat_template_wraps_each_prompt_as_one_user_turn():
     assert tok.decode(ids) == tok.decode(tok("predict: what is 2 + 3 ? :", add_special_tokens=False)["input_ids"])
 
 
+def test_a_prompt_that_holds_the_pad_token_is_read_whole():
+    """Llama 3's instruct tokenizers have no pad token (so EOS pads) and their chat template ends the
+    user's turn with EOS: that EOS is part of the prompt. Masks come from each row's length, so
+    training's pass and generation read every prompt whole, as each row alone."""
+    from mmi_ray.predict import generate as predict_generate
+
+    tok = _chat_words()
+    tok.pad_token = tok.eos_token
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }} {{ eos_token }}{% endfor %}{% if add_generation_prompt %} :{% endif %}"
+    prompts = Prompts(tok, causal=True, chat=True)
+    exs = generate(4, seed=1, tasks=["arith", "choice", "nli"], error_rate=0.0)
+    t = tokenize(exs, prompts, 256, 128)
+    assert all(ids[-2] == tok.eos_token_id == tok.pad_token_id for ids in t.predict_ids + t.explain_ids)
+    batch = collate(t, list(range(4)), tok.pad_token_id)
+    assert batch["predict_mask"].sum(1).tolist() == [len(ids) for ids in t.predict_ids]
+    assert len(set(batch["explain_mask"].sum(1).tolist())) > 1
+    student = build_student(MODEL, tok, 0).double().eval()
+    module = DistillModule(student, LossConfig(mi_weight=0.3, mi_estimator="maxpool")).eval()
+    with torch.no_grad():
+        rat = _alone(student, batch["explain_ids"], batch["explain_mask"], batch["rationale_ids"], tok.pad_token_id)
+        mine, _ = module._causal_pass(batch["explain_ids"], batch["explain_mask"], batch["rationale_ids"], False)
+    cont = batch["rationale_ids"].ne(IGNORE)
+    torch.testing.assert_close(mine[cont], rat[cont], rtol=1e-9, atol=1e-9)
+    texts = [e.input for e in exs]
+    together = predict_generate(student, prompts, texts, "predict: ", 6, 256)
+    assert together == [predict_generate(student, prompts, [x], "predict: ", 6, 256)[0] for x in texts]
+
+
 def _folder(tmp_path, config, tokenizer=None):
     config.save_pretrained(tmp_path)
     if tokenizer is not None:

@@ -137,19 +137,28 @@ def pad(seqs: list[list[int]], value: int) -> torch.Tensor:
     return out
 
 
+def padded(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs padded on the right, and their attention mask from each row's length: not ``ids !=
+    pad_id``, since a tokenizer that pads with its EOS (Llama 3's have no pad token) may hold that
+    token in the prompt itself (its chat template ends the user's turn with it)."""
+    ids = pad(seqs, pad_id)
+    lengths = torch.tensor([len(s) for s in seqs])
+    return ids, torch.arange(ids.size(1)).unsqueeze(0) < lengths.unsqueeze(1)
+
+
 def collate(tok: Tokenized, idx: list[int], pad_id: int, with_rationale: bool = True) -> dict[str, torch.Tensor]:
     """Two separately padded inputs (label and rationale task) and their targets."""
-    pred = pad([tok.predict_ids[i] for i in idx], pad_id)
+    pred, pred_mask = padded([tok.predict_ids[i] for i in idx], pad_id)
     batch = {
         "predict_ids": pred,
-        "predict_mask": pred.ne(pad_id),
+        "predict_mask": pred_mask,
         "label_ids": pad([tok.label_ids[i] for i in idx], IGNORE),
     }
     if with_rationale:
-        expl = pad([tok.explain_ids[i] for i in idx], pad_id)
+        expl, expl_mask = padded([tok.explain_ids[i] for i in idx], pad_id)
         batch.update(
             explain_ids=expl,
-            explain_mask=expl.ne(pad_id),
+            explain_mask=expl_mask,
             rationale_ids=pad([tok.rationale_ids[i] for i in idx], IGNORE),
         )
     return batch
