@@ -36,9 +36,26 @@ def save_checkpoint(path: Path, module: DistillModule, optimizer, scheduler, ste
 
 def load_state(path: str | Path) -> dict:
     """The tensors of a checkpoint folder (local, or on a storage URI: read through this machine's
-    cache), on the CPU (``weights_only``: no code runs on load)."""
-    file = local_dir(path) / STATE_FILE
-    return torch.load(file, map_location="cpu", weights_only=True)
+    cache), on the CPU (``weights_only``: no code runs on load), and under ``"config"`` the resolved
+    config it was written with."""
+    folder = local_dir(path)
+    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    if (folder / META_FILE).is_file():
+        state["config"] = json.loads((folder / META_FILE).read_text())["config"]
+    return state
+
+
+def written_by(state: dict, cfg: Config) -> bool:
+    """Whether a checkpoint was written by this config. Its fingerprint is compared first; where that
+    differs, the config it was written with is read again by this mmi-ray, so a checkpoint from a
+    release that had fewer config keys resumes when the keys added since hold their defaults (a value
+    the old run set differently still refuses)."""
+    if state["fingerprint"] == cfg.fingerprint():
+        return True
+    try:
+        return state.get("config") is not None and Config.model_validate(state["config"]).fingerprint() == cfg.fingerprint()
+    except ValueError:  # a key this release no longer reads, or a value it no longer allows
+        return False
 
 
 def load_config(path: str | Path) -> Config:
@@ -61,7 +78,7 @@ def restore(state: dict, module: DistillModule, optimizer, scheduler, stream: Ba
     """Load a checkpoint's state into a freshly built run whose model is already placed on its device;
     returns the step to continue from. The optimizer's state is cast to each parameter's device and
     dtype as it loads (``Optimizer.load_state_dict``), so it follows the model onto a GPU."""
-    if state["fingerprint"] != cfg.fingerprint():
+    if not written_by(state, cfg):
         raise MmiError("checkpoint was written by a different config; refusing to resume from it")
     module.load_checkpoint_state(state["model"])
     optimizer.load_state_dict(state["optimizer"])

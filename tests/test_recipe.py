@@ -183,6 +183,56 @@ def test_rationale_metrics_are_logged_only_when_asked_for(tmp_path):
     assert not [k for k in out[-1] if "rationale_" in k]
 
 
+def test_a_checkpoint_from_a_release_with_fewer_config_keys_resumes_and_a_changed_value_refuses(tmp_path):
+    """A checkpoint written before ``model.kind``, ``model.chat_template`` and ``model.lora`` existed
+    (its fingerprint hashed a config without them) resumes under this release while they hold their
+    defaults; a value its run set otherwise, or a key this release does not read, still refuses."""
+    import hashlib
+    import json
+
+    from mmi_ray.checkpoint import load_state
+    from mmi_ray.errors import MmiError
+    from mmi_ray.layout import META_FILE, STATE_FILE
+
+    cfg = load_config(CFG, tiny_overrides(tmp_path))
+    module, opt, sched = _fresh(cfg)
+    stream = BatchStream(list(range(8)), 4, 0, False, 1, 0, 1)
+    save_checkpoint(tmp_path, module, opt, sched, 3, stream, cfg, {"train_time_s": 1.0})
+
+    def as_written(edit) -> dict:  # the checkpoint as an older release (or another config) wrote it
+        written = cfg.model_dump(mode="json")
+        edit(written)
+        state = torch.load(tmp_path / STATE_FILE, weights_only=True)
+        hashed = {k: v for k, v in written.items() if k != "run"}  # how fingerprint() hashed it
+        state["fingerprint"] = hashlib.sha1(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:10]
+        torch.save(state, tmp_path / STATE_FILE)
+        (tmp_path / META_FILE).write_text(json.dumps({"step": 3, "metrics": {}, "config": written}))
+        return load_state(tmp_path)
+
+    def fresh_stream():
+        return BatchStream(list(range(8)), 4, 0, False, 1, 0, 1)
+
+    def older(written):
+        for key in ("kind", "chat_template", "lora"):
+            del written["model"][key]
+
+    state = as_written(older)
+    assert state["fingerprint"] != cfg.fingerprint()
+    assert restore(state, *_fresh(cfg), fresh_stream(), cfg) == 3
+
+    def other_value(written):
+        older(written)
+        written["loss"]["mi_weight"] = cfg.loss.mi_weight + 0.5
+
+    def unknown_key(written):
+        older(written)
+        written["model"]["gone"] = 1
+
+    for edit in (other_value, unknown_key):
+        with pytest.raises(MmiError, match="checkpoint was written by a different config"):
+            restore(as_written(edit), *_fresh(cfg), fresh_stream(), cfg)
+
+
 def test_a_loop_stopped_between_reports_trains_no_further(tmp_path):
     """``iter_loop`` pauses after each report: a caller that stops (a Tune trial that ASHA or Ctrl-C
     stopped) leaves no step trained past the last report, and its next report is the next
