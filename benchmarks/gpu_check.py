@@ -13,11 +13,14 @@ generated rows of the same shape (inputs up to 1,024 tokens, rationales up to 25
 - the restore check (a run resumed from its mid-way checkpoint against the uninterrupted run) and the
   determinism check (the same run twice, ``train.deterministic`` on: eager attention), and what the
   deterministic kernels cost against SDPA (``train.deterministic: false``);
+- a decoder-only student of Qwen2.5-0.5B's shape (``--causal``, on by default; offline Qwen2 weights):
+  peak GPU memory beside ``mmi-ray plan``'s estimate and examples/s, for LoRA (r 16) and full
+  fine-tuning with eager attention (``train.deterministic``), and full fine-tuning with SDPA;
 - GPUs shared by trials (``--share 0.25``): a sweep of 1/share t5-v1_1-small-shaped trials at
   ``resources.gpus_per_worker: share`` on one GPU (the sweep's own concurrency: all at once), their
   examples/s together against one such run alone on the GPU, and the peak memory of each.
 
-    python benchmarks/gpu_check.py [--steps 40] [--batch 16] [--data DSS_DIR] [--share 0.25] [--out BENCHMARKS.md]
+    python benchmarks/gpu_check.py [--steps 40] [--batch 16] [--data DSS_DIR] [--share 0.25] [--no-causal] [--out BENCHMARKS.md]
     python benchmarks/gpu_check.py --small      # a tiny student on CPU: checks the script, no figure
 """
 
@@ -34,9 +37,17 @@ import torch
 from bench_out import report_figures
 
 from mmi_ray.config import load_config
-from mmi_ray.offline_student import build_student
+from mmi_ray.offline_student import build_causal_student, build_student
 from mmi_ray.recipe import run_loop
-from mmi_ray.sizing import data_lengths, gib, gpu_by_name, memory, shape_from_hf, step_flops
+from mmi_ray.sizing import (
+    data_lengths,
+    gib,
+    gpu_by_name,
+    memory,
+    shape_from_hf,
+    shape_of,
+    step_flops,
+)
 from mmi_ray.worker import WorkerEnv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +55,11 @@ DSS = REPO.parent / "shared" / "data" / "dss" / "datasets"
 BASE = {"d_model": 768, "num_layers": 12, "num_heads": 12, "d_ff": 2048, "model_vocab": 32128}
 T5_SMALL = {"d_model": 512, "num_layers": 8, "num_heads": 6, "d_ff": 1024, "model_vocab": 32128}
 SMALL = {"d_model": 32, "num_layers": 1, "num_heads": 2, "d_ff": 64, "model_vocab": 512}
+QWEN_05B = {"hidden": 896, "layers": 24, "heads": 14, "kv_heads": 2, "ff": 4864, "model_vocab": 151936}
+CAUSAL_SMALL = {"hidden": 32, "layers": 1, "heads": 2, "kv_heads": 1, "ff": 64, "model_vocab": 512}
+CAUSAL_VARIANTS = [("LoRA r 16, eager (deterministic)", ["model.lora.r=16", "train.deterministic=true"]),
+                   ("full, eager (deterministic)", ["train.deterministic=true"]),
+                   ("full, SDPA (deterministic false)", ["train.deterministic=false"])]
 
 
 def generated_rows(path: Path, n: int, small: bool) -> Path:
@@ -74,6 +90,41 @@ def in_process(cfg, device: torch.device, state: dict | None = None) -> tuple[li
 
     run_loop(cfg, WorkerEnv(0, 1, device, lambda: state, report, lambda m: m.to(device)))
     return out, saved
+
+
+def causal_rows(tmp: Path, texts: list[str], data: list[str], device: torch.device, steps: int, batch: int,
+                small: bool) -> tuple[list[str], list[dict]]:
+    """The decoder-only student (Qwen2.5-0.5B's shape, or a tiny one with ``small``) in this process on
+    ``device``, one run a variant: its peak memory and examples/s beside the plan's estimate (eager
+    attention counted where the run attends eagerly: deterministic, on a GPU)."""
+    student = build_causal_student(tmp / "causal-student", ["predict:", "explain:", *texts],
+                                   vocab_size=300 if small else 8000, **(CAUSAL_SMALL if small else QWEN_05B))
+    base = [*data, f"model.name={student}", "model.max_source_length=1024", "model.max_target_length=256",
+            f"train.batch_size={batch}", f"train.max_steps={steps}", f"train.eval_every={steps}", "train.precision=bf16",
+            "loss.mi_weight=0.1", "loss.mi_estimator=maxpool", "data.max_eval_examples=16", "train.eval_batch_size=16",
+            "train.max_new_tokens=8", "optim.lr=1e-4", f"run.storage_path={tmp / 'causal-runs'}"]
+    rows, results = [], []
+    for label, ov in CAUSAL_VARIANTS:
+        cfg = load_config(REPO / "configs" / "cqa_qwen2.5_0.5b.yaml", [*base, *ov])
+        n, shape = data_lengths(cfg), shape_of(cfg.model)
+        eager = cfg.train.deterministic and device.type == "cuda"
+        est = memory(shape, n.src_max, n.label_max, n.rationale_max, batch, "bf16", "maxpool", eager=eager)
+        what = f"| decoder-only ({shape.params() / 1e6:.0f}M, {label}, batch {batch}): peak GPU memory / estimate; examples/s |"
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        try:
+            out, _ = in_process(cfg, device)
+        except torch.cuda.OutOfMemoryError:  # a figure too: the estimate said it would fit, or not
+            rows.append(f"{what} out of memory / {gib(est['total'])}; - |")
+            results.append({"variant": label, "peak_gib": None, "estimate_gib": est["total"] / 2**30, "oom": True})
+            continue
+        m = out[-1]
+        peak = f"{m['gpu_peak_gib']:.1f} GiB" if "gpu_peak_gib" in m else "n/a (CPU)"
+        rows.append(f"{what} {peak} / {gib(est['total'])}; {m['examples_per_s']:.1f} |")
+        results.append({"variant": label, "peak_gib": m.get("gpu_peak_gib"), "estimate_gib": est["total"] / 2**30,
+                        "examples_per_s": m["examples_per_s"], "lora": cfg.model.lora.r, "eager": eager})
+    return rows, results
 
 
 def through_ray(cfg) -> dict:
@@ -133,6 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--small", action="store_true", help="a tiny student on CPU: checks the script")
     ap.add_argument("--share", type=float, default=0.25,
                     help="the GPU share per trial for the shared-GPU rows (0: skip them; needs a GPU)")
+    ap.add_argument("--causal", action=argparse.BooleanOptionalAction, default=True,
+                    help="the decoder-only rows (Qwen2.5-0.5B's shape; --no-causal: skip them)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.small:
@@ -204,6 +257,8 @@ def main(argv: list[str] | None = None) -> dict:
         load_sweep(share_spec(tmp / "share.yaml", args.share, ov))  # the spec validates even here
         share_rows = [f"| trials sharing one GPU (gpus_per_worker {args.share:g}) | n/a (no GPU) |"]
 
+    causal, causal_results = (causal_rows(tmp, texts, data, device, args.steps, max(1, args.batch // 4), args.small)
+                              if args.causal else ([], []))
     peak_text = (f"{one['gpu_peak_gib']:.1f} GiB" if "gpu_peak_gib" in one else "n/a (CPU)")
     lines = [
         f"student: t5-v1_1-{'base' if not args.small else 'tiny'} shape, {shape.params() / 1e6:.0f}M parameters, "
@@ -225,12 +280,14 @@ def main(argv: list[str] | None = None) -> dict:
         f"({'equal' if repeat_diff == 0 else 'NOT equal'}) |",
         f"| SDPA (deterministic false) ex/s over eager (deterministic) ex/s | {eager_cost:.2f} |",
         *share_rows,
+        *causal,
     ]
     report_figures(lines, args.out, "gpu_check.py", argv, "GPU check: the paper workload's shapes through Ray Train",
             machine=name)
     return {"examples_per_s": one["examples_per_s"], "mfu": tflops / gpu.bf16_tflops if gpu else None,
             "restore_diff": restore_diff, "repeat_diff": repeat_diff, "peak_gib": one.get("gpu_peak_gib"),
-            "estimate_gib": est["total"] / 2**30, "sdpa_over_eager": eager_cost, "workers": counts}
+            "estimate_gib": est["total"] / 2**30, "sdpa_over_eager": eager_cost, "workers": counts,
+            "causal": causal_results}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""A T5-v1.1-shaped student with a SentencePiece-style (Unigram) tokenizer, built offline.
+"""A T5-v1.1-shaped student (or a Qwen2-shaped decoder-only one) with a SentencePiece-style (Unigram)
+tokenizer, built offline.
 
 The real students (``google/t5-v1_1-base``) come from the hub, which tests and offline machines
 cannot reach. This builds the same kind of checkpoint folder from text at hand: a Unigram tokenizer
@@ -54,6 +55,30 @@ def build_student(out_dir: str | Path, texts: Iterable[str], vocab_size: int = 2
         # v1.1's output head is its own matrix. transformers 5 ties it to the embedding at construction
         # and unties on load only when the saved values differ, so give it values of its own.
         model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.shared.weight) * d_model**-0.5)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def build_causal_student(out_dir: str | Path, texts: Iterable[str], vocab_size: int = 2000, hidden: int = 64,
+                         layers: int = 2, heads: int = 4, kv_heads: int = 2, ff: int = 128, seed: int = 0,
+                         model_vocab: int = 0) -> Path:
+    """A decoder-only student of Qwen2's kind (grouped-query attention, biased q/k/v, gated
+    feed-forward, tied output layer), randomly initialised, with the Unigram tokenizer: the offline
+    stand-in for ``Qwen/Qwen2.5-0.5B`` at its shape (hidden 896, 24 layers, 14 heads / 2 key-value
+    heads, 4,864 wide, 151,936 outputs). ``model.name=<folder>`` reads it as a causal LM."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    tok = train_tokenizer(texts, vocab_size)
+    config = Qwen2Config(
+        vocab_size=max(model_vocab, (len(tok) + 127) // 128 * 128), hidden_size=hidden, intermediate_size=ff,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads, tie_word_embeddings=True,
+        max_position_embeddings=4096, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(config)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out

@@ -80,13 +80,32 @@ def test_gpu_check_small_mode_runs_ray_train_and_restores_and_repeats_exactly(ra
     check and the determinism check (equal on CPU), the memory estimate beside it."""
     import gpu_check
 
-    res = gpu_check.main(["--small", "--out", str(tmp_path / "B.md")])
-    assert res["examples_per_s"] > 0 and res["workers"] == [1]
+    res = gpu_check.main(["--small", "--no-causal", "--out", str(tmp_path / "B.md")])  # causal: the next test
+    assert res["examples_per_s"] > 0 and res["workers"] == [1] and res["causal"] == []
     assert res["restore_diff"] == 0.0 and res["repeat_diff"] == 0.0  # on CPU: identical
     assert res["estimate_gib"] > 0 and res["sdpa_over_eager"] > 0
     text = (tmp_path / "B.md").read_text()
     assert "| restored from step 2 vs uninterrupted" in text and "through Ray Train, 1 worker(s)" in text
     assert "| trials sharing one GPU (gpus_per_worker 0.25) | n/a (no GPU) |" in text  # its spec validated
+
+
+def test_gpu_check_decoder_only_rows_train_the_offline_qwen2_student_in_process(tmp_path):
+    """The GPU check's decoder-only rows on the CPU: an offline Qwen2-shaped student (read as a causal
+    LM from its folder), LoRA and full, each run beside the plan's estimate for its own shape."""
+    import json
+
+    import gpu_check
+    import torch
+
+    path = gpu_check.generated_rows(tmp_path / "rows.jsonl", 200, small=True)
+    texts = [json.loads(x)[k] for x in path.read_text().splitlines() for k in ("input", "label", "rationale")]
+    rows, res = gpu_check.causal_rows(tmp_path, texts, ["data.dataset=custom", f"data.path={path}"],
+                                      torch.device("cpu"), steps=4, batch=2, small=True)
+    assert [r["variant"] for r in res] == [v for v, _ in gpu_check.CAUSAL_VARIANTS] and len(rows) == 3
+    assert all(r["examples_per_s"] > 0 and r["peak_gib"] is None and not r["eager"] for r in res)  # CPU: SDPA
+    lora, full = res[0], res[1]
+    assert lora["lora"] == 16 and full["lora"] == 0 and lora["estimate_gib"] < full["estimate_gib"]
+    assert all("n/a (CPU)" in r and "decoder-only" in r for r in rows)
 
 
 def test_gpu_mfu_small_mode_counts_flops(tmp_path):
