@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows.append(row)
         mib = lambda x: f"{x / 2**20:.0f}"  # noqa: E731
         print(f"{name:<18} {mib(row['total']):>7} M {mib(row['measured']):>7} M {row['ratio']:6.2f}  "
-              f"({mib(row.get('weights, gradients, AdamW', row.get('frozen weights, adapters + AdamW', 0)))} / {mib(row['activations'])} / {mib(row['[B, T, V] buffers'])} MiB)")
+              f"({mib(row.get('weights, gradients, AdamW', row.get('frozen weights, adapters + AdamW', 0)))} / {mib(row['activations'] + row.get('eager attention probabilities', 0))} / {mib(row['[B, T, V] buffers'])} MiB)")
     print(f"(peak RSS added over the process before the model, 2 AdamW steps, {args.precision}, CPU; "
           "ratio: estimate / measured)")
     return rows

@@ -16,6 +16,7 @@ from .config import read_yaml
 from .errors import ConfigError
 from .sizing import (
     ASSUMED_MFU,
+    EAGER_SCORES,
     GPU,
     data_lengths,
     gib,
@@ -348,7 +349,8 @@ def estimate(base, gpu: GPU | None, given: float | None, gpu_sweep: bool = True,
     elif k > 1:
         warnings.append(f"a run needs about {gib(mem['total'])} of GPU memory, more than {gpu.name}'s "
                         f"{gpu.memory_gib:g} GiB holds: set train.batch_size: {t.batch_size // k} and "
-                        f"train.grad_accum_steps: {k * t.grad_accum_steps} (the same {examples} examples a step)")
+                        f"train.grad_accum_steps: {k * t.grad_accum_steps} (the same {examples} examples a step)"
+                        + _sdpa_hint(shape, lengths, t.batch_size, p, mi, gpu, rationale_pass, mem, k))
     if share < 1:
         together = _fits(1.0, share)
         lines.append(f"  GPU shared: {together} workers per GPU (resources.gpus_per_worker {share:g}): together about "
@@ -360,6 +362,18 @@ def estimate(base, gpu: GPU | None, given: float | None, gpu_sweep: bool = True,
                             f"than {gpu.name}'s {gpu.memory_gib:g} GiB: set resources.gpus_per_worker: "
                             f"{1 / fit:.3g} ({fit} per GPU)" + (" or 1" if fit == 1 else ""))
     return Estimate(st, lines, warnings)
+
+
+def _sdpa_hint(shape, lengths, batch: int, precision: str, mi, gpu: GPU, rationale_pass: bool, mem: dict,
+               k: int) -> str:
+    """Where eager attention (train.deterministic) is much of a decoder-only run's memory: what SDPA
+    would need instead (runs then not bit-for-bit repeatable on a GPU)."""
+    if mem.get(EAGER_SCORES, 0) < mem["total"] / 4:
+        return ""
+    k2 = micro_batches_to_fit(shape, lengths, batch, precision, mi, gpu, rationale_pass, eager=False)
+    fewer = "" if k2 is None or k2 >= k else f", {batch // k2} examples a micro-batch"
+    return (f"; or train.deterministic: false: SDPA keeps none of the {gib(mem[EAGER_SCORES])} of eager attention "
+            f"probabilities{fewer}, but GPU runs are then not repeatable bit for bit")
 
 
 def load_cluster(path: str) -> dict:

@@ -374,6 +374,9 @@ and eager attention (the measured peak moves about 8% from run to run). A GPU's 
 gpu_check.py's to measure."""
 
 
+EAGER_SCORES = "eager attention probabilities"
+"""``memory``'s part for a decoder-only student's eager attention (``train.deterministic`` on a GPU)."""
+
 def memory(s: Shape, src: int, label: int, rationale: int, batch: int, precision: str, mi: str | None,
            rationale_pass: bool = True, critic_params: int = 0, eager: bool = False) -> dict[str, float]:
     """Peak bytes of one training micro-batch of ``batch`` examples at these lengths (the longest a
@@ -397,14 +400,19 @@ def memory(s: Shape, src: int, label: int, rationale: int, batch: int, precision
     def decoder(b: int, t: int, n: int) -> float:
         return s.dec_layers * (2 * (31 * t * b * d + 4 * n * b * d + 8 * t * b * ff) + 10 * h * (t * t + t * n) * b)
 
+    per_token, per_score = CAUSAL_KEPT[precision, bool(s.lora_r)] if causal else ((0, 0), 0)
+
     def causal_layers(b: int, n: int) -> float:  # bytes autograd keeps in a pass of n tokens (CAUSAL_KEPT)
-        per_token, per_score = CAUSAL_KEPT[precision, bool(s.lora_r)]
-        return CAUSAL_TRANSIENT * s.layers * b * (n * (per_token[0] * d + per_token[1] * ff)
-                                                  + (per_score * h * n * n if eager else 0))
+        return CAUSAL_TRANSIENT * s.layers * b * n * (per_token[0] * d + per_token[1] * ff)
+
+    def eager_scores(b: int, n: int) -> float:  # and, attending eagerly, every layer's probabilities
+        return CAUSAL_TRANSIENT * s.layers * b * per_score * h * n * n
 
     passes = [label] + ([rationale] if rationale_pass else [])
+    scores = 0.0
     if causal:
         acts = sum(causal_layers(batch, src + t) for t in passes)
+        scores = sum(eager_scores(batch, src + t) for t in passes) if eager else 0.0
         if el == 2:  # autocast's bf16 copy of every weight, kept for backward
             states += 2.0 * s.params()
     else:
@@ -419,7 +427,11 @@ def memory(s: Shape, src: int, label: int, rationale: int, batch: int, precision
         bvt += n * el + (0 if fused else 8 * n)
     bvt += batch * max(passes) * v * el + (chunk if fused else 0)  # the largest pass's gradient in backward
     key = "frozen weights, adapters + AdamW" if causal and s.lora_r else "weights, gradients, AdamW"
-    return {key: states, "activations": acts, "[B, T, V] buffers": bvt, "total": states + acts + bvt}
+    out = {key: states, "activations": acts}
+    if scores:
+        out[EAGER_SCORES] = scores
+    return {**out, "[B, T, V] buffers": bvt, "total": states + acts + scores + bvt}
+
 
 
 def fits(total_bytes: float, gpu: GPU, headroom: float = 0.9) -> bool:

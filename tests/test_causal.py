@@ -4,6 +4,8 @@ Checked against each row run alone, unpadded on the left, through plain ``transf
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -379,6 +381,7 @@ def test_a_causal_shape_counts_the_parameters_the_model_and_peft_build(lora):
 def test_plan_sizes_a_causal_student_and_a_lora_run_fits_where_a_full_one_does_not():
     from mmi_ray.sizing import (
         CAUSAL_TRANSIENT,
+        EAGER_SCORES,
         GPUS,
         Lengths,
         memory,
@@ -402,8 +405,35 @@ def test_plan_sizes_a_causal_student_and_a_lora_run_fits_where_a_full_one_does_n
     # eager attention (train.deterministic on a GPU) keeps each layer's [B, heads, n, n] probabilities
     eager = memory(full, 256, 8, 256, 4, "bf16", "maxpool", eager=True)
     scores = CAUSAL_TRANSIENT * full.layers * 4 * full.heads * ((256 + 8) ** 2 + (256 + 256) ** 2) * 5
-    assert eager["activations"] - m_full["activations"] == pytest.approx(scores)
+    assert EAGER_SCORES not in m_full and eager[EAGER_SCORES] == pytest.approx(scores)
+    assert eager["activations"] == m_full["activations"]
+    assert eager["total"] == pytest.approx(m_full["total"] + scores)
     assert micro_batches_to_fit(lora, n, 32, "bf16", "maxpool", a10g, eager=True) > k
+
+
+def test_plan_names_sdpa_where_eager_attention_is_much_of_a_causal_runs_memory():
+    """The LoRA sweep on Qwen2.5-0.5B with train.deterministic (eager attention on the GPU): plan lists
+    the attention probabilities apart and names both fixes; without deterministic it has no such part."""
+    from pathlib import Path
+
+    from mmi_ray.plan import load_cluster, load_prices, make_plan
+    from mmi_ray.sweep import load_sweep
+
+    repo = Path(__file__).resolve().parents[1]
+    cluster = load_cluster(str(repo / "cluster" / "aws-gpu.yaml"))
+
+    def plan(*ov):
+        p = make_plan(load_sweep(repo / "sweeps" / "paper_cqa_qwen_lora.yaml", list(ov)), cluster, "aws",
+                      prices=load_prices())
+        return "\n".join(p.lines), [w for w in p.warnings if "GPU memory" in w]
+
+    text, [fix] = plan()
+    assert "eager attention probabilities" in text
+    m = re.search(r"set train.batch_size: (\d+) .*SDPA keeps none of the [\d.]+ GiB of eager attention probabilities, "
+                  r"(\d+) examples a micro-batch", fix)
+    assert m and int(m.group(2)) > int(m.group(1)), fix
+    text, fixes = plan("overrides.train.deterministic=false")
+    assert "eager attention" not in text and all("SDPA" not in w for w in fixes)
 
 
 def test_the_causal_memory_estimate_is_within_a_fifth_of_what_training_holds():
