@@ -196,12 +196,14 @@ class CustomDataConfig(Section):
 
 
 class RationalesConfig(Section):
-    keep: Literal["all", "correct", "relabel"] = "all"
+    keep: Literal["all", "correct", "relabel", "label_only"] = "all"
     """Which training rows keep the teacher's rationale, by the teacher's answer (matched to the gold
-    label as evaluation matches answers): ``all``; ``correct``: a row whose teacher answer is wrong
-    (or did not parse) is dropped from training, both tasks; ``relabel``: such a row keeps its
-    rationale and its label task trains on the gold label even with ``data.label_type: teacher``.
-    Validation and test are never filtered. Searchable in a sweep."""
+    label as evaluation matches answers): ``all`` (a row whose teacher output did not parse trains an
+    empty rationale, as DSS's code does); ``correct``: a row whose teacher answer is wrong (or did
+    not parse) is dropped from training, both tasks; ``relabel``: such a row keeps its rationale and
+    its label task trains on the gold label even with ``data.label_type: teacher``; ``label_only``:
+    such a row trains the label task (on the gold label) and neither the rationale task nor the MI
+    term. Validation and test are never filtered. Searchable in a sweep."""
     per_row: int = Field(1, ge=1)
     """Rationales per training row, where ``mmi-ray rationales --samples N`` wrote several: the first
     ``per_row`` samples of each row are used, each as an example of its own (diverse reasoning:

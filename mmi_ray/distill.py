@@ -136,13 +136,22 @@ class DistillModule(nn.Module):
         label_ce, label_out = self._pass(batch["predict_ids"], batch["predict_mask"], batch["label_ids"], hidden, pool)
         zero = label_ce.new_zeros(())
         rat_ce, rat_out = zero, None
+        # rows that train the label task only (data.rationales.keep: label_only): their rationale targets
+        # ignored and their rows left out of the MI term; a batch with none such has no rationale_rows
+        rows = batch.get("rationale_rows")
+        some = rows is not None and bool(rows.any())  # a device read, on such batches only
+        none = rows is not None and not some  # a batch of label-only rows: every term kept in the graph, weighed 0
         if self.use_rationale:
-            rat_ce, rat_out = self._pass(batch["explain_ids"], batch["explain_mask"], batch["rationale_ids"], hidden,
-                                         pool)
+            targets = batch["rationale_ids"]
+            if some:
+                targets = targets.masked_fill(~rows.unsqueeze(1), IGNORE)
+            rat_ce, rat_out = self._pass(batch["explain_ids"], batch["explain_mask"], targets, hidden, pool)
+            if none:
+                rat_ce = rat_ce * 0.0
         mi, est = zero, zero.new_full((), float("nan"))
         if self.estimator is not None:
-            r = self.estimator(label_out, rat_out)
-            mi, est = r.loss, r.estimate
+            r = self.estimator(label_out.rows(rows), rat_out.rows(rows)) if some else self.estimator(label_out, rat_out)
+            mi, est = (r.loss * 0.0, est) if none else (r.loss, r.estimate)
         loss = c.label_weight * label_ce + c.rationale_weight * rat_ce + c.mi_weight * mi
         return LossTerms(loss, label_ce, rat_ce, mi, est)
 

@@ -27,6 +27,11 @@ class PassOutput:
     hidden: Tensor | None = None  # [B, T, D] last decoder hidden state (learned critics only)
     pooled: Tensor | None = None  # [B, V] max over positions of the softmax (``maxpool``, from ce_and_maxpool)
 
+    def rows(self, keep: Tensor) -> PassOutput:
+        """The rows a ``[B]`` bool marks."""
+        pick = lambda t: None if t is None else t[keep]  # noqa: E731
+        return PassOutput(self.logits[keep], self.mask[keep], pick(self.hidden), pick(self.pooled))
+
 
 @dataclass
 class MIResult:

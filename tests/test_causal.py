@@ -74,6 +74,20 @@ def test_loss_terms_and_the_fused_maxpool_equal_each_row_run_alone():
     assert terms.mi.item() == pytest.approx(maxpool_ce(lab, rat).item(), rel=1e-6)  # both pool in float32
 
 
+def test_label_only_rows_leave_a_causal_students_rationale_and_mi_terms():
+    """Rows that train the label task only (data.rationales.keep: label_only): the rationale and MI
+    terms equal those of the other rows, each run alone."""
+    module, tok, batch = _module(LossConfig(mi_weight=0.3, mi_estimator="maxpool"))
+    rows = torch.tensor([True, False, True, False])
+    terms = module({**batch, "rationale_rows": rows})
+    s, pad = module.student, tok.pad_token_id
+    with torch.no_grad():
+        lab = _alone(s, batch["predict_ids"], batch["predict_mask"], batch["label_ids"], pad)
+        rat = _alone(s, batch["explain_ids"], batch["explain_mask"], batch["rationale_ids"], pad)
+    assert terms.rationale.item() == pytest.approx(token_ce(rat[rows], batch["rationale_ids"][rows]).item(), rel=1e-6)
+    assert terms.mi.item() == pytest.approx(maxpool_ce(lab[rows], rat[rows]).item(), rel=1e-6)
+
+
 def test_the_mi_term_trains_the_rationale_side_only_through_the_continuation():
     module, _, batch = _module(LossConfig(mi_weight=1.0, mi_estimator="maxpool", rationale_weight=0.0, label_weight=0.0))
     module.train()

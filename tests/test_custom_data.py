@@ -217,6 +217,23 @@ def test_rationales_keep_correct_drops_rows_the_teacher_got_wrong_and_relabel_tr
     relabel = load_splits(cfg("data.rationales.keep=relabel", "data.label_type=teacher"))
     assert [e.rationale for e in relabel.train.examples] == [e.rationale for e in every.train.examples if e.parsed]
     assert all(e.teacher_label == e.label for e in relabel.train.examples)
+    # label_only: every row kept; the wrong ones train the label task alone (on gold), the rest both
+    only = load_splits(cfg("data.rationales.keep=label_only"))
+    assert len(only.train) == len(every.train) and only.valid.examples == every.valid.examples
+    assert [not e.teaches_rationale for e in only.train.examples] == [e in wrong for e in every.train.examples]
+    assert all(e.teacher_label == e.label for e in only.train.examples if e.parsed and not e.teaches_rationale)
+    assert f"{len(wrong)} of {len(every.train)} rows train the label task only" in only.kept
+    from mmi_ray.data.batching import Prompts, collate, tokenize
+    from mmi_ray.model import build_tokenizer
+
+    tok = build_tokenizer(load_config(REPO / "configs" / "tiny_builtin.yaml").model)
+    t = tokenize(only.train.examples, Prompts(tok), 128, 64)
+    first = next(i for i, e in enumerate(only.train.examples) if not e.teaches_rationale)
+    idx = list(range(first, first + 8))
+    assert collate(t, idx, 0)["rationale_rows"].tolist() == [only.train.examples[i].teaches_rationale for i in idx]
+    fine = [i for i, e in enumerate(only.train.examples) if e.teaches_rationale][:8]
+    assert "rationale_rows" not in collate(t, fine, 0)  # a batch whose rows all have theirs: as before
+    assert tokenize(every.train.examples, Prompts(tok), 128, 64).has_rationale is None
     with pytest.raises(ConfigError, match="data.rationales.keep"):
         load_config(REPO / "configs" / "tiny_builtin.yaml", ["data.rationales.keep=some"])
 

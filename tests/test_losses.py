@@ -8,7 +8,7 @@ from mmi_ray.config import LossConfig, ModelConfig
 from mmi_ray.data.batching import Prompts, collate, tokenize
 from mmi_ray.data.builtin import generate
 from mmi_ray.distill import DistillModule
-from mmi_ray.losses import MI_ESTIMATORS, NWJMI, InfoNCEMI, PassOutput, maxpool_ce
+from mmi_ray.losses import MI_ESTIMATORS, NWJMI, InfoNCEMI, PassOutput, maxpool_ce, token_ce
 from mmi_ray.model import build_seq2seq, build_tokenizer
 
 
@@ -68,6 +68,36 @@ def _tiny_module(loss_cfg: LossConfig, seed: int = 0):
     exs = generate(4, seed=1, tasks=["arith", "choice", "nli"], error_rate=0.0)
     t = tokenize(exs, Prompts(tok), 256, 128)
     return module, collate(t, list(range(4)), tok.pad_token_id)
+
+
+@pytest.mark.parametrize("estimator", ["maxpool", "infonce"])
+def test_label_only_rows_leave_the_rationale_task_and_the_mi_term_and_nothing_else(estimator):
+    """data.rationales.keep: label_only marks rows (``rationale_rows``): the label term is the whole
+    batch's; the rationale term is the cross-entropy over the other rows' rationale tokens and the MI
+    term the estimator over those rows alone, from the same passes; a batch of such rows only keeps
+    every term in the graph (DDP needs each parameter's gradient) at weight 0."""
+    module, batch = _tiny_module(LossConfig(mi_weight=0.5, mi_estimator=estimator, critic_size=16))
+    module.eval()
+    rows = torch.tensor([True, False, True, False])
+    terms = module({**batch, "rationale_rows": rows})
+    assert torch.equal(terms.label, module(batch).label)
+    with torch.no_grad():
+        hidden = module.estimator.needs_hidden
+        _, lab = module._pass(batch["predict_ids"], batch["predict_mask"], batch["label_ids"], hidden, False)
+        _, rat = module._pass(batch["explain_ids"], batch["explain_mask"], batch["rationale_ids"], hidden, False)
+    assert terms.rationale.item() == pytest.approx(token_ce(rat.logits[rows], batch["rationale_ids"][rows]).item(),
+                                                   rel=1e-6)
+    if estimator == "maxpool":
+        assert terms.mi.item() == pytest.approx(maxpool_ce(lab.logits[rows], rat.logits[rows]).item(), rel=1e-6)
+    else:  # the critic's negatives are the kept rows' only
+        assert terms.mi.item() == pytest.approx(module.estimator(lab.rows(rows), rat.rows(rows)).loss.item(), rel=1e-6)
+        assert terms.mi.item() != pytest.approx(module(batch).mi.item(), rel=1e-3)
+    none = module({**batch, "rationale_rows": torch.zeros(4, dtype=torch.bool)})
+    assert none.rationale.item() == 0.0 and none.mi.item() == 0.0
+    assert none.loss.item() == pytest.approx(module.cfg.label_weight * none.label.item(), rel=1e-6)
+    module.train()
+    module({**batch, "rationale_rows": torch.zeros(4, dtype=torch.bool)}).loss.backward()
+    assert all(p.grad is not None for p in module.parameters() if p.requires_grad)
 
 
 def test_mi_weight_zero_is_dss_to_the_bit():

@@ -233,6 +233,23 @@ def test_a_checkpoint_from_a_release_with_fewer_config_keys_resumes_and_a_change
             restore(as_written(edit), *_fresh(cfg), fresh_stream(), cfg)
 
 
+def test_label_only_rows_train_with_every_row_kept_and_the_rationale_term_from_the_others(tmp_path):
+    """A teacher wrong on half the rows: keep: label_only trains on every row (correct drops half),
+    and the rationale and MI terms it logs are finite and differ from keep: all's (fewer rows in them)."""
+    ov = {"data.builtin.teacher_error_rate": 0.5, "train.max_steps": 6, "train.eval_every": 6, "loss.mi_weight": 0.2}
+
+    def run(keep):
+        out: list[dict] = []
+        run_loop(load_config(CFG, tiny_overrides(tmp_path, **ov, **{"data.rationales.keep": keep})),
+                 local_env(lambda m, _c: out.append(m)))
+        return out[-1]
+
+    only, every, correct = run("label_only"), run("all"), run("correct")
+    assert only["train_rows"] == every["train_rows"] == 400 and 100 < correct["train_rows"] < 340
+    assert math.isfinite(only["rationale"]) and math.isfinite(only["mi"])
+    assert only["label"] != every["label"] and only["rationale"] != every["rationale"]
+
+
 def test_a_loop_stopped_between_reports_trains_no_further(tmp_path):
     """``iter_loop`` pauses after each report: a caller that stops (a Tune trial that ASHA or Ctrl-C
     stopped) leaves no step trained past the last report, and its next report is the next

@@ -26,6 +26,8 @@ class Tokenized:
     explain_ids: list[list[int]]
     label_ids: list[list[int]]
     rationale_ids: list[list[int]]
+    has_rationale: list[bool] | None = None
+    """Per example, whether it trains the rationale task and the MI term (None: every one does)."""
 
     def __len__(self) -> int:
         return len(self.predict_ids)
@@ -98,6 +100,7 @@ def tokenize(examples: list[Example], prompts: Prompts, max_source: int, max_tar
         explain_ids=prompts.inputs(RATIONALE_PREFIX, inputs, max_source),
         label_ids=prompts.targets(labels, max_target),
         rationale_ids=prompts.targets([e.rationale for e in examples], max_target),
+        has_rationale=None if all(e.teaches_rationale for e in examples) else [e.teaches_rationale for e in examples],
     )
 
 
@@ -147,7 +150,8 @@ def padded(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def collate(tok: Tokenized, idx: list[int], pad_id: int, with_rationale: bool = True) -> dict[str, torch.Tensor]:
-    """Two separately padded inputs (label and rationale task) and their targets."""
+    """Two separately padded inputs (label and rationale task) and their targets; ``rationale_rows``
+    ([B] bool) where some rows train the label task only."""
     pred, pred_mask = padded([tok.predict_ids[i] for i in idx], pad_id)
     batch = {
         "predict_ids": pred,
@@ -161,6 +165,8 @@ def collate(tok: Tokenized, idx: list[int], pad_id: int, with_rationale: bool = 
             explain_mask=expl_mask,
             rationale_ids=pad([tok.rationale_ids[i] for i in idx], IGNORE),
         )
+        if tok.has_rationale is not None and not all(tok.has_rationale[i] for i in idx):
+            batch["rationale_rows"] = torch.tensor([tok.has_rationale[i] for i in idx])  # only where some lack one
     return batch
 
 

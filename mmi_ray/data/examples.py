@@ -25,6 +25,9 @@ class Example:
     """Dataset or task family, for per-task metrics."""
     gold: bool = True
     """Whether ``label`` is the row's gold label (False: the teacher's, ``data.custom.unlabelled``)."""
+    teaches_rationale: bool = True
+    """False: the row trains the label task only, not the rationale task or the MI term
+    (``data.rationales.keep: label_only`` and a wrong teacher answer)."""
 
     @property
     def parsed(self) -> bool:
