@@ -151,7 +151,7 @@ class DistillModule(nn.Module):
         mi, est = zero, zero.new_full((), float("nan"))
         if self.estimator is not None:
             r = self.estimator(label_out.rows(rows), rat_out.rows(rows)) if some else self.estimator(label_out, rat_out)
-            mi, est = (r.loss * 0.0, est) if none else (r.loss, r.estimate)
+            mi, est = (r.loss * 0.0 if none else r.loss), r.estimate  # the estimate stays a number to average
         loss = c.label_weight * label_ce + c.rationale_weight * rat_ce + c.mi_weight * mi
         return LossTerms(loss, label_ce, rat_ce, mi, est)
 

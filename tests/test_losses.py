@@ -93,7 +93,7 @@ def test_label_only_rows_leave_the_rationale_task_and_the_mi_term_and_nothing_el
         assert terms.mi.item() == pytest.approx(module.estimator(lab.rows(rows), rat.rows(rows)).loss.item(), rel=1e-6)
         assert terms.mi.item() != pytest.approx(module(batch).mi.item(), rel=1e-3)
     none = module({**batch, "rationale_rows": torch.zeros(4, dtype=torch.bool)})
-    assert none.rationale.item() == 0.0 and none.mi.item() == 0.0
+    assert none.rationale.item() == 0.0 and none.mi.item() == 0.0 and math.isfinite(none.mi_estimate.item())
     assert none.loss.item() == pytest.approx(module.cfg.label_weight * none.label.item(), rel=1e-6)
     module.train()
     module({**batch, "rationale_rows": torch.zeros(4, dtype=torch.bool)}).loss.backward()
