@@ -87,6 +87,17 @@ def test_trial_status_words_match_what_happened(last, finished, ended, known, st
     assert _trial_status(None, last, 100, finished, ended, known) == status
 
 
+def test_an_error_file_left_by_an_earlier_attempt_does_not_outlive_a_later_end(tmp_path):
+    """Tune leaves ``error.txt`` in a trial folder when the trial fails, and there it stays after a
+    retry within the sweep or ``--resume`` runs the trial to its end: the newest recorded end wins."""
+    (tmp_path / "error.txt").write_text("OSError: When writing to s3://b/x: connection refused\n")
+    assert _trial_status(tmp_path, 100, 100, True, "completed", True) == "completed"
+    assert _trial_status(tmp_path, 40, 100, True, "stopped early", True) == "stopped early"
+    assert _trial_status(tmp_path, 40, 100, True, "error", True) == "error"
+    assert _trial_status(tmp_path, 40, 100, True, None, True) == "error"  # no end recorded after it
+    assert _trial_status(tmp_path, 100, 100, True, None, False) == "error"  # a sweep from before the record
+
+
 def test_a_resumed_sweep_keeps_earlier_ends_and_this_invocations_view(tmp_path, capsys):
     """On --resume Tune runs the callback it pickled with the experiment: its ends come from the
     file (the earlier invocation's too) and whether it shows anything from this invocation."""

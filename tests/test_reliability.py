@@ -49,7 +49,7 @@ def test_a_worker_that_raises_or_is_sigkilled_restores_from_checkpoint_with_iden
             print(f"\n[worker {kind}] clean run {t1 - t0:.0f} s, failed + restored run {time.time() - t2:.0f} s")
 
 
-def test_diverging_learning_rate_ends_its_trial_with_the_reason_and_the_sweep_goes_on(ray_session, tmp_path):
+def test_diverging_learning_rate_ends_its_trial_with_the_reason_and_the_sweep_goes_on(ray_session, tmp_path, capsys):
     """No injection: plain SGD at lr 30 without clipping overflows within a few steps."""
     spec = write_spec(tmp_path, "nan", search={"optim.lr": {"type": "loguniform", "low": 1e-3, "high": 100.0}},
                       points_to_evaluate=[{"optim.lr": 30.0}, {"optim.lr": 0.05}], num_trials=2,
@@ -65,6 +65,11 @@ def test_diverging_learning_rate_ends_its_trial_with_the_reason_and_the_sweep_go
     assert summary["best"]["params"]["optim.lr"] == 0.05
     t = load_sweep_dir(tmp_path / "results" / "nan").trials.set_index("optim.lr")
     assert t.loc[30.0, "status"] == "error" and "non-finite loss at step" in t.loc[30.0, "error"]
+    from mmi_ray.sweep.summary import print_summary
+
+    print_summary(summary)
+    assert "1 trial(s) ended in an error (trials.csv's error column says which): the same `mmi-ray sweep` command " \
+           "with --resume runs them again" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("storage,env,expected", [

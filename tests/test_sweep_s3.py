@@ -168,8 +168,9 @@ def test_the_readme_job_command_twice_gives_two_sweeps_on_the_bucket(ray_head, s
 def test_the_storage_gone_for_20_s_mid_sweep_loses_nothing(ray_head, s3_server, s3_bucket, tmp_path, capsys):
     """The S3 server stops for 20 s while trials train, then comes back on the same port with the same
     buckets. The sweep rides through on retries (mmi_ray/storage.py: each request tried for about
-    50 s), or stops with one line naming the URI and ``--resume`` finishes it; either way every trial
-    completes with every evaluation recorded once."""
+    50 s; or Tune runs a trial that failed again, and its stale error file no longer marks it as
+    errored), or stops with one line naming the URI and ``--resume`` finishes it; either way every
+    trial completes with every evaluation recorded once."""
     env = ray_head["env"]
     root = f"{s3_bucket}/results"
     spec = write_spec(tmp_path, "outage", storage_path=root, num_trials=2, scheduler={"type": "none"},
@@ -193,7 +194,8 @@ def test_the_storage_gone_for_20_s_mid_sweep_loses_nothing(ray_head, s3_server, 
         rc, out = _mmi(["sweep", str(spec), "--resume", "--quiet", "--no-report"], env, tmp_path)
         assert rc == 0, out[-3000:]
     trials = _trials(uri)
-    assert len(trials) == 2 and (trials["status"] == "completed").all(), trials
+    assert len(trials) == 2 and (trials["status"] == "completed").all(), (
+        trials[["trial_id", "status", "error"]].to_dict("records"), out[-4000:])
     for run in storage.listdir(f"{uri}/runs"):
         steps = [json.loads(x)["step"] for x in storage.read_text(f"{uri}/runs/{run}/metrics.jsonl").splitlines()]
         assert steps == [15, 30, 45, 60, 75, 90], (run, steps)

@@ -86,9 +86,11 @@ def _localize(path: str) -> Path:
 
 def _trial_status(trial_dir: Path | None, last_step: int, max_steps: int, finished_sweep: bool,
                   ended: str | None = None, ends_known: bool = False) -> str:
-    """``ended``: the trial's entry in ``ended_trials.jsonl``; ``ends_known``: the sweep kept that file
-    (older sweeps did not: a trial short of its budget in a finished sweep then counts as stopped)."""
-    if ended == ERROR or (trial_dir is not None and (trial_dir / ERROR_FILE).exists()):
+    """``ended``: the trial's newest entry in ``ended_trials.jsonl``; ``ends_known``: the sweep kept that
+    file (older sweeps did not: a trial short of its budget in a finished sweep then counts as stopped).
+    Tune's ``error.txt`` stays in a trial folder after the trial ran again and finished (a retry within
+    the sweep, or ``--resume``): it says the trial errored only where no later end is recorded."""
+    if ended == ERROR or (ended is None and trial_dir is not None and (trial_dir / ERROR_FILE).exists()):
         return ERROR
     if last_step >= max_steps:
         return COMPLETED

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..layout import COMPLETED, STEP, TRIALS_FILE
+from ..layout import COMPLETED, ERROR, STEP, TRIALS_FILE
 from ..results.ranking import best_entry, final_rows, ranked, searched_values
 from ..results.records import load_sweep_dir
 from ..results.stats import (
@@ -130,6 +130,10 @@ def print_summary(summary: dict) -> None:
     print(summary["table"])
     counts = ", ".join(f"{v} {k}" for k, v in summary["status_counts"].items())
     print(f"\ntrials: {summary['trials']} ({counts})")
+    if summary["status_counts"].get(ERROR):
+        print(f"{summary['status_counts'][ERROR]} trial(s) ended in an error ({TRIALS_FILE}'s error column says "
+              "which): the same `mmi-ray sweep` command with --resume runs them again (for a passing fault: storage "
+              "gone, a node lost)")
     if summary.get("reused_runs"):
         print(f"reused: {summary['reused_runs']} of {summary['runs']} runs were adopted from earlier runs of the same "
               "config, data and code, not trained (--rerun trains them again)")
