@@ -66,7 +66,7 @@ def child(name: str, precision: str, attention: str) -> dict:
     peak = rss("VmHWM")
     shape = Shape(d, d, h, ff, layers, layers, v, "built here")
     est = memory(shape, src, lab, rat, b, precision, "maxpool")
-    return {"shape": name, "measured": peak - before, **{k: v for k, v in est.items()}}
+    return {"shape": name, "measured": peak - before, **est}
 
 
 def random_batch(v: int, b: int, src: int, lab: int, rat: int) -> dict:
@@ -102,8 +102,9 @@ def causal_child(name: str, precision: str, attention: str) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from mmi_ray.config import LossConfig
+    from mmi_ray.config import LossConfig, ModelConfig
     from mmi_ray.distill import DistillModule
+    from mmi_ray.model import with_lora
     from mmi_ray.sizing import CausalShape, memory
 
     torch.set_num_threads(2)
@@ -115,18 +116,15 @@ def causal_child(name: str, precision: str, attention: str) -> dict:
                          attn_implementation=attention)
     torch.manual_seed(0)
     student = LlamaForCausalLM(config)
-    if r:
-        from peft import LoraConfig, get_peft_model
-
-        student = get_peft_model(student, LoraConfig(r=r, lora_alpha=16, lora_dropout=0.05,
-                                                     target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    if r:  # as model.lora builds them (peft's default targets here: q_proj, v_proj)
+        student = with_lora(student, ModelConfig(kind="causal", lora={"r": r}), causal=True)
     module = DistillModule(student, LossConfig(mi_weight=0.1, mi_estimator="maxpool"))
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
     two_steps(module, opt, random_batch(v, b, src, lab, rat), precision)
     peak = rss("VmHWM")
     shape = CausalShape(d, h, kv, d // h, ff, layers, v, False, "built here", lora_r=r)
     est = memory(shape, src, lab, rat, b, precision, "maxpool", eager=attention == "eager")
-    return {"shape": name, "measured": peak - before, **{k: v for k, v in est.items()}}
+    return {"shape": name, "measured": peak - before, **est}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

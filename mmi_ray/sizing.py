@@ -377,6 +377,7 @@ gpu_check.py's to measure."""
 EAGER_SCORES = "eager attention probabilities"
 """``memory``'s part for a decoder-only student's eager attention (``train.deterministic`` on a GPU)."""
 
+
 def memory(s: Shape, src: int, label: int, rationale: int, batch: int, precision: str, mi: str | None,
            rationale_pass: bool = True, critic_params: int = 0, eager: bool = False) -> dict[str, float]:
     """Peak bytes of one training micro-batch of ``batch`` examples at these lengths (the longest a
@@ -400,19 +401,14 @@ def memory(s: Shape, src: int, label: int, rationale: int, batch: int, precision
     def decoder(b: int, t: int, n: int) -> float:
         return s.dec_layers * (2 * (31 * t * b * d + 4 * n * b * d + 8 * t * b * ff) + 10 * h * (t * t + t * n) * b)
 
-    per_token, per_score = CAUSAL_KEPT[precision, bool(s.lora_r)] if causal else ((0, 0), 0)
-
-    def causal_layers(b: int, n: int) -> float:  # bytes autograd keeps in a pass of n tokens (CAUSAL_KEPT)
-        return CAUSAL_TRANSIENT * s.layers * b * n * (per_token[0] * d + per_token[1] * ff)
-
-    def eager_scores(b: int, n: int) -> float:  # and, attending eagerly, every layer's probabilities
-        return CAUSAL_TRANSIENT * s.layers * b * per_score * h * n * n
-
     passes = [label] + ([rationale] if rationale_pass else [])
     scores = 0.0
-    if causal:
-        acts = sum(causal_layers(batch, src + t) for t in passes)
-        scores = sum(eager_scores(batch, src + t) for t in passes) if eager else 0.0
+    if causal:  # bytes autograd keeps in a pass of n = prompt + continuation tokens (CAUSAL_KEPT)
+        (per_d, per_ff), per_score = CAUSAL_KEPT[precision, bool(s.lora_r)]
+        layers = CAUSAL_TRANSIENT * s.layers * batch
+        acts = sum(layers * (src + t) * (per_d * d + per_ff * ff) for t in passes)
+        if eager:  # and, attending eagerly, every layer's [B, heads, n, n] probabilities
+            scores = sum(layers * per_score * h * (src + t) * (src + t) for t in passes)
         if el == 2:  # autocast's bf16 copy of every weight, kept for backward
             states += 2.0 * s.params()
     else:
@@ -431,7 +427,6 @@ def memory(s: Shape, src: int, label: int, rationale: int, batch: int, precision
     if scores:
         out[EAGER_SCORES] = scores
     return {**out, "[B, T, V] buffers": bvt, "total": states + acts + scores + bvt}
-
 
 
 def fits(total_bytes: float, gpu: GPU, headroom: float = 0.9) -> bool:

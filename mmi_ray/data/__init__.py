@@ -42,14 +42,13 @@ def keep_rows(train: SplitData, keep: str) -> tuple[SplitData, str | None]:
         return (SplitData("train", kept, 0, train.source),
                 f"train: {n_wrong} of {len(train)} rows dropped, their teacher answer wrong or unparsed "
                 f"(data.rationales.keep: correct); {len(kept)} left")
-    if keep == "label_only":  # the label task on gold (as relabel); no rationale task, no MI term
-        out = [replace(e, teacher_label=e.label if e.parsed else e.teacher_label, teaches_rationale=False) if w else e
-               for e, w in zip(train.examples, wrong)]
+    # relabel and label_only: a wrong teacher answer becomes the gold one, so a teacher-label task trains on gold
+    out = [replace(e, teacher_label=e.label) if w and e.parsed else e for e, w in zip(train.examples, wrong)]
+    if keep == "label_only":  # and such a row trains neither the rationale task nor the MI term
+        out = [replace(e, teaches_rationale=False) if w else e for e, w in zip(out, wrong)]
         return (SplitData("train", out, train.unparsed, train.source),
                 f"train: {n_wrong} of {len(train)} rows train the label task only, their teacher answer wrong or "
                 f"unparsed (data.rationales.keep: label_only); {len(train) - n_wrong} train both tasks")
-    # relabel: a wrong teacher answer becomes the gold one, so a teacher-label task trains on gold
-    out = [replace(e, teacher_label=e.label) if w and e.parsed else e for e, w in zip(train.examples, wrong)]
     n_relabelled = sum(w and e.parsed for e, w in zip(train.examples, wrong))
     return (SplitData("train", out, train.unparsed, train.source),
             f"train: {n_relabelled} of {len(train)} rows relabelled to gold, their teacher answer wrong, their "
